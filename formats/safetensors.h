@@ -1,0 +1,58 @@
+// safetensors reader: one file, memory-mapped, validated in full at open.
+//
+// Layout (formats.md section 1.1): u64 LE header length N, N bytes of JSON, then the data
+// buffer. open() checks everything the reference reader checks (section 1.4) and more, and
+// throws qt::InputError naming the file (and tensor) on the first problem:
+//   - file >= 8 bytes; N <= kMaxHeaderBytes; 8+N <= file size
+//   - header is UTF-8 JSON object; each entry has exactly dtype/shape/data_offsets
+//   - dtype is a known safetensors dtype; shape entries are non-negative integers
+//   - bytes(shape, dtype) == END-BEGIN; offsets in the file; after sorting by offset the
+//     ranges are contiguous from 0, non-overlapping and cover the data region exactly
+//   - no duplicate tensor names; __metadata__ is a string->string map
+// After open, tensors are handed out as zero-copy views into the mapping; no tensor data is
+// read until the caller touches the bytes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "formats/tensor_view.h"
+
+namespace qt {
+
+inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // safetensors MAX_HEADER_SIZE
+
+class MappedFile;  // formats/mmap_file.h
+
+class SafetensorsFile {
+ public:
+  // Opens and validates `path`. Throws InputError (BadFile / Missing / Io).
+  static SafetensorsFile open(const std::string& path);
+  // Validates a header held in memory against a file of `file_size` bytes (used by open and by
+  // the fuzzer). Fills `tensors` (in header order) and `metadata`.
+  static void parse_header(const std::string& path, const uint8_t* data, uint64_t file_size,
+                           std::vector<TensorView>& tensors,
+                           std::map<std::string, std::string>& metadata, uint64_t& data_start);
+
+  const std::string& path() const { return path_; }
+  // Tensors in the order of their data offsets.
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  // nullptr if absent.
+  const TensorView* find(const std::string& name) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  uint64_t file_size() const;
+  uint64_t header_size() const { return data_start_; }  // 8 + N
+
+ private:
+  std::string path_;
+  std::shared_ptr<MappedFile> map_;
+  std::vector<TensorView> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+  uint64_t data_start_ = 0;
+};
+
+}  // namespace qt

@@ -1,0 +1,54 @@
+// Number formats, converted exactly as PyTorch converts them (algorithms.md section 2).
+//
+// Every function here is a pure, scalar, bit-exact reference. Rounding is round-to-nearest,
+// ties-to-even (RNE) everywhere, matching c10's implementations:
+//   - f32 -> bf16: c10 round_to_nearest_even (NaN -> 0x7FC0 with sign; overflow -> inf).
+//   - f32 -> f16 : IEEE RNE (as c10::Half / F16C), overflow -> inf, NaN stays NaN.
+//   - f32 -> float8_e4m3fn: c10 fp8e4m3fn_from_fp32_value. NOT saturating: |x| in (464, 480)
+//     rounds up into the NaN code, |x| >= 480 and +-inf give NaN (0x7F / 0xFF, sign kept);
+//     subnormals on the 2^-9 grid; signed zero kept. Callers clamp to +-448 first.
+//   - f32 -> float8_e5m2: c10 fp8e5m2_from_fp32_value; >= 61440 rounds to inf (0x7C).
+// Wider-to-narrower conversions from bf16/f16 go through f32, which is exact.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "libquant/dtype.h"
+
+namespace qt {
+
+// --- bit casts -----------------------------------------------------------------------------
+uint32_t f32_bits(float f);
+float f32_from_bits(uint32_t u);
+
+// --- bf16 / f16 ----------------------------------------------------------------------------
+uint16_t bf16_from_f32(float f);   // RNE
+float f32_from_bf16(uint16_t h);   // exact
+uint16_t f16_from_f32(float f);    // RNE
+float f32_from_f16(uint16_t h);    // exact
+
+// --- float8 --------------------------------------------------------------------------------
+uint8_t e4m3fn_from_f32(float f);  // c10 rule, non-saturating (see above)
+float f32_from_e4m3fn(uint8_t b);  // exact; 0x7F/0xFF -> NaN
+uint8_t e5m2_from_f32(float f);    // c10 rule
+float f32_from_e5m2(uint8_t b);    // exact
+
+inline constexpr float kE4M3Max = 448.0f;
+inline constexpr float kE5M2Max = 57344.0f;
+
+// --- bulk decode -----------------------------------------------------------------------------
+// Decodes `n` elements of `src` (raw little-endian bytes of dtype `t`) to f32. Supported for
+// F32, F16, BF16, F64 (rounded RNE to f32), F8_E4M3, F8_E5M2, I8, U8, I16, I32, I64, BOOL.
+// Returns false for a dtype it cannot decode (F4, F6*, E8M0, FNUZ, C64, U16/U32/U64).
+bool decode_to_f32(DType t, const uint8_t* src, uint64_t n, float* dst);
+
+// Encodes one f32 value into the model (scale) dtype and back: the value a PyTorch tensor of
+// dtype `t` would hold after `tensor.to(t)`. Only F32, F16, BF16.
+float round_to_dtype(DType t, float f);
+// Stores f (already representable in t) as little-endian bytes of dtype t at dst.
+void store_float(DType t, float f, uint8_t* dst);
+// Machine epsilon of a float dtype as torch.finfo(t).eps (bf16 2^-7, f16 2^-10, f32 2^-23).
+float dtype_eps(DType t);
+
+}  // namespace qt

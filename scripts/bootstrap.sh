@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything qtool needs to build and test on Debian 12. Idempotent, non-interactive.
+# Usage: scripts/bootstrap.sh [--python]   (--python also installs the Python test tier)
+set -euo pipefail
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+PKGS=(build-essential cmake ninja-build pkg-config git
+      libcli11-dev nlohmann-json3-dev libzstd-dev libeigen3-dev libspdlog-dev libfmt-dev
+      libgtest-dev libgmock-dev libpcre2-dev pandoc python3 python3-pip)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "${1:-}" = "--python" ]; then
+  PY=${PYTHON:-python3}
+  # The Python tier: the real clients that must read what qtool writes.
+  $PY -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../tests/python/requirements.txt"
+fi
+echo "bootstrap: ok"

@@ -1,0 +1,68 @@
+#include "tests/support/test_support.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace qt::test {
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  static std::atomic<int> counter{0};
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fs::path p = fs::temp_directory_path() /
+                 ("qtool-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+                  "-" + std::to_string(rd() % 100000));
+    std::error_code ec;
+    if (fs::create_directory(p, ec)) { path_ = p; return; }
+  }
+  throw std::runtime_error("cannot create a temporary directory");
+}
+TempDir::~TempDir() { std::error_code ec; fs::remove_all(path_, ec); }
+
+static std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) { if (c == '\'') q += "'\\''"; else q += c; }
+  return q + "'";
+}
+
+RunResult run_qtool(const std::vector<std::string>& args) {
+  TempDir tmp;
+  std::string cmd = shell_quote(QTOOL_BINARY);
+  for (const auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " >" + shell_quote(tmp.str("out")) + " 2>" + shell_quote(tmp.str("err")) + " </dev/null";
+  int status = std::system(cmd.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_text(tmp.path() / "out");
+  r.err = read_text(tmp.path() / "err");
+  return r;
+}
+
+std::vector<uint8_t> read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + p.string());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+void write_file(const fs::path& p, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!f) throw std::runtime_error("cannot write " + p.string());
+}
+void write_text(const fs::path& p, const std::string& text) {
+  write_file(p, std::vector<uint8_t>(text.begin(), text.end()));
+}
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss; ss << f.rdbuf(); return ss.str();
+}
+fs::path source_path(const std::string& rel) { return fs::path(QTOOL_SOURCE_DIR) / rel; }
+
+}  // namespace qt::test

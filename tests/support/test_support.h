@@ -1,0 +1,40 @@
+// Helpers shared by the test files: temporary folders, running the qtool binary, reading files.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qt::test {
+
+// A fresh empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string str(const std::string& rel = {}) const { return rel.empty() ? path_.string() : (path_ / rel).string(); }
+ private:
+  std::filesystem::path path_;
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built qtool binary with `args` (shell-quoted here), capturing stdout and stderr.
+RunResult run_qtool(const std::vector<std::string>& args);
+
+std::vector<uint8_t> read_file(const std::filesystem::path& p);
+void write_file(const std::filesystem::path& p, const std::vector<uint8_t>& bytes);
+void write_text(const std::filesystem::path& p, const std::string& text);
+std::string read_text(const std::filesystem::path& p);
+
+// Path of a file in the source tree (e.g. "testdata/ct_goldens/...").
+std::filesystem::path source_path(const std::string& rel);
+
+}  // namespace qt::test

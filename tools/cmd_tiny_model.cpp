@@ -1,10 +1,35 @@
+// `qtool tiny-model OUT`: writes the bundled, seeded tiny Llama-shaped checkpoint (for the
+// README's first command, tests and demos). Same seed, same bytes.
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
+#include "formats/tiny_model.h"
+#include "libquant/error.h"
 #include "tools/commands.h"
 
 namespace qt {
+
 void register_tiny_model(CLI::App& app, RunFn& run) {
-  auto* sub = app.add_subcommand("tiny-model", "(work in progress)");
-  sub->callback([&run] { run = [] { return 0; }; });
+  struct Opts { std::string out, dtype = "bf16"; uint64_t seed = 0; int shards = 1; bool tied = false; };
+  auto o = std::make_shared<Opts>();
+  auto* sub = app.add_subcommand("tiny-model", "Write the bundled tiny Llama-shaped test model (seeded, deterministic)");
+  sub->add_option("OUT", o->out, "Output folder")->required();
+  sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  sub->add_option("--dtype", o->dtype, "Weight dtype")->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  sub->add_option("--shards", o->shards, "Number of safetensors shards")->capture_default_str()->check(CLI::Range(1, 64));
+  sub->add_flag("--tied", o->tied, "Tie lm_head to the embedding (no lm_head.weight tensor)");
+  sub->callback([&run, o] {
+    run = [o] {
+      TinyModelOptions t;
+      t.seed = o->seed;
+      t.dtype = o->dtype == "f16" ? DType::F16 : o->dtype == "f32" ? DType::F32 : DType::BF16;
+      t.num_shards = o->shards;
+      t.tie_word_embeddings = o->tied;
+      write_tiny_model(o->out, t);
+      spdlog::info("wrote tiny model to {}", o->out);
+      return 0;
+    };
+  });
 }
+
 }  // namespace qt

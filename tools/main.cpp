@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "build_info.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
 
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbosity, "More log output (repeat for debug)");
   app.add_flag("-q,--quiet", quiet, "Only errors on stderr");
 
+  qt::set_command_line(argc, argv);
   qt::RunFn run;
   for (const auto& entry : qt::kCommands) entry.register_fn(app, run);
 

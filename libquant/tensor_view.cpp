@@ -1,4 +1,4 @@
-#include "formats/tensor_view.h"
+#include "libquant/tensor_view.h"
 
 namespace qt {
 std::string shape_string(const std::vector<int64_t>& shape) {

@@ -1,0 +1,233 @@
+#include "formats/inspect.h"
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "formats/checkpoint.h"
+#include "formats/quant_plan.h"
+#include "libquant/float_formats.h"
+
+namespace qt {
+using nlohmann::json;
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+std::string strip(const std::string& s, const std::string& suf) { return s.substr(0, s.size() - suf.size()); }
+
+// Expected scale shape for args and a weight [out, in]; empty optional if the strategy stores none.
+std::vector<std::vector<int64_t>> expected_scale_shapes(const QuantArgs& a, int64_t out, int64_t in) {
+  switch (a.strategy) {
+    case Strategy::Tensor: return {{1}, {}};
+    case Strategy::Channel: return {{out, 1}};
+    case Strategy::Group: return a.group_size > 0 ? std::vector<std::vector<int64_t>>{{out, (in + a.group_size - 1) / a.group_size}}
+                                                  : std::vector<std::vector<int64_t>>{};
+    case Strategy::Block:
+      if (a.block_rows <= 0 || a.block_cols <= 0) return {};
+      return {{(out + a.block_rows - 1) / a.block_rows, (in + a.block_cols - 1) / a.block_cols}};
+    case Strategy::Token: return {};
+  }
+  return {};
+}
+}  // namespace
+
+std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module) {
+  for (const auto& ig : q.ignore)
+    if (target_matches(ig, module, true)) return std::nullopt;
+  for (const auto& g : q.groups)
+    for (const auto& t : g.targets)
+      if (target_matches(t, module, true)) return &g;
+  return std::nullopt;
+}
+
+InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, const std::string& path) {
+  InspectReport r;
+  r.path = path;
+  r.config = config;
+  if (config.is_object()) {
+    if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty())
+      r.architecture = config["architectures"][0].get<std::string>();
+    r.model_type = config.value("model_type", std::string());
+    r.torch_dtype = config.contains("torch_dtype") && config["torch_dtype"].is_string()
+                        ? config["torch_dtype"].get<std::string>()
+                        : config.value("dtype", std::string());
+    r.quant = parse_quant_info(config);
+  }
+  for (const auto& s : ckpt.shard_paths()) r.shards.push_back(s);
+
+  std::map<std::string, const TensorView*> by_name;
+  for (const auto& t : ckpt.tensors()) {
+    by_name[t.name] = &t;
+    const std::string dn(dtype_name(t.dtype));
+    r.bytes_per_dtype[dn] += t.bytes.size();
+    r.tensors_per_dtype[dn] += 1;
+    r.total_bytes += t.bytes.size();
+    r.num_tensors++;
+    uint64_t n = t.numel();
+    if (ends_with(t.name, ".weight_packed") && t.dtype == DType::I32) {
+      // Logical elements: 32 / bits per word; bits from the config when known, else 4.
+      int bits = 4;
+      auto g = group_for_module(r.quant, strip(t.name, ".weight_packed"));
+      if (g && (*g)->weights) bits = (*g)->weights->num_bits();
+      n = n * static_cast<uint64_t>(32 / bits);
+    }
+    if (ends_with(t.name, "_scale") || ends_with(t.name, ".weight_shape") || ends_with(t.name, "_zero_point") ||
+        ends_with(t.name, ".weight_g_idx"))
+      continue;  // quantization metadata, not parameters
+    r.parameters += n;
+  }
+
+  const bool quantized_ckpt = !r.quant.method.empty();
+  for (const auto& p : r.quant.problems) r.findings.push_back({"error", "config", p});
+  if (quantized_ckpt && r.quant.method != "compressed-tensors" && r.quant.method != "fp8")
+    r.findings.push_back({"warning", "config", "quant_method '" + r.quant.method + "' is not one qtool reads in detail"});
+
+  // Modules: X.weight (2-D) or X.weight_packed.
+  std::set<std::string> modules;
+  for (const auto& [name, t] : by_name) {
+    if (ends_with(name, ".weight_packed")) modules.insert(strip(name, ".weight_packed"));
+    else if (is_linear_weight_name(name, t->shape)) modules.insert(strip(name, ".weight"));
+  }
+  std::map<std::string, bool> q_of;
+  for (const auto& m : modules) {
+    ModuleCoverage c;
+    c.module = m;
+    const TensorView* w = by_name.count(m + ".weight") ? by_name[m + ".weight"] : nullptr;
+    const TensorView* wp = by_name.count(m + ".weight_packed") ? by_name[m + ".weight_packed"] : nullptr;
+    const TensorView* ws = by_name.count(m + ".weight_scale") ? by_name[m + ".weight_scale"]
+                           : by_name.count(m + ".weight_scale_inv") ? by_name[m + ".weight_scale_inv"] : nullptr;
+    const TensorView* is = by_name.count(m + ".input_scale") ? by_name[m + ".input_scale"] : nullptr;
+    const bool low_dtype = w && (w->dtype == DType::F8_E4M3 || w->dtype == DType::I8 || w->dtype == DType::F8_E5M2);
+    c.quantized = wp != nullptr || low_dtype || ws != nullptr;
+    if (wp) {
+      c.weight_dtype = "I32 (packed)";
+      c.shape = wp->shape;
+      if (by_name.count(m + ".weight_shape")) {
+        const TensorView* s = by_name[m + ".weight_shape"];
+        if (s->dtype == DType::I64 && s->numel() == 2) {
+          int64_t v[2];
+          std::memcpy(v, s->bytes.data(), 16);  // 16 bytes: headers-only inspection reads just this
+          c.shape = {v[0], v[1]};
+        }
+      }
+    } else if (w) {
+      c.weight_dtype = std::string(dtype_name(w->dtype));
+      c.shape = w->shape;
+    }
+    auto g = group_for_module(r.quant, m);
+    if (g) {
+      c.group = (*g)->name;
+      c.scheme_text = "weights " + (*g)->weights_text + "; input " + (*g)->input_text;
+    }
+    // Findings.
+    if (c.quantized && !ws)
+      r.findings.push_back({"error", m, "quantized weight without weight_scale"});
+    if (c.quantized && (m == "lm_head" || ends_with(m, ".lm_head")))
+      r.findings.push_back({"error", m, "lm_head is quantized; vLLM cannot load a quantized lm_head"});
+    if (quantized_ckpt && c.quantized && !g)
+      r.findings.push_back({"error", m, "stored quantized but not covered by any config group (or listed in ignore): vLLM will fail to load its scales"});
+    if (quantized_ckpt && !c.quantized && g)
+      r.findings.push_back({"error", m, "stored in " + c.weight_dtype + " but a config group targets it: vLLM would cast it to the quantized dtype without scaling; add it to ignore"});
+    if (g && (*g)->input) {
+      const bool dyn = (*g)->input->dynamic;
+      if (dyn && is) r.findings.push_back({"warning", m + ".input_scale", "input_scale present under a dynamic activation scheme (ignored by vLLM)"});
+      if (!dyn && c.quantized && !is) r.findings.push_back({"error", m, "static activation scheme but no input_scale"});
+    }
+    if (g && (*g)->weights && ws && c.shape.size() == 2) {
+      auto exp = expected_scale_shapes(*(*g)->weights, c.shape[0], c.shape[1]);
+      bool ok = exp.empty();
+      for (const auto& e : exp) ok = ok || e == ws->shape;
+      if (!ok)
+        r.findings.push_back({"error", ws->name, "scale shape " + shape_string(ws->shape) + " does not match " +
+                                                      (*g)->weights_text + " (expected " + shape_string(exp[0]) + ")"});
+    }
+    q_of[m] = c.quantized;
+    (c.quantized ? r.quantized_modules : r.high_precision_modules)++;
+    r.modules.push_back(c);
+  }
+  for (const auto& [m, q] : q_of)
+    for (const auto& sib : fused_siblings(m))
+      if (q_of.count(sib) && q_of[sib] != q && m < sib)
+        r.findings.push_back({"error", m, "fused with " + sib + " but stored differently (vLLM refuses mixed schemes in one fused layer)"});
+  if (quantized_ckpt && config.is_object() && config.value("tie_word_embeddings", false) &&
+      !by_name.count("lm_head.weight"))
+    ;  // tied: fine, lm_head comes from the embedding
+  return r;
+}
+
+bool tensor_stats(const TensorView& t, TensorStats& s, size_t first_n) {
+  const uint64_t n = t.numel();
+  std::vector<float> v(static_cast<size_t>(n));
+  if (n && !decode_to_f32(t.dtype, t.bytes.data(), n, v.data())) return false;
+  s = {};
+  s.numel = n;
+  double sum = 0, sum2 = 0;
+  bool first = true;
+  for (float x : v) {
+    if (std::isnan(x)) { s.nan++; continue; }
+    if (std::isinf(x)) { s.inf++; continue; }
+    if (x == 0.0f) s.zero++;
+    if (first) { s.min = s.max = x; first = false; }
+    s.min = std::min<double>(s.min, x);
+    s.max = std::max<double>(s.max, x);
+    s.absmax = std::max<double>(s.absmax, std::fabs(x));
+    sum += x;
+    sum2 += double(x) * x;
+  }
+  const uint64_t finite = n - s.nan - s.inf;
+  if (finite) {
+    s.mean = sum / double(finite);
+    s.std = std::sqrt(std::max(0.0, sum2 / double(finite) - s.mean * s.mean));
+  }
+  for (size_t i = 0; i < std::min<uint64_t>(first_n, n); ++i) s.first.push_back(v[i]);
+  return true;
+}
+
+json stats_to_json(const TensorStats& s) {
+  json j;
+  j["numel"] = s.numel; j["min"] = s.min; j["max"] = s.max; j["mean"] = s.mean; j["std"] = s.std;
+  j["absmax"] = s.absmax; j["nan"] = s.nan; j["inf"] = s.inf; j["zero"] = s.zero;
+  j["first"] = s.first;
+  return j;
+}
+
+json report_to_json(const InspectReport& r) {
+  json j;
+  j["path"] = r.path;
+  j["architecture"] = r.architecture;
+  j["model_type"] = r.model_type;
+  j["torch_dtype"] = r.torch_dtype;
+  j["parameters"] = r.parameters;
+  j["total_bytes"] = r.total_bytes;
+  j["tensors"] = r.num_tensors;
+  j["bytes_per_dtype"] = r.bytes_per_dtype;
+  j["tensors_per_dtype"] = r.tensors_per_dtype;
+  j["shards"] = r.shards;
+  json q;
+  q["method"] = r.quant.method.empty() ? json(nullptr) : json(r.quant.method);
+  q["format"] = r.quant.format;
+  q["status"] = r.quant.status;
+  q["ignore"] = r.quant.ignore;
+  q["kv_cache"] = r.quant.kv_cache ? json(r.quant.kv_cache_text) : json(nullptr);
+  json groups = json::array();
+  for (const auto& g : r.quant.groups)
+    groups.push_back({{"name", g.name}, {"targets", g.targets}, {"weights", g.weights_text},
+                      {"input_activations", g.input_text}, {"format", g.format}});
+  q["groups"] = groups;
+  j["quantization"] = q;
+  json mods = json::array();
+  for (const auto& m : r.modules)
+    mods.push_back({{"module", m.module}, {"weight_dtype", m.weight_dtype}, {"shape", m.shape},
+                    {"quantized", m.quantized}, {"group", m.group}});
+  j["modules"] = mods;
+  j["quantized_modules"] = r.quantized_modules;
+  j["high_precision_modules"] = r.high_precision_modules;
+  json f = json::array();
+  for (const auto& x : r.findings) f.push_back({{"severity", x.severity}, {"where", x.where}, {"message", x.message}});
+  j["findings"] = f;
+  return j;
+}
+
+}  // namespace qt

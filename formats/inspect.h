@@ -1,0 +1,73 @@
+// What is in a checkpoint: the library half of `qtool inspect` (the CLI only prints).
+//
+// Everything except scale/tensor statistics comes from headers and config.json alone, so a
+// 100-shard checkpoint is summarised without reading tensor data.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/ct_config.h"
+#include "libquant/tensor_view.h"
+
+namespace qt {
+
+class Checkpoint;
+
+// One Linear-like module and how it is stored.
+struct ModuleCoverage {
+  std::string module;
+  std::string weight_dtype;        // "BF16", "F8_E4M3", "I32 (packed)"
+  std::vector<int64_t> shape;      // logical [out, in]
+  bool quantized = false;
+  std::string group;               // config group that covers it ("" if none / ignored)
+  std::string scheme_text;         // "FP8 E4M3 per-channel; input FP8 dynamic per-token"
+};
+
+struct Finding {
+  std::string severity;  // "error" (vLLM will refuse or produce garbage) or "warning"
+  std::string where;     // tensor or module name, or "config"
+  std::string message;
+};
+
+struct InspectReport {
+  std::string path;
+  nlohmann::json config;           // config.json or null
+  std::string architecture, model_type, torch_dtype;
+  uint64_t parameters = 0;         // logical element count (packed words expanded)
+  uint64_t total_bytes = 0;
+  std::map<std::string, uint64_t> bytes_per_dtype;
+  std::map<std::string, uint64_t> tensors_per_dtype;
+  size_t num_tensors = 0;
+  std::vector<std::string> shards;
+  QuantInfo quant;
+  std::vector<ModuleCoverage> modules;
+  size_t quantized_modules = 0, high_precision_modules = 0;
+  std::vector<Finding> findings;
+};
+
+// Header-only analysis. `config` may be null (a bare .safetensors file).
+InspectReport inspect_checkpoint(const Checkpoint& ckpt, const nlohmann::json& config,
+                                 const std::string& path);
+
+// Statistics of one tensor's values (reads its data).
+struct TensorStats {
+  uint64_t numel = 0, nan = 0, inf = 0, zero = 0;
+  double min = 0, max = 0, mean = 0, std = 0, absmax = 0;
+  std::vector<float> first;        // the first few values
+};
+// Decodable dtypes only (floats and ints); false otherwise.
+bool tensor_stats(const TensorView& t, TensorStats& out, size_t first_n = 8);
+
+nlohmann::json report_to_json(const InspectReport& r);
+nlohmann::json stats_to_json(const TensorStats& s);
+
+// Finds the args that cover `module` in the checkpoint's config (first matching group, unless
+// ignored). nullopt if not covered.
+std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module);
+
+}  // namespace qt

@@ -1,0 +1,321 @@
+#include "formats/quantize_pipeline.h"
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "build_info.h"
+#include "formats/atomic_file.h"
+#include "formats/ct_config.h"
+#include "formats/model_folder.h"
+#include "formats/safetensors_writer.h"
+#include "formats/sha256.h"
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/pack.h"
+#include "libquant/quantize.h"
+
+namespace qt {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string canonical_or_abs(const fs::path& p) {
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(p, ec);
+  return (ec ? fs::absolute(p) : c).string();
+}
+
+bool is_inside(const std::string& child, const std::string& parent) {
+  if (child == parent) return true;
+  std::string p = parent;
+  if (!p.empty() && p.back() != '/') p += '/';
+  return child.rfind(p, 0) == 0;
+}
+
+DType model_dtype_of(const QuantPlan& plan) {
+  for (const auto& o : plan.outputs)
+    if (o.kind == OutputTensor::Kind::WeightScale) return o.dtype;
+  return DType::BF16;
+}
+
+std::string last_component(const std::string& m) {
+  auto p = m.rfind('.');
+  return p == std::string::npos ? m : m.substr(p + 1);
+}
+
+float absmax_of_group(const std::map<std::string, float>& m, const std::string& module) {
+  auto it = m.find(module);
+  if (it == m.end()) return NAN;
+  float v = it->second;
+  for (const auto& sib : fused_siblings(module)) {
+    auto jt = m.find(sib);
+    if (jt != m.end()) v = std::max(v, jt->second);
+  }
+  return v;
+}
+
+// A calibrated statistic must be finite and positive; anything else would be a silent bad scale.
+float checked_scale(float amax, QuantType t, DType sdt, const std::string& model_path,
+                    const std::string& what) {
+  if (std::isnan(amax))
+    throw InputError(InputError::Kind::BadValue, model_path, what,
+                     "no calibration statistic (the module saw no tokens, or stats do not match the model)");
+  if (!std::isfinite(amax))
+    throw InputError(InputError::Kind::BadValue, model_path, what, "calibration statistic is infinite");
+  if (amax == 0.0f)
+    throw InputError(InputError::Kind::BadValue, model_path, what,
+                     "calibration statistic is zero (all observed activations were 0)");
+  return scale_from_amax(amax, t, sdt);
+}
+
+std::vector<uint8_t> scalar_bytes(DType t, float v) {
+  std::vector<uint8_t> b(static_cast<size_t>(dtype_bits(t) / 8));
+  store_float(t, v, b.data());
+  return b;
+}
+
+}  // namespace
+
+float static_input_scale(const ActivationStats& stats, const std::string& module, QuantType t,
+                         DType scale_dtype, const std::string& model_path) {
+  return checked_scale(absmax_of_group(stats.input_absmax, module), t, scale_dtype, model_path,
+                       module + ".input_scale");
+}
+
+void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
+  if (job.output_dir.empty())
+    throw InputError(InputError::Kind::Usage, "", "", "no output folder given (-o OUT)");
+  const std::string in = canonical_or_abs(model.dir());
+  const std::string out = canonical_or_abs(job.output_dir);
+  if (is_inside(out, in))
+    throw InputError(InputError::Kind::Usage, job.output_dir, "",
+                     "output folder is the input folder or inside it; choose another -o");
+  if (is_inside(in, out))
+    throw InputError(InputError::Kind::Usage, job.output_dir, "",
+                     "output folder contains the input folder; choose another -o");
+  std::error_code ec;
+  if (fs::exists(out, ec) && !job.overwrite) {
+    if (!fs::is_directory(out) || !fs::is_empty(out))
+      throw InputError(InputError::Kind::Usage, job.output_dir, "",
+                       "output folder exists and is not empty (use --overwrite to replace it after success)");
+  }
+  fs::path parent = fs::path(out).parent_path();
+  if (!fs::exists(parent, ec))
+    throw InputError(InputError::Kind::Missing, parent.string(), "", "parent folder of the output does not exist");
+  struct statvfs sv {};
+  if (::statvfs(parent.c_str(), &sv) == 0) {
+    const uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    const uint64_t need = plan.output_bytes + (64ull << 20);
+    if (free_bytes < need)
+      throw InputError(InputError::Kind::Io, parent.string(), "", "not enough free disk space",
+                       std::to_string(need >> 20) + " MiB", std::to_string(free_bytes >> 20) + " MiB free");
+  }
+}
+
+QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
+  const Scheme& scheme = *plan.options.scheme;
+  const bool legacy = plan.options.format == OutputFormat::LegacyFp8;
+  const DType sdt = legacy ? DType::F32 : model_dtype_of(plan);
+  const DType model_dtype = model_dtype_of(plan);
+  const bool needs_stats = (scheme.input && !scheme.input->dynamic) || plan.options.kv_cache_fp8;
+  if (needs_stats && job.stats == nullptr)
+    throw InputError(InputError::Kind::Usage, model.dir(), "",
+                     std::string("scheme ") + scheme.name + " needs calibration statistics");
+
+  const fs::path out = canonical_or_abs(job.output_dir);
+  const fs::path partial = out.string() + ".qtool-partial-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  fs::create_directories(partial, ec);
+  if (ec)
+    throw InputError(InputError::Kind::Io, partial.string(), "", "cannot create folder: " + ec.message());
+  // Removes the partial folder unless we reach the final rename.
+  struct Cleanup {
+    fs::path p; bool armed = true;
+    ~Cleanup() { if (armed) { std::error_code e; fs::remove_all(p, e); } }
+  } cleanup{partial};
+
+  const auto& tensors = model.checkpoint().tensors();
+  std::map<std::string, const TensorView*> by_name;
+  for (const auto& t : tensors) by_name[t.name] = &t;
+
+  // ---- shard layout ----
+  std::vector<TensorSpec> specs;
+  for (const auto& o : plan.outputs) specs.push_back({o.name, o.dtype, o.shape});
+  const auto shards = plan_shards(specs, job.max_shard_bytes);
+  std::map<std::string, size_t> shard_of;
+  for (size_t s = 0; s < shards.size(); ++s)
+    for (const auto& sp : shards[s].specs) shard_of[sp.name] = s;
+
+  std::vector<std::unique_ptr<SafetensorsWriter>> writers;
+  for (const auto& sh : shards)
+    writers.push_back(std::make_unique<SafetensorsWriter>((partial / sh.file_name).string(), sh.specs,
+                                                          std::map<std::string, std::string>{{"format", "pt"}}));
+  auto write = [&](const std::string& name, std::span<const uint8_t> bytes) {
+    writers[shard_of.at(name)]->write(name, bytes);
+  };
+
+  // Outputs grouped by source tensor, in plan order.
+  std::map<std::string, std::vector<const OutputTensor*>> outs_of_source;
+  std::vector<const OutputTensor*> kv_outputs;
+  for (const auto& o : plan.outputs) {
+    if (o.kind == OutputTensor::Kind::KvScale) kv_outputs.push_back(&o);
+    else outs_of_source[o.source].push_back(&o);
+  }
+
+  QuantizeSummary sum;
+  sum.tensors_total = plan.decisions.size();
+  sum.input_bytes = plan.input_bytes;
+  sum.output_bytes = plan.output_bytes;
+  sum.shards = shards.size();
+
+  for (size_t i = 0; i < plan.decisions.size(); ++i) {
+    const TensorDecision& d = plan.decisions[i];
+    const TensorView& t = *by_name.at(d.name);
+    TensorProgress prog;
+    prog.index = i + 1;
+    prog.total = plan.decisions.size();
+    prog.decision = &d;
+    prog.shape = shape_string(t.shape);
+    prog.from_dtype = std::string(dtype_short_name(t.dtype));
+    prog.in_bytes = t.bytes.size();
+    if (!d.quantize) {
+      write(t.name, t.bytes);
+      prog.to_dtype = prog.from_dtype;
+      prog.out_bytes = t.bytes.size();
+    } else {
+      QuantizeOptions qo;
+      qo.allow_nonfinite = job.allow_nonfinite;
+      QuantizedWeight q = quantize_weight(t, scheme.weights, qo);
+      sum.tensors_quantized++;
+      sum.zero_groups += q.zero_groups;
+      prog.amax = q.amax;
+      prog.zero_groups = q.zero_groups;
+      for (const OutputTensor* o : outs_of_source.at(d.name)) {
+        switch (o->kind) {
+          case OutputTensor::Kind::QuantWeight:
+            write(o->name, q.codes);
+            prog.to_dtype = std::string(dtype_short_name(o->dtype));
+            break;
+          case OutputTensor::Kind::PackedWeight: {
+            auto words = pack_int_codes(reinterpret_cast<const int8_t*>(q.codes.data()), t.shape[0],
+                                        t.shape[1], scheme.weights.num_bits());
+            write(o->name, {reinterpret_cast<const uint8_t*>(words.data()), words.size() * 4});
+            prog.to_dtype = scheme.weights.type == QuantType::Int4 ? "int4" : "int8";
+            break;
+          }
+          case OutputTensor::Kind::WeightScale:
+            if (o->dtype == q.scale_dtype) {
+              write(o->name, q.scale_bytes);
+            } else {  // legacy fp8: the same (model-dtype) value stored as F32, exactly
+              std::vector<float> s(q.scale_bytes.size() / (dtype_bits(q.scale_dtype) / 8));
+              decode_to_f32(q.scale_dtype, q.scale_bytes.data(), s.size(), s.data());
+              write(o->name, {reinterpret_cast<const uint8_t*>(s.data()), s.size() * 4});
+            }
+            break;
+          case OutputTensor::Kind::WeightShape: {
+            int64_t shp[2] = {t.shape[0], t.shape[1]};
+            write(o->name, {reinterpret_cast<const uint8_t*>(shp), sizeof shp});
+            break;
+          }
+          case OutputTensor::Kind::InputScale: {
+            // Computed in the model dtype (like weights), stored in the scale dtype.
+            float s = static_input_scale(*job.stats, d.module, scheme.input->type, model_dtype, model.dir());
+            write(o->name, scalar_bytes(o->dtype, s));
+            break;
+          }
+          default: QT_ASSERT(false && "unexpected output kind for a weight");
+        }
+        prog.out_bytes += o->nbytes;
+      }
+    }
+    if (job.on_tensor) job.on_tensor(prog);
+  }
+  // KV-cache scales: amax / 448 of post-RoPE K and of V (formats.md 2.11, trap 22).
+  for (const OutputTensor* o : kv_outputs) {
+    const bool is_k = last_component(o->name) == "k_scale";
+    const auto& m = is_k ? job.stats->k_absmax : job.stats->v_absmax;
+    auto it = m.find(o->module);
+    float s = checked_scale(it == m.end() ? NAN : it->second, QuantType::Float8E4M3, model_dtype,
+                            model.dir(), o->name);
+    write(o->name, scalar_bytes(o->dtype, s));
+  }
+  for (auto& w : writers) w->commit();
+
+  // Index (only when sharded), config.json, the other files, manifest.
+  std::map<std::string, std::string> weight_map;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    sum.output_files.push_back(shards[s].file_name);
+    for (const auto& sp : shards[s].specs) weight_map[sp.name] = shards[s].file_name;
+  }
+  if (shards.size() > 1) {
+    write_index_json(partial.string(), plan.output_bytes, weight_map);
+    sum.output_files.push_back("model.safetensors.index.json");
+  }
+  json config = model.config();
+  config.erase("compression_config");
+  CtWriteOptions co;
+  co.ignore = plan.ignore_written;
+  co.kv_cache_fp8 = plan.options.kv_cache_fp8;
+  if (job.stats) co.activation_observer = job.stats->observer;
+  config["quantization_config"] = legacy ? make_legacy_fp8_config(scheme, co) : make_ct_quant_config(scheme, co);
+  write_config_json(partial.string(), config);
+  sum.output_files.push_back("config.json");
+  for (const auto& f : model.other_files()) {
+    fs::path dst = partial / f;
+    fs::create_directories(dst.parent_path(), ec);
+    fs::copy_file(fs::path(model.dir()) / f, dst, fs::copy_options::overwrite_existing, ec);
+    if (ec)
+      throw InputError(InputError::Kind::Io, (fs::path(model.dir()) / f).string(), "",
+                       "cannot copy to the output: " + ec.message());
+    sum.output_files.push_back(f);
+  }
+
+  json manifest;
+  manifest["tool"] = "qtool";
+  manifest["version"] = QTOOL_VERSION_STRING;
+  manifest["command"] = job.command_line;
+  manifest["scheme"] = scheme.name;
+  manifest["format"] = legacy ? "legacy-fp8" : "compressed-tensors";
+  manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";
+  manifest["numerics"] = "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
+  if (job.stats) manifest["activation_observer"] = job.stats->observer;
+  json inputs = json::array();
+  for (const auto& p : model.checkpoint().shard_paths()) {
+    json e;
+    e["file"] = fs::path(p).filename().string();
+    e["bytes"] = fs::file_size(p, ec);
+    e["sha256"] = job.hash_inputs ? json(sha256_file(p)) : json(nullptr);
+    inputs.push_back(e);
+  }
+  manifest["inputs"] = inputs;
+  manifest["quantized_modules"] = plan.quantized_modules.size();
+  manifest["ignore"] = plan.ignore_written;
+  write_file_atomic((partial / "qtool_manifest.json").string(), manifest.dump(2) + "\n");
+  sum.output_files.push_back("qtool_manifest.json");
+
+  // Publish: rename partial -> OUT (replacing an existing OUT only now, after success).
+  if (fs::exists(out, ec)) {
+    const fs::path old = out.string() + ".qtool-old-" + std::to_string(::getpid());
+    fs::rename(out, old, ec);
+    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot move the old output aside: " + ec.message());
+    fs::rename(partial, out, ec);
+    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot publish the output: " + ec.message());
+    fs::remove_all(old, ec);
+  } else {
+    fs::rename(partial, out, ec);
+    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot publish the output: " + ec.message());
+  }
+  cleanup.armed = false;
+  sync_directory(out.parent_path().string());
+  return sum;
+}
+
+}  // namespace qt

@@ -1,0 +1,67 @@
+// The streaming quantize pipeline: executes a QuantPlan over a model folder and writes the
+// output checkpoint.
+//
+// Memory: the input is memory-mapped and read tensor by tensor; one quantized tensor (codes +
+// scales) is held at a time, and the writer pwrites it at its precomputed offset. Anonymous
+// memory is bounded by a small multiple of the largest tensor, whatever the model size.
+// Atomicity: everything is written into a sibling folder `<OUT>.qtool-partial-<pid>` which is
+// renamed to OUT only after every shard, the index, config.json and the manifest are complete
+// and fsynced; an interrupted run never leaves a folder named OUT that looks complete.
+// Determinism: the same input gives byte-identical output at any thread count (no timestamps
+// are written; per-tensor work is order-independent).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "formats/quant_plan.h"
+#include "libquant/activation_stats.h"
+
+namespace qt {
+
+class ModelFolder;
+
+// Reported after each input tensor is done (for the per-tensor log line and progress bar).
+struct TensorProgress {
+  size_t index = 0, total = 0;      // 1-based index among input tensors
+  const TensorDecision* decision = nullptr;
+  std::string shape;                // "[4096,4096]"
+  std::string from_dtype, to_dtype; // "bf16" -> "fp8" (same when kept)
+  uint64_t in_bytes = 0, out_bytes = 0;
+  float amax = 0;                   // for quantized weights
+  int64_t zero_groups = 0;
+};
+
+struct QuantizeJob {
+  std::string output_dir;
+  uint64_t max_shard_bytes = 5'000'000'000;  // huggingface_hub's default cap
+  bool allow_nonfinite = false;
+  bool overwrite = false;           // replace an existing OUT (only after success)
+  bool hash_inputs = true;          // sha256 of each input shard in the manifest
+  std::string command_line;         // recorded in the manifest
+  const ActivationStats* stats = nullptr;  // required for static schemes / --kv-cache fp8
+  std::function<void(const TensorProgress&)> on_tensor;
+};
+
+struct QuantizeSummary {
+  size_t tensors_total = 0, tensors_quantized = 0, shards = 0;
+  uint64_t input_bytes = 0, output_bytes = 0;
+  int64_t zero_groups = 0;
+  std::vector<std::string> output_files;
+};
+
+// Static input scale of a module: max |x| over its fused group (q/k/v, gate/up share one scale,
+// formats.md trap 11) turned into a scale with the weights' formula and dtype rules.
+float static_input_scale(const ActivationStats& stats, const std::string& module, QuantType t,
+                         DType scale_dtype, const std::string& model_path);
+
+// Runs the plan. Throws InputError on bad input or I/O failure; nothing named OUT is left then.
+QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
+
+// Preflight checks that need the file system: OUT is not the input and not inside it, OUT does
+// not exist (unless overwrite), enough free space for plan.output_bytes. Throws InputError(Usage/Io).
+void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
+
+}  // namespace qt

@@ -1,0 +1,98 @@
+#include "libquant/schemes.h"
+
+#include <array>
+
+namespace qt {
+namespace {
+
+constexpr QuantArgs fp8(Strategy s) { return {QuantType::Float8E4M3, s, 0, 0, 0, false}; }
+constexpr QuantArgs int8(Strategy s) { return {QuantType::Int8, s, 0, 0, 0, false}; }
+constexpr QuantArgs dyn(QuantArgs a) { a.dynamic = true; return a; }
+
+// The table. Presets follow compressed-tensors' (quant_scheme.py): FP8 = tensor/tensor static,
+// FP8_DYNAMIC = channel/token, FP8_BLOCK = block 128x128 / group 128 dynamic, W8A8 (INT8) =
+// channel/token; W8A16 is per-channel here (compressed-tensors <= 0.15 preset; 0.16+ uses
+// group 128), W4A16 = int4 group 128.
+const std::array<Scheme, 8> kSchemes = {{
+    {"fp8-dynamic", "FP8 E4M3 weights per-channel; FP8 activations dynamic per-token",
+     fp8(Strategy::Channel), dyn(fp8(Strategy::Token)), CtFormat::FloatQuantized, false, false,
+     "CompressedTensorsW8A8Fp8 (SM>=89), weight-only Marlin below"},
+    {"fp8-static", "FP8 E4M3 weights per-tensor; FP8 activations static per-tensor (calibrated)",
+     fp8(Strategy::Tensor), fp8(Strategy::Tensor), CtFormat::FloatQuantized, true, true,
+     "CompressedTensorsW8A8Fp8 (SM>=89)"},
+    {"fp8-block", "FP8 E4M3 weights in 128x128 blocks; FP8 activations dynamic per-group of 128",
+     QuantArgs{QuantType::Float8E4M3, Strategy::Block, 0, 128, 128, false},
+     QuantArgs{QuantType::Float8E4M3, Strategy::Group, 128, 0, 0, true}, CtFormat::FloatQuantized,
+     false, false, "CompressedTensorsW8A8Fp8 block (SM>=89)"},
+    {"int8-dynamic", "INT8 symmetric weights per-channel; INT8 activations dynamic per-token",
+     int8(Strategy::Channel), dyn(int8(Strategy::Token)), CtFormat::IntQuantized, false, false,
+     "CompressedTensorsW8A8Int8 dynamic (SM>=75)"},
+    {"int8-static", "INT8 symmetric weights per-channel; INT8 activations static per-tensor (calibrated)",
+     int8(Strategy::Channel), int8(Strategy::Tensor), CtFormat::IntQuantized, true, false,
+     "CompressedTensorsW8A8Int8 static (SM>=75)"},
+    {"w8a16", "INT8 symmetric weights per-channel, packed; activations unquantized",
+     int8(Strategy::Channel), std::nullopt, CtFormat::PackQuantized, false, false,
+     "CompressedTensorsWNA16 Marlin (SM>=80)"},
+    {"w4a16", "INT4 symmetric weights, group 128, round-to-nearest, packed; activations unquantized",
+     QuantArgs{QuantType::Int4, Strategy::Group, 128, 0, 0, false}, std::nullopt,
+     CtFormat::PackQuantized, false, false, "CompressedTensorsWNA16 Marlin (SM>=80)"},
+    {"fp8-w8a16", "FP8 E4M3 weights per-channel; activations unquantized (weight-only)",
+     fp8(Strategy::Channel), std::nullopt, CtFormat::NaiveQuantized, false, false,
+     "CompressedTensorsW8A16Fp8 Marlin (SM>=80)"},
+}};
+
+}  // namespace
+
+std::string_view ct_format_name(CtFormat f) {
+  switch (f) {
+    case CtFormat::FloatQuantized: return "float-quantized";
+    case CtFormat::IntQuantized: return "int-quantized";
+    case CtFormat::PackQuantized: return "pack-quantized";
+    case CtFormat::NaiveQuantized: return "naive-quantized";
+  }
+  return "?";
+}
+
+std::span<const Scheme> all_schemes() { return kSchemes; }
+
+const Scheme* find_scheme(std::string_view name) {
+  for (const Scheme& s : kSchemes)
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+std::string scheme_names() {
+  std::string s;
+  for (const Scheme& sc : kSchemes) {
+    if (!s.empty()) s += ", ";
+    s += sc.name;
+  }
+  return s;
+}
+
+std::string quant_type_name(QuantType t) {
+  switch (t) {
+    case QuantType::Float8E4M3: return "FP8 E4M3";
+    case QuantType::Int8: return "INT8";
+    case QuantType::Int4: return "INT4";
+  }
+  return "?";
+}
+
+std::string describe_args(const QuantArgs& a) {
+  std::string s = quant_type_name(a.type);
+  if (a.dynamic) s += " dynamic";
+  else if (a.strategy == Strategy::Tensor || a.strategy == Strategy::Token) s += " static";
+  switch (a.strategy) {
+    case Strategy::Tensor: s += " per-tensor"; break;
+    case Strategy::Channel: s += " per-channel"; break;
+    case Strategy::Group: s += " per-group of " + std::to_string(a.group_size); break;
+    case Strategy::Block:
+      s += " " + std::to_string(a.block_rows) + "x" + std::to_string(a.block_cols) + " blocks";
+      break;
+    case Strategy::Token: s += " per-token"; break;
+  }
+  return s;
+}
+
+}  // namespace qt

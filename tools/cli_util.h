@@ -1,0 +1,34 @@
+// Small helpers shared by the subcommands: human-readable sizes, size parsing, TTY progress.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace qt {
+
+std::string human_bytes(uint64_t b);               // "32.0 MiB"
+// "5GB", "500MB", "2GiB", "123" -> bytes; throws InputError(Usage) on garbage.
+uint64_t parse_size(const std::string& s, const std::string& option);
+// The command line as typed, shell-quoted where needed (for the manifest).
+std::string joined_command_line(int argc, char** argv);
+void set_command_line(int argc, char** argv);
+const std::string& command_line();
+
+// A one-line progress bar with ETA on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, uint64_t total);
+  void update(uint64_t done);
+  void finish();
+  bool active() const { return active_; }
+  // Erases the bar so that a log line can be printed, then redraws on the next update.
+  void clear();
+ private:
+  std::string label_;
+  uint64_t total_, done_ = 0;
+  bool active_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace qt

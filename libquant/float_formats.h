@@ -2,11 +2,17 @@
 //
 // Every function here is a pure, scalar, bit-exact reference. Rounding is round-to-nearest,
 // ties-to-even (RNE) everywhere, matching c10's implementations:
-//   - f32 -> bf16: c10 round_to_nearest_even (NaN -> 0x7FC0 with sign; overflow -> inf).
-//   - f32 -> f16 : IEEE RNE (as c10::Half / F16C), overflow -> inf, NaN stays NaN.
+//   - f32 -> bf16: c10 round_to_nearest_even, overflow -> inf. NaN -> quiet NaN 0x7FC0 | sign
+//     (c10's scalar rule gives 0x7FC0 for every NaN and torch's vectorized CPU cast 0xFFFF; no
+//     NaN bits are relied on anywhere).
+//   - f32 -> f16 : IEEE RNE (as c10::Half / F16C), overflow -> inf; NaN is quieted keeping its
+//     sign and top 10 payload bits, as torch's CPU cast (F16C) does.
 //   - f32 -> float8_e4m3fn: c10 fp8e4m3fn_from_fp32_value. NOT saturating: |x| in (464, 480)
 //     rounds up into the NaN code, |x| >= 480 and +-inf give NaN (0x7F / 0xFF, sign kept);
 //     subnormals on the 2^-9 grid; signed zero kept. Callers clamp to +-448 first.
+//     This is c10 before pytorch/pytorch#178817 (April 2026). Newer PyTorch (e.g. 2.15, the
+//     version the goldens were made with) saturates instead: see e4m3fn_from_f32_sat. The two
+//     differ only for |x| > 464 and +-inf, i.e. never after the +-448 clamp.
 //   - f32 -> float8_e5m2: c10 fp8e5m2_from_fp32_value; >= 61440 rounds to inf (0x7C).
 // Wider-to-narrower conversions from bf16/f16 go through f32, which is exact.
 #pragma once
@@ -30,6 +36,10 @@ float f32_from_f16(uint16_t h);    // exact
 
 // --- float8 --------------------------------------------------------------------------------
 uint8_t e4m3fn_from_f32(float f);  // c10 rule, non-saturating (see above)
+// Newer c10 rule (pytorch#178817, merged April 2026; torch 2.15.0 has it): same rounding, but
+// a finite overflow (|x| > 464) or +-inf gives +-448 (0x7E / 0xFE); NaN still gives 0x7F / 0xFF
+// (sign kept).
+uint8_t e4m3fn_from_f32_sat(float f);
 float f32_from_e4m3fn(uint8_t b);  // exact; 0x7F/0xFF -> NaN
 uint8_t e5m2_from_f32(float f);    // c10 rule
 float f32_from_e5m2(uint8_t b);    // exact

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "libquant/float_formats.h"
+#include "libquant/error.h"
 #include "libquant/quantize.h"
 
 namespace qt {
@@ -151,8 +152,10 @@ TEST(QuantizeWeight, GroupStrategyNeedsDivisibleColumns) {
   EXPECT_EQ(check_weight_shape({64, 256}, g), "");
 }
 
-TEST(QuantizeWeight, DequantizeInvertsCodesWithinHalfAStep) {
-  // Sweep sizes that hit remainders of row blocks; |w - deq| <= scale/2 for INT8 (RNE).
+TEST(QuantizeWeight, DequantizeInvertsCodesWithinThreeQuartersOfAStep) {
+  // Sweep sizes that hit remainders. The error bound: the bf16 quotient w/s is off by at most
+  // half a bf16 ulp, which is 0.25 for |q| in [64, 128), then round-half-even adds <= 0.5 and
+  // the clamp at 127 (amax maps to 127.5) adds <= 0.5: |w - deq| <= 0.75 * s.
   for (int64_t cols : {1, 3, 16, 33}) {
     std::vector<float> v;
     for (int64_t i = 0; i < 5 * cols; ++i) v.push_back(std::sin(0.37f * static_cast<float>(i)) * 0.1f);
@@ -163,7 +166,7 @@ TEST(QuantizeWeight, DequantizeInvertsCodesWithinHalfAStep) {
                scale_grid(q.shape, int8(Strategy::Channel)), deq.data());
     for (int64_t i = 0; i < 5 * cols; ++i) {
       const float s = f32_from_bf16(scale_bits(q)[static_cast<size_t>(i / cols)]);
-      EXPECT_LE(std::fabs(deq[i] - f32_from_bf16(w.bits[i])), s * 0.5f + 1e-3f * s) << cols << " " << i;
+      EXPECT_LE(std::fabs(deq[i] - f32_from_bf16(w.bits[i])), s * 0.75f) << cols << " " << i;
     }
   }
 }

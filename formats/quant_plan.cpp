@@ -151,10 +151,18 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
     throw InputError(InputError::Kind::Usage, model_path, "",
                      "no Linear weight to quantize (check --targets / --ignore, or the checkpoint's tensor names)");
 
-  // Ignore list: every Linear-like module left unquantized, plus lm_head (tied or not).
+  // Ignore list: every Linear-like module left unquantized, plus lm_head (tied or not). Other
+  // 2-D `.weight` tensors (embeddings) are listed too: vLLM and transformers match the "Linear"
+  // target by class and never touch them, but compressed-tensors' model-free matcher treats
+  // "Linear" as every `.weight` not ending in "norm", and must not expect them quantized.
   std::set<std::string> ignore_set;
   for (const auto& d : plan.decisions)
     if (d.linear_like && !d.quantize) ignore_set.insert(d.module);
+  for (const auto& t : tensors)
+    if (t.shape.size() == 2 && ends_with(t.name, ".weight")) {
+      const std::string m = t.name.substr(0, t.name.size() - 7);
+      if (!decided.count(m) && !ends_with(m, "norm")) ignore_set.insert(m);
+    }
   ignore_set.insert("lm_head");
   plan.ignore_written.assign(ignore_set.begin(), ignore_set.end());
 

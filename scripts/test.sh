@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole default test suite: bootstrap, build, run every C++ test with ctest, then the
-# Python tier (real clients reading what qtool writes). Under ~10 minutes on 2 cores.
+# The whole default test suite: bootstrap (Debian packages + the Python tier's pip packages),
+# build, every C++ test with ctest, then the Python tier (real clients reading what qtool
+# writes: safetensors, compressed-tensors, transformers, gguf). Under ~10 minutes on 2 cores
+# once the packages are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --python
 scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)")
-if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
-  QTOOL_BINARY="$PWD/build/tools/qtool" QTOOL_ST_ROUNDTRIP="$PWD/build/tests/qtool_st_roundtrip" \
-    python3 -m pytest -q tests/python
-fi
+# QTOOL_STRICT=1: a qtool command that fails inside the Python tier is a failure, not a skip.
+# The calibrated schemes (fp8-static, int8-static) are deselected until the calibration engine
+# lands (qtool refuses them with a clear message today).
+QTOOL_STRICT=1 QTOOL_BINARY="$PWD/build/tools/qtool" QTOOL_ST_ROUNDTRIP="$PWD/build/tests/qtool_st_roundtrip" \
+  python3 -m pytest -q tests/python -k "not static"

@@ -1,6 +1,7 @@
 // qtool entry point: builds the CLI from the command table, runs the chosen subcommand, and maps
 // errors to exit codes. This is the only place that catches qt::InputError.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
     return qt::exit_code_for(e.kind());
   }
 
+  // Logs (one line per tensor, warnings, the summary) go to stderr; stdout is for results/--json.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("qtool"));
   spdlog::set_pattern("%v");
   spdlog::set_level(quiet ? spdlog::level::err
                           : verbosity >= 1 ? spdlog::level::debug : spdlog::level::info);

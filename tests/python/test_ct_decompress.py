@@ -201,10 +201,12 @@ def test_compressed_tensors_bytes_and_decompression_match(quantized):
         ref = compressor.decompress(local, ct_scheme)["weight"].to(torch.float32)
         assert name in dq, f"{out}: decompression produced no {name}"
         assert torch.equal(dq[name], ref), f"{out}: {name} decompresses differently"
-        # the dequantized weight is close to the original (catches a wrong scale convention)
+        # the dequantized weight is close to the original (catches a wrong scale convention, which
+        # gives errors near 1). INT4 RTN on the tiny model's x10 outlier columns: a group of 128
+        # holding an outlier gets a step ~10x the typical weight, so ~0.26 is expected there.
         w = orig[name].to(torch.float32)
         rel = float((dq[name] - w).norm() / w.norm().clamp_min(1e-30))
-        assert rel < (0.2 if scheme == "w4a16" else 0.08), f"{name}: relative error {rel:.3g}"
+        assert rel < (0.35 if scheme == "w4a16" else 0.08), f"{name}: relative error {rel:.3g}"
 
     # everything else is copied unchanged
     for name, t in orig.items():

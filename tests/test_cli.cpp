@@ -1,0 +1,278 @@
+// The qtool binary end to end: output, files written, exit codes and error messages
+// (man/qtool.1 documents the codes). Each test builds its inputs with `qtool tiny-model`.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "formats/safetensors.h"
+#include "libquant/float_formats.h"
+#include "libquant/schemes.h"
+#include "tests/support/test_support.h"
+
+namespace qt {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::run_qtool;
+
+std::string tiny(const test::TempDir& d, const std::string& name = "tiny", std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"tiny-model", d.str(name)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto r = run_qtool(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return d.str(name);
+}
+
+std::map<std::string, std::vector<uint8_t>> all_files(const fs::path& dir) {
+  std::map<std::string, std::vector<uint8_t>> m;
+  for (const auto& e : fs::directory_iterator(dir)) m[e.path().filename().string()] = test::read_file(e.path());
+  return m;
+}
+
+TEST(Cli, VersionListsCompiledInFeatures) {
+  auto r = run_qtool({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("qtool 0.1.0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("openmp="), std::string::npos);
+  EXPECT_NE(r.out.find("cuda="), std::string::npos);
+}
+
+TEST(Cli, MissingArgumentsIsAUsageErrorWithExitCode2) {
+  EXPECT_EQ(run_qtool({}).exit_code, 2);
+  auto r = run_qtool({"quantize"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("MODEL"), std::string::npos) << r.err;
+  EXPECT_EQ(run_qtool({"quantize", "x", "-o", "y", "--scheme", "fp9"}).exit_code, 2);
+}
+
+TEST(Cli, QuantizeHelpShowsEverySchemeAndTheDefaults) {
+  auto r = run_qtool({"quantize", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  for (const auto& s : all_schemes()) EXPECT_NE(r.out.find(s.name), std::string::npos) << s.name;
+  EXPECT_NE(r.out.find("=fp8-dynamic"), std::string::npos) << "default scheme shown";
+  EXPECT_NE(r.out.find("=5GB"), std::string::npos) << "default shard size shown";
+}
+
+TEST(Cli, ManPagesListEverySchemeOfTheTable) {
+  // man/*.1 are generated from the one schemes table (scripts/gen_man.sh); this catches drift.
+  for (const char* page : {"man/qtool-schemes.1", "man/qtool-quantize.1"}) {
+    const std::string text = test::read_text(test::source_path(page));
+    ASSERT_FALSE(text.empty()) << page;
+    for (const auto& s : all_schemes()) {
+      std::string n = s.name, roff;
+      for (char c : n) roff += (c == '-') ? std::string("\\-") : std::string(1, c);
+      EXPECT_TRUE(text.find(n) != std::string::npos || text.find(roff) != std::string::npos) << page << " lacks " << n;
+    }
+  }
+}
+
+TEST(Cli, SchemesJsonListsTheTable) {
+  auto r = run_qtool({"schemes", "--json"});
+  ASSERT_EQ(r.exit_code, 0);
+  json j = json::parse(r.out);
+  ASSERT_EQ(j.size(), all_schemes().size());
+  EXPECT_EQ(j[0]["name"], all_schemes()[0].name);
+}
+
+TEST(Cli, QuantizeWritesALoadableCheckpointAndInspectDescribesIt) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-dynamic"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // One log line per tensor and a summary.
+  EXPECT_NE(r.err.find("[1/21] "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("bf16 -> fp8"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("done: 14 of 21 tensors quantized"), std::string::npos) << r.err;
+  for (const char* f : {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "qtool_manifest.json"})
+    EXPECT_TRUE(fs::exists(d.path() / "out" / f)) << f;
+  json cfg = json::parse(test::read_text(d.path() / "out/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["quant_method"], "compressed-tensors");
+  EXPECT_EQ(cfg["quantization_config"]["format"], "float-quantized");
+  EXPECT_EQ(cfg["quantization_config"]["quantization_status"], "compressed");
+  EXPECT_EQ(cfg["hidden_size"], 128) << "unknown keys are kept";
+  json man = json::parse(test::read_text(d.path() / "out/qtool_manifest.json"));
+  EXPECT_EQ(man["scheme"], "fp8-dynamic");
+  EXPECT_EQ(man["inputs"][0]["sha256"].get<std::string>().size(), 64u);
+
+  auto i = run_qtool({"inspect", d.str("out"), "--json"});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  json rep = json::parse(i.out);
+  EXPECT_EQ(rep["quantized_modules"], 14);
+  EXPECT_EQ(rep["findings"].size(), 0u) << rep["findings"].dump();
+  EXPECT_EQ(rep["quantization"]["groups"][0]["weights"], "FP8 E4M3 per-channel");
+  EXPECT_FALSE(fs::exists(d.str("out") + ".qtool-partial-0"));
+  for (const auto& e : fs::directory_iterator(d.path()))
+    EXPECT_EQ(e.path().filename().string().find("qtool-partial"), std::string::npos) << e.path();
+}
+
+TEST(Cli, EverySchemeQuantizesTheTinyModelOrExplainsWhyNot) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  for (const auto& s : all_schemes()) {
+    auto r = run_qtool({"quantize", in, "-o", d.str(std::string("out-") + s.name), "--scheme", s.name});
+    if (s.needs_calibration) {
+      EXPECT_EQ(r.exit_code, 5) << s.name;
+      EXPECT_NE(r.err.find("needs calibration"), std::string::npos) << r.err;
+      EXPECT_FALSE(fs::exists(d.path() / (std::string("out-") + s.name)));
+    } else {
+      EXPECT_EQ(r.exit_code, 0) << s.name << ": " << r.err;
+      auto i = run_qtool({"inspect", d.str(std::string("out-") + s.name), "--json", "--scales"});
+      ASSERT_EQ(i.exit_code, 0) << i.err;
+      EXPECT_EQ(json::parse(i.out)["findings"].size(), 0u) << s.name << ": " << json::parse(i.out)["findings"].dump();
+    }
+  }
+}
+
+TEST(Cli, OutputIsByteIdenticalAtAnyThreadCount) {
+  test::TempDir d;
+  const std::string in = tiny(d, "tiny", {"--shards", "2"});
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("a"), "--scheme", "fp8-block", "-j", "1"}).exit_code, 0);
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("b"), "--scheme", "fp8-block", "-j", "2"}).exit_code, 0);
+  auto a = all_files(d.path() / "a"), b = all_files(d.path() / "b");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, bytes] : a) {
+    if (name == "qtool_manifest.json") continue;  // records the command line, which differs
+    EXPECT_EQ(bytes, b[name]) << name;
+  }
+}
+
+TEST(Cli, SmallShardCapWritesAnIndexWithHuggingFaceNames) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-dynamic", "--max-shard-size", "200KB"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(d.path() / "out/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(d.path() / "out/model-00001-of-00003.safetensors") ||
+              fs::exists(d.path() / "out/model-00001-of-00004.safetensors"));
+  EXPECT_EQ(run_qtool({"inspect", d.str("out/model.safetensors.index.json")}).exit_code, 0);
+}
+
+TEST(Cli, DryRunPrintsThePlanAndWritesNothing) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "w4a16", "--dry-run", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["tensors"].size(), 21u);
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+}
+
+TEST(Cli, RefusesAnOutputInsideTheInputOrAnExistingOne) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", in + "/q", "--scheme", "fp8-dynamic"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("inside"), std::string::npos) << r.err;
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("out")}).exit_code, 0);
+  auto again = run_qtool({"quantize", in, "-o", d.str("out")});
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_NE(again.err.find("--overwrite"), std::string::npos) << again.err;
+  EXPECT_EQ(run_qtool({"quantize", in, "-o", d.str("out"), "--overwrite", "--scheme", "int8-dynamic"}).exit_code, 0);
+  json cfg = json::parse(test::read_text(d.path() / "out/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["format"], "int-quantized");
+}
+
+TEST(Cli, SplittingAFusedGroupWithIgnoreIsRefused) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--ignore", "model.layers.0.self_attn.q_proj"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("vLLM fuses them"), std::string::npos) << r.err;
+  auto ok = run_qtool({"quantize", in, "-o", d.str("out2"), "--ignore", "re:model\\.layers\\.0\\.self_attn\\.[qkv]_proj"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  json cfg = json::parse(test::read_text(d.path() / "out2/config.json"));
+  const auto& ig = cfg["quantization_config"]["ignore"];
+  EXPECT_NE(std::find(ig.begin(), ig.end(), "model.layers.0.self_attn.k_proj"), ig.end()) << ig.dump();
+  auto typo = run_qtool({"quantize", in, "-o", d.str("out3"), "--ignore", "model.layers.9.mlp.up_proj"});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("matches no Linear module"), std::string::npos) << typo.err;
+}
+
+TEST(Cli, NaNWeightIsRefusedNamingTheTensorAndNothingIsLeftBehind) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  // Poke a NaN into the first element of a quantized weight (bf16 0x7FC0), in place.
+  const std::string file = in + "/model.safetensors";
+  uint64_t off = 0;
+  {
+    SafetensorsFile f = SafetensorsFile::open(file);
+    const TensorView* t = f.find("model.layers.1.mlp.up_proj.weight");
+    ASSERT_NE(t, nullptr);
+    off = f.file_offset(*t);
+  }
+  {
+    std::fstream s(file, std::ios::in | std::ios::out | std::ios::binary);
+    s.seekp(static_cast<std::streamoff>(off));
+    const uint16_t nan = 0x7FC0;
+    s.write(reinterpret_cast<const char*>(&nan), 2);
+  }
+  auto r = run_qtool({"quantize", in, "-o", d.str("out")});
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_NE(r.err.find("tensor 'model.layers.1.mlp.up_proj.weight': contains NaN at [0, 0]"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+  for (const auto& e : fs::directory_iterator(d.path()))
+    EXPECT_EQ(e.path().filename().string().find("qtool-partial"), std::string::npos) << e.path();
+  EXPECT_EQ(run_qtool({"quantize", in, "-o", d.str("out"), "--allow-nonfinite"}).exit_code, 0);
+}
+
+TEST(Cli, LegacyFp8NeedsAPerTensorScheme) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--format", "legacy-fp8", "--scheme", "fp8-dynamic"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("per-tensor FP8"), std::string::npos) << r.err;
+}
+
+TEST(Cli, InspectNamesTheMissingPathAndTheBadFile) {
+  test::TempDir d;
+  auto r = run_qtool({"inspect", d.str("nope")});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find(d.str("nope")), std::string::npos) << r.err;
+  test::write_text(d.path() / "bad.safetensors", std::string("\x10\0\0\0\0\0\0\0{\"a\":1}", 15));
+  auto b = run_qtool({"inspect", d.str("bad.safetensors")});
+  EXPECT_EQ(b.exit_code, 3) << b.err;
+  EXPECT_NE(b.err.find("bad.safetensors"), std::string::npos) << b.err;
+}
+
+TEST(Cli, InspectFindsAQuantizedWeightWithoutItsScale) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("out")}).exit_code, 0);
+  // Rewrite the checkpoint without one weight_scale, with the Python-free writer: qtool itself.
+  // Simplest: a config that claims the lm_head is quantized is a finding too.
+  json cfg = json::parse(test::read_text(d.path() / "out/config.json"));
+  cfg["quantization_config"]["ignore"] = json::array();
+  test::write_text(d.path() / "out/config.json", cfg.dump(2));
+  auto r = run_qtool({"inspect", d.str("out"), "--json"});
+  ASSERT_EQ(r.exit_code, 0);
+  json rep = json::parse(r.out);
+  bool found = false;
+  for (const auto& f : rep["findings"])
+    if (f["where"] == "lm_head" && f["message"].get<std::string>().find("add it to ignore") != std::string::npos) found = true;
+  EXPECT_TRUE(found) << rep["findings"].dump();
+}
+
+TEST(Cli, InspectTensorShowsStatsAndDequantizedValues) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "w4a16"}).exit_code, 0);
+  auto r = run_qtool({"inspect", d.str("out"), "--tensor", "model.layers.0.mlp.up_proj.weight_packed", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["dtype"], "I32");
+  ASSERT_TRUE(j.contains("dequantized_first")) << j.dump();
+  // The dequantized values approximate the original bf16 weights within one INT4 step.
+  auto o = run_qtool({"inspect", in, "--tensor", "model.layers.0.mlp.up_proj.weight", "--json"});
+  json orig = json::parse(o.out);
+  for (int k = 0; k < 8; ++k)
+    EXPECT_NEAR(j["dequantized_first"][k].get<double>(), orig["stats"]["first"][k].get<double>(),
+                orig["stats"]["absmax"].get<double>() / 7.5) << k;
+  auto missing = run_qtool({"inspect", d.str("out"), "--tensor", "nope"});
+  EXPECT_EQ(missing.exit_code, 4);
+  EXPECT_NE(missing.err.find("'nope'"), std::string::npos) << missing.err;
+}
+
+}  // namespace
+}  // namespace qt

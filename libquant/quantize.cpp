@@ -1,6 +1,7 @@
 #include "libquant/quantize.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -46,6 +47,41 @@ float row_absmax(const float* xs, int64_t n, bool allow_nonfinite, int64_t* bad)
 }
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// f32 -> bf16 bits, round-to-nearest-even, as c10 does (inlined copy of bf16_from_f32 for the
+// hot loop; test QuantizeWeight.TableDrivenCodesEqualTheScalarReference checks they agree).
+inline uint16_t bf16_bits_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return bf16_from_f32(f);  // NaN: the reference's rule
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+}  // namespace
+
+// Table: bits of a 16-bit model-dtype value t -> code, computed with the scalar reference
+// (clamp to the code range in M, then E4M3 RNE cast or round-half-even).
+const uint8_t* code_table(DType M, QuantType t) {
+  QT_ASSERT(M == DType::BF16 || M == DType::F16);
+  static std::array<std::array<uint8_t, 65536>, 6> tables = [] {
+    std::array<std::array<uint8_t, 65536>, 6> all{};
+    const QuantType types[3] = {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4};
+    for (int m = 0; m < 2; ++m)
+      for (int k = 0; k < 3; ++k)
+        for (uint32_t b = 0; b < 65536; ++b) {
+          const float v = m == 0 ? f32_from_bf16(static_cast<uint16_t>(b)) : f32_from_f16(static_cast<uint16_t>(b));
+          // v is already in M, so dividing by 1 and rounding to M is exact: quantize_element
+          // then applies exactly the clamp and cast of the reference path.
+          all[static_cast<size_t>(m * 3 + k)][b] = quantize_element(v, 1.0f, types[k], m == 0 ? DType::BF16 : DType::F16);
+        }
+    return all;
+  }();
+  const int m = M == DType::BF16 ? 0 : 1;
+  const int k = t == QuantType::Float8E4M3 ? 0 : t == QuantType::Int8 ? 1 : 2;
+  return tables[static_cast<size_t>(m * 3 + k)].data();
+}
+
+namespace {
 
 }  // namespace
 
@@ -213,17 +249,29 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
   r.scale_bytes.resize(scales.size() * ssz);
   for (size_t g = 0; g < scales.size(); ++g) store_float(M, scales[g], r.scale_bytes.data() + g * ssz);
 
-  // Pass 2: codes.
+  // Pass 2: codes. For 16-bit model dtypes the rounded quotient t = M(w / scale) has only 65536
+  // possible bit patterns, so clamp + cast is a table lookup built from quantize_element's own
+  // reference steps (code_table); only the f32 division and the RNE rounding to M run per element.
 #pragma omp parallel
   {
     std::vector<float> buf(static_cast<size_t>(in));
+    const uint8_t* table = (M == DType::BF16 || M == DType::F16) ? code_table(M, qt) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < out; ++i) {
       decode_row(w, i, in, buf.data());
       const float* srow = scales.data() + (i / rows_per) * sc;
       uint8_t* crow = r.codes.data() + i * in;
-      for (int64_t j = 0; j < in; ++j)
-        crow[j] = quantize_element(buf[static_cast<size_t>(j)], srow[j / cols_per], qt, M);
+      for (int64_t c0 = 0; c0 < in; c0 += cols_per) {
+        const int64_t c1 = std::min(in, c0 + cols_per);
+        const float s = srow[c0 / cols_per];
+        if (M == DType::BF16) {
+          for (int64_t j = c0; j < c1; ++j) crow[j] = table[bf16_bits_rne(buf[static_cast<size_t>(j)] / s)];
+        } else if (M == DType::F16) {
+          for (int64_t j = c0; j < c1; ++j) crow[j] = table[f16_from_f32(buf[static_cast<size_t>(j)] / s)];
+        } else {
+          for (int64_t j = c0; j < c1; ++j) crow[j] = quantize_element(buf[static_cast<size_t>(j)], s, qt, M);
+        }
+      }
     }
   }
   return r;

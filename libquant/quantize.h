@@ -66,6 +66,10 @@ float scale_from_amax(float amax, QuantType t, DType model_dtype);
 // Code for one element given its (model-dtype) scale (step 4).
 uint8_t quantize_element(float w, float scale, QuantType t, DType model_dtype);
 
+// For a 16-bit model dtype M (BF16/F16): a 65536-entry table mapping the bits of a quotient
+// already rounded to M to its code (clamp + cast), built once from quantize_element.
+const uint8_t* code_table(DType M, QuantType t);
+
 // Quantizes a 2-D floating weight (BF16, F16 or F32). Deterministic at any thread count.
 QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
                                 const QuantizeOptions& opts = {});

@@ -173,3 +173,33 @@ TEST(QuantizeWeight, DequantizeInvertsCodesWithinThreeQuartersOfAStep) {
 
 }  // namespace
 }  // namespace qt
+
+namespace qt {
+namespace {
+TEST(QuantizeWeight, TableDrivenCodesEqualTheScalarReference) {
+  // quantize_weight's fast path (table lookup after the rounded quotient) must give exactly
+  // quantize_element's codes, for every model dtype and code type, on varied data.
+  for (DType m : {DType::BF16, DType::F16}) {
+    std::vector<uint16_t> bits;
+    for (int i = 0; i < 64 * 96; ++i) {
+      float x = std::sin(0.01f * i) * std::exp(0.002f * (i % 500)) * ((i % 97) == 0 ? 50.0f : 0.05f);
+      bits.push_back(m == DType::BF16 ? bf16_from_f32(x) : f16_from_f32(x));
+    }
+    TensorView v;
+    v.name = "w"; v.dtype = m; v.shape = {64, 96};
+    v.bytes = {reinterpret_cast<const uint8_t*>(bits.data()), bits.size() * 2};
+    for (QuantType t : {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4}) {
+      QuantArgs a{t, Strategy::Group, 32, 0, 0, false};
+      QuantizedWeight q = quantize_weight(v, a);
+      std::vector<float> s(q.scale_bytes.size() / 2);
+      decode_to_f32(m, q.scale_bytes.data(), s.size(), s.data());
+      for (int64_t i = 0; i < 64; ++i)
+        for (int64_t j = 0; j < 96; ++j) {
+          const float w = m == DType::BF16 ? f32_from_bf16(bits[i * 96 + j]) : f32_from_f16(bits[i * 96 + j]);
+          ASSERT_EQ(q.codes[i * 96 + j], quantize_element(w, s[i * 3 + j / 32], t, m)) << i << "," << j;
+        }
+    }
+  }
+}
+}  // namespace
+}  // namespace qt

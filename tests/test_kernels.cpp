@@ -403,8 +403,9 @@ TEST(CpuKernels, Int8W8A8MatchesTheReferenceBitForBit) {
 }
 
 TEST(CpuKernels, Int8GroupWeightsMatchTheReferenceBitForBitAcrossSegments) {
-  // INT8 per-group-64 weights with per-token INT8 activations: four int32 segments per output.
-  LinearDescriptor d = desc(QuantType::Int8, Strategy::Group, ActType::Int8, ActScheme::DynamicToken, 40, 256, 64);
+  // INT8 per-group-64 weights with per-token INT8 activations: four int32 segments per output;
+  // N = 140 spans two chunks of cpu_fast panels, M = 9 two row tiles.
+  LinearDescriptor d = desc(QuantType::Int8, Strategy::Group, ActType::Int8, ActScheme::DynamicToken, 140, 256, 64);
   Layer L = make_layer(d, 99);
   std::vector<float> x = make_x(9, 256, 5);
   const std::vector<float> ref = run_kernel(cpu_ref_kernel(), L, x, 9);
@@ -479,10 +480,11 @@ TEST(CpuKernels, Fp8AndWeightOnlyStayWithinTheKDerivedErrorBound) {
 }
 
 TEST(CpuKernels, LongAndBlockedProblemsStayWithinTheBound) {
-  // K > 256 (several decoded k-blocks per segment), N past two panels, M past one row tile, and
-  // 128-wide weight blocks with a partial last block (K = 600) against per-token activations.
+  // K > 256 (several decoded k-blocks per segment), N past two chunks of 8 panels, M past one
+  // row tile, and 128-wide weight blocks with a partial last block (K = 600) against per-token
+  // activations.
   Layer a = make_layer(desc(QuantType::Float8E4M3, Strategy::Channel, ActType::Float8E4M3,
-                            ActScheme::DynamicToken, 70, 600), 1);
+                            ActScheme::DynamicToken, 150, 600), 1);
   expect_within_bound(a, make_x(13, 600, 2), 13, "fp8 long K");
   Layer b = make_layer(desc(QuantType::Float8E4M3, Strategy::Block, ActType::Float8E4M3,
                             ActScheme::DynamicToken, 70, 600, 128), 3);
@@ -514,6 +516,27 @@ TEST(CpuKernels, ResultsDoNotDependOnTheThreadCountOrTheRun) {
 #else
   GTEST_SKIP() << "built without OpenMP";
 #endif
+}
+
+TEST(CpuKernels, ATokensResultDoesNotDependOnTheBatchItCameIn) {
+  // cpu_fast runs one row (M = 1) through a register-decoding GEMV and larger batches through
+  // packed f32 panels; both keep one FMA chain per output in increasing k, so row 4 of a batch of
+  // 7 must equal the same row run alone, bit for bit (for every kernel and weight type).
+  for (const Kernel* k : Registry::builtin().kernels())
+    for (QuantType wt : {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4}) {
+      const bool fp8 = wt == QuantType::Float8E4M3;
+      LinearDescriptor d = desc(wt, fp8 ? Strategy::Block : Strategy::Group,
+                                fp8 ? ActType::Float8E4M3 : ActType::None,
+                                fp8 ? ActScheme::DynamicToken : ActScheme::None, 150, 640, 128);
+      if (!k->can_implement(d).empty()) continue;
+      Layer L = make_layer(d, 21);
+      const std::vector<float> x = make_x(7, 640, 22);
+      const std::vector<float> batch = run_kernel(*k, L, x, 7);
+      const std::vector<float> row(x.begin() + 4 * 640, x.begin() + 5 * 640);
+      const std::vector<float> alone = run_kernel(*k, L, row, 1);
+      EXPECT_EQ(std::memcmp(alone.data(), batch.data() + 4 * 150, 150 * 4), 0)
+          << k->name() << " " << d.describe();
+    }
 }
 
 TEST(CpuKernels, ZeroTokensProduceNothingAndTouchNothing) {

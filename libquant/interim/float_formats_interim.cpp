@@ -47,17 +47,19 @@ float f32_from_f16(uint16_t h) {
 }
 
 uint8_t e4m3fn_from_f32(float f) {
-  const uint8_t sign = static_cast<uint8_t>((f32_bits(f) >> 24) & 0x80u);
-  const float a = std::fabs(f);
-  if (!(a <= 464.0f)) return sign | 0x7F;  // NaN, inf, (464, inf) -> NaN (c10); 464 ties to 448
-  if (a < 0x1p-6f)                                      // subnormals on the 2^-9 grid
-    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
-  int e;
-  const float m = std::frexp(a, &e);
-  float q = std::nearbyint((m * 2.0f - 1.0f) * 8.0f);
-  int ex = e - 1;
-  if (q == 8.0f) { q = 0.0f; ++ex; }
-  return sign | static_cast<uint8_t>(((ex + 7) << 3) | static_cast<int>(q));
+  const uint32_t u = f32_bits(f);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
+  const uint32_t a = u & 0x7FFFFFFFu;
+  if (a > 0x43E80000u) return sign | 0x7F;  // NaN, inf and |x| > 464 -> NaN (c10); 464 -> 448
+  if (a < 0x3C800000u) {
+    // |x| < 2^-6: adding 2^14 (ulp 2^-9) rounds |x| RNE onto the subnormal grid; the low
+    // mantissa bits of the sum are the code (8 = the smallest normal, which is correct).
+    return sign | static_cast<uint8_t>(f32_bits(f32_from_bits(a) + 16384.0f) - 0x46800000u);
+  }
+  // Normal: rebias the exponent 127 -> 7 (subtract 120 << 23) and round the 23 mantissa bits to
+  // 3, ties to even (add 0x7FFFF plus the lowest kept bit); a carry moves into the exponent.
+  const uint32_t keep_lsb = (a >> 20) & 1u;
+  return sign | static_cast<uint8_t>((a - (120u << 23) + 0x7FFFFu + keep_lsb) >> 20);
 }
 float f32_from_e4m3fn(uint8_t b) {
   const int e = (b >> 3) & 0xF, m = b & 7;

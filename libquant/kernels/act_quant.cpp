@@ -18,27 +18,7 @@ float fp8_dynamic_group_scale(float amax) {
 }
 float fp8_dynamic_tensor_scale(float amax) { return amax / 448.0f; }
 
-namespace {
-// Clamp first (bounds exact in f32), so the non-saturating c10 cast never sees |q| > 448.
-uint8_t fp8_clamp_encode(float q) {
-  q = q < -448.0f ? -448.0f : (q > 448.0f ? 448.0f : q);
-  return e4m3fn_from_f32(q);
-}
-}  // namespace
-
-uint8_t fp8_quantize_div(float x, float s) { return fp8_clamp_encode(x / s); }
-uint8_t fp8_quantize_mul(float x, float inv) { return fp8_clamp_encode(x * inv); }
-
 float int8_dynamic_token_scale(float amax) { return amax / 127.0f; }
-
-int8_t int8_round_sat(float v) {
-  // nearbyint rounds half to even in the default FE_TONEAREST mode; saturating after rounding is
-  // what cvt.rni.sat does (127.5 -> 128 -> 127).
-  const float r = std::nearbyint(v);
-  if (r >= 127.0f) return 127;
-  if (r <= -128.0f) return -128;
-  return static_cast<int8_t>(r);
-}
 
 QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
                                           float static_scale) {
@@ -82,7 +62,8 @@ QuantizedActivations quantize_activations(const LinearDescriptor& d, const float
   }
   const float tensor_inv = tensor_scale > 0.0f ? 1.0f / tensor_scale : 0.0f;  // f32 reciprocal
 
-#pragma omp parallel for schedule(static) if (M * K >= (int64_t{1} << 14))
+  // Threads only for large batches: a few ns per element does not pay for a fork/join below that.
+#pragma omp parallel for schedule(static) if (M * K >= (int64_t{1} << 18))
   for (int64_t m = 0; m < M; ++m) {
     const float* x = X + m * K;
     uint8_t* q = r.codes.data() + m * K;

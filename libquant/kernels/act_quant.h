@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "libquant/float_formats.h"
 #include "libquant/kernels/descriptor.h"
 
 namespace qt::kernels {
@@ -33,10 +34,25 @@ inline constexpr float kFp8GroupAmaxFloor = 1e-10f;
 float fp8_dynamic_token_scale(float amax);   // max(amax / 448, kFp8TokenScaleFloor)
 float fp8_dynamic_group_scale(float amax);   // max(amax, 1e-10) / 448
 float fp8_dynamic_tensor_scale(float amax);  // amax / 448
-uint8_t fp8_quantize_div(float x, float s);   // e4m3(clamp(x / s, +-448))
-uint8_t fp8_quantize_mul(float x, float inv); // e4m3(clamp(x * inv, +-448))
+// Clamp first (bounds exact in f32), so the non-saturating c10 cast never sees |q| > 448.
+inline uint8_t fp8_clamp_encode(float q) {
+  q = q < -448.0f ? -448.0f : (q > 448.0f ? 448.0f : q);
+  return e4m3fn_from_f32(q);
+}
+inline uint8_t fp8_quantize_div(float x, float s) { return fp8_clamp_encode(x / s); }     // e4m3(clamp(x / s))
+inline uint8_t fp8_quantize_mul(float x, float inv) { return fp8_clamp_encode(x * inv); } // e4m3(clamp(x * inv))
 float int8_dynamic_token_scale(float amax);  // amax / 127
-int8_t int8_round_sat(float v);              // round half to even, saturate to [-128, 127]
+// Round half to even, saturate to [-128, 127] (NaN -> 0), as PTX cvt.rni.sat.s8.f32. Inline:
+// it runs once per activation element.
+inline int8_t int8_round_sat(float v) {
+  if (v != v) return 0;
+  if (!(v < 127.5f)) return 127;   // 127.5 rounds to 128, then saturates
+  if (v <= -128.5f) return -128;   // -128.5 rounds (to even) to -128
+  // |v| < 2^22 here: adding and subtracting 1.5 * 2^23 rounds to an integer in the current
+  // (round-to-nearest-even) mode; exact otherwise. Needs IEEE arithmetic (no -ffast-math).
+  const float r = (v + 12582912.0f) - 12582912.0f;
+  return static_cast<int8_t>(r);
+}
 
 // Quantized activations for one run: codes [M, K] row-major (F8_E4M3 bytes or int8 values) and
 // one f32 scale per (row, group): scales[m * groups_per_row + k / group]. A per-tensor scale is

@@ -9,9 +9,11 @@
 
 namespace qt::kernels::detail {
 
-// Below this many multiply-adds (M*N*K) a run stays on the calling thread: waking an OpenMP team
-// costs more than the work. Results do not depend on it (every output's arithmetic is fixed).
-inline constexpr int64_t kParallelMinWork = int64_t{1} << 16;
+// Below this many multiply-adds (M*N*K; 2^21 is ~50 us on one AVX2 core) a run stays on the
+// calling thread: on a busy shared machine, waking an OpenMP team can cost milliseconds (a
+// descheduled worker holds up the join; see bench/RESULTS.md). Results do not depend on it
+// (every output's arithmetic is fixed).
+inline constexpr int64_t kParallelMinWork = int64_t{1} << 21;
 
 // Reasons every CPU kernel rejects a descriptor for ("" = none): inconsistent fields, zero
 // points, W4A8, mixed FP8/INT8 operands, INT8 per-group or dynamic per-tensor activations,

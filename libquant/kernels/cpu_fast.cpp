@@ -9,10 +9,14 @@
 //   * f32 path (FP8 W8A8 and every weight-only layer): blocks of up to 256 k are decoded into
 //     an L1-resident f32 panel (FP8 via the F16C trick, values * 2^-8, the 2^8 folded into the
 //     scale table; int codes exactly), then 6x16 f32 FMA micro-kernels run over all row tiles;
-//     each output's dot product is one FMA chain in increasing k.
+//     each output's dot product is one FMA chain in increasing k. A single row (M = 1, decode)
+//     skips the f32 panel: codes are decoded in registers, four panels at a time, with the same
+//     FMA chain per output -- so a token's result does not depend on the batch it came in.
 //   * INT8 path (INT8 W8A8): int32 dot products with vpmovsxbw + vpmaddwd (exact, -128 is fine),
 //     bit-identical to cpu_ref.
 //   * after each segment the f64 epilogue of cpu_common.h; one f32 rounding at the end.
+// Panels are handed out dynamically (a thread that loses its core to another process does not
+// hold the others up); which thread computes a panel never changes its arithmetic.
 #include <algorithm>
 #include <cstring>
 
@@ -27,7 +31,8 @@ namespace {
 
 using avx2::kMR;
 using avx2::kNR;
-constexpr int64_t kKC = 256;  // k per decoded f32 panel block: 256 x 16 x 4 B = 16 KiB
+constexpr int64_t kKC = 256;    // k per decoded f32 panel block: 256 x 16 x 4 B = 16 KiB
+constexpr int64_t kChunk = 8;   // panels (x16 columns) per unit of OpenMP work
 constexpr int64_t kMaxInt32Segment = 131071;  // 128 * 128 * L < 2^31
 
 class FastPacked final : public PackedWeights {
@@ -121,13 +126,13 @@ class CpuFastKernel final : public Kernel {
       for (int64_t m = 0; m < M; ++m)
         for (int64_t s = 0; s < nseg; ++s) sx[static_cast<size_t>(m * nseg + s)] = qa.scale(m, s * seg);
 
-    // Activation tiles of kMR rows (rows past M stay zero).
+    // Activation tiles of kMR rows (rows past M stay zero). Serial: O(M K) against the GEMM's
+    // O(M N K), and one parallel region per run is all a busy 2-vCPU machine can afford.
     const int64_t mtiles = (M + kMR - 1) / kMR;
     std::vector<float> af;
     std::vector<int16_t> ai;
     if (p.int_path) {
       ai.assign(static_cast<size_t>(mtiles * p.kpairs * 2 * kMR), 0);
-#pragma omp parallel for schedule(static) if (par)
       for (int64_t m = 0; m < M; ++m) {
         const int64_t t = m / kMR, r = m % kMR;
         const int8_t* q = reinterpret_cast<const int8_t*>(qa.codes.data()) + m * K;
@@ -138,7 +143,6 @@ class CpuFastKernel final : public Kernel {
       af.assign(static_cast<size_t>(mtiles * K * kMR), 0.0f);
       const float* lut = detail::e4m3_table();
       const bool afp8 = d.act_type == ActType::Float8E4M3;
-#pragma omp parallel for schedule(static) if (par)
       for (int64_t m = 0; m < M; ++m) {
         const int64_t t = m / kMR, r = m % kMR;
         float* dst = af.data() + t * K * kMR + r;
@@ -150,51 +154,90 @@ class CpuFastKernel final : public Kernel {
     }
 
     const int64_t npad = p.panels * kNR;
+    if (!p.int_path && M == 1) {  // decode GEMV: codes decoded in registers, 4 panels at a time
+      const int64_t groups = (p.panels + avx2::kGemvPanels - 1) / avx2::kGemvPanels;
+#pragma omp parallel if (par)
+      {
+        float acc[avx2::kGemvPanels * kNR];
+        double Cd[avx2::kGemvPanels * kNR];
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t pn0 = g * avx2::kGemvPanels;
+          const int np = static_cast<int>(std::min<int64_t>(avx2::kGemvPanels, p.panels - pn0));
+          std::fill(Cd, Cd + avx2::kGemvPanels * kNR, 0.0);
+          for (int64_t s = 0; s < nseg; ++s) {
+            const int64_t k0 = s * seg, k1 = std::min(K, k0 + seg);
+            avx2::gemv(np, p.fp8_w, af.data() + k0 * kMR, p.b.data() + (pn0 * K + k0) * kNR,
+                       K * kNR, k1 - k0, acc, false);
+            for (int q = 0; q < np; ++q)
+              avx2::epilogue_f32(1, acc + q * kNR, sx.data() + s, nseg,
+                                 p.sw.data() + s * npad + (pn0 + q) * kNR, Cd + q * kNR);
+          }
+          const int64_t n0 = pn0 * kNR, nn = std::min<int64_t>(np * kNR, N - n0);
+          for (int64_t j = 0; j < nn; ++j) Y[n0 + j] = static_cast<float>(Cd[j]);
+        }
+      }
+      return;
+    }
+    // Work unit: a chunk of up to kChunk panels. Inside it the f32 path runs k-blocks outermost,
+    // so the activations' k-block (M x 256 floats) is reused from L2 by every panel of the chunk;
+    // the INT8 path runs row tiles outermost, so a tile's activations stay in L1 across panels.
+    const int64_t chunks = (p.panels + kChunk - 1) / kChunk;
+    const int64_t tile = mtiles * kMR * kNR;  // accumulator elements per panel
 #pragma omp parallel if (par)
     {
       std::vector<float> panel(p.int_path ? 0 : static_cast<size_t>(kKC * kNR));
-      std::vector<float> accf(p.int_path ? 0 : static_cast<size_t>(mtiles * kMR * kNR));
-      std::vector<int32_t> acci(p.int_path ? static_cast<size_t>(mtiles * kMR * kNR) : 0);
-      std::vector<double> Cd(static_cast<size_t>(mtiles * kMR * kNR));
-#pragma omp for schedule(static)
-      for (int64_t pn = 0; pn < p.panels; ++pn) {
+      std::vector<float> accf(p.int_path ? 0 : static_cast<size_t>(kChunk * tile));
+      std::vector<int32_t> acci(p.int_path ? static_cast<size_t>(kMR * kNR) : 0);
+      std::vector<double> Cd(static_cast<size_t>(kChunk * tile));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t pn0 = c * kChunk, np = std::min(kChunk, p.panels - pn0);
         std::fill(Cd.begin(), Cd.end(), 0.0);  // +0.0, as in detail::epilogue_term's contract
         for (int64_t s = 0; s < nseg; ++s) {
           const int64_t k0 = s * seg, k1 = std::min(K, k0 + seg);
-          const double* sws = p.sw.data() + s * npad + pn * kNR;
           if (p.int_path) {
             const int64_t kp0 = k0 / 2, kp1 = (k1 + 1) / 2;  // k0 is even (can_implement)
-            const int8_t* B = reinterpret_cast<const int8_t*>(p.b.data()) + (pn * p.kpairs + kp0) * 2 * kNR;
             for (int64_t t = 0; t < mtiles; ++t) {
               const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
-              int32_t* acc = acci.data() + t * kMR * kNR;
-              avx2::i8_tile(rows, ai.data() + (t * p.kpairs + kp0) * 2 * kMR, B, kp1 - kp0, acc);
-              avx2::epilogue_i32(rows, acc, sx.data() + t * kMR * nseg + s, nseg, sws,
-                                 Cd.data() + t * kMR * kNR);
+              for (int64_t q = 0; q < np; ++q) {
+                const int64_t pn = pn0 + q;
+                const int8_t* B = reinterpret_cast<const int8_t*>(p.b.data()) + (pn * p.kpairs + kp0) * 2 * kNR;
+                avx2::i8_tile(rows, ai.data() + (t * p.kpairs + kp0) * 2 * kMR, B, kp1 - kp0, acci.data());
+                avx2::epilogue_i32(rows, acci.data(), sx.data() + t * kMR * nseg + s, nseg,
+                                   p.sw.data() + s * npad + pn * kNR, Cd.data() + q * tile + t * kMR * kNR);
+              }
             }
           } else {
             for (int64_t kc = k0; kc < k1; kc += kKC) {
               const int64_t kn = std::min(kKC, k1 - kc);
-              const uint8_t* src = p.b.data() + (pn * K + kc) * kNR;
-              if (p.fp8_w) avx2::decode_fp8_panel(src, kn, panel.data());
-              else avx2::decode_int_panel(src, kn, panel.data());
-              for (int64_t t = 0; t < mtiles; ++t) {
-                const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
-                avx2::f32_tile(rows, af.data() + (t * K + kc) * kMR, panel.data(), kn,
-                               accf.data() + t * kMR * kNR, kc != k0);
+              for (int64_t q = 0; q < np; ++q) {
+                const uint8_t* src = p.b.data() + ((pn0 + q) * K + kc) * kNR;
+                if (p.fp8_w) avx2::decode_fp8_panel(src, kn, panel.data());
+                else avx2::decode_int_panel(src, kn, panel.data());
+                for (int64_t t = 0; t < mtiles; ++t) {
+                  const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
+                  avx2::f32_tile(rows, af.data() + (t * K + kc) * kMR, panel.data(), kn,
+                                 accf.data() + q * tile + t * kMR * kNR, kc != k0);
+                }
               }
             }
-            for (int64_t t = 0; t < mtiles; ++t) {
-              const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
-              avx2::epilogue_f32(rows, accf.data() + t * kMR * kNR, sx.data() + t * kMR * nseg + s,
-                                 nseg, sws, Cd.data() + t * kMR * kNR);
-            }
+            for (int64_t q = 0; q < np; ++q)
+              for (int64_t t = 0; t < mtiles; ++t) {
+                const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
+                avx2::epilogue_f32(rows, accf.data() + q * tile + t * kMR * kNR,
+                                   sx.data() + t * kMR * nseg + s, nseg,
+                                   p.sw.data() + s * npad + (pn0 + q) * kNR,
+                                   Cd.data() + q * tile + t * kMR * kNR);
+              }
           }
         }
-        const int64_t n0 = pn * kNR, nn = std::min<int64_t>(kNR, N - n0);
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t j = 0; j < nn; ++j)
-            Y[m * N + n0 + j] = static_cast<float>(Cd[static_cast<size_t>(m * kNR + j)]);
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t n0 = (pn0 + q) * kNR, nn = std::min<int64_t>(kNR, N - n0);
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t j = 0; j < nn; ++j)
+              Y[m * N + n0 + j] = static_cast<float>(Cd[static_cast<size_t>(q * tile + m * kNR + j)]);
+        }
       }
     }
   }

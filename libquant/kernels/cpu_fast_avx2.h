@@ -30,6 +30,12 @@ void decode_int_panel(const uint8_t* src, int64_t kn, float* dst);
 // C[r][j] (=|+=) sum_{k < kn} A[k][r] * B[k][j] for r < rows (1..6), j < 16; f32 FMA, k in
 // increasing order (each step one fused multiply-add rounded to f32).
 void f32_tile(int rows, const float* A, const float* B, int64_t kn, float* C, bool accumulate);
+// One row (M = 1, the decode case): C[p*16 + j] (=|+=) sum_{k < kn} A[k*6] * w_p[k][j] for
+// npanels (1..4) panels starting at B with `pstride` bytes between panels, codes decoded in
+// registers (FP8 via the F16C trick, else int8). Bit-identical to decode + f32_tile with rows = 1.
+void gemv(int npanels, bool fp8, const float* A, const uint8_t* B, int64_t pstride, int64_t kn,
+          float* C, bool accumulate);
+inline constexpr int kGemvPanels = 4;
 // C[r][j] = sum_{kp < kpn} A[kp][r][0]*B[kp][j][0] + A[kp][r][1]*B[kp][j][1] in int32
 // (vpmovsxbw + vpmaddwd: exact for all int8 values including -128).
 void i8_tile(int rows, const int16_t* A, const int8_t* B, int64_t kpn, int32_t* C);

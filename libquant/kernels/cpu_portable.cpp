@@ -92,7 +92,7 @@ class CpuPortableKernel final : public Kernel {
     {
       std::vector<float> wdec(int_path ? 0 : static_cast<size_t>(kBlockN * seg));
       std::vector<double> C(static_cast<size_t>(M * kBlockN));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t nb = 0; nb < nblocks; ++nb) {
         const int64_t n0 = nb * kBlockN, nn = std::min(kBlockN, N - n0);
         std::fill(C.begin(), C.end(), 0.0);

@@ -78,7 +78,13 @@ std::string LinearDescriptor::describe() const {
     case Strategy::Channel: s += " per-channel"; break;
     case Strategy::Group: s += " per-group of " + std::to_string(weight_group); break;
     case Strategy::Block:
-      s += " " + std::to_string(block_rows) + "x" + std::to_string(block_cols) + " blocks";
+      // Appended piecewise: `" " + std::to_string(..)` trips GCC 12's -Wrestrict false positive
+      // at -O3 (GCC bug 105329).
+      s += ' ';
+      s += std::to_string(block_rows);
+      s += 'x';
+      s += std::to_string(block_cols);
+      s += " blocks";
       break;
     case Strategy::Token: s += " per-token(!)"; break;
   }

@@ -352,7 +352,7 @@ TEST(CpuRef, AppliesGroupScalesPerSegment) {
   EXPECT_EQ(run_kernel(cpu_ref_kernel(), L, x, 1), (std::vector<float>{6.5f, -15.5f}));
 }
 
-TEST(CpuRef, StaticInt8HandExample) {
+TEST(CpuRef, ComputesAHandDerivedStaticInt8Gemm) {
   // s_x = 0.5, X [1.25, -3] -> codes [2 (2.5 half-even), -6]; W [[3, -128]] per-tensor s_w = 0.25:
   // dot = 6 + 768 = 774; Y = (774 * 0.5) * 0.25 = 96.75.
   Layer L;
@@ -499,17 +499,19 @@ TEST(CpuKernels, ResultsDoNotDependOnTheThreadCountOrTheRun) {
   for (const Kernel* k : Registry::builtin().kernels()) {
     for (ActType at : {ActType::Float8E4M3, ActType::Int8}) {
       const QuantType wt = at == ActType::Int8 ? QuantType::Int8 : QuantType::Float8E4M3;
-      Layer L = make_layer(desc(wt, Strategy::Channel, at, ActScheme::DynamicToken, 67, 300), 11);
+      // 20 x 150 x 800 = 2.4M multiply-adds: above detail::kParallelMinWork, so threads are used.
+      Layer L = make_layer(desc(wt, Strategy::Channel, at, ActScheme::DynamicToken, 150, 800), 11);
       if (!k->can_implement(L.d).empty()) continue;
-      std::vector<float> x = make_x(10, 300, 12);
+      ASSERT_GE(20 * 150 * 800, detail::kParallelMinWork);
+      std::vector<float> x = make_x(20, 800, 12);
       omp_set_num_threads(1);
-      const std::vector<float> y1 = run_kernel(*k, L, x, 10);
+      const std::vector<float> y1 = run_kernel(*k, L, x, 20);
       for (int t : {2, 3, 4}) {
         omp_set_num_threads(t);
-        const std::vector<float> yt = run_kernel(*k, L, x, 10);
+        const std::vector<float> yt = run_kernel(*k, L, x, 20);
         EXPECT_EQ(std::memcmp(y1.data(), yt.data(), y1.size() * 4), 0) << k->name() << " threads " << t;
       }
-      EXPECT_EQ(std::memcmp(y1.data(), run_kernel(*k, L, x, 10).data(), y1.size() * 4), 0);
+      EXPECT_EQ(std::memcmp(y1.data(), run_kernel(*k, L, x, 20).data(), y1.size() * 4), 0);
     }
   }
   omp_set_num_threads(saved);

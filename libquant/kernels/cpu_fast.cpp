@@ -4,8 +4,8 @@
 //          stay one byte per element -- never a full f32 copy of the weight; scales become an
 //          f64 table [segment][column].
 // run():   activations are quantized (act_quant.h) and packed into tiles of 6 rows; OpenMP
-//          splits the panels between threads (each thread owns whole output columns, so the
-//          thread count cannot change any result). Per panel and K-segment:
+//          hands out chunks of 8 panels (each thread owns whole output columns, so the thread
+//          count cannot change any result). Per panel and K-segment:
 //   * f32 path (FP8 W8A8 and every weight-only layer): blocks of up to 256 k are decoded into
 //     an L1-resident f32 panel (FP8 via the F16C trick, values * 2^-8, the 2^8 folded into the
 //     scale table; int codes exactly), then 6x16 f32 FMA micro-kernels run over all row tiles;
@@ -15,8 +15,8 @@
 //   * INT8 path (INT8 W8A8): int32 dot products with vpmovsxbw + vpmaddwd (exact, -128 is fine),
 //     bit-identical to cpu_ref.
 //   * after each segment the f64 epilogue of cpu_common.h; one f32 rounding at the end.
-// Panels are handed out dynamically (a thread that loses its core to another process does not
-// hold the others up); which thread computes a panel never changes its arithmetic.
+// Chunks are handed out dynamically (a thread that loses its core to another process does not
+// hold the others up); which thread computes a chunk never changes its arithmetic.
 #include <algorithm>
 #include <cstring>
 

@@ -45,8 +45,11 @@ Selection Registry::select(const LinearDescriptor& d, const SelectOptions& opt) 
       why = "not forced (forced kernel: " + opt.force + ")";
     else
       why = k->can_implement(d);
-    if (why.empty() && !s.chosen) s.chosen = k;
-    else if (s.chosen != k) s.rejected.push_back({k, why.empty() ? "lower priority" : why});
+    if (why.empty() && !s.chosen) {
+      s.chosen = k;  // the first (highest-priority) kernel that can run it
+      continue;
+    }
+    s.rejected.push_back({k, why.empty() ? "lower priority" : why});
   }
   if (!s.chosen) {
     s.error = "no kernel can run " + d.describe();

@@ -1,0 +1,80 @@
+// Activation quantization as vLLM performs it at inference (algorithms.md 6.7 and the V1/V2
+// vectors). Shared by every CPU kernel so that kernels differ only in their GEMM.
+//
+// All arithmetic is f32, one IEEE operation at a time (no FMA contraction, RNE):
+//   FP8 static per-tensor   inv = 1/s;             q = e4m3(clamp(x * inv, +-448))
+//   FP8 dynamic per-tensor  s = amax/448;          q as static (s == 0: every code 0)
+//   FP8 dynamic per-token   s = max(amax/448, 1/(448*512));  q = e4m3(clamp(x / s, +-448))
+//                           (newer vLLM divides by s -- "to match FBGemm"; older multiplied by
+//                            1/s, which differs by at most one FP8 rounding step in rare cases)
+//   FP8 dynamic per-group   s = max(amax, 1e-10)/448;        q = e4m3(clamp(x / s, +-448))
+//   INT8 static per-tensor  q = rni_sat(x / s)
+//   INT8 dynamic per-token  s = amax/127 (127, not 127.5);   q = rni_sat(x * (127/amax)),
+//                           amax == 0: multiplier 0, s = 0
+// where amax = max |x| over the scale's elements, e4m3() is the c10 round-to-nearest-even cast
+// (float_formats.h) and rni_sat() rounds half to even and saturates to [-128, 127] (PTX
+// cvt.rni.sat.s8.f32). vLLM's CUDA kernels may use approximate division for the per-group path
+// (Triton); this is IEEE division, which can differ from the GPU by 1 ulp before the FP8
+// rounding (algorithms.md section 12).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "libquant/float_formats.h"
+#include "libquant/kernels/descriptor.h"
+
+namespace qt::kernels {
+
+// f32(1 / (448 * 512)) = 4.3596542e-06, bits 0x36924925: vLLM's per-token FP8 scale floor.
+inline constexpr float kFp8TokenScaleFloor = 1.0f / (448.0f * 512.0f);
+// vLLM's per-group absmax floor (eps) before dividing by 448.
+inline constexpr float kFp8GroupAmaxFloor = 1e-10f;
+
+float fp8_dynamic_token_scale(float amax);   // max(amax / 448, kFp8TokenScaleFloor)
+float fp8_dynamic_group_scale(float amax);   // max(amax, 1e-10) / 448
+float fp8_dynamic_tensor_scale(float amax);  // amax / 448
+// Clamp first (bounds exact in f32), so the non-saturating c10 cast never sees |q| > 448.
+inline uint8_t fp8_clamp_encode(float q) {
+  q = q < -448.0f ? -448.0f : (q > 448.0f ? 448.0f : q);
+  return e4m3fn_from_f32(q);
+}
+inline uint8_t fp8_quantize_div(float x, float s) { return fp8_clamp_encode(x / s); }     // e4m3(clamp(x / s))
+inline uint8_t fp8_quantize_mul(float x, float inv) { return fp8_clamp_encode(x * inv); } // e4m3(clamp(x * inv))
+float int8_dynamic_token_scale(float amax);  // amax / 127
+// Round half to even, saturate to [-128, 127] (NaN -> 0), as PTX cvt.rni.sat.s8.f32. Inline:
+// it runs once per activation element.
+inline int8_t int8_round_sat(float v) {
+  if (v != v) return 0;
+  if (!(v < 127.5f)) return 127;   // 127.5 rounds to 128, then saturates
+  if (v <= -128.5f) return -128;   // -128.5 rounds (to even) to -128
+  // |v| < 2^22 here: adding and subtracting 1.5 * 2^23 rounds to an integer in the current
+  // (round-to-nearest-even) mode; exact otherwise. Needs IEEE arithmetic (no -ffast-math).
+  const float r = (v + 12582912.0f) - 12582912.0f;
+  return static_cast<int8_t>(r);
+}
+
+// Quantized activations for one run: codes [M, K] row-major (F8_E4M3 bytes or int8 values) and
+// one f32 scale per (row, group): scales[m * groups_per_row + k / group]. A per-tensor scale is
+// repeated for every row so that kernels need no special case.
+struct QuantizedActivations {
+  ActType type = ActType::None;
+  int64_t M = 0, K = 0;
+  int64_t group = 0;           // columns per scale (K unless per-group)
+  int64_t groups_per_row = 0;  // ceil(K / group)
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+
+  float scale(int64_t m, int64_t k) const {
+    return scales[static_cast<size_t>(m * groups_per_row + k / group)];
+  }
+};
+
+// Quantizes X[M, K] per `d` (d.act_type must not be None). `static_scale` is the f32 input scale
+// for ActScheme::StaticTensor (ignored otherwise; must be finite and > 0 -- asserted, pack()
+// checks it). Throws InputError(BadValue) naming the first NaN/Inf element of X. Deterministic;
+// parallel over rows with OpenMP.
+QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
+                                          float static_scale);
+
+}  // namespace qt::kernels

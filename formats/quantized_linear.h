@@ -1,0 +1,45 @@
+// The quantized Linear layers of a checkpoint, as kernel descriptors (vLLM RFC #8913: the format
+// produces descriptors; kernels never see the file format).
+//
+// A module P is quantized when the checkpoint holds P.weight in F8_E4M3/I8 (naive, int-, float-
+// quantized, legacy fp8) or P.weight_packed (pack-quantized) together with P.weight_scale (or the
+// legacy block name P.weight_scale_inv), and a config group covers P.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/ct_config.h"
+#include "libquant/kernels/descriptor.h"
+#include "libquant/kernels/kernel.h"
+
+namespace qt {
+
+class Checkpoint;
+
+struct QuantizedLinearEntry {
+  std::string module;                 // "model.layers.0.self_attn.q_proj"
+  QuantArgs weights;
+  std::optional<QuantArgs> input;
+  kernels::LinearDescriptor desc;
+  std::string weight_tensor;          // P.weight or P.weight_packed
+  std::string scale_tensor;           // P.weight_scale (or _inv)
+  std::string input_scale_tensor;     // P.input_scale or "" (dynamic / weight-only)
+  bool packed = false;
+};
+
+// Every quantized Linear covered by the config, in checkpoint order. Modules stored quantized
+// that the config does not describe in a way qtool can run are reported in `skipped` with why.
+std::vector<QuantizedLinearEntry> find_quantized_linears(const Checkpoint& ckpt, const QuantInfo& q,
+                                                         std::vector<std::string>* skipped = nullptr);
+
+// One layer's codes (unpacked for pack-quantized) and a kernel-facing reference to them. Owns
+// the unpacked codes; otherwise points into the checkpoint's memory map (which must outlive it).
+struct LoadedLinear {
+  std::vector<uint8_t> unpacked;      // pack-quantized only
+  kernels::QuantizedWeightRef ref;
+};
+LoadedLinear load_quantized_linear(const Checkpoint& ckpt, const QuantizedLinearEntry& e);
+
+}  // namespace qt

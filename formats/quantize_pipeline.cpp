@@ -152,11 +152,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   const auto shards = plan_shards(specs, job.max_shard_bytes);
   std::map<std::string, size_t> shard_of;
   for (size_t s = 0; s < shards.size(); ++s)
-    for (const auto& sp : shards[s].specs) shard_of[sp.name] = s;
+    for (const auto& sp : shards[s].tensors) shard_of[sp.name] = s;
 
   std::vector<std::unique_ptr<SafetensorsWriter>> writers;
   for (const auto& sh : shards)
-    writers.push_back(std::make_unique<SafetensorsWriter>((partial / sh.file_name).string(), sh.specs,
+    writers.push_back(std::make_unique<SafetensorsWriter>((partial / sh.file_name).string(), sh.tensors,
                                                           std::map<std::string, std::string>{{"format", "pt"}}));
   auto write = [&](const std::string& name, std::span<const uint8_t> bytes) {
     writers[shard_of.at(name)]->write(name, bytes);
@@ -253,7 +253,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   std::map<std::string, std::string> weight_map;
   for (size_t s = 0; s < shards.size(); ++s) {
     sum.output_files.push_back(shards[s].file_name);
-    for (const auto& sp : shards[s].specs) weight_map[sp.name] = shards[s].file_name;
+    for (const auto& sp : shards[s].tensors) weight_map[sp.name] = shards[s].file_name;
   }
   if (shards.size() > 1) {
     write_index_json(partial.string(), plan.output_bytes, weight_map);
@@ -314,7 +314,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot publish the output: " + ec.message());
   }
   cleanup.armed = false;
-  sync_directory(out.parent_path().string());
+  fsync_parent_directory(out.string());
   return sum;
 }
 

@@ -36,6 +36,11 @@ double since(Clock::time_point t0) {
 constexpr int64_t kRowBlock = 256;   // tokens per linear task
 constexpr int64_t kColBlock = 128;   // output features per linear task
 constexpr int64_t kQueryBlock = 64;  // queries per attention task
+// Below these amounts of work a parallel region costs more than it saves (and on a busy machine
+// far more: waking threads that spin at a barrier). Only whether to fork depends on them, never
+// the partition, so results are unaffected.
+constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
+constexpr int64_t kMinParallelElems = int64_t{1} << 15;
 
 int thread_count(int requested) {
 #ifdef _OPENMP
@@ -58,7 +63,8 @@ void linear(const float* x, int64_t T, int64_t in, const float* w, const float* 
   const int64_t no = (out + kColBlock - 1) / kColBlock;
   const int64_t tasks = nt * no;
   (void)threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
+    if (tasks > 1 && T * in * out >= kMinParallelFlops)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t t0 = (task / no) * kRowBlock, o0 = (task % no) * kColBlock;
     const int64_t bt = std::min(kRowBlock, T - t0), bo = std::min(kColBlock, out - o0);
@@ -80,7 +86,7 @@ void linear(const float* x, int64_t T, int64_t in, const float* w, const float* 
 // transformers: x.pow(2).mean() in f32, rsqrt(var + eps), x * r, then weight * that.
 void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int threads) {
   (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (rows * n >= kMinParallelElems)
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * n;
     double ss = 0.0;
@@ -107,7 +113,7 @@ void rope(float* x, int64_t T, int64_t heads, int64_t D, const std::vector<float
           const std::vector<float>& sin_t, int threads) {
   const int64_t half = D / 2;
   (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * heads * D >= kMinParallelElems)
   for (int64_t t = 0; t < T; ++t) {
     const float* c = cos_t.data() + t * half;
     const float* s = sin_t.data() + t * half;
@@ -132,7 +138,8 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
   const int64_t nqb = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = nH * nqb;
   (void)threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
+    if (tasks > 1 && T * T * qd >= kMinParallelFlops)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t h = task / nqb, g = h / rep;
     const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(T, i0 + kQueryBlock);
@@ -172,7 +179,7 @@ void attention(const float* q, const float* k, const float* v, float* out, int64
 // m = silu(g) * u in place into g; silu(z) = z / (1 + exp(-z)) in f32.
 void silu_mul(float* g, const float* u, int64_t n, int threads) {
   (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (n >= kMinParallelElems)
   for (int64_t i = 0; i < n; ++i) {
     const float z = g[i];
     const float a = z / (1.0f + std::exp(-z));
@@ -290,7 +297,7 @@ WeightProvider make_view_weight_provider(std::function<const TensorView*(const s
     constexpr uint64_t kChunk = 1u << 20;
     const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
     bool ok = true;
-#pragma omp parallel for schedule(static) reduction(&& : ok)
+#pragma omp parallel for schedule(static) reduction(&& : ok) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const uint64_t b = static_cast<uint64_t>(c) * kChunk, m = std::min<uint64_t>(kChunk, n - b);
       ok = decode_to_f32(tv->dtype, tv->bytes.data() + b * elem, m, out.data() + b) && ok;
@@ -340,11 +347,11 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
     const int64_t n = rows * (cols ? cols : 1);
     out.resize(static_cast<size_t>(n));
     const bool norm = !bias && cols == 0;
-    const bool embed = rows == cfg.vocab_size && cols == H && !mod("proj");
+    const bool embed = name == "model.embed_tokens.weight";
     const float bound = norm ? 0.1f : bias ? 0.1f : embed ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cols));
     const float offset = norm ? 1.0f : 0.0f;
     const uint64_t key = splitmix64(seed ^ fnv1a(name));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelElems)
     for (int64_t i = 0; i < n; ++i) {
       // 24 random bits -> uniform in [-1, 1).
       const uint64_t r = splitmix64(key + static_cast<uint64_t>(i));

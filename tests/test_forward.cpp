@@ -165,19 +165,21 @@ TEST(ForwardGoldenLong, Qwen3SampleCrossingTileBoundariesMatchesTransformers) {
 struct CountingObserver : Observer {
   std::map<std::string, int> linear, kv;
   std::map<std::string, int64_t> in_features;
+  int64_t expected_kv_dim = 0;
   void on_linear_input(const std::string& m, const float*, int64_t, int64_t in) override {
     ++linear[m];
     in_features[m] = in;
   }
   void on_kv(const std::string& m, const float*, const float*, int64_t, int64_t kv_dim) override {
     ++kv[m];
-    EXPECT_EQ(kv_dim, 2 * 16);  // qwen3 golden: 2 kv heads of head_dim 16
+    EXPECT_EQ(kv_dim, expected_kv_dim);
   }
 };
 
 TEST(ForwardHooks, ObserverSeesEachLinearOncePerLayerAndSample) {
   Golden g("qwen3");
   CountingObserver obs;
+  obs.expected_kv_dim = 2 * 16;  // 2 kv heads of head_dim 16
   ForwardOptions o;
   o.observer = &obs;
   o.on_logits = [](size_t, int64_t, const float*, int64_t, int64_t) {};
@@ -192,6 +194,7 @@ TEST(ForwardHooks, ObserverSeesEachLinearOncePerLayerAndSample) {
 TEST(ForwardHooks, WithoutLogitsCallbackTheHeadIsSkipped) {
   Golden g("llama");
   CountingObserver obs;
+  obs.expected_kv_dim = 2 * 12;
   ForwardOptions o;
   o.observer = &obs;
   qt::calib::run_forward(g.cfg, g.weights, {{1, 2, 3}}, o);
@@ -480,6 +483,42 @@ TEST(ForwardReference, MatchesNaiveDoublePrecisionReferenceAcrossTileRemainders)
     const std::vector<double> ref = reference_logits(c, wp, ids);
     const std::vector<float> reff(ref.begin(), ref.end());
     EXPECT_LE(rel_max_diff(got, reff), 1e-4) << "T=" << T;
+  }
+}
+
+// Big enough that every kernel really forks (the golden models are below the fork thresholds),
+// with remainders in every tile; logits and every statistic must be bit-identical.
+TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountWhenWorkIsSplit) {
+  const ModelConfig c = ModelConfig::from_json(
+      json{{"architectures", {"MistralForCausalLM"}}, {"hidden_size", 136}, {"intermediate_size", 392},
+           {"num_hidden_layers", 2}, {"num_attention_heads", 8}, {"num_key_value_heads", 2},
+           {"head_dim", 16}, {"vocab_size", 520}, {"sliding_window", 100}},
+      "determinism.json");
+  const WeightProvider wp = qt::calib::synthetic_weight_provider(c, 7);
+  std::vector<std::vector<int32_t>> toks(2);
+  for (int t = 0; t < 300; ++t) toks[0].push_back((t * 31 + 5) % 520);
+  for (int t = 0; t < 77; ++t) toks[1].push_back((t * 13 + 2) % 520);
+  auto once = [&](int threads) {
+    std::pair<std::vector<float>, qt::ActivationStats> r;
+    AbsMaxObserver obs;
+    ForwardOptions o;
+    o.observer = &obs;
+    o.num_threads = threads;
+    o.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t v) {
+      r.first.insert(r.first.end(), l, l + n * v);
+    };
+    qt::calib::run_forward(c, wp, toks, o);
+    r.second = obs.stats();
+    return r;
+  };
+  const auto a = once(1);
+  ASSERT_EQ(a.first.size(), 377u * 520u);
+  for (int threads : {2, 3, 4}) {
+    const auto b = once(threads);
+    EXPECT_EQ(std::memcmp(a.first.data(), b.first.data(), a.first.size() * 4), 0) << threads << " threads";
+    EXPECT_EQ(a.second.input_absmax, b.second.input_absmax) << threads << " threads";
+    EXPECT_EQ(a.second.k_absmax, b.second.k_absmax) << threads << " threads";
+    EXPECT_EQ(a.second.v_absmax, b.second.v_absmax) << threads << " threads";
   }
 }
 

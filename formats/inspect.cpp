@@ -151,9 +151,6 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     for (const auto& sib : fused_siblings(m))
       if (q_of.count(sib) && q_of[sib] != q && m < sib)
         r.findings.push_back({"error", m, "fused with " + sib + " but stored differently (vLLM refuses mixed schemes in one fused layer)"});
-  if (quantized_ckpt && config.is_object() && config.value("tie_word_embeddings", false) &&
-      !by_name.count("lm_head.weight"))
-    ;  // tied: fine, lm_head comes from the embedding
   return r;
 }
 

@@ -122,7 +122,6 @@ void preflight_output(const ModelFolder& model, const QuantPlan& plan, const Qua
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
   const Scheme& scheme = *plan.options.scheme;
   const bool legacy = plan.options.format == OutputFormat::LegacyFp8;
-  const DType sdt = legacy ? DType::F32 : model_dtype_of(plan);
   const DType model_dtype = model_dtype_of(plan);
   const bool needs_stats = (scheme.input && !scheme.input->dynamic) || plan.options.kv_cache_fp8;
   if (needs_stats && job.stats == nullptr)

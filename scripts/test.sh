@@ -7,5 +7,6 @@ scripts/bootstrap.sh --python
 scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)")
 if [ -d tests/python ] && ls tests/python/test_*.py >/dev/null 2>&1; then
-  QTOOL_BINARY="$PWD/build/tools/qtool" python3 -m pytest -q tests/python
+  QTOOL_BINARY="$PWD/build/tools/qtool" QTOOL_ST_ROUNDTRIP="$PWD/build/tests/qtool_st_roundtrip" \
+    python3 -m pytest -q tests/python
 fi

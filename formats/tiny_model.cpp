@@ -1,0 +1,321 @@
+#include "formats/tiny_model.h"
+#include "libquant/float_formats.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "formats/atomic_file.h"
+#include "formats/model_folder.h"
+#include "libquant/error.h"
+
+namespace qt {
+namespace fs = std::filesystem;
+using Kind = InputError::Kind;
+
+namespace {
+
+// ---- PRNG: splitmix64 (Steele, Lea, Flood 2014); integer-only, so identical everywhere ----
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Irwin-Hall(12) - 6: mean 0, variance 1. The sum of twelve 53-bit integers is exact in
+  // uint64; one conversion to double (RNE) and an exact scaling by 2^-53 follow.
+  double normal() {
+    uint64_t sum = 0;
+    for (int i = 0; i < 12; ++i) sum += next() >> 11;
+    return static_cast<double>(sum) * 0x1.0p-53 - 6.0;
+  }
+};
+
+uint64_t fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) { h ^= c; h *= 0x100000001b3ull; }
+  return h;
+}
+
+// Each tensor has its own stream: independent of generation order and thread count.
+SplitMix64 stream_for(uint64_t seed, const std::string& name) {
+  SplitMix64 g{seed};
+  g.state = g.next() ^ fnv1a64(name);
+  g.next();
+  return g;
+}
+
+// RNE conversions of the generated f32 values to the model dtype (libquant/float_formats.h).
+uint16_t local_bf16_from_f32(float f) { return bf16_from_f32(f); }
+uint16_t local_f16_from_f32(float f) { return f16_from_f32(f); }
+
+// ---- tokenizer -----------------------------------------------------------------------------
+
+// GPT-2 bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes (in
+// increasing order) to U+0100.. (models_tokenizers.md B.4).
+std::string byte_char(int b) {
+  uint32_t cp;
+  if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
+    cp = static_cast<uint32_t>(b);
+  } else {
+    int k = 0;
+    for (int c = 0; c < b; ++c)
+      if (!((c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) ++k;
+    cp = 256u + static_cast<uint32_t>(k);
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else {  // all code points here are < 0x800: two UTF-8 bytes
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+const std::string kG = "\xC4\xA0";  // "Ġ" = byte_char(' ')
+
+// Merges in rank order; each result is a new vocabulary entry (ids 256...).
+const std::vector<std::pair<std::string, std::string>>& merges() {
+  static const std::vector<std::pair<std::string, std::string>> m = {
+      {kG, "t"}, {"h", "e"}, {kG + "t", "he"}, {"i", "n"}, {"e", "r"}, {"a", "n"},
+      {"o", "n"}, {kG, "a"}, {"r", "e"}, {kG, "s"}, {"e", "n"}, {"in", "g"},
+      {kG, "o"}, {kG, "an"}, {kG + "an", "d"}, {"o", "r"}, {"a", "t"}, {kG, "w"},
+  };
+  return m;
+}
+
+nlohmann::ordered_json added_token(int id, const std::string& content) {
+  nlohmann::ordered_json t;
+  t["id"] = id;
+  t["content"] = content;
+  t["single_word"] = false;
+  t["lstrip"] = false;
+  t["rstrip"] = false;
+  t["normalized"] = false;
+  t["special"] = true;
+  return t;
+}
+
+// tokenizer.json in the layout the `tokenizers` library writes (keys in its order).
+std::string tokenizer_json() {
+  using oj = nlohmann::ordered_json;
+  oj vocab = oj::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  int id = 256;
+  oj merge_list = oj::array();
+  for (const auto& [a, b] : merges()) {
+    vocab[a + b] = id++;
+    merge_list.push_back(a + " " + b);  // legacy "a b" form: read by every tokenizers version
+  }
+  const int bos = tiny_bos_id(), eos = tiny_eos_id();
+  oj seq_a = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}};
+  oj seq_b = {{"Sequence", {{"id", "B"}, {"type_id", 1}}}};
+  oj bos_item = {{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}};
+  oj bos_item1 = {{"SpecialToken", {{"id", "<s>"}, {"type_id", 1}}}};
+
+  oj j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = oj::array({added_token(bos, "<s>"), added_token(eos, "</s>")});
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", oj::array({bos_item, seq_a})},
+      {"pair", oj::array({bos_item, seq_a, bos_item1, seq_b})},
+      {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", oj::array({bos})}, {"tokens", oj::array({"<s>"})}}}}}};
+  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"ignore_merges", false},
+                {"vocab", vocab},
+                {"merges", merge_list}};
+  return j.dump(2, ' ', /*ensure_ascii=*/false) + "\n";
+}
+
+nlohmann::json tokenizer_config_json(const TinyModelOptions& o) {
+  nlohmann::json decoder;
+  for (const auto& [id, content] : {std::pair{tiny_bos_id(), "<s>"}, std::pair{tiny_eos_id(), "</s>"}}) {
+    nlohmann::json t;
+    t["content"] = content;
+    t["lstrip"] = false;
+    t["normalized"] = false;
+    t["rstrip"] = false;
+    t["single_word"] = false;
+    t["special"] = true;
+    decoder[std::to_string(id)] = t;
+  }
+  return {{"add_bos_token", true},
+          {"add_eos_token", false},
+          {"added_tokens_decoder", decoder},
+          {"bos_token", "<s>"},
+          {"clean_up_tokenization_spaces", false},
+          {"eos_token", "</s>"},
+          {"model_max_length", o.max_position_embeddings},
+          {"tokenizer_class", "PreTrainedTokenizerFast"}};
+}
+
+const char* torch_dtype_name(DType t) {
+  switch (t) {
+    case DType::BF16: return "bfloat16";
+    case DType::F16: return "float16";
+    default: return "float32";
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+int tiny_tokenizer_size() { return 256 + static_cast<int>(merges().size()) + 2; }
+int tiny_bos_id() { return 256 + static_cast<int>(merges().size()); }
+int tiny_eos_id() { return tiny_bos_id() + 1; }
+
+void validate_tiny_model_options(const TinyModelOptions& o) {
+  auto usage = [](const std::string& problem) { throw InputError(Kind::Usage, "", "", "tiny model: " + problem); };
+  if (o.dtype != DType::BF16 && o.dtype != DType::F16 && o.dtype != DType::F32)
+    usage("dtype must be BF16, F16 or F32 (got " + std::string(dtype_name(o.dtype)) + ")");
+  if (o.hidden_size <= 0 || o.intermediate_size <= 0 || o.num_layers <= 0 || o.num_heads <= 0 ||
+      o.num_kv_heads <= 0 || o.max_position_embeddings <= 0)
+    usage("sizes, layer and head counts must be positive");
+  if (o.hidden_size % o.num_heads != 0)
+    usage("hidden_size " + std::to_string(o.hidden_size) + " is not divisible by num_heads " + std::to_string(o.num_heads));
+  if (o.num_heads % o.num_kv_heads != 0)
+    usage("num_heads " + std::to_string(o.num_heads) + " is not divisible by num_kv_heads " + std::to_string(o.num_kv_heads));
+  if (o.vocab_size < tiny_tokenizer_size())
+    usage("vocab_size " + std::to_string(o.vocab_size) + " is smaller than the tokenizer's " +
+          std::to_string(tiny_tokenizer_size()) + " tokens");
+  if (o.outlier_columns < 0 || o.outlier_columns > o.hidden_size) usage("outlier_columns out of range");
+  const int n_tensors = 2 + 9 * o.num_layers + (o.tie_word_embeddings ? 0 : 1);
+  if (o.num_shards < 1 || o.num_shards > n_tensors)
+    usage("num_shards must be between 1 and the tensor count " + std::to_string(n_tensors));
+}
+
+std::vector<TensorSpec> tiny_model_tensor_specs(const TinyModelOptions& o) {
+  validate_tiny_model_options(o);
+  const int64_t H = o.hidden_size, I = o.intermediate_size, V = o.vocab_size;
+  const int64_t D = H / o.num_heads, KV = D * o.num_kv_heads;
+  std::vector<TensorSpec> s;
+  s.push_back({"model.embed_tokens.weight", o.dtype, {V, H}});
+  for (int l = 0; l < o.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back({p + "input_layernorm.weight", o.dtype, {H}});
+    s.push_back({p + "self_attn.q_proj.weight", o.dtype, {H, H}});
+    s.push_back({p + "self_attn.k_proj.weight", o.dtype, {KV, H}});
+    s.push_back({p + "self_attn.v_proj.weight", o.dtype, {KV, H}});
+    s.push_back({p + "self_attn.o_proj.weight", o.dtype, {H, H}});
+    s.push_back({p + "post_attention_layernorm.weight", o.dtype, {H}});
+    s.push_back({p + "mlp.gate_proj.weight", o.dtype, {I, H}});
+    s.push_back({p + "mlp.up_proj.weight", o.dtype, {I, H}});
+    s.push_back({p + "mlp.down_proj.weight", o.dtype, {H, I}});
+  }
+  s.push_back({"model.norm.weight", o.dtype, {H}});
+  if (!o.tie_word_embeddings) s.push_back({"lm_head.weight", o.dtype, {V, H}});
+  return s;
+}
+
+std::vector<uint8_t> tiny_model_tensor_bytes(const TinyModelOptions& o, const TensorSpec& spec) {
+  SplitMix64 g = stream_for(o.seed, spec.name);
+  const uint64_t rows = spec.shape.size() == 2 ? static_cast<uint64_t>(spec.shape[0]) : 1;
+  const uint64_t cols = static_cast<uint64_t>(spec.shape.back());
+  const bool is_norm = spec.shape.size() == 1;
+  const bool is_proj = ends_with(spec.name, "_proj.weight");
+  // Outlier input columns first (from the same stream, so they too depend only on seed+name).
+  std::vector<double> col_scale(cols, 1.0);
+  if (is_proj)
+    for (int k = 0; k < o.outlier_columns; ++k) col_scale[g.next() % cols] = o.outlier_scale;
+
+  const size_t esize = static_cast<size_t>(dtype_bits(spec.dtype) / 8);
+  std::vector<uint8_t> out(rows * cols * esize);
+  size_t pos = 0;
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t c = 0; c < cols; ++c) {
+      const double n = g.normal();
+      // f64 value, rounded once to f32 (RNE, as the C++ conversion does by default).
+      const double v = is_norm ? 1.0 + 0.05 * n : 0.02 * n * col_scale[c];
+      const float f = static_cast<float>(v);
+      if (spec.dtype == DType::F32) {
+        const uint32_t u = f32_bits(f);
+        for (int b = 0; b < 4; ++b) out[pos++] = static_cast<uint8_t>(u >> (8 * b));
+      } else {
+        const uint16_t h = spec.dtype == DType::BF16 ? local_bf16_from_f32(f) : local_f16_from_f32(f);
+        out[pos++] = static_cast<uint8_t>(h & 0xFF);
+        out[pos++] = static_cast<uint8_t>(h >> 8);
+      }
+    }
+  }
+  return out;
+}
+
+nlohmann::json tiny_model_config(const TinyModelOptions& o) {
+  validate_tiny_model_options(o);
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"attention_bias", false},
+          {"attention_dropout", 0.0},
+          {"bos_token_id", tiny_bos_id()},
+          {"eos_token_id", tiny_eos_id()},
+          {"head_dim", o.hidden_size / o.num_heads},
+          {"hidden_act", "silu"},
+          {"hidden_size", o.hidden_size},
+          {"initializer_range", 0.02},
+          {"intermediate_size", o.intermediate_size},
+          {"max_position_embeddings", o.max_position_embeddings},
+          {"mlp_bias", false},
+          {"model_type", "llama"},
+          {"num_attention_heads", o.num_heads},
+          {"num_hidden_layers", o.num_layers},
+          {"num_key_value_heads", o.num_kv_heads},
+          {"pretraining_tp", 1},
+          {"rms_norm_eps", o.rms_norm_eps},
+          {"rope_scaling", nullptr},
+          {"rope_theta", o.rope_theta},
+          {"tie_word_embeddings", o.tie_word_embeddings},
+          {"torch_dtype", torch_dtype_name(o.dtype)},
+          {"use_cache", true},
+          {"vocab_size", o.vocab_size}};
+}
+
+void write_tiny_model(const std::string& dir, const TinyModelOptions& o) {
+  const std::vector<TensorSpec> specs = tiny_model_tensor_specs(o);  // validates
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError(Kind::Io, dir, "", "cannot create folder: " + ec.message());
+
+  // Shards by tensor count (tensor i goes to shard i*n/count): exactly num_shards non-empty
+  // shards in model order.
+  const size_t n = static_cast<size_t>(o.num_shards);
+  std::vector<std::vector<TensorSpec>> shards(n);
+  for (size_t i = 0; i < specs.size(); ++i) shards[i * n / specs.size()].push_back(specs[i]);
+  std::map<std::string, std::string> weight_map;
+  uint64_t total = 0;
+  for (size_t s = 0; s < n; ++s) {
+    const std::string file = shard_file_name(s, n);
+    SafetensorsWriter w((fs::path(dir) / file).string(), shards[s]);
+    for (const TensorSpec& t : shards[s]) {
+      const std::vector<uint8_t> bytes = tiny_model_tensor_bytes(o, t);
+      w.write(t.name, bytes);
+      weight_map[t.name] = file;
+      total += bytes.size();
+    }
+    w.commit();
+  }
+  if (n > 1) write_index_json(dir, total, weight_map);
+
+  write_config_json(dir, tiny_model_config(o));
+  write_json_file((fs::path(dir) / "generation_config.json").string(),
+                  {{"_from_model_config", true}, {"bos_token_id", tiny_bos_id()}, {"eos_token_id", tiny_eos_id()}});
+  write_file_atomic((fs::path(dir) / "tokenizer.json").string(), tokenizer_json());
+  write_json_file((fs::path(dir) / "tokenizer_config.json").string(), tokenizer_config_json(o));
+}
+
+}  // namespace qt

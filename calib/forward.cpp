@@ -1,0 +1,560 @@
+#include "calib/forward.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <Eigen/Core>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+
+#ifndef EIGEN_DONT_PARALLELIZE
+#error "calib must be built with EIGEN_DONT_PARALLELIZE (see calib/CMakeLists.txt and forward.h)"
+#endif
+
+namespace qt::calib {
+namespace {
+
+using Kind = InputError::Kind;
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using CMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using MMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Fixed task sizes. Results depend on them (they fix each GEMM's shape and thus Eigen's
+// blocking), never on the thread count.
+constexpr int64_t kRowBlock = 256;   // tokens per linear task
+constexpr int64_t kColBlock = 128;   // output features per linear task
+constexpr int64_t kQueryBlock = 64;  // queries per attention task
+// Below these amounts of work a parallel region costs more than it saves (and on a busy machine
+// far more: waking threads that spin at a barrier). Only whether to fork depends on them, never
+// the partition, so results are unaffected.
+constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
+constexpr int64_t kMinParallelElems = int64_t{1} << 15;
+
+int thread_count(int requested) {
+#ifdef _OPENMP
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
+}
+
+std::string shape_str(const std::vector<int64_t>& s) { return shape_string(s); }
+
+// ---- kernels -------------------------------------------------------------------------------
+
+// y[T, out] = x[T, in] * W[out, in]^T (+ b). One Eigen GEMM per (row block, column block) task;
+// bias added afterwards in f32 (as addmm's beta*C term).
+void linear(const float* x, int64_t T, int64_t in, const float* w, const float* b, int64_t out,
+            float* y, int threads) {
+  const int64_t nt = (T + kRowBlock - 1) / kRowBlock;
+  const int64_t no = (out + kColBlock - 1) / kColBlock;
+  const int64_t tasks = nt * no;
+  (void)threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
+    if (tasks > 1 && T * in * out >= kMinParallelFlops)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t t0 = (task / no) * kRowBlock, o0 = (task % no) * kColBlock;
+    const int64_t bt = std::min(kRowBlock, T - t0), bo = std::min(kColBlock, out - o0);
+    CMap X(x + t0 * in, bt, in, Eigen::OuterStride<>(in));
+    CMap W(w + o0 * in, bo, in, Eigen::OuterStride<>(in));
+    MMap Y(y + t0 * out + o0, bt, bo, Eigen::OuterStride<>(out));
+    Y.noalias() = X * W.transpose();
+    if (b) {
+      for (int64_t r = 0; r < bt; ++r) {
+        float* yr = y + (t0 + r) * out + o0;
+        for (int64_t c = 0; c < bo; ++c) yr[c] += b[o0 + c];
+      }
+    }
+  }
+}
+
+// In place over `rows` rows of `n` values with row stride n:
+//   y = w * (x * (1 / sqrt(var + eps))),  var = f32(sum(x^2) / n) with the sum in double.
+// transformers: x.pow(2).mean() in f32, rsqrt(var + eps), x * r, then weight * that.
+void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int threads) {
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (rows * n >= kMinParallelElems)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float sq = xr[i] * xr[i];  // f32 square, as torch's pow(2)
+      ss += sq;
+    }
+    const float var = static_cast<float>(ss / static_cast<double>(n));
+    const float inv = 1.0f / std::sqrt(var + eps);
+    for (int64_t i = 0; i < n; ++i) xr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+// Same as rms_norm but out of place (src unchanged).
+void rms_norm_to(const float* src, float* dst, int64_t rows, int64_t n, const float* w, float eps,
+                 int threads) {
+  std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(rows * n));
+  rms_norm(dst, rows, n, w, eps, threads);
+}
+
+// rotate_half RoPE in place on x[T, heads*D]; cos/sin tables [maxT, D/2] (already multiplied by
+// the attention scaling). out[d] = x1*c - x2*s, out[d+D/2] = x2*c + x1*s.
+void rope(float* x, int64_t T, int64_t heads, int64_t D, const std::vector<float>& cos_t,
+          const std::vector<float>& sin_t, int threads) {
+  const int64_t half = D / 2;
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * heads * D >= kMinParallelElems)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos_t.data() + t * half;
+    const float* s = sin_t.data() + t * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* xh = x + (t * heads + h) * D;
+      for (int64_t d = 0; d < half; ++d) {
+        const float x1 = xh[d], x2 = xh[d + half];
+        xh[d] = x1 * c[d] - x2 * s[d];
+        xh[d + half] = x2 * c[d] + x1 * s[d];
+      }
+    }
+  }
+}
+
+// Causal GQA attention. q[T, nH*D], k/v[T, nKV*D] (head-major columns); out[T, nH*D].
+// window W > 0: key j visible from query i iff i - W < j <= i.
+// Task = (head, block of kQueryBlock queries): S = Q K^T over the keys any query of the block can
+// see, then masked softmax per row, then O = P V.
+void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t nH,
+               int64_t nKV, int64_t D, int64_t W, float scale, int threads) {
+  const int64_t qd = nH * D, kvd = nKV * D, rep = nH / nKV;
+  const int64_t nqb = (T + kQueryBlock - 1) / kQueryBlock;
+  const int64_t tasks = nH * nqb;
+  (void)threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
+    if (tasks > 1 && T * T * qd >= kMinParallelFlops)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t h = task / nqb, g = h / rep;
+    const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(T, i0 + kQueryBlock);
+    const int64_t bq = i1 - i0;
+    const int64_t j_lo = W > 0 ? std::max<int64_t>(0, i0 - W + 1) : 0;
+    const int64_t nk = i1 - j_lo;
+    CMap Q(q + i0 * qd + h * D, bq, D, Eigen::OuterStride<>(qd));
+    CMap K(k + j_lo * kvd + g * D, nk, D, Eigen::OuterStride<>(kvd));
+    CMap V(v + j_lo * kvd + g * D, nk, D, Eigen::OuterStride<>(kvd));
+    RowMat S(bq, nk);
+    S.noalias() = Q * K.transpose();
+    for (int64_t r = 0; r < bq; ++r) {
+      const int64_t i = i0 + r;
+      const int64_t lo = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - j_lo;
+      const int64_t hi = i - j_lo;  // inclusive
+      float* s = S.data() + r * nk;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = lo; j <= hi; ++j) {
+        s[j] *= scale;  // (q.k) * D^-0.5, scaling after the product as transformers' eager path
+        m = std::max(m, s[j]);
+      }
+      double sum = 0.0;
+      for (int64_t j = lo; j <= hi; ++j) {
+        s[j] = std::exp(s[j] - m);
+        sum += s[j];
+      }
+      const float fsum = static_cast<float>(sum);
+      for (int64_t j = 0; j < lo; ++j) s[j] = 0.0f;
+      for (int64_t j = lo; j <= hi; ++j) s[j] /= fsum;
+      for (int64_t j = hi + 1; j < nk; ++j) s[j] = 0.0f;
+    }
+    MMap O(out + i0 * qd + h * D, bq, D, Eigen::OuterStride<>(qd));
+    O.noalias() = S * V;
+  }
+}
+
+// m = silu(g) * u in place into g; silu(z) = z / (1 + exp(-z)) in f32.
+void silu_mul(float* g, const float* u, int64_t n, int threads) {
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (n >= kMinParallelElems)
+  for (int64_t i = 0; i < n; ++i) {
+    const float z = g[i];
+    const float a = z / (1.0f + std::exp(-z));
+    g[i] = a * u[i];
+  }
+}
+
+void add_inplace(float* h, const float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = h[i] + d[i];
+}
+
+// ---- weights -------------------------------------------------------------------------------
+
+struct Loader {
+  const WeightProvider& provider;
+  const std::string& source;
+  double seconds = 0.0;
+
+  std::vector<float> load(const std::string& name, const std::vector<int64_t>& expected) {
+    const auto t0 = Clock::now();
+    std::vector<float> out;
+    std::vector<int64_t> shape;
+    provider(name, out, shape);
+    seconds += since(t0);
+    if (shape != expected)
+      throw InputError(Kind::BadFile, source, name, "tensor shape does not match config.json",
+                       shape_str(expected), shape_str(shape));
+    uint64_t n = 1;
+    for (int64_t d : expected) n *= static_cast<uint64_t>(d);
+    QT_ASSERT(out.size() == n);
+    return out;
+  }
+};
+
+struct LayerWeights {
+  std::vector<float> in_norm, post_norm, q_norm, k_norm;
+  std::vector<float> q, k, v, o, qb, kb, vb, ob;
+  std::vector<float> gate, up, down, gb, ub, db;
+};
+
+LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l) {
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  LayerWeights w;
+  w.in_norm = ld.load(p + "input_layernorm.weight", {H});
+  w.post_norm = ld.load(p + "post_attention_layernorm.weight", {H});
+  w.q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
+  w.k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
+  w.v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
+  w.o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
+  if (c.qkv_bias) {
+    w.qb = ld.load(p + "self_attn.q_proj.bias", {qd});
+    w.kb = ld.load(p + "self_attn.k_proj.bias", {kvd});
+    w.vb = ld.load(p + "self_attn.v_proj.bias", {kvd});
+  }
+  if (c.o_bias) w.ob = ld.load(p + "self_attn.o_proj.bias", {H});
+  if (c.qk_norm) {
+    w.q_norm = ld.load(p + "self_attn.q_norm.weight", {c.head_dim});
+    w.k_norm = ld.load(p + "self_attn.k_norm.weight", {c.head_dim});
+  }
+  w.gate = ld.load(p + "mlp.gate_proj.weight", {I, H});
+  w.up = ld.load(p + "mlp.up_proj.weight", {I, H});
+  w.down = ld.load(p + "mlp.down_proj.weight", {H, I});
+  if (c.mlp_bias) {
+    w.gb = ld.load(p + "mlp.gate_proj.bias", {I});
+    w.ub = ld.load(p + "mlp.up_proj.bias", {I});
+    w.db = ld.load(p + "mlp.down_proj.bias", {H});
+  }
+  return w;
+}
+
+const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+// Calls the observer and the transform for one Linear input, then the GEMM.
+struct LinearRunner {
+  const ForwardOptions& opts;
+  int threads;
+  std::vector<float> scratch;  // transformed copy of the input
+
+  void observe(const std::string& module, const float* x, int64_t T, int64_t in) {
+    if (opts.observer) opts.observer->on_linear_input(module, x, T, in);
+  }
+  void run(const std::string& module, const float* x, int64_t T, int64_t in, const std::vector<float>& w,
+           const std::vector<float>& b, int64_t out, float* y) {
+    const float* src = x;
+    if (opts.transform) {
+      scratch.assign(x, x + T * in);
+      opts.transform(module, scratch.data(), T, in);
+      src = scratch.data();
+    }
+    linear(src, T, in, w.data(), ptr_or_null(b), out, y, threads);
+  }
+};
+
+}  // namespace
+
+// ---- providers -----------------------------------------------------------------------------
+
+WeightProvider make_view_weight_provider(std::function<const TensorView*(const std::string&)> find,
+                                         std::string source) {
+  return [find = std::move(find), source = std::move(source)](
+             const std::string& name, std::vector<float>& out, std::vector<int64_t>& shape) {
+    const TensorView* tv = find(name);
+    if (!tv) throw InputError(Kind::Missing, source, name, "tensor is missing from the checkpoint");
+    const uint64_t n = tv->numel();
+    const auto nbytes = dtype_nbytes(tv->dtype, n);
+    if (!nbytes || *nbytes != tv->bytes.size())
+      throw InputError(Kind::BadFile, tv->file, name, "tensor byte size does not match its dtype and shape",
+                       nbytes ? std::to_string(*nbytes) + " bytes" : "a whole number of bytes",
+                       std::to_string(tv->bytes.size()) + " bytes");
+    out.resize(n);
+    shape = tv->shape;
+    if (n == 0) return;
+    const uint64_t elem = *nbytes / n;  // whole bytes per element for every decodable dtype
+    constexpr uint64_t kChunk = 1u << 20;
+    const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+    bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint64_t b = static_cast<uint64_t>(c) * kChunk, m = std::min<uint64_t>(kChunk, n - b);
+      ok = decode_to_f32(tv->dtype, tv->bytes.data() + b * elem, m, out.data() + b) && ok;
+    }
+    if (!ok)
+      throw InputError(Kind::Unsupported, tv->file, name, "tensor dtype cannot be decoded for the forward pass",
+                       "F32, F16, BF16, F64, F8_E4M3 or F8_E5M2", std::string(dtype_name(tv->dtype)));
+  };
+}
+
+namespace {
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+}  // namespace
+
+WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) {
+  return [cfg, seed](const std::string& name, std::vector<float>& out, std::vector<int64_t>& shape) {
+    const int64_t H = cfg.hidden_size, I = cfg.intermediate_size, qd = cfg.q_dim(), kvd = cfg.kv_dim();
+    auto mod = [&](const std::string& m) {
+      return name.find(m) != std::string::npos;
+    };
+    const bool bias = ends_with(name, ".bias");
+    int64_t rows = 0, cols = 0;  // cols = 0 -> 1-D
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") rows = cfg.vocab_size, cols = H;
+    else if (mod("q_norm") || mod("k_norm")) rows = cfg.head_dim;
+    else if (mod("layernorm") || name == "model.norm.weight") rows = H;
+    else if (mod("q_proj")) rows = qd, cols = H;
+    else if (mod("k_proj") || mod("v_proj")) rows = kvd, cols = H;
+    else if (mod("o_proj")) rows = H, cols = qd;
+    else if (mod("gate_proj") || mod("up_proj")) rows = I, cols = H;
+    else if (mod("down_proj")) rows = H, cols = I;
+    else throw InputError(Kind::Missing, "<synthetic>", name, "tensor is not part of the synthetic model");
+    if (bias) cols = 0;
+    shape = cols ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows};
+    const int64_t n = rows * (cols ? cols : 1);
+    out.resize(static_cast<size_t>(n));
+    const bool norm = !bias && cols == 0;
+    const bool embed = name == "model.embed_tokens.weight";
+    const float bound = norm ? 0.1f : bias ? 0.1f : embed ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cols));
+    const float offset = norm ? 1.0f : 0.0f;
+    const uint64_t key = splitmix64(seed ^ fnv1a(name));
+#pragma omp parallel for schedule(static) if (n >= kMinParallelElems)
+    for (int64_t i = 0; i < n; ++i) {
+      // 24 random bits -> uniform in [-1, 1).
+      const uint64_t r = splitmix64(key + static_cast<uint64_t>(i));
+      const float u = static_cast<float>(r >> 40) * (2.0f / 16777216.0f) - 1.0f;
+      out[static_cast<size_t>(i)] = offset + bound * u;
+    }
+  };
+}
+
+// ---- observer ------------------------------------------------------------------------------
+
+namespace {
+// max |x| over n values; NaN propagates (a NaN activation must not be silently ignored).
+float absmax(const float* x, int64_t n) {
+  float m = 0.0f;
+  bool nan = false;
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = std::fabs(x[i]);
+    if (a != a) nan = true;
+    m = a > m ? a : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+void update_max(std::map<std::string, float>& m, const std::string& key, float v) {
+  auto [it, inserted] = m.emplace(key, v);
+  if (!inserted && (v > it->second || v != v)) it->second = v;
+}
+}  // namespace
+
+void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
+                                     int64_t in_features) {
+  update_max(stats_.input_absmax, module, absmax(x, tokens * in_features));
+}
+
+void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const float* v,
+                           int64_t tokens, int64_t kv_dim) {
+  update_max(stats_.k_absmax, attn_module, absmax(k, tokens * kv_dim));
+  update_max(stats_.v_absmax, attn_module, absmax(v, tokens * kv_dim));
+}
+
+// ---- the forward pass ----------------------------------------------------------------------
+
+ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
+                         const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts) {
+  const auto t_start = Clock::now();
+  const int threads = thread_count(opts.num_threads);
+  const std::string& source = opts.source.empty() ? c.file : opts.source;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t D = c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  ForwardStats st;
+  st.samples = static_cast<int64_t>(samples.size());
+  int64_t max_t = 0;
+  for (size_t s = 0; s < samples.size(); ++s) {
+    const auto& ids = samples[s];
+    if (ids.empty())
+      throw InputError(Kind::BadValue, source, "", "calibration sample " + std::to_string(s) + " has no tokens",
+                       "at least one token", "0");
+    for (int32_t id : ids)
+      if (id < 0 || id >= c.vocab_size)
+        throw InputError(Kind::BadValue, source, "",
+                         "token id in calibration sample " + std::to_string(s) + " is outside the embedding",
+                         "0 <= id < " + std::to_string(c.vocab_size), std::to_string(id));
+    st.tokens += static_cast<int64_t>(ids.size());
+    max_t = std::max<int64_t>(max_t, static_cast<int64_t>(ids.size()));
+  }
+  if (c.rope.type == "dynamic" && max_t > c.max_position_embeddings)
+    throw InputError(Kind::Unsupported, source, "",
+                     "dynamic rope scaling beyond max_position_embeddings is not supported",
+                     "samples of at most " + std::to_string(c.max_position_embeddings) + " tokens",
+                     std::to_string(max_t) + " tokens");
+
+  Loader ld{weights, source};
+  LinearRunner lin{opts, threads, {}};
+
+  // RoPE tables for positions 0..max_t-1: ang = f32(p) * inv_freq[i] (one f32 product, as
+  // transformers' f32 matmul of [D/2,1] x [1,T]); cos/sin in f32, then * attention scaling.
+  const RopeTables rt = rope_tables(c);
+  const int64_t half = D / 2;
+  std::vector<float> cos_t(static_cast<size_t>(max_t * half)), sin_t(cos_t.size());
+  for (int64_t p = 0; p < max_t; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float ang = static_cast<float>(p) * rt.inv_freq[static_cast<size_t>(i)];
+      cos_t[static_cast<size_t>(p * half + i)] = std::cos(ang) * rt.attention_scaling;
+      sin_t[static_cast<size_t>(p * half + i)] = std::sin(ang) * rt.attention_scaling;
+    }
+
+  // 1. embeddings
+  std::vector<std::vector<float>> hidden(samples.size());
+  {
+    std::vector<float> emb = ld.load("model.embed_tokens.weight", {c.vocab_size, H});
+    const auto t0 = Clock::now();
+    for (size_t s = 0; s < samples.size(); ++s) {
+      const auto& ids = samples[s];
+      hidden[s].resize(ids.size() * static_cast<size_t>(H));
+      for (size_t t = 0; t < ids.size(); ++t)
+        std::memcpy(hidden[s].data() + t * H, emb.data() + static_cast<int64_t>(ids[t]) * H, sizeof(float) * H);
+    }
+    st.embed_seconds = since(t0);
+  }
+
+  // 2. decoder layers
+  std::vector<float> xn, q, k, v, attn, tmp, g, u;
+  const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerWeights w = load_layer(ld, c, l);
+    const auto t0 = Clock::now();
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string attn_name = p + "self_attn";
+    const std::string nq = p + "self_attn.q_proj", nk = p + "self_attn.k_proj", nv = p + "self_attn.v_proj",
+                      no = p + "self_attn.o_proj", ng = p + "mlp.gate_proj", nu = p + "mlp.up_proj",
+                      nd = p + "mlp.down_proj";
+    const int64_t W = c.sliding_window[static_cast<size_t>(l)];
+    for (size_t s = 0; s < samples.size(); ++s) {
+      float* h = hidden[s].data();
+      const int64_t T = static_cast<int64_t>(samples[s].size());
+      xn.resize(static_cast<size_t>(T * H));
+      q.resize(static_cast<size_t>(T * qd));
+      k.resize(static_cast<size_t>(T * kvd));
+      v.resize(static_cast<size_t>(T * kvd));
+      attn.resize(static_cast<size_t>(T * qd));
+      tmp.resize(static_cast<size_t>(T * H));
+      g.resize(static_cast<size_t>(T * I));
+      u.resize(static_cast<size_t>(T * I));
+
+      // attention block
+      rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
+      lin.observe(nq, xn.data(), T, H);
+      lin.observe(nk, xn.data(), T, H);
+      lin.observe(nv, xn.data(), T, H);
+      lin.run(nq, xn.data(), T, H, w.q, w.qb, qd, q.data());
+      lin.run(nk, xn.data(), T, H, w.k, w.kb, kvd, k.data());
+      lin.run(nv, xn.data(), T, H, w.v, w.vb, kvd, v.data());
+      if (c.qk_norm) {  // Qwen3: per-head RMSNorm over D, before RoPE
+        rms_norm(q.data(), T * c.num_heads, D, w.q_norm.data(), eps, threads);
+        rms_norm(k.data(), T * c.num_kv_heads, D, w.k_norm.data(), eps, threads);
+      }
+      rope(q.data(), T, c.num_heads, D, cos_t, sin_t, threads);
+      rope(k.data(), T, c.num_kv_heads, D, cos_t, sin_t, threads);
+      if (opts.observer) opts.observer->on_kv(attn_name, k.data(), v.data(), T, kvd);
+      attention(q.data(), k.data(), v.data(), attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale,
+                threads);
+      lin.observe(no, attn.data(), T, qd);
+      lin.run(no, attn.data(), T, qd, w.o, w.ob, H, tmp.data());
+      add_inplace(h, tmp.data(), T * H);  // residual + attention output
+
+      // MLP block
+      rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
+      lin.observe(ng, xn.data(), T, H);
+      lin.observe(nu, xn.data(), T, H);
+      lin.run(ng, xn.data(), T, H, w.gate, w.gb, I, g.data());
+      lin.run(nu, xn.data(), T, H, w.up, w.ub, I, u.data());
+      silu_mul(g.data(), u.data(), T * I, threads);
+      lin.observe(nd, g.data(), T, I);
+      lin.run(nd, g.data(), T, I, w.down, w.db, H, tmp.data());
+      add_inplace(h, tmp.data(), T * H);  // residual + MLP output
+    }
+    st.layer_seconds += since(t0);
+    if (opts.on_layer_done) opts.on_layer_done(l, c.num_layers);
+  }
+  std::vector<float>().swap(q), std::vector<float>().swap(k), std::vector<float>().swap(v);
+  std::vector<float>().swap(attn), std::vector<float>().swap(g), std::vector<float>().swap(u);
+
+  // 3. final norm + lm_head, streamed per token chunk
+  if (opts.on_logits) {
+    const bool tied = opts.lm_head_tied.value_or(c.tie_word_embeddings);
+    std::vector<float> norm_w = ld.load("model.norm.weight", {H});
+    std::vector<float> lm = ld.load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
+    const auto t0 = Clock::now();
+    const int64_t chunk = opts.logits_chunk_tokens > 0 ? opts.logits_chunk_tokens : max_t;
+    std::vector<float> logits;
+    const std::vector<float> no_bias;
+    for (size_t s = 0; s < samples.size(); ++s) {
+      const int64_t T = static_cast<int64_t>(samples[s].size());
+      xn.resize(static_cast<size_t>(T * H));
+      rms_norm_to(hidden[s].data(), xn.data(), T, H, norm_w.data(), eps, threads);
+      lin.observe("lm_head", xn.data(), T, H);
+      for (int64_t t0c = 0; t0c < T; t0c += chunk) {
+        const int64_t n = std::min(chunk, T - t0c);
+        logits.resize(static_cast<size_t>(n * c.vocab_size));
+        lin.run("lm_head", xn.data() + t0c * H, n, H, lm, no_bias, c.vocab_size, logits.data());
+        opts.on_logits(s, t0c, logits.data(), n, c.vocab_size);
+      }
+    }
+    st.head_seconds = since(t0);
+  }
+  st.weight_seconds = ld.seconds;
+  st.seconds = since(t_start);
+  return st;
+}
+
+ForwardStats benchmark_forward(const ModelConfig& cfg, const WeightProvider& weights, int64_t num_samples,
+                               int64_t seq_len, int num_threads, uint64_t seed) {
+  std::vector<std::vector<int32_t>> samples(static_cast<size_t>(num_samples));
+  uint64_t x = seed;
+  for (auto& s : samples) {
+    s.resize(static_cast<size_t>(seq_len));
+    for (auto& id : s) id = static_cast<int32_t>(splitmix64(x++) % static_cast<uint64_t>(cfg.vocab_size));
+  }
+  ForwardOptions opts;
+  opts.num_threads = num_threads;
+  return run_forward(cfg, weights, samples, opts);
+}
+
+}  // namespace qt::calib

@@ -1,0 +1,163 @@
+// CPU forward pass of the supported decoder LLMs (Llama, Mistral, Qwen2, Qwen3) over a whole
+// calibration set, layer by layer, as llm-compressor's sequential pipeline runs it
+// (algorithms.md §6.2; models_tokenizers.md Part A).
+//
+// Flow of run_forward():
+//   1. load model.embed_tokens.weight, gather the rows of every sample into its hidden state
+//      ([tokens, hidden] f32 per sample), free the embedding;
+//   2. for each layer l: load ONLY layer l's tensors through the WeightProvider, run the layer
+//      on every sample in turn (hidden states of all samples stay in memory between layers),
+//      free the weights;
+//   3. only when logits are requested (ForwardOptions::on_logits): final norm, then lm_head
+//      (or the embedding when tied) in token chunks, streamed to the callback.
+// Peak memory ~ 4 bytes * (all calibration tokens * hidden + one layer's parameters + one
+// sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files.
+//
+// Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). GEMMs are
+// Eigen's f32 kernels (f32 accumulation). RMSNorm's mean of squares and softmax's denominator are
+// summed in double then rounded to f32 (more accurate than, and within an ulp or two of, torch's
+// f32 cascade sums). Op order otherwise follows transformers' eager f32 path (§A.2-A.5):
+//   RMSNorm  y = w * (x * (1 / sqrt(f32(mean(x^2)) + eps)))
+//   linear   y = x W^T (+ b)
+//   RoPE     rotate_half pairs (d, d + D/2); cos/sin from f32(p) * inv_freq, times the attention
+//            scaling (yarn), in f32
+//   attention scores = (q k^T) * D^-0.5, causal (+ sliding window), softmax with max
+//            subtraction, masked keys contribute exactly 0
+//   MLP      down(silu(gate) * up), silu(z) = z / (1 + exp(-z))
+//
+// Determinism: results are bit-identical for any thread count (on one machine and binary).
+// Every parallel loop splits its work into fixed-size tasks that do not depend on the thread
+// count, each output element is produced by exactly one task in a fixed operation order, and
+// Eigen's own GEMM threading is compiled out (EIGEN_DONT_PARALLELIZE, set on the calib target).
+// They can change with the CPU (Eigen picks blocking sizes from cache sizes and SIMD width from
+// the compile flags).
+//
+// Threading contract of the hooks: Observer, ActivationTransform and on_logits are always
+// called from the thread that called run_forward, never concurrently, so they need no locks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "calib/model_config.h"
+#include "libquant/activation_stats.h"
+#include "libquant/tensor_view.h"
+
+namespace qt::calib {
+
+// Supplies one tensor, decoded to f32, row-major: fills `out` (resized by the callee) and
+// `shape`. Must throw qt::InputError(Missing, ...) when the tensor does not exist. Called once
+// per tensor per run (the embedding twice when tied and logits are requested), from the thread
+// that called run_forward. run_forward checks the shape against the config.
+using WeightProvider = std::function<void(const std::string& tensor_name, std::vector<float>& out,
+                                          std::vector<int64_t>& shape)>;
+
+// A WeightProvider over tensor views (e.g. a Checkpoint's mmap'ed tensors): `find` returns the
+// view of a tensor or nullptr when absent. Decodes with qt::decode_to_f32 (F32, F16, BF16, F64,
+// F8_E4M3, F8_E5M2 and integer dtypes; note F8 weights are decoded WITHOUT their scales -- a
+// dequantizing provider is the caller's job). `source` (the model folder) names the checkpoint
+// in the Missing error. The views must outlive the provider's use.
+WeightProvider make_view_weight_provider(std::function<const TensorView*(const std::string&)> find,
+                                         std::string source);
+
+// Deterministic pseudo-random weights of the right shapes for `cfg` (uniform in
+// [-1/sqrt(in), 1/sqrt(in)] for Linears, [-1, 1] for embeddings, 1 +- 0.1 for norms), for
+// benchmarks and tests that need a model without a checkpoint. Same seed -> same weights.
+WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed);
+
+// Receives activations as the forward pass produces them. Default implementations do nothing.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+
+  // The input of Linear `module` ("model.layers.3.self_attn.q_proj", ..., "lm_head"), row-major
+  // [tokens, in_features], BEFORE any ActivationTransform. Called once per (layer, sample,
+  // Linear). q_proj/k_proj/v_proj receive the same buffer (input_layernorm output), as do
+  // gate_proj/up_proj (post_attention_layernorm output); o_proj gets the attention output
+  // [tokens, nH*D] (head-major columns), down_proj silu(gate)*up. "lm_head" is called (final
+  // norm output) only when logits are computed.
+  virtual void on_linear_input(const std::string& module, const float* x, int64_t tokens,
+                               int64_t in_features) {
+    (void)module, (void)x, (void)tokens, (void)in_features;
+  }
+
+  // Keys after k_proj (+bias), Qwen3 k_norm and RoPE, and values (v_proj output), both row-major
+  // [tokens, nKV*D] with head-major columns, for attention module "model.layers.3.self_attn".
+  // Called once per (layer, sample).
+  virtual void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
+                     int64_t tokens, int64_t kv_dim) {
+    (void)attn_module, (void)k_post_rope, (void)v, (void)tokens, (void)kv_dim;
+  }
+};
+
+// Observer that records max |x| per Linear input and per attention K / V into
+// qt::ActivationStats (the static_minmax statistics of fp8-static / int8-static calibration).
+// Maxima are exact (order-independent); NaN inputs propagate as NaN.
+class AbsMaxObserver : public Observer {
+ public:
+  void on_linear_input(const std::string& module, const float* x, int64_t tokens,
+                       int64_t in_features) override;
+  void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
+             int64_t tokens, int64_t kv_dim) override;
+  const ActivationStats& stats() const { return stats_; }
+  ActivationStats& stats() { return stats_; }
+
+ private:
+  ActivationStats stats_;
+};
+
+// Rewrites the input of Linear `module` in place just before its matmul (for verify's fake
+// activation quantization). x is a private copy per module, so q/k/v (gate/up) may be
+// transformed differently; the Observer has already seen the untransformed values.
+using ActivationTransform =
+    std::function<void(const std::string& module, float* x, int64_t tokens, int64_t in_features)>;
+
+// Logits of tokens [first_token, first_token + tokens) of sample `sample`, row-major
+// [tokens, vocab] f32, valid only during the call. Chunks of one sample arrive in order.
+using LogitsCallback = std::function<void(size_t sample, int64_t first_token, const float* logits,
+                                          int64_t tokens, int64_t vocab)>;
+
+struct ForwardOptions {
+  Observer* observer = nullptr;        // not owned; may be null
+  ActivationTransform transform;       // empty: inputs unchanged
+  LogitsCallback on_logits;            // empty: stop after the last layer (no norm / lm_head)
+  int64_t logits_chunk_tokens = 256;   // tokens per on_logits call (bounds [chunk, vocab] memory)
+  // Whether lm_head is the embedding matrix. Unset: cfg.tie_word_embeddings. Callers reading a
+  // checkpoint should pass cfg.lm_head_tied(checkpoint has "lm_head.weight").
+  std::optional<bool> lm_head_tied;
+  int num_threads = 0;                 // OpenMP threads; 0 = the OpenMP default
+  // Progress: called after each layer (0-based index) has run on every sample.
+  std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
+  std::string source;                  // names the model in errors (e.g. the model folder)
+};
+
+// What a run cost (the benchmark hook): tokens processed and wall-clock seconds per phase.
+struct ForwardStats {
+  int64_t samples = 0;
+  int64_t tokens = 0;              // sum of sample lengths
+  double seconds = 0.0;            // whole run, including weight loading/decoding
+  double weight_seconds = 0.0;     // inside WeightProvider calls (load + decode)
+  double embed_seconds = 0.0;      // gathering embeddings (excluding weight loading)
+  double layer_seconds = 0.0;      // decoder layers (excluding weight loading)
+  double head_seconds = 0.0;       // final norm + lm_head + on_logits (excluding weight loading)
+  double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
+};
+
+// Runs the model on `samples` (token ids; each sample is one sequence with positions 0..T-1,
+// no padding, no batching across samples). Throws qt::InputError: BadValue for an empty sample
+// or a token id outside [0, vocab_size); BadFile when a provided tensor's shape disagrees with
+// the config (file = opts.source); Unsupported for a "dynamic" rope model fed a sample longer
+// than max_position_embeddings; whatever the WeightProvider throws.
+ForwardStats run_forward(const ModelConfig& cfg, const WeightProvider& weights,
+                         const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts);
+
+// Benchmark convenience: `num_samples` sequences of `seq_len` pseudo-random token ids (seeded),
+// no observer, no logits; returns the run's ForwardStats.
+ForwardStats benchmark_forward(const ModelConfig& cfg, const WeightProvider& weights,
+                               int64_t num_samples, int64_t seq_len, int num_threads = 0,
+                               uint64_t seed = 1);
+
+}  // namespace qt::calib

@@ -6,6 +6,9 @@
 #include <chrono>
 #include <cstdio>
 
+#include "calib/calibrate.h"
+#include "calib/dataset.h"
+#include "calib/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/quant_plan.h"
 #include "formats/quantize_pipeline.h"
@@ -24,6 +27,10 @@ namespace {
 struct Opts {
   std::string model, out, scheme = "fp8-dynamic", format = "compressed-tensors", max_shard = "5GB";
   std::string kv_cache = "none";
+  // Calibration (static schemes, --kv-cache fp8).
+  std::string dataset, stats_in, stats_out, observer = "static_minmax";
+  int64_t num_samples = 64, seq_len = 512;
+  uint64_t seed = 0;
   std::vector<std::string> ignore, targets;
   bool dry_run = false, json = false, allow_nonfinite = false, overwrite = false, no_hash = false;
   int threads = 0;
@@ -33,6 +40,54 @@ std::string scheme_help() {
   std::string s = "Quantization scheme:";
   for (const auto& sc : all_schemes()) s += std::string("\n  ") + sc.name + ": " + sc.summary;
   return s;
+}
+
+// Calibration statistics: loaded from --stats, or measured by running the model on the
+// calibration text (--dataset, or the built-in set); saved with --save-stats.
+ActivationStats obtain_stats(const ModelFolder& model, const Opts& o) {
+  const std::string fp = calib::model_fingerprint(model);
+  if (!o.stats_in.empty()) {
+    calib::StatsProvenance prov;
+    ActivationStats s = calib::load_stats(o.stats_in, fp, &prov);
+    spdlog::info("calibration: loaded {} ({} samples x {} tokens from {}, observer {})", o.stats_in,
+                 prov.num_samples, prov.seq_len, prov.data_source, prov.observer);
+    return s;
+  }
+  const Tokenizer tok = Tokenizer::from_dir(model.dir());
+  const calib::CalibrationText text =
+      o.dataset.empty() ? calib::builtin_calibration_text() : calib::load_calibration_text(o.dataset);
+  const auto samples = calib::make_samples(tok, text, o.num_samples, o.seq_len, o.seed);
+  int64_t tokens = 0;
+  for (const auto& s : samples) tokens += static_cast<int64_t>(s.size());
+  spdlog::info("calibration: {} samples, {} tokens from {} (observer {})", samples.size(), tokens,
+               text.source, o.observer);
+  calib::CalibrateOptions co;
+  co.observer = o.observer;
+  co.num_threads = o.threads;
+  ProgressBar bar("calibrate", 1);
+  co.on_layer_done = [&](int64_t layer, int64_t n) {
+    bar.clear();
+    spdlog::info("calibration: layer {}/{} done", layer + 1, n);
+    bar = ProgressBar("calibrate", static_cast<uint64_t>(n));
+    bar.update(static_cast<uint64_t>(layer + 1));
+  };
+  calib::CalibrationRun run = calib::calibrate(model, samples, co);
+  bar.finish();
+  spdlog::info("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds, run.seconds > 0 ? run.tokens / run.seconds : 0.0);
+  if (!o.stats_out.empty()) {
+    calib::StatsProvenance prov;
+    prov.model_fingerprint = fp;
+    prov.data_source = text.source;
+    prov.data_sha256 = text.sha256;
+    prov.observer = o.observer;
+    prov.num_samples = run.samples;
+    prov.seq_len = o.seq_len;
+    prov.tokens = run.tokens;
+    prov.seed = o.seed;
+    calib::save_stats(o.stats_out, run.stats, prov);
+    spdlog::info("calibration: statistics saved to {}", o.stats_out);
+  }
+  return run.stats;
 }
 
 int run_quantize_cmd(const Opts& o) {
@@ -50,11 +105,7 @@ int run_quantize_cmd(const Opts& o) {
   po.ignore = o.ignore;
   po.targets = o.targets;
   po.kv_cache_fp8 = o.kv_cache == "fp8";
-  if (scheme->needs_calibration || po.kv_cache_fp8)
-    throw InputError(InputError::Kind::Unsupported, "", "",
-                     std::string("scheme ") + scheme->name + (po.kv_cache_fp8 ? " with --kv-cache fp8" : "") +
-                         " needs calibration statistics, and the calibration engine is not in this build yet",
-                     "a data-free scheme (fp8-dynamic, fp8-block, int8-dynamic, w8a16, w4a16, fp8-w8a16)");
+  const bool needs_stats = scheme->needs_calibration || po.kv_cache_fp8 || !o.stats_out.empty();
 
   ModelFolder model = ModelFolder::open(o.model);
   const auto& cfg = model.config();
@@ -72,6 +123,12 @@ int run_quantize_cmd(const Opts& o) {
   job.command_line = command_line();
   preflight_output(model, plan, job);
   for (const auto& w : plan.warnings) spdlog::warn("warning: {}", w);
+
+  ActivationStats stats;
+  if (needs_stats && !o.dry_run) {
+    stats = obtain_stats(model, o);
+    job.stats = &stats;
+  }
 
   if (o.dry_run) {
     if (o.json) {
@@ -146,9 +203,18 @@ void register_quantize(CLI::App& app, RunFn& run) {
       ->capture_default_str()->check(CLI::IsMember({"compressed-tensors", "legacy-fp8"}));
   sub->add_option("--ignore", o->ignore, "Keep these modules unquantized: exact names or re:REGEX (repeatable)");
   sub->add_option("--targets", o->targets, "Quantize only these modules: exact names or re:REGEX (default: decoder Linear layers)");
-  sub->add_option("--kv-cache", o->kv_cache, "KV-cache scales: none or fp8 (needs calibration)")
+  sub->add_option("--kv-cache", o->kv_cache, "KV-cache scales: none, or fp8 (calibrated k_scale/v_scale per attention layer)")
       ->capture_default_str()->check(CLI::IsMember({"none", "fp8"}));
   sub->add_option("--max-shard-size", o->max_shard, "Largest output shard")->capture_default_str();
+  auto* cal = sub->add_option_group("calibration", "Static schemes and --kv-cache fp8 run the model on calibration text");
+  cal->add_option("--dataset", o->dataset, "Calibration text: .txt, .jsonl (\"text\" or chat \"messages\"), optionally .zst (default: the built-in set)");
+  cal->add_option("--num-samples", o->num_samples, "Calibration samples")->capture_default_str()->check(CLI::PositiveNumber);
+  cal->add_option("--seq-len", o->seq_len, "Tokens per sample (at most)")->capture_default_str()->check(CLI::PositiveNumber);
+  cal->add_option("--seed", o->seed, "Sample selection seed")->capture_default_str();
+  cal->add_option("--observer", o->observer, "static_minmax (max over all tokens) or minmax (moving average, c=0.01)")
+      ->capture_default_str()->check(CLI::IsMember({"static_minmax", "minmax"}));
+  cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
+  cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
   sub->add_option("-j,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
   sub->add_flag("--dry-run", o->dry_run, "Plan and preflight only: print what would be done, write nothing");
   sub->add_flag("--json", o->json, "Machine-readable summary on stdout");

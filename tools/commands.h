@@ -21,6 +21,7 @@ void register_inspect(CLI::App& app, RunFn& run);
 void register_quantize(CLI::App& app, RunFn& run);
 void register_schemes(CLI::App& app, RunFn& run);
 void register_tiny_model(CLI::App& app, RunFn& run);
+void register_tokenize(CLI::App& app, RunFn& run);
 
 // The table main() walks, in the order `qtool --help` lists them.
 inline constexpr CommandEntry kCommands[] = {
@@ -28,6 +29,7 @@ inline constexpr CommandEntry kCommands[] = {
     {"inspect", register_inspect},
     {"schemes", register_schemes},
     {"tiny-model", register_tiny_model},
+    {"tokenize", register_tokenize},
 };
 
 }  // namespace qt

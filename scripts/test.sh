@@ -9,7 +9,5 @@ scripts/bootstrap.sh --python
 scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)")
 # QTOOL_STRICT=1: a qtool command that fails inside the Python tier is a failure, not a skip.
-# The calibrated schemes (fp8-static, int8-static) are deselected until the calibration engine
-# lands (qtool refuses them with a clear message today).
 QTOOL_STRICT=1 QTOOL_BINARY="$PWD/build/tools/qtool" QTOOL_ST_ROUNDTRIP="$PWD/build/tests/qtool_st_roundtrip" \
-  python3 -m pytest -q tests/python -k "not static"
+  python3 -m pytest -q tests/python

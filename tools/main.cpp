@@ -20,7 +20,7 @@ namespace {
 
 std::string version_text() {
   std::string s = std::string("qtool ") + QTOOL_VERSION_STRING + "\n";
-  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + "\n";
+  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " native=" + QTOOL_BUILD_NATIVE + "\n";
   s += std::string("build: ") + QTOOL_BUILD_TYPE + ", " + QTOOL_COMPILER;
   return s;
 }

@@ -1,0 +1,48 @@
+// Calibration forward throughput: qtool's layer-by-layer CPU forward pass (calib/forward.h) over
+// N samples x L tokens of a model folder, observing every Linear input like calibration does.
+// Prints one JSON line. Usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS]
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "calib/forward.h"
+#include "calib/model_config.h"
+#include "formats/model_folder.h"
+
+int main(int argc, char** argv) {
+  if (argc < 4) { std::fprintf(stderr, "usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS]\n"); return 2; }
+  using namespace qt;
+  ModelFolder m = ModelFolder::open(argv[1]);
+  const int64_t n = std::atoll(argv[2]), len = std::atoll(argv[3]);
+  const int threads = argc > 4 ? std::atoi(argv[4]) : 0;
+  calib::ModelConfig cfg = calib::ModelConfig::from_json(m.config(), m.config_path());
+  const Checkpoint& ck = m.checkpoint();
+  auto weights = calib::make_view_weight_provider([&ck](const std::string& s) { return ck.find(s); }, m.dir());
+  // The same token ids the PyTorch baseline uses: seeded uniform ids (bench/bench_forward_torch.py
+  // reads them from the file written here).
+  std::vector<std::vector<int32_t>> samples(static_cast<size_t>(n), std::vector<int32_t>(static_cast<size_t>(len)));
+  std::mt19937 rng(1234);
+  for (auto& s : samples) for (auto& t : s) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(cfg.vocab_size));
+  if (FILE* f = std::fopen("bench_forward_ids.bin", "wb")) {
+    for (auto& s : samples) std::fwrite(s.data(), 4, s.size(), f);
+    std::fclose(f);
+  }
+  calib::AbsMaxObserver obs;
+  calib::ForwardOptions fo;
+  fo.observer = &obs;
+  fo.num_threads = threads;
+  fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
+  calib::ForwardStats st = calib::run_forward(cfg, weights, samples, fo);
+  // Matmul FLOPs per token: 2 x (Linear parameters of the decoder); attention: 4 x seq x q_dim per
+  // layer on average (QK^T and PV over a causal mask ~ half of len).
+  const double lin = 2.0 * cfg.num_layers *
+                     (cfg.hidden_size * (cfg.q_dim() + 2 * cfg.kv_dim()) + cfg.q_dim() * cfg.hidden_size +
+                      3.0 * cfg.hidden_size * cfg.intermediate_size);
+  const double attn = 2.0 * cfg.num_layers * 2.0 * (len / 2.0) * cfg.q_dim();
+  const double flops = (lin + attn) * static_cast<double>(st.tokens);
+  std::printf("{\"engine\": \"qtool\", \"samples\": %lld, \"seq_len\": %lld, \"tokens\": %lld, \"seconds\": %.3f, "
+              "\"tokens_per_s\": %.1f, \"gflops\": %.1f, \"layer_seconds\": %.3f, \"weight_seconds\": %.3f}\n",
+              (long long)n, (long long)len, (long long)st.tokens, st.seconds, st.tokens_per_second(),
+              flops / st.seconds / 1e9, st.layer_seconds, st.weight_seconds);
+  return 0;
+}

@@ -30,6 +30,10 @@ struct ConvertJob {
   uint64_t max_shard_bytes = 5'000'000'000;  // huggingface_hub's default shard cap
   bool hash_inputs = true;                   // sha256 of the input files in the manifest
   std::string command_line;                  // recorded in qtool_manifest.json
+  // Largest number of elements converted at once (f32 working buffers are ~4-8 bytes each). Rows
+  // are processed in chunks of at most this many elements, rounded to whole rotary heads / scale
+  // blocks (a chunk may exceed it only to hold one such unit). Tests lower it to exercise chunking.
+  int64_t chunk_elements = int64_t{1} << 22;
   std::function<void(const ConvertProgress&)> on_tensor;
 };
 

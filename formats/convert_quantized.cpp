@@ -489,8 +489,6 @@ void encode(const float* src, size_t n, DType dt, uint8_t* dst) {
   for (int64_t i = 0; i < nn; ++i) store_float(dt, round_to_dtype(dt, src[i]), dst + static_cast<size_t>(i) * es);
 }
 
-constexpr int64_t kChunkElems = int64_t{1} << 22;
-
 }  // namespace
 
 ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const ConvertJob& job) {
@@ -563,7 +561,7 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
       // Chunks of whole scale rows (a block strategy's row of blocks); per-tensor and per-row
       // schemes can cut anywhere since every row of the chunk finds its scale row at r / rows_per.
       const int64_t align = qm.weights.strategy == Strategy::Block ? grid.rows_per : 1;
-      int64_t chunk = std::max<int64_t>(1, kChunkElems / cols);
+      int64_t chunk = std::max<int64_t>(1, std::max<int64_t>(1, job.chunk_elements) / cols);
       chunk = std::max<int64_t>(align, chunk / align * align);
       std::vector<int8_t> unpacked;
       for (int64_t r0 = 0; r0 < rows; r0 += chunk) {

@@ -835,8 +835,6 @@ void encode_f32(const float* src, size_t n, DType dt, uint8_t* dst) {
   }
 }
 
-constexpr int64_t kChunkElems = int64_t{1} << 22;  // 16 MiB of f32 per chunk
-
 }  // namespace
 
 ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJob& job) {
@@ -883,7 +881,7 @@ ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJ
     if (p.rotary_heads > 0 && (rows % p.rotary_heads != 0 || rows_per_head % 2 != 0))
       throw InputError(Kind::BadFile, g.path(), t.name, "rows cannot be split into rotary heads",
                        "a multiple of 2 x " + std::to_string(p.rotary_heads), std::to_string(rows));
-    int64_t chunk_rows = std::max<int64_t>(1, kChunkElems / std::max<int64_t>(1, row_elems));
+    int64_t chunk_rows = std::max<int64_t>(1, std::max<int64_t>(1, job.chunk_elements) / std::max<int64_t>(1, row_elems));
     if (rows_per_head > 0) chunk_rows = std::max<int64_t>(rows_per_head, chunk_rows / rows_per_head * rows_per_head);
     chunk_rows = std::min(chunk_rows, rows);
     // Bytes of one GGUF row (a whole number of blocks: ne[0] % block_size == 0, checked at open).

@@ -28,7 +28,7 @@ namespace {
 
 std::string canonical_or_abs(const fs::path& p) {
   std::error_code ec;
-  fs::path c = fs::weakly_canonical(p, ec);
+  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);  // absolute first: a relative path with no existing part stays relative otherwise
   return (ec ? fs::absolute(p) : c).string();
 }
 

@@ -22,6 +22,7 @@
 #include "formats/gguf.h"
 #include "formats/gguf_to_hf.h"
 #include "formats/model_folder.h"
+#include "formats/output_folder.h"
 #include "formats/safetensors.h"
 #include "formats/safetensors_writer.h"
 #include "libquant/error.h"
@@ -285,6 +286,17 @@ TEST_P(TinyGguf, ConvertsToTheHfLayoutWeightsExactly) {
     EXPECT_EQ(g->shape, w.shape) << w.name;
     EXPECT_TRUE(std::equal(g->bytes.begin(), g->bytes.end(), w.bytes.begin(), w.bytes.end())) << w.name;
   }
+}
+
+TEST_P(TinyGguf, SmallChunksGiveTheSameBytes) {
+  // 40 elements = one 32-column row per chunk, widened to whole rotary heads (8 rows) for q/k.
+  test::TempDir d;
+  const GgufFile g = GgufFile::open(testdata(GetParam() + ".gguf").string());
+  ConvertJob small = job_for(d.path() / "small");
+  small.chunk_elements = 40;
+  convert_gguf_to_hf(g, DType::F32, small);
+  convert_gguf_to_hf(g, DType::F32, job_for(d.path() / "whole"));
+  EXPECT_EQ(test::read_file(d.path() / "small/model.safetensors"), test::read_file(d.path() / "whole/model.safetensors"));
 }
 
 TEST_P(TinyGguf, DefaultBf16OutputIsTheRoundedF32) {
@@ -601,6 +613,32 @@ TEST(GgufToHf, RefusesWhatItCannotConvertNamingTheKeyOrTensor) {
     const HfTokenizerFiles t = build_hf_tokenizer(open_built(tiny_gguf(s)));
     EXPECT_EQ(t.tokenizer["pre_tokenizer"]["pretokenizers"].size(), 5u);
   }
+}
+
+TEST(OutputFolder, RelativeOutputPathsWorkAndAreAtomic) {
+  test::TempDir d;
+  const fs::path old = fs::current_path();
+  fs::current_path(d.path());
+  {
+    PartialFolder pf = PartialFolder::create("out", "", false);  // nothing of "out" exists yet
+    EXPECT_EQ(pf.out(), (fs::canonical(d.path()) / "out").string());
+    test::write_text(fs::path(pf.path()) / "f", "x");
+    EXPECT_FALSE(fs::exists("out"));
+    pf.publish();
+  }
+  EXPECT_EQ(test::read_text("out/f"), "x");
+  {
+    PartialFolder pf = PartialFolder::create("out2", "", false);
+    test::write_text(fs::path(pf.path()) / "f", "x");
+  }  // not published: nothing is left
+  EXPECT_FALSE(fs::exists("out2"));
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(".")) n += e.path().filename().string() != "out";
+  EXPECT_EQ(n, 0u);
+  expect_error([] { check_output_folder("out", "", false); }, Kind::Usage, {"not empty"});
+  expect_error([] { check_output_folder("out/inside", "out", false); }, Kind::Usage, {"inside"});
+  expect_error([] { check_output_folder("no/such/parent/x", "", false); }, Kind::Missing, {"parent"});
+  fs::current_path(old);
 }
 
 TEST(GgufToHf, CliRefusesNonGgufFilesAndMeaninglessOptions) {
@@ -962,6 +1000,11 @@ TEST_P(DequantizeScheme, GivesLibquantValuesWithinTheQuantizationErrorOfTheOrigi
       }
   }
   EXPECT_EQ(checked, 14u);  // 7 Linear modules x 2 layers
+  // Row chunks (1 element asks for one row, or one row of 128x128 blocks) change nothing.
+  ConvertJob small = job_for(d.path() / "deq-small");
+  small.chunk_elements = 1;
+  dequantize_model(ModelFolder::open(d.str("q")), DType::F32, small);
+  EXPECT_EQ(test::read_file(d.path() / "deq-small/model.safetensors"), test::read_file(d.path() / "deq/model.safetensors"));
   const json cfg = read_json(d.path() / "deq/config.json");
   EXPECT_FALSE(cfg.contains("quantization_config"));
   EXPECT_EQ(cfg["torch_dtype"], "float32");

@@ -18,6 +18,7 @@
 #include <functional>
 #include <random>
 
+#include "formats/checkpoint.h"
 #include "formats/convert_quantized.h"
 #include "formats/gguf.h"
 #include "formats/gguf_to_hf.h"
@@ -284,6 +285,24 @@ TEST_P(TinyGguf, ConvertsToTheHfLayoutWeightsExactly) {
     ASSERT_NE(g, nullptr) << w.name;
     EXPECT_EQ(g->dtype, DType::F32);
     EXPECT_EQ(g->shape, w.shape) << w.name;
+    EXPECT_TRUE(std::equal(g->bytes.begin(), g->bytes.end(), w.bytes.begin(), w.bytes.end())) << w.name;
+  }
+}
+
+TEST_P(TinyGguf, ShardsAndIndexHoldTheSameTensors) {
+  test::TempDir d;
+  auto r = run_qtool({"convert", testdata(GetParam() + ".gguf").string(), "-o", d.str("out"), "--dtype", "f32",
+                      "--max-shard-size", "40KB", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_GT(j["shards"].get<int>(), 1);
+  ASSERT_TRUE(fs::exists(d.path() / "out/model.safetensors.index.json"));
+  const Checkpoint ck = Checkpoint::open(d.str("out"));
+  SafetensorsFile want = SafetensorsFile::open(testdata(GetParam() + ".expected.safetensors").string());
+  ASSERT_EQ(ck.tensors().size(), want.tensors().size());
+  for (const auto& w : want.tensors()) {
+    const TensorView* g = ck.find(w.name);
+    ASSERT_NE(g, nullptr) << w.name;
     EXPECT_TRUE(std::equal(g->bytes.begin(), g->bytes.end(), w.bytes.begin(), w.bytes.end())) << w.name;
   }
 }

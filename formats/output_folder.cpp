@@ -13,9 +13,13 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string canonical_or_abs(const fs::path& p) {
+  // Absolute first (a relative path with no existing part would stay relative), and without a
+  // trailing separator ("out/" must name the folder "out", not an empty name inside it).
+  fs::path a = fs::absolute(p).lexically_normal();
+  if (a.has_relative_path() && a.filename().empty()) a = a.parent_path();
   std::error_code ec;
-  fs::path c = fs::weakly_canonical(fs::absolute(p), ec);  // absolute first: a relative path with no existing part stays relative otherwise
-  return (ec ? fs::absolute(p) : c).string();
+  fs::path c = fs::weakly_canonical(a, ec);
+  return (ec ? a : c).string();
 }
 
 bool is_inside(const std::string& child, const std::string& parent) {

@@ -647,6 +647,13 @@ TEST(OutputFolder, RelativeOutputPathsWorkAndAreAtomic) {
   }
   EXPECT_EQ(test::read_text("out/f"), "x");
   {
+    PartialFolder pf = PartialFolder::create("slash/", "", false);  // a trailing separator names the folder
+    EXPECT_EQ(pf.out(), (fs::canonical(d.path()) / "slash").string());
+    pf.publish();
+  }
+  EXPECT_TRUE(fs::is_directory("slash"));
+  fs::remove_all("slash");
+  {
     PartialFolder pf = PartialFolder::create("out2", "", false);
     test::write_text(fs::path(pf.path()) / "f", "x");
   }  // not published: nothing is left

@@ -13,6 +13,7 @@
 #include "formats/atomic_file.h"
 #include "formats/ct_config.h"
 #include "formats/model_folder.h"
+#include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
@@ -27,16 +28,13 @@ using nlohmann::json;
 namespace {
 
 std::string canonical_or_abs(const fs::path& p) {
+  // Absolute first (a relative path with no existing part would stay relative), and without a
+  // trailing separator ("out/" must name the folder "out", not an empty name inside it).
+  fs::path a = fs::absolute(p).lexically_normal();
+  if (a.has_relative_path() && a.filename().empty()) a = a.parent_path();
   std::error_code ec;
-  fs::path c = fs::weakly_canonical(p, ec);
-  return (ec ? fs::absolute(p) : c).string();
-}
-
-bool is_inside(const std::string& child, const std::string& parent) {
-  if (child == parent) return true;
-  std::string p = parent;
-  if (!p.empty() && p.back() != '/') p += '/';
-  return child.rfind(p, 0) == 0;
+  fs::path c = fs::weakly_canonical(a, ec);
+  return (ec ? a : c).string();
 }
 
 DType model_dtype_of(const QuantPlan& plan) {
@@ -90,25 +88,8 @@ float static_input_scale(const ActivationStats& stats, const std::string& module
 }
 
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
-  if (job.output_dir.empty())
-    throw InputError(InputError::Kind::Usage, "", "", "no output folder given (-o OUT)");
-  const std::string in = canonical_or_abs(model.dir());
-  const std::string out = canonical_or_abs(job.output_dir);
-  if (is_inside(out, in))
-    throw InputError(InputError::Kind::Usage, job.output_dir, "",
-                     "output folder is the input folder or inside it; choose another -o");
-  if (is_inside(in, out))
-    throw InputError(InputError::Kind::Usage, job.output_dir, "",
-                     "output folder contains the input folder; choose another -o");
-  std::error_code ec;
-  if (fs::exists(out, ec) && !job.overwrite) {
-    if (!fs::is_directory(out) || !fs::is_empty(out))
-      throw InputError(InputError::Kind::Usage, job.output_dir, "",
-                       "output folder exists and is not empty (use --overwrite to replace it after success)");
-  }
-  fs::path parent = fs::path(out).parent_path();
-  if (!fs::exists(parent, ec))
-    throw InputError(InputError::Kind::Missing, parent.string(), "", "parent folder of the output does not exist");
+  check_output_folder(job.output_dir, model.dir(), job.overwrite);
+  const fs::path parent = fs::path(canonical_or_abs(job.output_dir)).parent_path();
   struct statvfs sv {};
   if (::statvfs(parent.c_str(), &sv) == 0) {
     const uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
@@ -128,18 +109,10 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     throw InputError(InputError::Kind::Usage, model.dir(), "",
                      std::string("scheme ") + scheme.name + " needs calibration statistics");
 
-  const fs::path out = canonical_or_abs(job.output_dir);
-  const fs::path partial = out.string() + ".qtool-partial-" + std::to_string(::getpid());
+  // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
+  PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
+  const fs::path partial = folder.path();
   std::error_code ec;
-  fs::remove_all(partial, ec);
-  fs::create_directories(partial, ec);
-  if (ec)
-    throw InputError(InputError::Kind::Io, partial.string(), "", "cannot create folder: " + ec.message());
-  // Removes the partial folder unless we reach the final rename.
-  struct Cleanup {
-    fs::path p; bool armed = true;
-    ~Cleanup() { if (armed) { std::error_code e; fs::remove_all(p, e); } }
-  } cleanup{partial};
 
   const auto& tensors = model.checkpoint().tensors();
   std::map<std::string, const TensorView*> by_name;
@@ -300,20 +273,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   write_file_atomic((partial / "qtool_manifest.json").string(), manifest.dump(2) + "\n");
   sum.output_files.push_back("qtool_manifest.json");
 
-  // Publish: rename partial -> OUT (replacing an existing OUT only now, after success).
-  if (fs::exists(out, ec)) {
-    const fs::path old = out.string() + ".qtool-old-" + std::to_string(::getpid());
-    fs::rename(out, old, ec);
-    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot move the old output aside: " + ec.message());
-    fs::rename(partial, out, ec);
-    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot publish the output: " + ec.message());
-    fs::remove_all(old, ec);
-  } else {
-    fs::rename(partial, out, ec);
-    if (ec) throw InputError(InputError::Kind::Io, out.string(), "", "cannot publish the output: " + ec.message());
-  }
-  cleanup.armed = false;
-  fsync_parent_directory(out.string());
+  // Publish: rename partial -> OUT (an existing OUT is replaced only now, after success).
+  folder.publish();
   return sum;
 }
 

@@ -17,6 +17,7 @@ struct CommandEntry {
   void (*register_fn)(CLI::App& app, RunFn& run);
 };
 
+void register_convert(CLI::App& app, RunFn& run);
 void register_inspect(CLI::App& app, RunFn& run);
 void register_quantize(CLI::App& app, RunFn& run);
 void register_schemes(CLI::App& app, RunFn& run);
@@ -28,6 +29,7 @@ inline constexpr CommandEntry kCommands[] = {
     {"quantize", register_quantize},
     {"inspect", register_inspect},
     {"schemes", register_schemes},
+    {"convert", register_convert},
     {"tiny-model", register_tiny_model},
     {"tokenize", register_tokenize},
 };

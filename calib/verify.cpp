@@ -881,6 +881,13 @@ class Verifier {
       if (mr.skipped.empty()) mr.skipped = "no tokens to evaluate";
       return;
     }
+    // Ids the model cannot embed are the caller's mistake (e.g. --token-ids made with another
+    // tokenizer), not a property of the checkpoint: refuse rather than fail a gate.
+    for (const auto& smp : samples)
+      for (int32_t id : smp)
+        if (id < 0 || id >= cfg->vocab_size)
+          throw InputError(Kind::BadValue, mr.text_source, "", "token id " + std::to_string(id) + " is outside the model's vocabulary",
+                           "ids in [0, " + std::to_string(cfg->vocab_size) + ")", std::to_string(id));
     const auto t0 = Clock::now();
     LogitComparator cmp(samples);
     const Checkpoint& qck = qm_->checkpoint();

@@ -285,10 +285,12 @@ struct VerifyReport {
   double seconds = 0;
 };
 
-// Opens the folders and runs everything above. Throws qt::InputError for unusable input: Missing
-// (no folder, config.json or weights), BadFile, Usage (QUANT_DIR not quantized, reference
-// quantized or of a different model: sizes, missing tensors or shapes that differ). Problems
-// *in* the quantized checkpoint (bad scales, NaN codes, uncovered modules) are findings, not
+// Opens the folders and runs everything above. Throws qt::InputError for unusable input:
+// Missing (no folder, config.json or weights; a quantized layer's weight absent from the
+// reference), BadFile, Usage (QUANT_DIR not quantized; the reference quantized, or a different
+// model: sizes or weight shapes differ), BadValue (a token id outside the model's vocabulary,
+// naming text_source). Problems *in* the quantized checkpoint (bad scales, NaN codes, uncovered
+// modules, a forward pass that produces NaN) are findings or failures in the report, not
 // exceptions.
 VerifyReport verify_checkpoint(const VerifyOptions& opts);
 

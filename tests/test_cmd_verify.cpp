@@ -144,6 +144,10 @@ TEST(CmdVerify, BadInputsGiveTheDocumentedExitCodes) {
   EXPECT_EQ(run_qtool({"verify", in.fp8, "--token-ids", d.str("nope.json")}).exit_code, 4);
   test::write_text(d.path() / "bad.json", "[1, 2, \"x\"]");
   EXPECT_EQ(run_qtool({"verify", in.fp8, "--token-ids", d.str("bad.json")}).exit_code, 3);
+  test::write_text(d.path() / "big.json", "[1, 2, 512]");  // the tiny vocabulary has 512 entries
+  auto big = run_qtool({"verify", in.fp8, "--token-ids", d.str("big.json"), "--no-bench"});
+  EXPECT_EQ(big.exit_code, 6) << big.err;
+  EXPECT_NE(big.err.find("big.json"), std::string::npos) << big.err;
 }
 
 TEST(CmdVerify, TokenIdsFromQtoolTokenizeAndTextFilesFeedTheModelLevel) {

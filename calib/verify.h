@@ -87,8 +87,8 @@ GateValues default_gates(const kernels::LinearDescriptor& d);
 
 // Synthetic activations X[M, K] (row-major f32): N(0, 1) (Box-Muller on splitmix64 streams) with
 // `outliers` input channels (chosen by the stream, distinct) multiplied by 20, like the outlier
-// channels of real LLM activations. Same seed -> same values on every platform (no libm beyond
-// log/sqrt/cos, IEEE correctly-rounded or within an ulp).
+// channels of real LLM activations. Same seed -> same values with the same binary and libm
+// (std::log / std::cos may differ by an ulp between C libraries; sqrt is exact).
 std::vector<float> synthetic_activations(int64_t M, int64_t K, uint64_t seed, int64_t outliers = -1);
 
 // Upper bound on |Y_kernel - Y_cpu_ref| for one output element of an f32-accumulating kernel (FP8

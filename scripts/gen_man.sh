@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates man/*.1 from man/*.1.md with pandoc; SCHEMES_TABLE is replaced by the table that
 # `qtool schemes --markdown` prints (the one schemes table in libquant/schemes.cpp).
-# Run after changing a page or the schemes table; commit the .1 files.
+# Run after changing a page or the schemes table; commit the .1 files. `-smart`: keep "--option"
+# as two hyphens (smart punctuation would turn it into an en dash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${QTOOL:-build/tools/qtool}
@@ -13,7 +14,7 @@ import sys
 src, table = sys.argv[1], sys.argv[2]
 print(open(src).read().replace("SCHEMES_TABLE", table), end="")
 PY
-  pandoc -s -f markdown -t man "$out.tmp.md" -o "$out"
+  pandoc -s -f markdown-smart -t man "$out.tmp.md" -o "$out"
   rm -f "$out.tmp.md"
 done
 echo "man pages regenerated"

@@ -23,11 +23,13 @@ void register_quantize(CLI::App& app, RunFn& run);
 void register_schemes(CLI::App& app, RunFn& run);
 void register_tiny_model(CLI::App& app, RunFn& run);
 void register_tokenize(CLI::App& app, RunFn& run);
+void register_verify(CLI::App& app, RunFn& run);
 
 // The table main() walks, in the order `qtool --help` lists them.
 inline constexpr CommandEntry kCommands[] = {
     {"quantize", register_quantize},
     {"inspect", register_inspect},
+    {"verify", register_verify},
     {"schemes", register_schemes},
     {"convert", register_convert},
     {"tiny-model", register_tiny_model},

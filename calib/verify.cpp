@@ -1,0 +1,1108 @@
+#include "calib/verify.h"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "calib/model_config.h"
+#include "calib/tokenizer.h"
+#include "formats/checkpoint.h"
+#include "formats/inspect.h"
+#include "formats/model_folder.h"
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/kernels/act_quant.h"
+#include "libquant/quantize.h"
+
+namespace qt::calib {
+namespace {
+
+using Kind = InputError::Kind;
+using Clock = std::chrono::steady_clock;
+using kernels::ActScheme;
+using kernels::ActType;
+using kernels::Kernel;
+using kernels::LinearDescriptor;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Uniform in (0, 1): the top 53 bits, offset by half a step so that log() never sees 0.
+double uniform_open(uint64_t& s) { return (static_cast<double>(splitmix64(s) >> 11) + 0.5) * 0x1p-53; }
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// Value of one weight code (exact in f32).
+inline float code_value(DType code_dtype, uint8_t c) {
+  return code_dtype == DType::F8_E4M3 ? f32_from_e4m3fn(c) : static_cast<float>(static_cast<int8_t>(c));
+}
+
+// Decodes a whole tensor to f32; Unsupported for an undecodable dtype.
+std::vector<float> decode_tensor(const TensorView& t) {
+  std::vector<float> out(t.numel());
+  if (!decode_to_f32(t.dtype, t.bytes.data(), t.numel(), out.data()))
+    throw InputError(Kind::Unsupported, t.file, t.name, "tensor dtype cannot be decoded",
+                     "F32, F16, BF16, F64, F8 or an integer dtype", std::string(dtype_name(t.dtype)));
+  return out;
+}
+
+// One static input scale as f32, or an error message when it is unusable.
+std::string read_input_scale(const Checkpoint& ck, const QuantizedLinearEntry& e, float& out) {
+  const TensorView* t = ck.find(e.input_scale_tensor);
+  if (!t) return "missing";
+  if (t->numel() != 1) return "has " + std::to_string(t->numel()) + " elements, a static per-tensor scale has 1";
+  std::vector<float> v = decode_tensor(*t);
+  out = v[0];
+  if (!std::isfinite(out) || !(out > 0.0f)) return "is " + fmt("%g", out) + "; it must be finite and > 0";
+  return "";
+}
+
+// The float64 oracle: Y[M, N] = X[M, K] . W^T, with W produced 64 rows at a time by `rows`
+// (f64, row-major [r, K]). Each block is one Eigen f64 product (f64 rounding, ~1e-16 relative,
+// is far below every error measured against it). Blocks are independent and fixed in size, so
+// the result does not depend on the thread count.
+using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+std::vector<double> oracle_gemm(const std::vector<double>& X, int64_t M, int64_t K, int64_t N,
+                                const std::function<void(int64_t n0, int64_t r, double* out)>& rows) {
+  constexpr int64_t kBlock = 64;
+  std::vector<double> Y(static_cast<size_t>(M * N));
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1 && M * N * K >= (int64_t{1} << 20))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t n0 = b * kBlock, r = std::min(kBlock, N - n0);
+    RowMatD W(r, K);
+    rows(n0, r, W.data());
+    Eigen::Map<const RowMatD> Xm(X.data(), M, K);
+    Eigen::Map<RowMatD, 0, Eigen::OuterStride<>> Ym(Y.data() + n0, M, r, Eigen::OuterStride<>(N));
+    Ym.noalias() = Xm * W.transpose();
+  }
+  return Y;
+}
+
+// A quantized layer's weight, exactly: w(n, k) = f64(code) * f64(scale) (both exact in f64, so
+// is the product: <= 8-bit code times a <= 24-bit scale).
+struct ExactWeight {
+  const LoadedLinear* l = nullptr;
+  int64_t N = 0, K = 0, scale_cols = 0;
+  std::vector<float> scales;  // decoded, row-major on the grid
+  void rows(int64_t n0, int64_t r, double* out, bool absolute = false) const {
+    const auto& g = l->ref.grid;
+    for (int64_t i = 0; i < r; ++i) {
+      const int64_t n = n0 + i;
+      const uint8_t* c = l->ref.codes + n * K;
+      const float* srow = scales.data() + (n / g.rows_per) * scale_cols;
+      for (int64_t k = 0; k < K; ++k) {
+        const double v = static_cast<double>(code_value(l->ref.code_dtype, c[k])) * static_cast<double>(srow[k / g.cols_per]);
+        out[i * K + k] = absolute ? std::fabs(v) : v;
+      }
+    }
+  }
+};
+
+ExactWeight exact_weight(const LoadedLinear& l, const LinearDescriptor& d) {
+  ExactWeight w;
+  w.l = &l;
+  w.N = d.N;
+  w.K = d.K;
+  w.scale_cols = d.weight_scale_cols();
+  const int64_t ns = d.weight_scale_rows() * w.scale_cols;
+  w.scales.resize(static_cast<size_t>(ns));
+  QT_ASSERT(decode_to_f32(l.ref.scale_dtype, l.ref.scales, static_cast<uint64_t>(ns), w.scales.data()));
+  return w;
+}
+
+std::vector<float> dequantize_f32(const LoadedLinear& l, const LinearDescriptor& d) {
+  std::vector<float> w(static_cast<size_t>(d.N * d.K));
+  dequantize(l.ref.codes, l.ref.code_dtype, {d.N, d.K}, l.ref.scales, l.ref.scale_dtype, l.ref.grid, w.data());
+  return w;
+}
+
+// The activations a quantizing GEMM consumes, dequantized exactly in f64 (code * scale), or X
+// itself for weight-only layers. [M, K].
+std::vector<double> consumed_activations(const LinearDescriptor& d, const float* X, int64_t M, float static_scale) {
+  std::vector<double> out(static_cast<size_t>(M * d.K));
+  if (d.weight_only()) {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = X[i];
+    return out;
+  }
+  const kernels::QuantizedActivations q = kernels::quantize_activations(d, X, M, static_scale);
+  const DType cd = d.act_type == ActType::Float8E4M3 ? DType::F8_E4M3 : DType::I8;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < d.K; ++k)
+      out[static_cast<size_t>(m * d.K + k)] =
+          static_cast<double>(code_value(cd, q.codes[static_cast<size_t>(m * d.K + k)])) * static_cast<double>(q.scale(m, k));
+  return out;
+}
+
+// Best and median GFLOP/s of `f` (2 M N K flop per call): one warm-up call, then calls until
+// `seconds` have passed and at least 3 were made (at most 10000).
+template <typename F>
+std::pair<double, double> time_gflops(F&& f, double flop, double seconds) {
+  f();
+  std::vector<double> t;
+  double total = 0;
+  while ((total < seconds || t.size() < 3) && t.size() < 10000) {
+    const auto t0 = Clock::now();
+    f();
+    const double dt = since(t0);
+    t.push_back(dt);
+    total += dt;
+  }
+  std::sort(t.begin(), t.end());
+  const double best = t.front(), med = t[t.size() / 2];
+  return {best > 0 ? flop / best / 1e9 : 0.0, med > 0 ? flop / med / 1e9 : 0.0};
+}
+
+// f32 Eigen GEMM Y[M, N] = X W^T on the dequantized weight (the baseline of the throughput
+// table): 128-row blocks of W, parallel over blocks like the forward pass's linear().
+using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+void eigen_gemm_f32(const float* X, int64_t M, int64_t K, const float* W, int64_t N, float* Y) {
+  constexpr int64_t kBlock = 128;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1 && M * N * K >= (int64_t{1} << 21))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t n0 = b * kBlock, r = std::min(kBlock, N - n0);
+    Eigen::Map<const RowMatF> Xm(X, M, K);
+    Eigen::Map<const RowMatF> Wm(W + n0 * K, r, K);
+    Eigen::Map<RowMatF, 0, Eigen::OuterStride<>> Ym(Y + n0, M, r, Eigen::OuterStride<>(N));
+    Ym.noalias() = Xm * Wm.transpose();
+  }
+}
+
+}  // namespace
+
+// ---- gates ---------------------------------------------------------------------------------
+
+GateValues default_gates(const LinearDescriptor& d) {
+  // Reasoning (uniform rounding error e with RMS step/sqrt(12)):
+  //  * FP8 E4M3 has 3 mantissa bits: relative error <= 2^-4, RMS ~2.6 % -> weight SQNR ~31 dB on
+  //    any distribution (floating point); 25 dB leaves 6 dB. GEMM with both operands in E4M3:
+  //    ~sqrt(2) x 3-4 % relative -> 0.10 (0.08 weight-only).
+  //  * INT8 per-channel: SQNR = 10 log10(12 * 127.5^2 / (amax/rms)^2): 27 dB at amax = 20 rms,
+  //    21 dB at 40 rms (outlier columns); 20 dB.
+  //  * INT4 group 128: 19 dB for a Gaussian group (amax ~3 rms); 12 dB.
+  //  * Model level: FP8 checkpoints of real LLMs show mean KL ~1e-3 and 97-99 % top-1 agreement;
+  //    INT8 W8A8 a little more, W4A16 RTN ~1e-2 to 5e-2. The KL gates sit ~10x above those.
+  GateValues g;
+  const bool act = !d.weight_only();
+  switch (d.weight_type) {
+    case QuantType::Float8E4M3:
+      g = {25.0, act ? 0.10 : 0.08, 0.02, 0.90, act ? "FP8 W8A8 default" : "FP8 W8A16 default"};
+      break;
+    case QuantType::Int8:
+      g = {20.0, act ? 0.15 : 0.12, 0.03, 0.88, act ? "INT8 W8A8 default" : "INT8 W8A16 default"};
+      break;
+    case QuantType::Int4:
+      g = {12.0, 0.35, 0.10, 0.75, "INT4 W4A16 default"};
+      break;
+  }
+  return g;
+}
+
+namespace {
+GateValues apply_overrides(GateValues g, const VerifyGates& u) {
+  bool user = false;
+  if (u.min_sqnr_db) g.min_sqnr_db = *u.min_sqnr_db, user = true;
+  if (u.max_gemm_err) g.max_gemm_err = *u.max_gemm_err, user = true;
+  if (u.max_kl) g.max_kl = *u.max_kl, user = true;
+  if (u.min_top1) g.min_top1 = *u.min_top1, user = true;
+  if (user) g.basis += " with user overrides";
+  return g;
+}
+}  // namespace
+
+// ---- building blocks -----------------------------------------------------------------------
+
+std::vector<float> synthetic_activations(int64_t M, int64_t K, uint64_t seed, int64_t outliers) {
+  QT_ASSERT(M >= 0 && K >= 1);
+  if (outliers < 0) outliers = std::clamp<int64_t>(K / 64, 1, 8);
+  outliers = std::min(outliers, K);
+  uint64_t s = seed ^ 0x6A09E667F3BCC908ull;
+  // Outlier channels: the first `outliers` entries of a Fisher-Yates shuffle of [0, K).
+  std::vector<int64_t> perm(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) perm[static_cast<size_t>(k)] = k;
+  for (int64_t i = 0; i < outliers; ++i) {
+    const int64_t j = i + static_cast<int64_t>(splitmix64(s) % static_cast<uint64_t>(K - i));
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+  }
+  std::vector<float> mult(static_cast<size_t>(K), 1.0f);
+  for (int64_t i = 0; i < outliers; ++i) mult[static_cast<size_t>(perm[static_cast<size_t>(i)])] = 20.0f;
+  // N(0, 1) by Box-Muller in f64 (one value per pair of uniforms), rounded once to f32.
+  std::vector<float> x(static_cast<size_t>(M * K));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double u1 = uniform_open(s), u2 = uniform_open(s);
+    const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    x[i] = static_cast<float>(z) * mult[i % static_cast<size_t>(K)];
+  }
+  return x;
+}
+
+double kernel_agreement_bound(double S, float y_ref, int64_t K) {
+  return 2.0 * static_cast<double>(K + 2) * 0x1p-24 * S + 0x1p-23 * std::fabs(static_cast<double>(y_ref)) + 0x1p-149;
+}
+
+WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries,
+                                          std::string source) {
+  WeightProvider view = make_view_weight_provider([&ckpt](const std::string& n) { return ckpt.find(n); }, source);
+  std::map<std::string, const QuantizedLinearEntry*> by_weight;
+  for (const auto& e : entries) by_weight[e.module + ".weight"] = &e;
+  return [&ckpt, by_weight = std::move(by_weight), view = std::move(view)](
+             const std::string& name, std::vector<float>& out, std::vector<int64_t>& shape) {
+    auto it = by_weight.find(name);
+    if (it == by_weight.end()) return view(name, out, shape);
+    const QuantizedLinearEntry& e = *it->second;
+    const LoadedLinear l = load_quantized_linear(ckpt, e);
+    out = dequantize_f32(l, e.desc);
+    shape = {e.desc.N, e.desc.K};
+  };
+}
+
+ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries) {
+  struct Layer {
+    LinearDescriptor d;
+    float static_scale = 0.0f;
+  };
+  std::map<std::string, Layer> layers;
+  for (const auto& e : entries) {
+    if (e.desc.weight_only()) continue;
+    Layer L{e.desc, 0.0f};
+    if (e.desc.act_scheme == ActScheme::StaticTensor) {
+      const std::string why = read_input_scale(ckpt, e, L.static_scale);
+      if (!why.empty()) {
+        const TensorView* t = ckpt.find(e.input_scale_tensor);
+        throw InputError(Kind::BadValue, t ? t->file : ckpt.dir(), e.input_scale_tensor, "static input scale " + why);
+      }
+    }
+    layers.emplace(e.module, L);
+  }
+  return [layers = std::move(layers)](const std::string& module, float* x, int64_t T, int64_t in) {
+    auto it = layers.find(module);
+    if (it == layers.end()) return;
+    const LinearDescriptor& d = it->second.d;
+    QT_ASSERT(in == d.K);
+    // Quantize exactly as every kernel does, then dequantize: one f32 multiply code * scale.
+    const kernels::QuantizedActivations q = kernels::quantize_activations(d, x, T, it->second.static_scale);
+    const DType cd = d.act_type == ActType::Float8E4M3 ? DType::F8_E4M3 : DType::I8;
+#pragma omp parallel for schedule(static) if (T * in >= (int64_t{1} << 16))
+    for (int64_t m = 0; m < T; ++m)
+      for (int64_t k = 0; k < in; ++k)
+        x[m * in + k] = code_value(cd, q.codes[static_cast<size_t>(m * in + k)]) * q.scale(m, k);
+  };
+}
+
+// ---- logits --------------------------------------------------------------------------------
+
+namespace {
+// log-sum-exp of one row in f64 (max subtracted first).
+double log_sum_exp(const float* l, int64_t V) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(l[v]));
+  double s = 0;
+  for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(l[v]) - mx);
+  return mx + std::log(s);
+}
+int32_t argmax(const float* l, int64_t V) {
+  int64_t best = 0;
+  for (int64_t v = 1; v < V; ++v)
+    if (l[v] > l[best]) best = v;
+  return static_cast<int32_t>(best);
+}
+}  // namespace
+
+LogitComparator::LogitComparator(std::vector<std::vector<int32_t>> samples) : samples_(std::move(samples)) {
+  for (const auto& s : samples_) {
+    offset_.push_back(total_);
+    total_ += s.size();
+  }
+  ref_argmax_.assign(total_, 0);
+  ref_nll_.assign(total_, kNaN);
+  q_nll_.assign(total_, kNaN);
+  kl_.assign(total_, 0.0);
+  agree_.assign(total_, 0);
+  ref_seen_.assign(total_, 0);
+  q_seen_.assign(total_, 0);
+}
+
+void LogitComparator::add_reference(size_t sample, int64_t first_token, const float* logits, int64_t tokens, int64_t vocab) {
+  QT_ASSERT(sample < samples_.size() && vocab > 0);
+  if (vocab_ == 0) {
+    vocab_ = vocab;
+    ref_logits_.resize(total_ * static_cast<size_t>(vocab));
+  }
+  QT_ASSERT(vocab == vocab_);
+  const auto& ids = samples_[sample];
+  for (int64_t i = 0; i < tokens; ++i) {
+    const int64_t t = first_token + i;
+    QT_ASSERT(t >= 0 && t < static_cast<int64_t>(ids.size()));
+    const size_t g = offset_[sample] + static_cast<size_t>(t);
+    const float* row = logits + i * vocab;
+    std::memcpy(ref_logits_.data() + g * static_cast<size_t>(vocab), row, static_cast<size_t>(vocab) * sizeof(float));
+    ref_argmax_[g] = argmax(row, vocab);
+    if (t + 1 < static_cast<int64_t>(ids.size()))
+      ref_nll_[g] = log_sum_exp(row, vocab) - static_cast<double>(row[ids[static_cast<size_t>(t + 1)]]);
+    ref_seen_[g] = 1;
+  }
+}
+
+void LogitComparator::add_quantized(size_t sample, int64_t first_token, const float* logits, int64_t tokens, int64_t vocab) {
+  QT_ASSERT(sample < samples_.size() && vocab == vocab_);
+  const auto& ids = samples_[sample];
+  for (int64_t i = 0; i < tokens; ++i) {
+    const int64_t t = first_token + i;
+    QT_ASSERT(t >= 0 && t < static_cast<int64_t>(ids.size()));
+    const size_t g = offset_[sample] + static_cast<size_t>(t);
+    QT_ASSERT(ref_seen_[g]);
+    const float* q = logits + i * vocab;
+    const float* r = ref_logits_.data() + g * static_cast<size_t>(vocab);
+    const double lr = log_sum_exp(r, vocab), lq = log_sum_exp(q, vocab);
+    // KL(ref || quant) = sum_v p_r (log p_r - log p_q), all in f64.
+    double kl = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double a = static_cast<double>(r[v]) - lr, b = static_cast<double>(q[v]) - lq;
+      kl += std::exp(a) * (a - b);
+    }
+    kl_[g] = std::max(kl, 0.0);
+    agree_[g] = argmax(q, vocab) == ref_argmax_[g];
+    if (t + 1 < static_cast<int64_t>(ids.size()))
+      q_nll_[g] = lq - static_cast<double>(q[ids[static_cast<size_t>(t + 1)]]);
+    q_seen_[g] = 1;
+  }
+}
+
+double LogitComparator::reference_perplexity() const {
+  double s = 0;
+  int64_t n = 0;
+  for (size_t g = 0; g < total_; ++g) {
+    QT_ASSERT(ref_seen_[g]);
+    if (!std::isnan(ref_nll_[g])) s += ref_nll_[g], ++n;
+  }
+  return n ? std::exp(s / static_cast<double>(n)) : kNaN;
+}
+
+ModelMetrics LogitComparator::finish() const {
+  ModelMetrics m;
+  m.samples = static_cast<int64_t>(samples_.size());
+  m.tokens = static_cast<int64_t>(total_);
+  double sr = 0, sq = 0, skl = 0;
+  int64_t agree = 0;
+  for (size_t g = 0; g < total_; ++g) {
+    QT_ASSERT(ref_seen_[g] && q_seen_[g]);
+    if (!std::isnan(ref_nll_[g])) sr += ref_nll_[g], sq += q_nll_[g], ++m.predicted;
+    skl += kl_[g];
+    agree += agree_[g];
+  }
+  m.ppl_ref = m.predicted ? std::exp(sr / static_cast<double>(m.predicted)) : kNaN;
+  m.ppl_quant = m.predicted ? std::exp(sq / static_cast<double>(m.predicted)) : kNaN;
+  if (total_ > 0) {
+    m.kl_mean = skl / static_cast<double>(total_);
+    std::vector<double> s = kl_;
+    std::sort(s.begin(), s.end());
+    // Nearest-rank 99th percentile: the ceil(0.99 n)-th smallest value.
+    const size_t rank = static_cast<size_t>(std::ceil(0.99 * static_cast<double>(total_)));
+    m.kl_p99 = s[std::max<size_t>(rank, 1) - 1];
+    m.kl_max = s.back();
+    m.top1 = static_cast<double>(agree) / static_cast<double>(total_);
+  }
+  return m;
+}
+
+// ---- held-out samples ----------------------------------------------------------------------
+
+std::vector<std::vector<int32_t>> heldout_samples(const std::vector<int32_t>& ids,
+                                                  const std::vector<int32_t>& prefix,
+                                                  const std::vector<int32_t>& suffix,
+                                                  int64_t max_tokens, int64_t seq_len) {
+  auto starts_with = [&](const std::vector<int32_t>& p) {
+    return p.size() <= ids.size() && std::equal(p.begin(), p.end(), ids.begin());
+  };
+  auto ends_with = [&](const std::vector<int32_t>& p) {
+    return p.size() <= ids.size() && std::equal(p.rbegin(), p.rend(), ids.rbegin());
+  };
+  size_t b = starts_with(prefix) ? prefix.size() : 0;
+  size_t e = ids.size() - (ends_with(suffix) && ids.size() - b >= suffix.size() ? suffix.size() : 0);
+  const int64_t body = seq_len - static_cast<int64_t>(prefix.size());
+  if (body < 1)
+    throw InputError(Kind::Usage, "", "", "sequence length " + std::to_string(seq_len) +
+                                              " leaves no room after the tokenizer's special prefix");
+  std::vector<std::vector<int32_t>> out;
+  int64_t total = 0;
+  while (b < e && total < max_tokens) {
+    std::vector<int32_t> s(prefix);
+    const size_t take = std::min<size_t>(static_cast<size_t>(body), e - b);
+    s.insert(s.end(), ids.begin() + static_cast<std::ptrdiff_t>(b), ids.begin() + static_cast<std::ptrdiff_t>(b + take));
+    b += take;
+    if (static_cast<int64_t>(s.size()) > max_tokens - total) s.resize(static_cast<size_t>(max_tokens - total));
+    if (s.size() < 2) break;
+    total += static_cast<int64_t>(s.size());
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> chunk_ids(const std::vector<int32_t>& ids, int64_t max_tokens, int64_t seq_len) {
+  QT_ASSERT(seq_len >= 1);
+  std::vector<std::vector<int32_t>> out;
+  const size_t n = std::min<size_t>(ids.size(), static_cast<size_t>(std::max<int64_t>(max_tokens, 0)));
+  for (size_t b = 0; b < n; b += static_cast<size_t>(seq_len)) {
+    const size_t e = std::min(n, b + static_cast<size_t>(seq_len));
+    if (e - b >= 2 || out.empty())
+      out.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(b), ids.begin() + static_cast<std::ptrdiff_t>(e));
+  }
+  return out;
+}
+
+// ---- the whole verification ----------------------------------------------------------------
+
+namespace {
+
+// Everything verify needs about one quantized Linear.
+struct LayerCtx {
+  const QuantizedLinearEntry* e = nullptr;
+  const Kernel* chosen = nullptr;
+  bool loadable = true;       // load_quantized_linear succeeded and scales are usable
+  float static_scale = 0.0f;  // StaticTensor only
+  bool checked = false;
+};
+
+class Verifier {
+ public:
+  explicit Verifier(const VerifyOptions& o) : o_(o) {}
+
+  VerifyReport run(bool full) {
+    const auto t0 = Clock::now();
+    open();
+    structure();
+    choose_kernels();
+    if (full) {
+      open_reference();
+      init_layers();
+      model_level();
+      for (size_t i = 0; i < ctx_.size(); ++i)
+        if (!ctx_[i].checked) {
+          const LinearDescriptor& d = ctx_[i].e->desc;
+          const int64_t M = std::max<int64_t>(o_.gemm_tokens, 1);
+          const std::vector<float> X = synthetic_activations(M, d.K, o_.seed + i);
+          check_layer(i, X.data(), M, "synthetic");
+        }
+      if (o_.bench) bench();
+      summarize();
+    } else {
+      r_.pass = true;
+      for (const auto& f : r_.findings)
+        if (f.severity == "error") r_.pass = false;
+    }
+    r_.seconds = since(t0);
+    return std::move(r_);
+  }
+
+ private:
+  void progress(const std::string& s) {
+    if (o_.on_progress) o_.on_progress(s);
+  }
+  void finding(const std::string& sev, const std::string& where, const std::string& msg) {
+    r_.findings.push_back({sev, where, msg});
+  }
+
+  void open() {
+    qm_.emplace(ModelFolder::open(o_.quant_dir));
+    r_.quant_dir = o_.quant_dir;
+    r_.reference_dir = o_.reference_dir;
+    q_ = parse_quant_info(qm_->config());
+    if (q_.method.empty())
+      throw InputError(Kind::Usage, qm_->config_path(), "",
+                       "the model is not quantized (config.json has no quantization_config); verify takes the "
+                       "quantized folder first and the original with --reference");
+    r_.quant_method = q_.method;
+    r_.format = q_.format;
+    for (const auto& g : q_.groups) r_.groups.push_back(g.name + ": weights " + g.weights_text + "; activations " + g.input_text);
+    for (const Kernel* k : kernels::Registry::builtin().kernels())
+      r_.registry.push_back({std::string(k->name()), std::string(k->summary()), k->priority()});
+  }
+
+  // Step 1: findings that need no GEMM.
+  void structure() {
+    const Checkpoint& ck = qm_->checkpoint();
+    InspectReport ins = inspect_checkpoint(ck, qm_->config(), o_.quant_dir);
+    for (const auto& f : ins.findings) finding(f.severity, f.where, f.message);
+    std::vector<std::string> skipped;
+    entries_ = find_quantized_linears(ck, q_, &skipped);
+    for (const auto& s : skipped) finding("error", s.substr(0, s.find(':')), "cannot be verified: " + s.substr(s.find(':') + 2));
+    if (entries_.empty()) finding("error", "checkpoint", "no quantized Linear layer that qtool can verify");
+    ctx_.resize(entries_.size());
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      LayerCtx& c = ctx_[i];
+      const QuantizedLinearEntry& e = entries_[i];
+      c.e = &e;
+      // Scales: finite and > 0 (a zero or negative scale is never written by a quantizer: an
+      // all-zero group gets the dtype's epsilon).
+      for (const std::string& name : {e.scale_tensor, e.input_scale_tensor}) {
+        if (name.empty()) continue;
+        const TensorView* t = ck.find(name);
+        if (!t) continue;
+        std::vector<float> v;
+        try {
+          v = decode_tensor(*t);
+        } catch (const InputError& err) {
+          finding("error", name, err.problem());
+          c.loadable = false;
+          continue;
+        }
+        uint64_t nan = 0, inf = 0, zero = 0, neg = 0;
+        for (float x : v) nan += std::isnan(x), inf += std::isinf(x), zero += x == 0.0f, neg += x < 0.0f;
+        if (nan || inf || zero || neg) {
+          finding("error", name, "scale has " + std::to_string(zero) + " zero, " + std::to_string(neg) + " negative, " +
+                                     std::to_string(nan) + " NaN and " + std::to_string(inf) + " Inf values (of " +
+                                     std::to_string(v.size()) + ")");
+          c.loadable = false;
+        }
+      }
+      try {
+        (void)load_quantized_linear(ck, e);
+      } catch (const InputError& err) {
+        finding("error", e.module, err.problem() + (err.expected().empty() ? "" : " (expected " + err.expected() + ", got " + err.got() + ")"));
+        c.loadable = false;
+      }
+      if (c.loadable && e.desc.act_scheme == ActScheme::StaticTensor) {
+        const std::string why = read_input_scale(ck, e, c.static_scale);
+        if (!why.empty()) {
+          finding("error", e.input_scale_tensor, "static input scale " + why);
+          c.loadable = false;
+        }
+      }
+    }
+  }
+
+  // Step 2: the registry's choice, grouped by identical descriptors.
+  void choose_kernels() {
+    const auto& reg = kernels::Registry::builtin();
+    std::map<std::string, size_t> group_of;
+    for (size_t i = 0; i < ctx_.size(); ++i) {
+      const LinearDescriptor& d = ctx_[i].e->desc;
+      const kernels::Selection sel = reg.select(d, o_.select);
+      ctx_[i].chosen = sel.chosen;
+      const std::string key = d.describe();
+      auto it = group_of.find(key);
+      if (it == group_of.end()) {
+        KernelGroup g;
+        g.descriptor = key;
+        g.chosen = sel.chosen ? std::string(sel.chosen->name()) : "";
+        g.error = sel.error;
+        // Every kernel in priority order: the chosen one with "" and each other with its reason.
+        for (const Kernel* k : reg.kernels()) {
+          if (k == sel.chosen) {
+            g.candidates.emplace_back(std::string(k->name()), "");
+            continue;
+          }
+          for (const auto& c : sel.rejected)
+            if (c.kernel == k) g.candidates.emplace_back(std::string(k->name()), c.reason);
+        }
+        it = group_of.emplace(key, r_.kernels.size()).first;
+        r_.kernels.push_back(std::move(g));
+      }
+      r_.kernels[it->second].modules.push_back(ctx_[i].e->module);
+      if (!sel.chosen) finding("error", ctx_[i].e->module, sel.error);
+    }
+  }
+
+  void open_reference() {
+    if (o_.reference_dir.empty()) return;
+    rm_.emplace(ModelFolder::open(o_.reference_dir));
+    const auto& rc = rm_->config();
+    if (rc.contains("quantization_config") || rc.contains("compression_config"))
+      throw InputError(Kind::Usage, rm_->config_path(), "",
+                       "the reference model is itself quantized; pass the original (unquantized) model folder");
+    for (const char* k : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"}) {
+      const auto a = qm_->config().value(k, nlohmann::json()), b = rc.value(k, nlohmann::json());
+      if (a != b)
+        throw InputError(Kind::Usage, rm_->config_path(), "",
+                         std::string("the reference is a different model: ") + k + " differs from " + qm_->config_path(),
+                         a.dump(), b.dump());
+    }
+    for (const auto& e : entries_) {
+      const TensorView* t = rm_->checkpoint().find(e.module + ".weight");
+      if (!t)
+        throw InputError(Kind::Missing, o_.reference_dir, e.module + ".weight",
+                         "the reference checkpoint lacks this quantized layer's weight");
+      if (t->shape != std::vector<int64_t>{e.desc.N, e.desc.K})
+        throw InputError(Kind::Usage, t->file, t->name, "the reference weight's shape differs from the quantized layer's",
+                         shape_string({e.desc.N, e.desc.K}), shape_string(t->shape));
+      if (!dtype_is_float(t->dtype) || t->dtype == DType::F8_E4M3 || t->dtype == DType::F8_E5M2)
+        throw InputError(Kind::Usage, t->file, t->name, "the reference weight is not in a high-precision float dtype",
+                         "BF16, F16 or F32", std::string(dtype_name(t->dtype)));
+    }
+  }
+
+  void init_layers() {
+    r_.layers.resize(ctx_.size());
+    for (size_t i = 0; i < ctx_.size(); ++i) {
+      LayerReport& L = r_.layers[i];
+      const QuantizedLinearEntry& e = *ctx_[i].e;
+      L.module = e.module;
+      L.descriptor = e.desc.describe();
+      L.kernel = ctx_[i].chosen ? std::string(ctx_[i].chosen->name()) : "";
+      L.N = e.desc.N;
+      L.K = e.desc.K;
+      L.gates = apply_overrides(default_gates(e.desc), o_.gates);
+      L.gemm_err = L.act_err = kNaN;
+    }
+  }
+
+  // Steps 3-4 for one layer on X[M, K].
+  void check_layer(size_t i, const float* X, int64_t M, const char* source) {
+    LayerCtx& c = ctx_[i];
+    LayerReport& L = r_.layers[i];
+    c.checked = true;
+    L.activations = source;
+    L.gemm_tokens = M;
+    const QuantizedLinearEntry& e = *c.e;
+    const LinearDescriptor& d = e.desc;
+    if (!c.loadable) {
+      L.failures.push_back("not checked: the layer's tensors are unusable (see findings)");
+      return;
+    }
+    const Checkpoint& ck = qm_->checkpoint();
+    const LoadedLinear l = load_quantized_linear(ck, e);
+    const std::vector<float> wd = dequantize_f32(l, d);
+    std::vector<float> wr;
+    if (rm_) {
+      const TensorView* t = rm_->checkpoint().find(e.module + ".weight");
+      wr = decode_tensor(*t);
+      L.weight = compare(wr.data(), wd.data(), d.N * d.K);
+    }
+    const ExactWeight ew = exact_weight(l, d);
+
+    // The selected kernel exactly as deployed.
+    std::vector<float> yk(static_cast<size_t>(M * d.N));
+    if (c.chosen) {
+      try {
+        auto p = c.chosen->pack(d, l.ref);
+        c.chosen->run(*p, X, M, yk.data());
+      } catch (const InputError& err) {
+        L.failures.push_back(std::string(c.chosen->name()) + " refused the layer: " + err.problem());
+        c.chosen = nullptr;
+      }
+    }
+    if (c.chosen) {
+      std::vector<double> xd(X, X + M * d.K);
+      const std::vector<double> yd = oracle_gemm(xd, M, d.K, d.N, [&](int64_t n0, int64_t r, double* out) { ew.rows(n0, r, out); });
+      L.act_err = compare(yd.data(), yk.data(), M * d.N).rel_l2;
+      if (rm_) {
+        const std::vector<double> yr = oracle_gemm(xd, M, d.K, d.N, [&](int64_t n0, int64_t r, double* out) {
+          for (int64_t j = 0; j < r * d.K; ++j) out[j] = static_cast<double>(wr[static_cast<size_t>(n0 * d.K + j)]);
+        });
+        L.gemm_err = compare(yr.data(), yk.data(), M * d.N).rel_l2;
+      } else {
+        L.gemm_err = L.act_err;
+      }
+    }
+    agreement(c, L, l, ew, X, std::min(M, std::max<int64_t>(o_.agree_tokens, 1)));
+
+    // Gates.
+    if (L.weight && !(L.weight->sqnr_db >= L.gates.min_sqnr_db))
+      L.failures.push_back("weight SQNR " + fmt("%.2f", L.weight->sqnr_db) + " dB < " + fmt("%.2f", L.gates.min_sqnr_db) + " dB");
+    if (!std::isnan(L.gemm_err) && !(L.gemm_err <= L.gates.max_gemm_err))
+      L.failures.push_back("GEMM error " + fmt("%.4g", L.gemm_err) + " > " + fmt("%.4g", L.gates.max_gemm_err));
+    for (const auto& a : L.agreement)
+      if (!a.ok)
+        L.failures.push_back(a.kernel + " disagrees with cpu_ref" +
+                             (!a.error.empty() ? ": " + a.error
+                              : a.required_exact ? " (INT8 must be bit-exact; max |diff| " + fmt("%.3g", a.max_abs_diff) + ")"
+                                                 : " (" + fmt("%.3g", a.max_bound_ratio) + " x the error bound)"));
+    progress("layer " + std::to_string(i + 1) + "/" + std::to_string(ctx_.size()) + " " + e.module +
+             (L.weight ? ": SQNR " + fmt("%.2f", L.weight->sqnr_db) + " dB" : std::string(":")) +
+             " GEMM err " + fmt("%.3g", L.gemm_err) + " (" + source + " X)" + (L.failures.empty() ? "" : " FAIL"));
+  }
+
+  // Every implementable kernel against cpu_ref on the first Ma rows of X.
+  void agreement(const LayerCtx& c, LayerReport& L, const LoadedLinear& l, const ExactWeight& ew, const float* X, int64_t Ma) {
+    const auto& reg = kernels::Registry::builtin();
+    const Kernel* ref = reg.find("cpu_ref");
+    const LinearDescriptor& d = c.e->desc;
+    if (!ref || !ref->can_implement(d).empty()) return;
+    std::vector<float> yref(static_cast<size_t>(Ma * d.N));
+    try {
+      auto p = ref->pack(d, l.ref);
+      ref->run(*p, X, Ma, yref.data());
+    } catch (const InputError& err) {
+      L.agreement.push_back({"cpu_ref", false, false, 0, 0, false, err.problem()});
+      return;
+    }
+    std::vector<double> S;  // sum_k |x_q w| per output, for the f32 bound (computed on demand)
+    for (const Kernel* k : reg.kernels()) {
+      if (k == ref || !k->can_implement(d).empty()) continue;
+      KernelAgreement a;
+      a.kernel = std::string(k->name());
+      a.required_exact = d.act_type == ActType::Int8;
+      std::vector<float> y(yref.size());
+      try {
+        auto p = k->pack(d, l.ref);
+        k->run(*p, X, Ma, y.data());
+      } catch (const InputError& err) {
+        a.error = err.problem();
+        L.agreement.push_back(a);
+        continue;
+      }
+      a.bit_exact = std::memcmp(y.data(), yref.data(), y.size() * sizeof(float)) == 0;
+      for (size_t j = 0; j < y.size(); ++j)
+        a.max_abs_diff = std::max(a.max_abs_diff, std::fabs(static_cast<double>(y[j]) - yref[j]));
+      if (a.required_exact) {
+        a.ok = a.bit_exact;
+      } else {
+        if (S.empty()) {
+          const std::vector<double> xq = consumed_activations(d, X, Ma, c.static_scale);
+          std::vector<double> xa(xq.size());
+          for (size_t j = 0; j < xq.size(); ++j) xa[j] = std::fabs(xq[j]);
+          S = oracle_gemm(xa, Ma, d.K, d.N, [&](int64_t n0, int64_t r, double* out) { ew.rows(n0, r, out, true); });
+        }
+        for (size_t j = 0; j < y.size(); ++j) {
+          const double err = std::fabs(static_cast<double>(y[j]) - yref[j]);
+          a.max_bound_ratio = std::max(a.max_bound_ratio, err / kernel_agreement_bound(S[j], yref[j], d.K));
+        }
+        a.ok = a.max_bound_ratio <= 1.0;
+      }
+      L.agreement.push_back(a);
+    }
+  }
+
+  // Captures the first gemm_tokens input rows of every quantized Linear during the reference
+  // run and checks the layer as soon as it has them.
+  class Capture : public Observer {
+   public:
+    Capture(Verifier& v) : v_(v) {
+      for (size_t i = 0; i < v.ctx_.size(); ++i) index_[v.ctx_[i].e->module] = i;
+      rows_.assign(v.ctx_.size(), 0);
+      buf_.resize(v.ctx_.size());
+    }
+    void on_linear_input(const std::string& module, const float* x, int64_t tokens, int64_t in) override {
+      auto it = index_.find(module);
+      if (it == index_.end()) return;
+      const size_t i = it->second;
+      const int64_t want = std::max<int64_t>(v_.o_.gemm_tokens, 1);
+      if (v_.ctx_[i].checked || rows_[i] >= want || in != v_.ctx_[i].e->desc.K) return;
+      const int64_t take = std::min(tokens, want - rows_[i]);
+      buf_[i].insert(buf_[i].end(), x, x + take * in);
+      rows_[i] += take;
+      if (rows_[i] == want) flush(i);
+    }
+    void flush(size_t i) {
+      if (rows_[i] > 0 && !v_.ctx_[i].checked) v_.check_layer(i, buf_[i].data(), rows_[i], "text");
+      std::vector<float>().swap(buf_[i]);
+    }
+    void flush_all() {
+      for (size_t i = 0; i < buf_.size(); ++i) flush(i);
+    }
+
+   private:
+    Verifier& v_;
+    std::map<std::string, size_t> index_;
+    std::vector<int64_t> rows_;
+    std::vector<std::vector<float>> buf_;
+  };
+
+  std::vector<std::vector<int32_t>> token_samples(std::string& source) {
+    if (!o_.samples.empty()) {
+      source = o_.text_source;
+      return o_.samples;
+    }
+    std::error_code ec;
+    const std::filesystem::path dir(o_.quant_dir);
+    if (!std::filesystem::exists(dir / "tokenizer.json", ec)) {
+      r_.model.skipped = "no tokenizer.json in " + o_.quant_dir + " (pass --token-ids)";
+      return {};
+    }
+    std::optional<Tokenizer> tok;
+    try {
+      tok.emplace(Tokenizer::from_dir(dir));
+    } catch (const InputError& err) {
+      r_.model.skipped = std::string("the tokenizer cannot be used: ") + err.what() + " (pass --token-ids)";
+      return {};
+    }
+    const std::string& text = o_.text.empty() ? builtin_heldout_text() : o_.text;
+    source = o_.text.empty() ? "built-in held-out text" : o_.text_source;
+    const std::vector<int32_t> ids = tok->encode(text, true);
+    return heldout_samples(ids, tok->special_prefix(), tok->special_suffix(), o_.max_tokens, o_.seq_len);
+  }
+
+  // Step 5.
+  void model_level() {
+    ModelReport& mr = r_.model;
+    bool any_act = false;
+    for (const auto& c : ctx_) any_act = any_act || !c.e->desc.weight_only();
+    mr.against = rm_ ? "reference" : "dequantized weights without activation quantization";
+    mr.compared = rm_ || any_act;
+    mr.gated = bool(rm_);
+    // Model gates: the loosest default over the layer types present, unless overridden.
+    GateValues g{0, 0, 0, 1, ""};
+    for (const auto& c : ctx_) {
+      const GateValues d = default_gates(c.e->desc);
+      if (d.max_kl >= g.max_kl) g.max_kl = d.max_kl, g.basis = d.basis;
+      g.min_top1 = std::min(g.min_top1, d.min_top1);
+    }
+    mr.gates = apply_overrides(g, o_.gates);
+    if (!o_.model_eval) {
+      mr.skipped = "disabled (--no-model)";
+      return;
+    }
+    bool usable = true;
+    for (const auto& c : ctx_) usable = usable && c.loadable;
+    if (!usable || ctx_.empty()) {
+      mr.skipped = "the checkpoint has unusable layers (see findings)";
+      return;
+    }
+    std::optional<ModelConfig> cfg;
+    try {
+      cfg.emplace(ModelConfig::from_json(qm_->config(), qm_->config_path()));
+    } catch (const InputError& err) {
+      mr.skipped = std::string("the forward pass cannot run this model: ") + err.what();
+      return;
+    }
+    std::vector<std::vector<int32_t>> samples = token_samples(mr.text_source);
+    if (samples.empty()) {
+      if (mr.skipped.empty()) mr.skipped = "no tokens to evaluate";
+      return;
+    }
+    // Ids the model cannot embed are the caller's mistake (e.g. --token-ids made with another
+    // tokenizer), not a property of the checkpoint: refuse rather than fail a gate.
+    for (const auto& smp : samples)
+      for (int32_t id : smp)
+        if (id < 0 || id >= cfg->vocab_size)
+          throw InputError(Kind::BadValue, mr.text_source, "", "token id " + std::to_string(id) + " is outside the model's vocabulary",
+                           "ids in [0, " + std::to_string(cfg->vocab_size) + ")", std::to_string(id));
+    const auto t0 = Clock::now();
+    LogitComparator cmp(samples);
+    const Checkpoint& qck = qm_->checkpoint();
+    ForwardOptions fo;
+    fo.num_threads = o_.num_threads;
+    Capture cap(*this);
+    fo.observer = &cap;
+    try {
+      // Reference run (captures each layer's input for the GEMM check).
+      fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { cmp.add_reference(s, t, l, n, V); };
+      fo.on_layer_done = [&](int64_t l, int64_t n) {
+        progress("model: reference run, layer " + std::to_string(l + 1) + "/" + std::to_string(n));
+      };
+      if (rm_) {
+        const Checkpoint& rck = rm_->checkpoint();
+        fo.source = o_.reference_dir;
+        fo.lm_head_tied = cfg->lm_head_tied(rck.find("lm_head.weight") != nullptr);
+        run_forward(*cfg, make_view_weight_provider([&rck](const std::string& n) { return rck.find(n); }, o_.reference_dir),
+                    samples, fo);
+      } else {
+        fo.source = o_.quant_dir;
+        fo.lm_head_tied = cfg->lm_head_tied(qck.find("lm_head.weight") != nullptr);
+        run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
+      }
+      cap.flush_all();
+      fo.observer = nullptr;
+      if (mr.compared) {
+        fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { cmp.add_quantized(s, t, l, n, V); };
+        fo.on_layer_done = [&](int64_t l, int64_t n) {
+          progress("model: quantized run, layer " + std::to_string(l + 1) + "/" + std::to_string(n));
+        };
+        fo.source = o_.quant_dir;
+        fo.lm_head_tied = cfg->lm_head_tied(qck.find("lm_head.weight") != nullptr);
+        fo.transform = make_fake_quant_transform(qck, entries_);
+        run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
+        mr.metrics = cmp.finish();
+      } else {
+        mr.metrics.samples = static_cast<int64_t>(samples.size());
+        for (const auto& s : samples) mr.metrics.tokens += static_cast<int64_t>(s.size()), mr.metrics.predicted += static_cast<int64_t>(s.size()) - 1;
+        mr.metrics.ppl_ref = mr.metrics.ppl_quant = cmp.reference_perplexity();
+        mr.metrics.kl_mean = mr.metrics.kl_p99 = mr.metrics.kl_max = mr.metrics.top1 = kNaN;
+      }
+    } catch (const InputError& err) {
+      mr.ran = false;
+      mr.skipped = std::string("the forward pass failed: ") + err.what();
+      mr.pass = false;
+      mr.failures.push_back(mr.skipped);
+      return;
+    }
+    mr.ran = true;
+    mr.seconds = since(t0);
+    if (mr.gated) {
+      if (!(mr.metrics.kl_mean <= mr.gates.max_kl))
+        mr.failures.push_back("mean KL " + fmt("%.4g", mr.metrics.kl_mean) + " > " + fmt("%.4g", mr.gates.max_kl));
+      if (!(mr.metrics.top1 >= mr.gates.min_top1))
+        mr.failures.push_back("top-1 agreement " + fmt("%.4f", mr.metrics.top1) + " < " + fmt("%.4f", mr.gates.min_top1));
+    }
+    mr.pass = mr.failures.empty();
+  }
+
+  // Step 6: one row per (distinct descriptor, M).
+  void bench() {
+#ifdef _OPENMP
+    r_.bench_threads = omp_get_max_threads();
+#else
+    r_.bench_threads = 1;
+#endif
+    std::map<std::string, bool> done;
+    for (size_t i = 0; i < ctx_.size(); ++i) {
+      const LayerCtx& c = ctx_[i];
+      if (!c.chosen || !c.loadable) continue;
+      const LinearDescriptor& d = c.e->desc;
+      const std::string key = d.describe();
+      if (done[key]) continue;
+      done[key] = true;
+      progress("throughput: " + key);
+      const LoadedLinear l = load_quantized_linear(qm_->checkpoint(), *c.e);
+      std::unique_ptr<kernels::PackedWeights> p;
+      try {
+        p = c.chosen->pack(d, l.ref);
+      } catch (const InputError&) {
+        continue;  // already reported by the GEMM check
+      }
+      const std::vector<float> wd = dequantize_f32(l, d);
+      std::vector<std::string> mods;
+      for (const auto& g : r_.kernels)
+        if (g.descriptor == key) mods = g.modules;
+      for (int64_t M : o_.bench_m) {
+        const std::vector<float> X = synthetic_activations(M, d.K, o_.seed + 1000003u * static_cast<uint64_t>(M));
+        std::vector<float> Y(static_cast<size_t>(M * d.N));
+        const double flop = 2.0 * static_cast<double>(M) * static_cast<double>(d.N) * static_cast<double>(d.K);
+        BenchRow row;
+        row.descriptor = key;
+        row.kernel = std::string(c.chosen->name());
+        row.modules = mods;
+        row.M = M, row.N = d.N, row.K = d.K;
+        std::tie(row.kernel_gflops_best, row.kernel_gflops_median) =
+            time_gflops([&] { c.chosen->run(*p, X.data(), M, Y.data()); }, flop, o_.bench_seconds);
+        std::tie(row.eigen_gflops_best, row.eigen_gflops_median) =
+            time_gflops([&] { eigen_gemm_f32(X.data(), M, d.K, wd.data(), d.N, Y.data()); }, flop, o_.bench_seconds);
+        r_.bench.push_back(row);
+      }
+    }
+  }
+
+  void summarize() {
+    for (const auto& f : r_.findings)
+      if (f.severity == "error") r_.failures.push_back("structure: " + f.where + ": " + f.message);
+    for (auto& L : r_.layers) {
+      if (L.kernel.empty() && L.failures.empty()) L.failures.push_back("no kernel can run this layer");
+      L.pass = L.failures.empty();
+      for (const auto& f : L.failures) r_.failures.push_back(L.module + ": " + f);
+    }
+    for (const auto& f : r_.model.failures) r_.failures.push_back("model: " + f);
+    r_.pass = r_.failures.empty();
+  }
+
+  const VerifyOptions& o_;
+  VerifyReport r_;
+  std::optional<ModelFolder> qm_, rm_;
+  QuantInfo q_;
+  std::vector<QuantizedLinearEntry> entries_;
+  std::vector<LayerCtx> ctx_;
+};
+
+nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+}  // namespace
+
+VerifyReport verify_checkpoint(const VerifyOptions& opts) { return Verifier(opts).run(true); }
+VerifyReport list_kernels(const VerifyOptions& opts) { return Verifier(opts).run(false); }
+
+nlohmann::json verify_report_to_json(const VerifyReport& r) {
+  using nlohmann::json;
+  json j;
+  j["quant_dir"] = r.quant_dir;
+  j["reference_dir"] = r.reference_dir.empty() ? json(nullptr) : json(r.reference_dir);
+  j["quant_method"] = r.quant_method;
+  j["format"] = r.format;
+  j["groups"] = r.groups;
+  j["pass"] = r.pass;
+  j["failures"] = r.failures;
+  json f = json::array();
+  for (const auto& x : r.findings) f.push_back({{"severity", x.severity}, {"where", x.where}, {"message", x.message}});
+  j["findings"] = f;
+  json reg = json::array();
+  for (const auto& k : r.registry) reg.push_back({{"name", k.name}, {"summary", k.summary}, {"priority", k.priority}});
+  j["registry"] = reg;
+  json ks = json::array();
+  for (const auto& g : r.kernels) {
+    json c = json::array();
+    for (const auto& [name, why] : g.candidates) c.push_back({{"kernel", name}, {"chosen", why.empty()}, {"reason", why}});
+    ks.push_back({{"descriptor", g.descriptor}, {"modules", g.modules}, {"chosen", g.chosen.empty() ? json(nullptr) : json(g.chosen)},
+                  {"candidates", c}, {"error", g.error}});
+  }
+  j["kernels"] = ks;
+  json ls = json::array();
+  for (const auto& L : r.layers) {
+    json l;
+    l["module"] = L.module;
+    l["N"] = L.N;
+    l["K"] = L.K;
+    l["descriptor"] = L.descriptor;
+    l["kernel"] = L.kernel.empty() ? json(nullptr) : json(L.kernel);
+    l["gates"] = {{"min_sqnr_db", L.gates.min_sqnr_db}, {"max_gemm_err", L.gates.max_gemm_err}, {"basis", L.gates.basis}};
+    if (L.weight) {
+      l["weight"] = {{"sqnr_db", num(L.weight->sqnr_db)}, {"identical", std::isinf(L.weight->sqnr_db)},
+                     {"cosine", num(L.weight->cosine)}, {"max_abs", num(L.weight->max_abs)},
+                     {"max_rel", num(L.weight->max_rel)}, {"rel_l2", num(L.weight->rel_l2)}};
+    } else {
+      l["weight"] = nullptr;
+    }
+    l["activations"] = L.activations;
+    l["gemm_tokens"] = L.gemm_tokens;
+    l["gemm_err"] = num(L.gemm_err);
+    l["act_err"] = num(L.act_err);
+    json a = json::array();
+    for (const auto& x : L.agreement)
+      a.push_back({{"kernel", x.kernel}, {"bit_exact", x.bit_exact}, {"required_exact", x.required_exact},
+                   {"max_abs_diff", num(x.max_abs_diff)}, {"max_bound_ratio", num(x.max_bound_ratio)}, {"ok", x.ok},
+                   {"error", x.error}});
+    l["agreement"] = a;
+    l["pass"] = L.pass;
+    l["failures"] = L.failures;
+    ls.push_back(l);
+  }
+  j["layers"] = ls;
+  const ModelReport& m = r.model;
+  j["model"] = {{"ran", m.ran},
+                {"skipped", m.skipped},
+                {"against", m.against},
+                {"text_source", m.text_source},
+                {"samples", m.metrics.samples},
+                {"tokens", m.metrics.tokens},
+                {"predicted", m.metrics.predicted},
+                {"ppl_ref", num(m.metrics.ppl_ref)},
+                {"ppl_quant", num(m.metrics.ppl_quant)},
+                {"kl_mean", m.compared && m.ran ? num(m.metrics.kl_mean) : json(nullptr)},
+                {"kl_p99", m.compared && m.ran ? num(m.metrics.kl_p99) : json(nullptr)},
+                {"kl_max", m.compared && m.ran ? num(m.metrics.kl_max) : json(nullptr)},
+                {"top1", m.compared && m.ran ? num(m.metrics.top1) : json(nullptr)},
+                {"compared", m.compared},
+                {"gated", m.gated},
+                {"gates", {{"max_kl", m.gates.max_kl}, {"min_top1", m.gates.min_top1}, {"basis", m.gates.basis}}},
+                {"seconds", m.seconds},
+                {"pass", m.pass},
+                {"failures", m.failures}};
+  json b = json::array();
+  for (const auto& x : r.bench)
+    b.push_back({{"descriptor", x.descriptor}, {"kernel", x.kernel}, {"modules", x.modules}, {"M", x.M}, {"N", x.N}, {"K", x.K},
+                 {"kernel_gflops_best", x.kernel_gflops_best}, {"kernel_gflops_median", x.kernel_gflops_median},
+                 {"eigen_f32_gflops_best", x.eigen_gflops_best}, {"eigen_f32_gflops_median", x.eigen_gflops_median}});
+  j["bench"] = {{"threads", r.bench_threads}, {"rows", b}};
+  j["seconds"] = r.seconds;
+  return j;
+}
+
+}  // namespace qt::calib

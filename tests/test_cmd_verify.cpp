@@ -1,0 +1,211 @@
+// `qtool verify` end to end: exit codes (0 pass, 1 gate failed, 2 usage, 4 missing), the --json
+// report, --list-kernels, --token-ids / --text-file, the throughput table and thread-count
+// invariance. Inputs are made with `qtool tiny-model` and `qtool quantize`.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "formats/safetensors.h"
+#include "tests/support/test_support.h"
+
+namespace qt {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::run_qtool;
+
+// A tiny model and its fp8-dynamic / int8-dynamic checkpoints, made once per process.
+struct Inputs {
+  test::TempDir dir;
+  std::string tiny, fp8, int8;
+  Inputs() : tiny(dir.str("tiny")), fp8(dir.str("fp8")), int8(dir.str("int8")) {
+    EXPECT_EQ(run_qtool({"tiny-model", tiny}).exit_code, 0);
+    EXPECT_EQ(run_qtool({"-q", "quantize", tiny, "-o", fp8, "--scheme", "fp8-dynamic"}).exit_code, 0);
+    EXPECT_EQ(run_qtool({"-q", "quantize", tiny, "-o", int8, "--scheme", "int8-dynamic"}).exit_code, 0);
+  }
+  static Inputs& get() {
+    static Inputs i;
+    return i;
+  }
+};
+
+// The tiny model is untrained (near-uniform next-token distribution), so its top-1 choices are
+// near-ties; the top-1 gate is for trained models and is off in these runs.
+const std::vector<std::string> kFast = {"--no-bench", "--min-top1", "0"};
+
+std::vector<std::string> args(std::vector<std::string> a, const std::vector<std::string>& extra = kFast) {
+  a.insert(a.begin(), "verify");
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+TEST(CmdVerify, ExitsZeroWhenEveryGatePassesAndOneWhenOneFails) {
+  Inputs& in = Inputs::get();
+  auto ok = run_qtool(args({in.fp8, "--reference", in.tiny}));
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("result      PASS"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("worst 5 by weight SQNR"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("KL mean"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.err.find("layer 14/14"), std::string::npos) << "progress on stderr: " << ok.err;
+
+  // FP8 weights have ~31-35 dB SQNR: a 60 dB gate must fail, naming the worst layer.
+  auto bad = run_qtool(args({in.fp8, "--reference", in.tiny, "--min-sqnr", "60"}));
+  EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
+  EXPECT_NE(bad.out.find("result      FAIL: 14 check(s) failed"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("weight SQNR"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("with user overrides"), std::string::npos) << bad.out;
+
+  auto kl = run_qtool(args({in.fp8, "--reference", in.tiny, "--max-kl", "1e-9"}));
+  EXPECT_EQ(kl.exit_code, 1);
+  EXPECT_NE(kl.out.find("model: mean KL"), std::string::npos) << kl.out;
+}
+
+TEST(CmdVerify, CorruptedScaleExitsOne) {
+  Inputs& in = Inputs::get();
+  test::TempDir d;
+  const std::string bad = d.str("bad");
+  fs::copy(in.int8, bad, fs::copy_options::recursive);
+  const std::string file = bad + "/model.safetensors";
+  uint64_t off = 0;
+  {
+    SafetensorsFile f = SafetensorsFile::open(file);
+    off = f.file_offset(*f.find("model.layers.0.mlp.gate_proj.weight_scale"));
+  }
+  std::vector<uint8_t> bytes = test::read_file(file);
+  bytes[off + 1] = static_cast<uint8_t>(bytes[off + 1] + 1);  // BF16 scale of row 0: exponent + 2 (x4)
+  test::write_file(file, bytes);
+  auto r = run_qtool(args({bad, "--reference", in.tiny}));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("model.layers.0.mlp.gate_proj"), std::string::npos) << r.out;
+}
+
+TEST(CmdVerify, JsonReportParsesAndHoldsEverySection) {
+  Inputs& in = Inputs::get();
+  auto r = run_qtool(args({in.int8, "--reference", in.tiny, "--json"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["pass"], true);
+  EXPECT_EQ(j["quant_method"], "compressed-tensors");
+  ASSERT_EQ(j["layers"].size(), 14u);
+  const json& L = j["layers"][0];
+  for (const char* k : {"module", "N", "K", "descriptor", "kernel", "gates", "weight", "activations", "gemm_err", "act_err", "agreement", "pass"})
+    EXPECT_TRUE(L.contains(k)) << k;
+  EXPECT_GT(L["weight"]["sqnr_db"].get<double>(), 20.0);
+  EXPECT_EQ(L["agreement"][0]["bit_exact"], true);
+  EXPECT_EQ(j["model"]["ran"], true);
+  EXPECT_EQ(j["model"]["tokens"], 512);
+  EXPECT_GT(j["model"]["kl_mean"].get<double>(), 0.0);
+  EXPECT_EQ(j["registry"].size(), 3u);
+  EXPECT_TRUE(j["bench"]["rows"].empty()) << "--no-bench";
+}
+
+TEST(CmdVerify, WithoutAReferenceChecksStructureAndActivationQuantizationOnly) {
+  Inputs& in = Inputs::get();
+  auto r = run_qtool(args({in.fp8, "--json"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_TRUE(j["reference_dir"].is_null());
+  EXPECT_TRUE(j["layers"][0]["weight"].is_null());
+  EXPECT_GT(j["layers"][0]["act_err"].get<double>(), 0.0);
+  EXPECT_EQ(j["model"]["gated"], false);
+  EXPECT_EQ(j["model"]["against"], "dequantized weights without activation quantization");
+}
+
+TEST(CmdVerify, ListKernelsNamesEveryCpuKernelWithItsReason) {
+  Inputs& in = Inputs::get();
+  auto r = run_qtool({"verify", in.fp8, "--list-kernels"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* k : {"cpu_fast", "cpu_portable", "cpu_ref"}) EXPECT_NE(r.out.find(k), std::string::npos) << k;
+  EXPECT_NE(r.out.find("CHOSEN"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("not chosen: lower priority"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("4 descriptor group(s)"), std::string::npos) << r.out;
+
+  auto d = run_qtool({"verify", in.fp8, "--list-kernels", "--disable-kernel", "cpu_fast", "--json"});
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  const json j = json::parse(d.out);
+  ASSERT_EQ(j["kernels"].size(), 4u);
+  EXPECT_EQ(j["kernels"][0]["chosen"], "cpu_portable");
+  EXPECT_EQ(j["kernels"][0]["candidates"][0]["reason"], "disabled");
+}
+
+TEST(CmdVerify, BadInputsGiveTheDocumentedExitCodes) {
+  Inputs& in = Inputs::get();
+  test::TempDir d;
+  auto missing = run_qtool({"verify", d.str("nope")});
+  EXPECT_EQ(missing.exit_code, 4) << missing.err;
+  EXPECT_NE(missing.err.find("nope"), std::string::npos) << missing.err;
+  EXPECT_EQ(run_qtool({"verify", in.fp8, "--reference", d.str("nope")}).exit_code, 4);
+  auto unq = run_qtool({"verify", in.tiny});
+  EXPECT_EQ(unq.exit_code, 2);
+  EXPECT_NE(unq.err.find("not quantized"), std::string::npos) << unq.err;
+  EXPECT_EQ(run_qtool({"verify"}).exit_code, 2);
+  EXPECT_EQ(run_qtool({"verify", in.fp8, "--token-ids", d.str("nope.json")}).exit_code, 4);
+  test::write_text(d.path() / "bad.json", "[1, 2, \"x\"]");
+  EXPECT_EQ(run_qtool({"verify", in.fp8, "--token-ids", d.str("bad.json")}).exit_code, 3);
+  test::write_text(d.path() / "big.json", "[1, 2, 512]");  // the tiny vocabulary has 512 entries
+  auto big = run_qtool({"verify", in.fp8, "--token-ids", d.str("big.json"), "--no-bench"});
+  EXPECT_EQ(big.exit_code, 6) << big.err;
+  EXPECT_NE(big.err.find("big.json"), std::string::npos) << big.err;
+}
+
+TEST(CmdVerify, TokenIdsFromQtoolTokenizeAndTextFilesFeedTheModelLevel) {
+  Inputs& in = Inputs::get();
+  test::TempDir d;
+  test::write_text(d.path() / "t.txt", "Rain fell on the roofs of the village for three days, and the river rose to the bridge.");
+  auto tok = run_qtool({"tokenize", in.fp8, "--file", d.str("t.txt")});
+  ASSERT_EQ(tok.exit_code, 0) << tok.err;
+  test::write_text(d.path() / "ids.json", tok.out);
+  const json ids = json::parse(tok.out);
+
+  auto a = run_qtool(args({in.fp8, "--reference", in.tiny, "--json", "--token-ids", d.str("ids.json"), "--seq-len", "13"}));
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const json ja = json::parse(a.out);
+  EXPECT_EQ(ja["model"]["text_source"], d.str("ids.json"));
+  // 65 ids (BOS + 64) in samples of 13; a 1-token remainder would be dropped.
+  ASSERT_EQ(ids["count"], 65);
+  EXPECT_EQ(ja["model"]["tokens"], 65);
+  EXPECT_EQ(ja["model"]["samples"], 5);
+
+  auto b = run_qtool(args({in.fp8, "--reference", in.tiny, "--json", "--text-file", d.str("t.txt"), "--seq-len", "16"}));
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const json jb = json::parse(b.out);
+  EXPECT_EQ(jb["model"]["text_source"], d.str("t.txt"));
+  // Chunks of 16 each start with BOS: same text, one extra BOS per extra chunk.
+  EXPECT_GE(jb["model"]["tokens"].get<int64_t>(), ids["count"].get<int64_t>());
+  EXPECT_GT(jb["model"]["samples"].get<int64_t>(), 1);
+}
+
+TEST(CmdVerify, ThroughputTableCoversEveryDistinctShapeAtThreeTokenCounts) {
+  Inputs& in = Inputs::get();
+  auto r = run_qtool({"verify", in.int8, "--json", "--no-model", "--bench-seconds", "0.002", "-j", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_EQ(j["bench"]["rows"].size(), 4u * 3u) << "4 distinct shapes x M in {1, 16, 128}";
+  EXPECT_EQ(j["bench"]["threads"], 1);
+  for (const auto& row : j["bench"]["rows"]) {
+    EXPECT_GT(row["kernel_gflops_best"].get<double>(), 0.0);
+    EXPECT_GT(row["eigen_f32_gflops_best"].get<double>(), 0.0);
+    EXPECT_EQ(row["kernel"], "cpu_fast");
+  }
+  auto text = run_qtool({"verify", in.int8, "--no-model", "--bench-seconds", "0.002"});
+  EXPECT_NE(text.out.find("throughput"), std::string::npos) << text.out;
+}
+
+TEST(CmdVerify, ResultsDoNotDependOnTheThreadCount) {
+  Inputs& in = Inputs::get();
+  auto a = run_qtool(args({in.fp8, "--reference", in.tiny, "--json", "-j", "1"}));
+  auto b = run_qtool(args({in.fp8, "--reference", in.tiny, "--json", "-j", "2"}));
+  ASSERT_EQ(a.exit_code, 0);
+  ASSERT_EQ(b.exit_code, 0);
+  json ja = json::parse(a.out), jb = json::parse(b.out);
+  for (json* j : {&ja, &jb}) {
+    j->erase("seconds");
+    (*j)["model"].erase("seconds");
+  }
+  EXPECT_EQ(ja, jb);
+}
+
+}  // namespace
+}  // namespace qt

@@ -942,7 +942,14 @@ class Verifier {
     if (mr.gated) {
       if (!(mr.metrics.kl_mean <= mr.gates.max_kl))
         mr.failures.push_back("mean KL " + fmt("%.4g", mr.metrics.kl_mean) + " > " + fmt("%.4g", mr.gates.max_kl));
-      if (!(mr.metrics.top1 >= mr.gates.min_top1))
+      // Top-1 agreement only means something when the reference predicts confidently. A
+      // reference whose perplexity is above half its vocabulary (an untrained or random model,
+      // like `qtool tiny-model`) has near-tied logits that any rounding flips; gate on KL alone.
+      if (mr.metrics.ppl_ref > 0.5 * static_cast<double>(cfg->vocab_size))
+        mr.notes.push_back("top-1 gate not applied: the reference is near-uniform (perplexity " +
+                           fmt("%.1f", mr.metrics.ppl_ref) + " over a vocabulary of " +
+                           std::to_string(cfg->vocab_size) + ")");
+      else if (!(mr.metrics.top1 >= mr.gates.min_top1))
         mr.failures.push_back("top-1 agreement " + fmt("%.4f", mr.metrics.top1) + " < " + fmt("%.4f", mr.gates.min_top1));
     }
     mr.pass = mr.failures.empty();
@@ -1078,6 +1085,7 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   const ModelReport& m = r.model;
   j["model"] = {{"ran", m.ran},
                 {"skipped", m.skipped},
+                {"notes", m.notes},
                 {"against", m.against},
                 {"text_source", m.text_source},
                 {"samples", m.metrics.samples},

@@ -245,6 +245,7 @@ struct LayerReport {
 struct ModelReport {
   bool ran = false;
   std::string skipped;                    // why the model level did not run ("" when it ran)
+  std::vector<std::string> notes;         // gates deliberately not applied, and why
   std::string against;                    // "reference" or "dequantized (no activation quantization)"
   std::string text_source;
   ModelMetrics metrics;

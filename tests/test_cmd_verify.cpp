@@ -209,3 +209,20 @@ TEST(CmdVerify, ResultsDoNotDependOnTheThreadCount) {
 
 }  // namespace
 }  // namespace qt
+
+namespace qt {
+namespace {
+TEST(CmdVerify, DefaultGatesSkipTopOneForANearUniformReferenceAndSaySo) {
+  // No --min-top1 override: the random tiny model's perplexity (~517) exceeds half its vocabulary
+  // (512), so top-1 agreement is reported but not gated, and a note says why.
+  test::TempDir d;
+  ASSERT_EQ(test::run_qtool({"tiny-model", d.str("m")}).exit_code, 0);
+  ASSERT_EQ(test::run_qtool({"-q", "quantize", d.str("m"), "-o", d.str("q"), "--scheme", "fp8-dynamic"}).exit_code, 0);
+  auto r = test::run_qtool({"verify", d.str("q"), "--reference", d.str("m"), "--no-bench", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out.substr(0, 2000);
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["model"]["notes"].size(), 1u) << j["model"].dump();
+  EXPECT_NE(j["model"]["notes"][0].get<std::string>().find("near-uniform"), std::string::npos);
+}
+}  // namespace
+}  // namespace qt

@@ -217,6 +217,7 @@ void print_report(const calib::VerifyReport& r) {
       std::printf("            perplexity %s (weight-only scheme and no reference: nothing to compare against)\n",
                   g(m.metrics.ppl_quant, "%.3f").c_str());
     }
+    for (const auto& n : m.notes) std::printf("            note: %s\n", n.c_str());
   }
 
   if (!r.bench.empty()) {

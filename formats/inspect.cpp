@@ -104,14 +104,8 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     if (wp) {
       c.weight_dtype = "I32 (packed)";
       c.shape = wp->shape;
-      if (by_name.count(m + ".weight_shape")) {
-        const TensorView* s = by_name[m + ".weight_shape"];
-        if (s->dtype == DType::I64 && s->numel() == 2) {
-          int64_t v[2];
-          std::memcpy(v, s->bytes.data(), 16);  // 16 bytes: headers-only inspection reads just this
-          c.shape = {v[0], v[1]};
-        }
-      }
+      if (by_name.count(m + ".weight_shape"))
+        if (auto ws = weight_shape_value(by_name[m + ".weight_shape"])) c.shape = *ws;
     } else if (w) {
       c.weight_dtype = std::string(dtype_name(w->dtype));
       c.shape = w->shape;
@@ -152,6 +146,13 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
       if (q_of.count(sib) && q_of[sib] != q && m < sib)
         r.findings.push_back({"error", m, "fused with " + sib + " but stored differently (vLLM refuses mixed schemes in one fused layer)"});
   return r;
+}
+
+std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws) {
+  if (!ws || ws->dtype != DType::I64 || ws->numel() != 2) return std::nullopt;
+  int64_t v[2];
+  std::memcpy(v, ws->bytes.data(), 16);  // the only data a headers-only inspection reads
+  return std::vector<int64_t>{v[0], v[1]};
 }
 
 bool tensor_stats(const TensorView& t, TensorStats& s, size_t first_n) {

@@ -54,6 +54,10 @@ struct InspectReport {
 InspectReport inspect_checkpoint(const Checkpoint& ckpt, const nlohmann::json& config,
                                  const std::string& path);
 
+// The logical [out, in] stored in a pack-quantized `P.weight_shape` tensor (I64 [2]); nullopt if
+// `ws` is null or not an I64 [2] tensor. Reads its 16 bytes.
+std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws);
+
 // Statistics of one tensor's values (reads its data).
 struct TensorStats {
   uint64_t numel = 0, nan = 0, inf = 0, zero = 0;

@@ -10,17 +10,17 @@
 namespace qt {
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string canonical_or_abs(const fs::path& p) {
+std::string canonical_or_abs(const std::string& path) {
   // Absolute first (a relative path with no existing part would stay relative), and without a
   // trailing separator ("out/" must name the folder "out", not an empty name inside it).
-  fs::path a = fs::absolute(p).lexically_normal();
+  fs::path a = fs::absolute(path).lexically_normal();
   if (a.has_relative_path() && a.filename().empty()) a = a.parent_path();
   std::error_code ec;
   fs::path c = fs::weakly_canonical(a, ec);
   return (ec ? a : c).string();
 }
+
+namespace {
 
 bool is_inside(const std::string& child, const std::string& parent) {
   if (child == parent) return true;

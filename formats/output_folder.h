@@ -14,6 +14,10 @@
 
 namespace qt {
 
+// The absolute, normalised form of an output path (no trailing separator; symlinks in existing
+// parts resolved), as every output-folder check compares paths.
+std::string canonical_or_abs(const std::string& path);
+
 // Preflight for an output folder, before anything is written. Throws InputError:
 //   Usage   - out is empty; out is `input` or inside it (or contains it); out exists and is not
 //             an empty folder (unless `overwrite`)

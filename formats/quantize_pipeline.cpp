@@ -27,16 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string canonical_or_abs(const fs::path& p) {
-  // Absolute first (a relative path with no existing part would stay relative), and without a
-  // trailing separator ("out/" must name the folder "out", not an empty name inside it).
-  fs::path a = fs::absolute(p).lexically_normal();
-  if (a.has_relative_path() && a.filename().empty()) a = a.parent_path();
-  std::error_code ec;
-  fs::path c = fs::weakly_canonical(a, ec);
-  return (ec ? a : c).string();
-}
-
 DType model_dtype_of(const QuantPlan& plan) {
   for (const auto& o : plan.outputs)
     if (o.kind == OutputTensor::Kind::WeightScale) return o.dtype;

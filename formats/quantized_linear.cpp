@@ -36,11 +36,9 @@ std::vector<QuantizedLinearEntry> find_quantized_linears(const Checkpoint& ckpt,
     e.input = (*g)->input;
     std::vector<int64_t> shape = t.shape;
     if (e.packed) {
-      const TensorView* ws = ckpt.find(e.module + ".weight_shape");
-      if (!ws || ws->dtype != DType::I64 || ws->numel() != 2) { skip("pack-quantized without an I64 [2] weight_shape"); continue; }
-      int64_t v[2];
-      std::memcpy(v, ws->bytes.data(), 16);
-      shape = {v[0], v[1]};
+      auto ws = weight_shape_value(ckpt.find(e.module + ".weight_shape"));
+      if (!ws) { skip("pack-quantized without an I64 [2] weight_shape"); continue; }
+      shape = *ws;
     }
     if (e.input && !e.input->dynamic && e.input->strategy == Strategy::Tensor) {
       if (!ckpt.find(e.module + ".input_scale")) { skip("static activations but no input_scale"); continue; }

@@ -15,10 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
-      << "expected to find: " << (needle) << "\n in: " << (haystack)
-
 // Writes a shard with U8 tensors of the given names (tensor i has i+1 bytes, all = i+1).
 void write_shard(const fs::path& path, const std::vector<std::string>& names) {
   std::vector<TensorSpec> specs;

@@ -15,10 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
-      << "expected to find: " << (needle) << "\n in: " << (haystack)
-
 InputError open_error(const std::string& dir) {
   try {
     ModelFolder::open(dir);

@@ -18,10 +18,6 @@ namespace {
 
 using test::TempDir;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
-      << "expected to find: " << (needle) << "\n in: " << (haystack)
-
 // u64 LE header length, header text, `data_len` data bytes (0,1,2,...).
 std::vector<uint8_t> st_bytes(const std::string& header, size_t data_len,
                               std::optional<uint64_t> n_override = std::nullopt) {

@@ -25,10 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
-      << "expected to find: " << (needle) << "\n in: " << (haystack)
-
 std::vector<uint8_t> pattern(size_t n, uint8_t salt) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 31 + salt);

@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "formats/checkpoint.h"
 #include "formats/inspect.h"
+#include "formats/model_folder.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/pack.h"
@@ -31,12 +31,7 @@ json load_config_near(const std::string& path) {
   fs::path p(path);
   fs::path cfg = fs::is_directory(p) ? p / "config.json" : p.parent_path() / "config.json";
   if (!fs::exists(cfg)) return json(nullptr);
-  std::ifstream f(cfg);
-  try {
-    return json::parse(f);
-  } catch (const json::parse_error& e) {
-    throw InputError(InputError::Kind::BadFile, cfg.string(), "", std::string("invalid JSON: ") + e.what());
-  }
+  return read_json_file(cfg.string());
 }
 
 const char* fmt_num(double v, char* buf, size_t n) { std::snprintf(buf, n, "%.6g", v); return buf; }
@@ -68,12 +63,7 @@ int print_tensor(const Checkpoint& ck, const InspectReport& r, const Opts& o) {
       std::vector<uint8_t> codes;
       DType cd = t->dtype;
       if (t->dtype == DType::I32) {  // packed
-        const TensorView* ws = ck.find(module + ".weight_shape");
-        if (ws && ws->dtype == DType::I64 && ws->numel() == 2) {
-          int64_t v[2];
-          std::memcpy(v, ws->bytes.data(), 16);
-          shape = {v[0], v[1]};
-        }
+        if (auto ws = weight_shape_value(ck.find(module + ".weight_shape"))) shape = *ws;
         auto u = unpack_int_codes(reinterpret_cast<const int32_t*>(t->bytes.data()), shape[0], shape[1], a.num_bits());
         codes.assign(reinterpret_cast<const uint8_t*>(u.data()), reinterpret_cast<const uint8_t*>(u.data()) + u.size());
         cd = DType::I8;

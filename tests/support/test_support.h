@@ -6,6 +6,11 @@
 #include <string>
 #include <vector>
 
+// gtest check that `haystack` (a string) contains `needle`, printing both when it does not.
+#define EXPECT_CONTAINS(haystack, needle)                                                \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
+      << "expected to find: " << (needle) << "\n in: " << (haystack)
+
 namespace qt::test {
 
 // A fresh empty directory under the system temp dir, removed when the object dies.

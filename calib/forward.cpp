@@ -11,6 +11,7 @@
 #include <omp.h>
 #endif
 
+#include "calib/gemm.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 
@@ -33,8 +34,6 @@ double since(Clock::time_point t0) {
 
 // Fixed task sizes. Results depend on them (they fix each GEMM's shape and thus Eigen's
 // blocking), never on the thread count.
-constexpr int64_t kRowBlock = 256;   // tokens per linear task
-constexpr int64_t kColBlock = 128;   // output features per linear task
 constexpr int64_t kQueryBlock = 64;  // queries per attention task
 // Below these amounts of work a parallel region costs more than it saves (and on a busy machine
 // far more: waking threads that spin at a barrier). Only whether to fork depends on them, never
@@ -55,40 +54,16 @@ std::string shape_str(const std::vector<int64_t>& s) { return shape_string(s); }
 
 // ---- kernels -------------------------------------------------------------------------------
 
-// y[T, out] = x[T, in] * W[out, in]^T (+ b). One Eigen GEMM per (row block, column block) task;
-// bias added afterwards in f32 (as addmm's beta*C term).
-void linear(const float* x, int64_t T, int64_t in, const float* w, const float* b, int64_t out,
-            float* y, int threads) {
-  const int64_t nt = (T + kRowBlock - 1) / kRowBlock;
-  const int64_t no = (out + kColBlock - 1) / kColBlock;
-  const int64_t tasks = nt * no;
-  (void)threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
-    if (tasks > 1 && T * in * out >= kMinParallelFlops)
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t t0 = (task / no) * kRowBlock, o0 = (task % no) * kColBlock;
-    const int64_t bt = std::min(kRowBlock, T - t0), bo = std::min(kColBlock, out - o0);
-    CMap X(x + t0 * in, bt, in, Eigen::OuterStride<>(in));
-    CMap W(w + o0 * in, bo, in, Eigen::OuterStride<>(in));
-    MMap Y(y + t0 * out + o0, bt, bo, Eigen::OuterStride<>(out));
-    Y.noalias() = X * W.transpose();
-    if (b) {
-      for (int64_t r = 0; r < bt; ++r) {
-        float* yr = y + (t0 + r) * out + o0;
-        for (int64_t c = 0; c < bo; ++c) yr[c] += b[o0 + c];
-      }
-    }
-  }
-}
-
-// In place over `rows` rows of `n` values with row stride n:
+// Over `rows` rows of `n` values with row stride n, from src to dst (may be the same buffer):
 //   y = w * (x * (1 / sqrt(var + eps))),  var = f32(sum(x^2) / n) with the sum in double.
 // transformers: x.pow(2).mean() in f32, rsqrt(var + eps), x * r, then weight * that.
-void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int threads) {
+void rms_norm_to(const float* src, float* dst, int64_t rows, int64_t n, const float* w, float eps,
+                 int threads) {
   (void)threads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (rows * n >= kMinParallelElems)
   for (int64_t r = 0; r < rows; ++r) {
-    float* xr = x + r * n;
+    const float* xr = src + r * n;
+    float* yr = dst + r * n;
     double ss = 0.0;
     for (int64_t i = 0; i < n; ++i) {
       const float sq = xr[i] * xr[i];  // f32 square, as torch's pow(2)
@@ -96,15 +71,12 @@ void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int 
     }
     const float var = static_cast<float>(ss / static_cast<double>(n));
     const float inv = 1.0f / std::sqrt(var + eps);
-    for (int64_t i = 0; i < n; ++i) xr[i] = w[i] * (xr[i] * inv);
+    for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
   }
 }
 
-// Same as rms_norm but out of place (src unchanged).
-void rms_norm_to(const float* src, float* dst, int64_t rows, int64_t n, const float* w, float eps,
-                 int threads) {
-  std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(rows * n));
-  rms_norm(dst, rows, n, w, eps, threads);
+void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int threads) {
+  rms_norm_to(x, x, rows, n, w, eps, threads);
 }
 
 // rotate_half RoPE in place on x[T, heads*D]; cos/sin tables [maxT, D/2] (already multiplied by
@@ -187,8 +159,20 @@ void silu_mul(float* g, const float* u, int64_t n, int threads) {
   }
 }
 
-void add_inplace(float* h, const float* d, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) h[i] = h[i] + d[i];
+// m[t][i] = silu(gu[t][i]) * gu[t][I + i] for the fused gate/up output gu[T, 2I]; same f32
+// formula as silu_mul.
+void silu_mul_rows(const float* gu, int64_t T, int64_t I, float* m, int threads) {
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * I >= kMinParallelElems)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = gu + t * 2 * I;
+    const float* u = g + I;
+    float* mt = m + t * I;
+    for (int64_t i = 0; i < I; ++i) {
+      const float z = g[i];
+      mt[i] = (z / (1.0f + std::exp(-z))) * u[i];
+    }
+  }
 }
 
 // ---- weights -------------------------------------------------------------------------------
@@ -214,39 +198,86 @@ struct Loader {
   }
 };
 
+// One layer's weights, the Linears packed for linear_packed (gemm.h). Fused (no
+// ActivationTransform): q/k/v are one GEMM with output columns [q | k | v] and gate/up one with
+// [gate | up], biases concatenated the same way -- the input is read and packed once instead of
+// three (two) times. Unfused (the transform may rewrite q/k/v's inputs differently): one
+// PackedLinear per projection. Each output element is the same FMA chain either way (gemm.h),
+// so fusing does not change a single bit.
 struct LayerWeights {
   std::vector<float> in_norm, post_norm, q_norm, k_norm;
-  std::vector<float> q, k, v, o, qb, kb, vb, ob;
-  std::vector<float> gate, up, down, gb, ub, db;
+  bool fused = true;
+  PackedLinear qkv, gu;                 // fused
+  std::vector<float> qkv_b, gu_b;
+  PackedLinear q, k, v, gate, up;       // unfused
+  std::vector<float> qb, kb, vb, gb, ub;
+  PackedLinear o, down;
+  std::vector<float> ob, db;
 };
 
-LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l) {
+std::vector<float> concat(const std::vector<float>& a, const std::vector<float>& b,
+                          const std::vector<float>& c = {}) {
+  std::vector<float> r(a);
+  r.insert(r.end(), b.begin(), b.end());
+  r.insert(r.end(), c.begin(), c.end());
+  return r;
+}
+
+// Loads layer l's tensors (checking shapes), packs the Linears and drops the row-major copies:
+// peak ~2x one layer's f32 parameters while packing.
+LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   LayerWeights w;
+  w.fused = fused;
   w.in_norm = ld.load(p + "input_layernorm.weight", {H});
   w.post_norm = ld.load(p + "post_attention_layernorm.weight", {H});
-  w.q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
-  w.k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
-  w.v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
-  w.o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
+  {
+    const auto q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
+    const auto k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
+    const auto v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
+    if (fused) {
+      w.qkv = pack_linear({{q.data(), qd}, {k.data(), kvd}, {v.data(), kvd}}, H, threads);
+    } else {
+      w.q = pack_linear({{q.data(), qd}}, H, threads);
+      w.k = pack_linear({{k.data(), kvd}}, H, threads);
+      w.v = pack_linear({{v.data(), kvd}}, H, threads);
+    }
+  }
+  {
+    const auto o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
+    w.o = pack_linear({{o.data(), H}}, qd, threads);
+  }
   if (c.qkv_bias) {
     w.qb = ld.load(p + "self_attn.q_proj.bias", {qd});
     w.kb = ld.load(p + "self_attn.k_proj.bias", {kvd});
     w.vb = ld.load(p + "self_attn.v_proj.bias", {kvd});
+    if (fused) w.qkv_b = concat(w.qb, w.kb, w.vb);
   }
   if (c.o_bias) w.ob = ld.load(p + "self_attn.o_proj.bias", {H});
   if (c.qk_norm) {
     w.q_norm = ld.load(p + "self_attn.q_norm.weight", {c.head_dim});
     w.k_norm = ld.load(p + "self_attn.k_norm.weight", {c.head_dim});
   }
-  w.gate = ld.load(p + "mlp.gate_proj.weight", {I, H});
-  w.up = ld.load(p + "mlp.up_proj.weight", {I, H});
-  w.down = ld.load(p + "mlp.down_proj.weight", {H, I});
+  {
+    const auto g = ld.load(p + "mlp.gate_proj.weight", {I, H});
+    const auto u = ld.load(p + "mlp.up_proj.weight", {I, H});
+    if (fused) {
+      w.gu = pack_linear({{g.data(), I}, {u.data(), I}}, H, threads);
+    } else {
+      w.gate = pack_linear({{g.data(), I}}, H, threads);
+      w.up = pack_linear({{u.data(), I}}, H, threads);
+    }
+  }
+  {
+    const auto d = ld.load(p + "mlp.down_proj.weight", {H, I});
+    w.down = pack_linear({{d.data(), H}}, I, threads);
+  }
   if (c.mlp_bias) {
     w.gb = ld.load(p + "mlp.gate_proj.bias", {I});
     w.ub = ld.load(p + "mlp.up_proj.bias", {I});
     w.db = ld.load(p + "mlp.down_proj.bias", {H});
+    if (fused) w.gu_b = concat(w.gb, w.ub);
   }
   return w;
 }
@@ -262,15 +293,17 @@ struct LinearRunner {
   void observe(const std::string& module, const float* x, int64_t T, int64_t in) {
     if (opts.observer) opts.observer->on_linear_input(module, x, T, in);
   }
-  void run(const std::string& module, const float* x, int64_t T, int64_t in, const std::vector<float>& w,
-           const std::vector<float>& b, int64_t out, float* y) {
+  // x W^T + b into `outs` (gemm.h; added to them when add_to_output), x transformed first if a
+  // transform is set.
+  void run(const std::string& module, const float* x, int64_t T, const PackedLinear& W,
+           const std::vector<float>& b, const std::vector<OutputColumns>& outs, bool add_to_output = false) {
     const float* src = x;
     if (opts.transform) {
-      scratch.assign(x, x + T * in);
-      opts.transform(module, scratch.data(), T, in);
+      scratch.assign(x, x + T * W.in);
+      opts.transform(module, scratch.data(), T, W.in);
       src = scratch.data();
     }
-    linear(src, T, in, w.data(), ptr_or_null(b), out, y, threads);
+    linear_packed(src, T, W, ptr_or_null(b), outs, add_to_output, threads);
   }
 };
 
@@ -365,12 +398,15 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
 
 namespace {
 // max |x| over n values; NaN propagates (a NaN activation must not be silently ignored).
+// Parallel (the observer runs on the caller's thread while the other threads would idle); a
+// maximum is exact and order-independent, so the result does not depend on the thread count.
 float absmax(const float* x, int64_t n) {
   float m = 0.0f;
   bool nan = false;
+#pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan) if (n >= (int64_t{1} << 16))
   for (int64_t i = 0; i < n; ++i) {
     const float a = std::fabs(x[i]);
-    if (a != a) nan = true;
+    nan = nan || (a != a);
     m = a > m ? a : m;
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
@@ -455,10 +491,11 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   }
 
   // 2. decoder layers
-  std::vector<float> xn, q, k, v, attn, tmp, g, u;
+  std::vector<float> xn, q, k, v, attn, g, u, fused_out;
+  const bool fused = !opts.transform;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerWeights w = load_layer(ld, c, l);
+    LayerWeights w = load_layer(ld, c, l, fused, threads);
     const auto t0 = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string attn_name = p + "self_attn";
@@ -474,18 +511,21 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       k.resize(static_cast<size_t>(T * kvd));
       v.resize(static_cast<size_t>(T * kvd));
       attn.resize(static_cast<size_t>(T * qd));
-      tmp.resize(static_cast<size_t>(T * H));
       g.resize(static_cast<size_t>(T * I));
-      u.resize(static_cast<size_t>(T * I));
+      if (!fused) u.resize(static_cast<size_t>(T * I));
 
       // attention block
       rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
       lin.observe(nq, xn.data(), T, H);
       lin.observe(nk, xn.data(), T, H);
       lin.observe(nv, xn.data(), T, H);
-      lin.run(nq, xn.data(), T, H, w.q, w.qb, qd, q.data());
-      lin.run(nk, xn.data(), T, H, w.k, w.kb, kvd, k.data());
-      lin.run(nv, xn.data(), T, H, w.v, w.vb, kvd, v.data());
+      if (fused) {
+        lin.run(nq, xn.data(), T, w.qkv, w.qkv_b, {{q.data(), qd, qd}, {k.data(), kvd, kvd}, {v.data(), kvd, kvd}});
+      } else {
+        lin.run(nq, xn.data(), T, w.q, w.qb, {{q.data(), qd, qd}});
+        lin.run(nk, xn.data(), T, w.k, w.kb, {{k.data(), kvd, kvd}});
+        lin.run(nv, xn.data(), T, w.v, w.vb, {{v.data(), kvd, kvd}});
+      }
       if (c.qk_norm) {  // Qwen3: per-head RMSNorm over D, before RoPE
         rms_norm(q.data(), T * c.num_heads, D, w.q_norm.data(), eps, threads);
         rms_norm(k.data(), T * c.num_kv_heads, D, w.k_norm.data(), eps, threads);
@@ -496,31 +536,40 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       attention(q.data(), k.data(), v.data(), attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale,
                 threads);
       lin.observe(no, attn.data(), T, qd);
-      lin.run(no, attn.data(), T, qd, w.o, w.ob, H, tmp.data());
-      add_inplace(h, tmp.data(), T * H);  // residual + attention output
+      lin.run(no, attn.data(), T, w.o, w.ob, {{h, H, H}}, /*add_to_output=*/true);  // h += o_proj(attn)
 
       // MLP block
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
       lin.observe(ng, xn.data(), T, H);
       lin.observe(nu, xn.data(), T, H);
-      lin.run(ng, xn.data(), T, H, w.gate, w.gb, I, g.data());
-      lin.run(nu, xn.data(), T, H, w.up, w.ub, I, u.data());
-      silu_mul(g.data(), u.data(), T * I, threads);
+      if (fused) {
+        fused_out.resize(static_cast<size_t>(T * 2 * I));
+        lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{fused_out.data(), 2 * I, 2 * I}});
+        silu_mul_rows(fused_out.data(), T, I, g.data(), threads);
+      } else {
+        lin.run(ng, xn.data(), T, w.gate, w.gb, {{g.data(), I, I}});
+        lin.run(nu, xn.data(), T, w.up, w.ub, {{u.data(), I, I}});
+        silu_mul(g.data(), u.data(), T * I, threads);
+      }
       lin.observe(nd, g.data(), T, I);
-      lin.run(nd, g.data(), T, I, w.down, w.db, H, tmp.data());
-      add_inplace(h, tmp.data(), T * H);  // residual + MLP output
+      lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
     }
     st.layer_seconds += since(t0);
     if (opts.on_layer_done) opts.on_layer_done(l, c.num_layers);
   }
   std::vector<float>().swap(q), std::vector<float>().swap(k), std::vector<float>().swap(v);
   std::vector<float>().swap(attn), std::vector<float>().swap(g), std::vector<float>().swap(u);
+  std::vector<float>().swap(fused_out);
 
   // 3. final norm + lm_head, streamed per token chunk
   if (opts.on_logits) {
     const bool tied = opts.lm_head_tied.value_or(c.tie_word_embeddings);
     std::vector<float> norm_w = ld.load("model.norm.weight", {H});
-    std::vector<float> lm = ld.load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
+    PackedLinear lm;
+    {
+      const auto lm_rows = ld.load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
+      lm = pack_linear({{lm_rows.data(), c.vocab_size}}, H, threads);
+    }
     const auto t0 = Clock::now();
     const int64_t chunk = opts.logits_chunk_tokens > 0 ? opts.logits_chunk_tokens : max_t;
     std::vector<float> logits;
@@ -533,7 +582,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       for (int64_t t0c = 0; t0c < T; t0c += chunk) {
         const int64_t n = std::min(chunk, T - t0c);
         logits.resize(static_cast<size_t>(n * c.vocab_size));
-        lin.run("lm_head", xn.data() + t0c * H, n, H, lm, no_bias, c.vocab_size, logits.data());
+        lin.run("lm_head", xn.data() + t0c * H, n, lm, no_bias, {{logits.data(), c.vocab_size, c.vocab_size}});
         opts.on_logits(s, t0c, logits.data(), n, c.vocab_size);
       }
     }

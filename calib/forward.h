@@ -11,10 +11,12 @@
 //   3. only when logits are requested (ForwardOptions::on_logits): final norm, then lm_head
 //      (or the embedding when tied) in token chunks, streamed to the callback.
 // Peak memory ~ 4 bytes * (all calibration tokens * hidden + one layer's parameters + one
-// sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files.
+// sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files;
+// while a layer's Linears are packed, its row-major and packed copies coexist briefly.
 //
-// Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). GEMMs are
-// Eigen's f32 kernels (f32 accumulation). RMSNorm's mean of squares and softmax's denominator are
+// Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Linears are
+// calib/gemm.h's packed GEMM (one f32 FMA chain per output, k ascending); attention's two small
+// products per head are Eigen's f32 kernels. RMSNorm's mean of squares and softmax's denominator are
 // summed in double then rounded to f32 (more accurate than, and within an ulp or two of, torch's
 // f32 cascade sums). Op order otherwise follows transformers' eager f32 path (§A.2-A.5):
 //   RMSNorm  y = w * (x * (1 / sqrt(f32(mean(x^2)) + eps)))

@@ -42,9 +42,13 @@ QT_AVX2 void decode_int_panel(const uint8_t* src, int64_t kn, float* dst) {
 // stores it back on every k step (measured: 3x slower). Rows >= R are compiled out.
 #define QT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-template <int R>
-QT_AVX2 static void f32_tile_r(const float* A, const float* B, int64_t kn, float* C, bool acc) {
-#define QT_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();
+// A's element (k, r) is at ar + k * step with ar = A + r (packed [k][6], step 6) or
+// A + r * lda (row-major rows, step 1).
+template <int R, bool ROWS>
+QT_AVX2 static void f32_tile_r(const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool acc) {
+  constexpr int64_t step = ROWS ? 1 : kMR;
+#define QT_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps(); \
+  const float* a##r = ROWS ? A + (r < R ? r : 0) * lda : A + r; (void)a##r;
   QT_ROWS(QT_DECL)
 #undef QT_DECL
   if (acc) {
@@ -56,7 +60,7 @@ QT_AVX2 static void f32_tile_r(const float* A, const float* B, int64_t kn, float
     const __m256 b0 = _mm256_loadu_ps(B + 16 * k), b1 = _mm256_loadu_ps(B + 16 * k + 8);
 #define QT_FMA(r)                                              \
   if constexpr (r < R) {                                       \
-    const __m256 a = _mm256_broadcast_ss(A + kMR * k + r);     \
+    const __m256 a = _mm256_broadcast_ss(a##r + step * k);     \
     c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                 \
     c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);                 \
   }
@@ -129,12 +133,24 @@ QT_AVX2 void gemv(int npanels, bool fp8, const float* A, const uint8_t* B, int64
 
 QT_AVX2 void f32_tile(int rows, const float* A, const float* B, int64_t kn, float* C, bool acc) {
   switch (rows) {
-    case 1: f32_tile_r<1>(A, B, kn, C, acc); break;
-    case 2: f32_tile_r<2>(A, B, kn, C, acc); break;
-    case 3: f32_tile_r<3>(A, B, kn, C, acc); break;
-    case 4: f32_tile_r<4>(A, B, kn, C, acc); break;
-    case 5: f32_tile_r<5>(A, B, kn, C, acc); break;
-    default: f32_tile_r<6>(A, B, kn, C, acc); break;
+    case 1: f32_tile_r<1, false>(A, 0, B, kn, C, acc); break;
+    case 2: f32_tile_r<2, false>(A, 0, B, kn, C, acc); break;
+    case 3: f32_tile_r<3, false>(A, 0, B, kn, C, acc); break;
+    case 4: f32_tile_r<4, false>(A, 0, B, kn, C, acc); break;
+    case 5: f32_tile_r<5, false>(A, 0, B, kn, C, acc); break;
+    default: f32_tile_r<6, false>(A, 0, B, kn, C, acc); break;
+  }
+}
+
+QT_AVX2 void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C,
+                           bool acc) {
+  switch (rows) {
+    case 1: f32_tile_r<1, true>(A, lda, B, kn, C, acc); break;
+    case 2: f32_tile_r<2, true>(A, lda, B, kn, C, acc); break;
+    case 3: f32_tile_r<3, true>(A, lda, B, kn, C, acc); break;
+    case 4: f32_tile_r<4, true>(A, lda, B, kn, C, acc); break;
+    case 5: f32_tile_r<5, true>(A, lda, B, kn, C, acc); break;
+    default: f32_tile_r<6, true>(A, lda, B, kn, C, acc); break;
   }
 }
 

@@ -30,6 +30,10 @@ void decode_int_panel(const uint8_t* src, int64_t kn, float* dst);
 // C[r][j] (=|+=) sum_{k < kn} A[k][r] * B[k][j] for r < rows (1..6), j < 16; f32 FMA, k in
 // increasing order (each step one fused multiply-add rounded to f32).
 void f32_tile(int rows, const float* A, const float* B, int64_t kn, float* C, bool accumulate);
+// The same with A row-major: A[r * lda + k] (no packing; the calibration forward's GEMM).
+// Bit-identical to f32_tile on the same values.
+void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C,
+                   bool accumulate);
 // One row (M = 1, the decode case): C[p*16 + j] (=|+=) sum_{k < kn} A[k*6] * w_p[k][j] for
 // npanels (1..4) panels starting at B with `pstride` bytes between panels, codes decoded in
 // registers (FP8 via the F16C trick, else int8). Bit-identical to decode + f32_tile with rows = 1.

@@ -6,35 +6,28 @@
 #include <cstring>
 #include <limits>
 
-#include <Eigen/Core>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "calib/gemm.h"
+#include "calib/vmath.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
-
-#ifndef EIGEN_DONT_PARALLELIZE
-#error "calib must be built with EIGEN_DONT_PARALLELIZE (see calib/CMakeLists.txt and forward.h)"
-#endif
 
 namespace qt::calib {
 namespace {
 
 using Kind = InputError::Kind;
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using CMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
-using MMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Fixed task sizes. Results depend on them (they fix each GEMM's shape and thus Eigen's
-// blocking), never on the thread count.
-constexpr int64_t kQueryBlock = 64;  // queries per attention task
+// Queries per attention task. Results do not depend on it (each score and output is one FMA
+// chain, gemm.h) nor on the thread count.
+constexpr int64_t kQueryBlock = 64;
 // Below these amounts of work a parallel region costs more than it saves (and on a busy machine
 // far more: waking threads that spin at a barrier). Only whether to fork depends on them, never
 // the partition, so results are unaffected.
@@ -100,79 +93,142 @@ void rope(float* x, int64_t T, int64_t heads, int64_t D, const std::vector<float
   }
 }
 
-// Causal GQA attention. q[T, nH*D], k/v[T, nKV*D] (head-major columns); out[T, nH*D].
-// window W > 0: key j visible from query i iff i - W < j <= i.
-// Task = (head, block of kQueryBlock queries): S = Q K^T over the keys any query of the block can
-// see, then masked softmax per row, then O = P V.
-void attention(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t nH,
-               int64_t nKV, int64_t D, int64_t W, float scale, int threads) {
-  const int64_t qd = nH * D, kvd = nKV * D, rep = nH / nKV;
+int64_t round_up16(int64_t n) { return (n + kTileCols - 1) / kTileCols * kTileCols; }
+
+// K and V of one sample packed as gemm_tile B operands, per kv head g (attention below):
+//   kp[g]: panels of 16 keys, each [D][16] (keys past T are 0)          -> S = Q K^T
+//   vp[g]: panels of 16 head dims, each [Tp][16] (dims past D are 0)    -> O = P V
+// Tp = T rounded up to 16, Dp = D rounded up to 16. O(T * kvd) work, once per layer and sample.
+struct PackedKV {
+  int64_t Tp = 0, Dp = 0;
+  std::vector<float> kp, vp;  // nKV * Tp * D and nKV * Dp * Tp floats
+  const float* k_panel(int64_t g, int64_t key_panel, int64_t D) const {
+    return kp.data() + (g * Tp + key_panel * kTileCols) * D;
+  }
+  const float* v_panel(int64_t g, int64_t dim_panel, int64_t key0) const {
+    return vp.data() + (g * Dp + dim_panel * kTileCols) * Tp + key0 * kTileCols;
+  }
+};
+
+void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, PackedKV& p, int threads) {
+  const int64_t kvd = nKV * D;
+  p.Tp = round_up16(T), p.Dp = round_up16(D);
+  p.kp.resize(static_cast<size_t>(nKV * p.Tp * D));
+  p.vp.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
+  const int64_t kpanels = p.Tp / kTileCols, vpanels = p.Dp / kTileCols;
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * kvd >= kMinParallelElems)
+  for (int64_t g = 0; g < nKV; ++g) {
+    for (int64_t pk = 0; pk < kpanels; ++pk) {
+      float* dst = p.kp.data() + (g * p.Tp + pk * kTileCols) * D;
+      for (int64_t c = 0; c < kTileCols; ++c) {
+        const int64_t key = pk * kTileCols + c;
+        const float* src = k + key * kvd + g * D;
+        for (int64_t d = 0; d < D; ++d) dst[d * kTileCols + c] = key < T ? src[d] : 0.0f;
+      }
+    }
+    for (int64_t pd = 0; pd < vpanels; ++pd) {
+      float* dst = p.vp.data() + (g * p.Dp + pd * kTileCols) * p.Tp;
+      const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
+      for (int64_t key = 0; key < p.Tp; ++key) {
+        float* row = dst + key * kTileCols;
+        for (int64_t c = 0; c < kTileCols; ++c) row[c] = (key < T && c < nd) ? v[key * kvd + g * D + d0 + c] : 0.0f;
+      }
+    }
+  }
+}
+
+// Causal GQA attention. q[T, nH*D], k/v[T, nKV*D] (head-major columns), kv = pack_kv(k, v);
+// out[T, nH*D]. Window W > 0: key j visible from query i iff i - W < j <= i.
+// Task = (head, block of kQueryBlock queries), largest blocks first (causal: later queries see
+// more keys) so the dynamic schedule ends balanced. Per task:
+//   S = Q K^T over the 16-key panels any query of the block can see (6-row x 16-key tiles past
+//     a tile's last query are skipped; one FMA chain over D per score, gemm.h);
+//   per row: s *= D^-0.5 (after the product, as transformers' eager path), m = max over the
+//     visible keys, p = exp_f32(s - m), sum in double, rounded to f32, p /= sum; masked keys
+//     are exactly 0;
+//   O = P V over the keys up to the tile's last query (masked p = 0 add nothing).
+void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_t nH, int64_t nKV,
+               int64_t D, int64_t W, float scale, int threads) {
+  const int64_t qd = nH * D, rep = nH / nKV;
   const int64_t nqb = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = nH * nqb;
+  const int64_t lds_max = kv.Tp + kTileCols;
   (void)threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) \
-    if (tasks > 1 && T * T * qd >= kMinParallelFlops)
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t h = task / nqb, g = h / rep;
-    const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(T, i0 + kQueryBlock);
-    const int64_t bq = i1 - i0;
-    const int64_t j_lo = W > 0 ? std::max<int64_t>(0, i0 - W + 1) : 0;
-    const int64_t nk = i1 - j_lo;
-    CMap Q(q + i0 * qd + h * D, bq, D, Eigen::OuterStride<>(qd));
-    CMap K(k + j_lo * kvd + g * D, nk, D, Eigen::OuterStride<>(kvd));
-    CMap V(v + j_lo * kvd + g * D, nk, D, Eigen::OuterStride<>(kvd));
-    RowMat S(bq, nk);
-    S.noalias() = Q * K.transpose();
-    for (int64_t r = 0; r < bq; ++r) {
-      const int64_t i = i0 + r;
-      const int64_t lo = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - j_lo;
-      const int64_t hi = i - j_lo;  // inclusive
-      float* s = S.data() + r * nk;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = lo; j <= hi; ++j) {
-        s[j] *= scale;  // (q.k) * D^-0.5, scaling after the product as transformers' eager path
-        m = std::max(m, s[j]);
+#pragma omp parallel num_threads(threads) if (tasks > 1 && T * T * qd >= kMinParallelFlops)
+  {
+    std::vector<float> S(static_cast<size_t>(kQueryBlock * lds_max));
+    float tile[kTileRows * kTileCols];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t qb = nqb - 1 - task / nH, h = task % nH, g = h / rep;
+      const int64_t i0 = qb * kQueryBlock, i1 = std::min(T, i0 + kQueryBlock), bq = i1 - i0;
+      const int64_t j_lo = W > 0 ? std::max<int64_t>(0, i0 - W + 1) : 0;
+      const int64_t kb = j_lo / kTileCols * kTileCols;  // first key of the first panel
+      const int64_t ncols = i1 - kb, lds = round_up16(ncols);
+      // S = Q K^T
+      for (int64_t r0 = 0; r0 < bq; r0 += kTileRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kTileRows, bq - r0));
+        const int64_t last_key = i0 + r0 + rows - 1;
+        for (int64_t pk = kb / kTileCols; pk <= last_key / kTileCols; ++pk) {
+          gemm_tile(rows, q + (i0 + r0) * qd + h * D, qd, kv.k_panel(g, pk, D), D, tile, false);
+          for (int r = 0; r < rows; ++r)
+            std::memcpy(S.data() + (r0 + r) * lds + (pk * kTileCols - kb), tile + r * kTileCols,
+                        sizeof(float) * kTileCols);
+        }
       }
-      double sum = 0.0;
-      for (int64_t j = lo; j <= hi; ++j) {
-        s[j] = std::exp(s[j] - m);
-        sum += s[j];
+      // masked softmax per row
+      for (int64_t r = 0; r < bq; ++r) {
+        const int64_t i = i0 + r;
+        const int64_t lo = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
+        const int64_t hi = i - kb;  // inclusive
+        float* s = S.data() + r * lds;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t j = lo; j <= hi; ++j) {
+          s[j] *= scale;
+          m = std::max(m, s[j]);
+        }
+        for (int64_t j = lo; j <= hi; ++j) s[j] -= m;
+        exp_f32(s + lo, s + lo, hi - lo + 1);
+        double sum = 0.0;
+        for (int64_t j = lo; j <= hi; ++j) sum += s[j];
+        const float fsum = static_cast<float>(sum);
+        for (int64_t j = lo; j <= hi; ++j) s[j] /= fsum;
+        std::fill(s, s + lo, 0.0f);
+        std::fill(s + hi + 1, s + ncols, 0.0f);
       }
-      const float fsum = static_cast<float>(sum);
-      for (int64_t j = 0; j < lo; ++j) s[j] = 0.0f;
-      for (int64_t j = lo; j <= hi; ++j) s[j] /= fsum;
-      for (int64_t j = hi + 1; j < nk; ++j) s[j] = 0.0f;
+      // O = P V
+      for (int64_t r0 = 0; r0 < bq; r0 += kTileRows) {
+        const int rows = static_cast<int>(std::min<int64_t>(kTileRows, bq - r0));
+        const int64_t kn = i0 + r0 + rows - kb;  // keys up to the tile's last query
+        for (int64_t pd = 0; pd < kv.Dp / kTileCols; ++pd) {
+          gemm_tile(rows, S.data() + r0 * lds, lds, kv.v_panel(g, pd, kb), kn, tile, false);
+          const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
+          for (int r = 0; r < rows; ++r)
+            std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * nd);
+        }
+      }
     }
-    MMap O(out + i0 * qd + h * D, bq, D, Eigen::OuterStride<>(qd));
-    O.noalias() = S * V;
   }
 }
 
-// m = silu(g) * u in place into g; silu(z) = z / (1 + exp(-z)) in f32.
+// m = silu(g) * u (vmath.h silu_mul_f32), in place into g.
 void silu_mul(float* g, const float* u, int64_t n, int threads) {
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
   (void)threads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (n >= kMinParallelElems)
-  for (int64_t i = 0; i < n; ++i) {
-    const float z = g[i];
-    const float a = z / (1.0f + std::exp(-z));
-    g[i] = a * u[i];
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * kChunk;
+    silu_mul_f32(g + b, u + b, g + b, std::min(kChunk, n - b));
   }
 }
 
-// m[t][i] = silu(gu[t][i]) * gu[t][I + i] for the fused gate/up output gu[T, 2I]; same f32
-// formula as silu_mul.
+// m[t][i] = silu(gu[t][i]) * gu[t][I + i] for the fused gate/up output gu[T, 2I].
 void silu_mul_rows(const float* gu, int64_t T, int64_t I, float* m, int threads) {
   (void)threads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (T * I >= kMinParallelElems)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* g = gu + t * 2 * I;
-    const float* u = g + I;
-    float* mt = m + t * I;
-    for (int64_t i = 0; i < I; ++i) {
-      const float z = g[i];
-      mt[i] = (z / (1.0f + std::exp(-z))) * u[i];
-    }
-  }
+  for (int64_t t = 0; t < T; ++t) silu_mul_f32(gu + t * 2 * I, gu + t * 2 * I + I, m + t * I, I);
 }
 
 // ---- weights -------------------------------------------------------------------------------
@@ -493,6 +549,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   // 2. decoder layers
   std::vector<float> xn, q, k, v, attn, g, u, fused_out;
   const bool fused = !opts.transform;
+  PackedKV kvp;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerWeights w = load_layer(ld, c, l, fused, threads);
@@ -533,8 +590,8 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       rope(q.data(), T, c.num_heads, D, cos_t, sin_t, threads);
       rope(k.data(), T, c.num_kv_heads, D, cos_t, sin_t, threads);
       if (opts.observer) opts.observer->on_kv(attn_name, k.data(), v.data(), T, kvd);
-      attention(q.data(), k.data(), v.data(), attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale,
-                threads);
+      pack_kv(k.data(), v.data(), T, c.num_kv_heads, D, kvp, threads);
+      attention(q.data(), kvp, attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale, threads);
       lin.observe(no, attn.data(), T, qd);
       lin.run(no, attn.data(), T, w.o, w.ob, {{h, H, H}}, /*add_to_output=*/true);  // h += o_proj(attn)
 

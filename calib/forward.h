@@ -14,11 +14,12 @@
 // sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files;
 // while a layer's Linears are packed, its row-major and packed copies coexist briefly.
 //
-// Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Linears are
-// calib/gemm.h's packed GEMM (one f32 FMA chain per output, k ascending); attention's two small
-// products per head are Eigen's f32 kernels. RMSNorm's mean of squares and softmax's denominator are
-// summed in double then rounded to f32 (more accurate than, and within an ulp or two of, torch's
-// f32 cascade sums). Op order otherwise follows transformers' eager f32 path (§A.2-A.5):
+// Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Every matrix
+// product (the Linears, attention's Q K^T and P V) is calib/gemm.h's: one f32 FMA chain per
+// output, k ascending. exp is vmath.h's exp_f32 (within 2 ulp). RMSNorm's mean of squares and
+// softmax's denominator are summed in double then rounded to f32 (more accurate than, and within
+// an ulp or two of, torch's f32 cascade sums). Op order otherwise follows transformers' eager f32
+// path (§A.2-A.5):
 //   RMSNorm  y = w * (x * (1 / sqrt(f32(mean(x^2)) + eps)))
 //   linear   y = x W^T (+ b)
 //   RoPE     rotate_half pairs (d, d + D/2); cos/sin from f32(p) * inv_freq, times the attention
@@ -27,12 +28,11 @@
 //            subtraction, masked keys contribute exactly 0
 //   MLP      down(silu(gate) * up), silu(z) = z / (1 + exp(-z))
 //
-// Determinism: results are bit-identical for any thread count (on one machine and binary).
-// Every parallel loop splits its work into fixed-size tasks that do not depend on the thread
-// count, each output element is produced by exactly one task in a fixed operation order, and
-// Eigen's own GEMM threading is compiled out (EIGEN_DONT_PARALLELIZE, set on the calib target).
-// They can change with the CPU (Eigen picks blocking sizes from cache sizes and SIMD width from
-// the compile flags).
+// Determinism: results are bit-identical for any thread count, and on any x86-64 CPU (AVX2 or
+// not: the vector kernels and their scalar twins round identically, and forward.cpp itself is
+// compiled for baseline x86-64). Every parallel loop splits its work into fixed-size tasks that
+// do not depend on the thread count, and each output element is produced by exactly one task in
+// a fixed operation order.
 //
 // Threading contract of the hooks: Observer, ActivationTransform and on_logits are always
 // called from the thread that called run_forward, never concurrently, so they need no locks.

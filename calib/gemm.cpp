@@ -2,8 +2,9 @@
 // micro-kernel that cpu_fast already has (libquant/kernels/cpu_fast_avx2.h): W is packed once
 // per layer (gemm.h layout); each task runs every (K block, 16-column panel, 6-row tile) of its
 // block through the micro-kernel, which reads x's rows in place (6 streams), so one panel's K
-// block (16 KB) is reused from L1 by all tiles of the task while the task's x block stays in L2. Why not Eigen: its per-call packing of both operands cost ~10 % of the forward pass, and
-// the weight is the same for every calibration sample.
+// block is reused by all tiles of the task while the task's x block stays in L2. Why not Eigen:
+// its per-call packing of both operands cost ~10 % of the forward pass, while the weight is the
+// same for every calibration sample (bench/RESULTS.md).
 #include "calib/gemm.h"
 
 #include <algorithm>
@@ -65,6 +66,12 @@ bool use_avx2() {
 }  // namespace
 
 bool linear_uses_avx2() { return use_avx2(); }
+void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool accumulate) {
+  QT_ASSERT(rows >= 1 && rows <= kMR);
+  if (use_avx2()) avx2::f32_tile_rows(rows, A, lda, B, kn, C, accumulate);
+  else f32_tile_scalar(rows, A, lda, B, kn, C, accumulate);
+}
+
 void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads) {
@@ -141,7 +148,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             const float* a = x + (t0 + i * kMR) * K + k0;
             float* c = acc.get() + (q * tiles + i) * tile_floats;
             if (avx) avx2::f32_tile_rows(rows, a, K, panel, kn, c, k0 > 0);
-            else f32_tile_scalar(rows, a, K, panel, kn, c, k0 > 0);
+            else f32_tile_scalar(rows, a, K, panel, kn, c, k0 > 0);  // same bits
           }
         }
       }

@@ -56,6 +56,14 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
 void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float* bias, float* y,
                    int64_t ldy, int threads = 0);
 
+// The micro-kernel linear_packed is built on, for other packed products (the attention's
+// Q K^T and P V): C[r][j] (=|+=) sum_{k < kn} A[r * lda + k] * B[k * 16 + j] for r < rows
+// (1..kTileRows), j < kTileCols; C is [rows][16], contiguous. The same FMA chain as above, k
+// ascending from C's value (accumulate) or from 0; AVX2 or the scalar twin, as linear_packed.
+inline constexpr int kTileRows = 6;
+inline constexpr int kTileCols = 16;
+void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool accumulate);
+
 // The scalar reference of linear_packed on the unpacked W[N, K] (tests): the same FMA chain.
 void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,
                 float* y, int64_t ldy);

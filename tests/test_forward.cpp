@@ -458,8 +458,9 @@ std::vector<double> reference_logits(const ModelConfig& c, const WeightProvider&
   return logits;
 }
 
-// Sizes picked to leave remainders in every tile: 300 vocab rows and 136 intermediate rows over
-// 128-wide column blocks, sequence lengths around the 64-query and 256-token blocks, a window
+// Sizes picked to leave remainders in every tile (gemm.h: 6-row tiles, 16-column panels, 96-row x
+// 128-column tasks): 300 vocab rows and 136 intermediate rows, head_dim 10, sequence lengths
+// around the 64-query attention block and past a 96-row task, a window
 // of 70 that straddles query blocks, GQA 6:2, Qwen3 q/k norms and biases.
 ModelConfig remainder_config() {
   return ModelConfig::from_json(json{{"architectures", {"Qwen3ForCausalLM"}},

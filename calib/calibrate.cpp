@@ -25,23 +25,15 @@ class EmaObserver : public Observer {
  public:
   explicit EmaObserver(float c) : c_(c) {}
   void on_linear_input(const std::string& module, const float* x, int64_t tokens, int64_t in) override {
-    fold(stats_.input_absmax, module, absmax(x, tokens * in));
+    fold(stats_.input_absmax, module, absmax_f32(x, tokens * in));
   }
   void on_kv(const std::string& attn, const float* k, const float* v, int64_t tokens, int64_t kv_dim) override {
-    fold(stats_.k_absmax, attn, absmax(k, tokens * kv_dim));
-    fold(stats_.v_absmax, attn, absmax(v, tokens * kv_dim));
+    fold(stats_.k_absmax, attn, absmax_f32(k, tokens * kv_dim));
+    fold(stats_.v_absmax, attn, absmax_f32(v, tokens * kv_dim));
   }
   ActivationStats stats_;
 
  private:
-  static float absmax(const float* x, int64_t n) {
-    float m = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const float a = std::fabs(x[i]);
-      m = (a > m || std::isnan(a)) ? a : m;
-    }
-    return m;
-  }
   void fold(std::map<std::string, float>& m, const std::string& k, float cur) {
     auto it = m.find(k);
     if (it == m.end()) m[k] = cur;

@@ -349,6 +349,9 @@ struct LinearRunner {
   void observe(const std::string& module, const float* x, int64_t T, int64_t in) {
     if (opts.observer) opts.observer->on_linear_input(module, x, T, in);
   }
+  void observe(const std::vector<std::string>& modules, const float* x, int64_t T, int64_t in) {
+    if (opts.observer) opts.observer->on_shared_linear_input(modules, x, T, in);
+  }
   // x W^T + b into `outs` (gemm.h; added to them when add_to_output), x transformed first if a
   // transform is set.
   void run(const std::string& module, const float* x, int64_t T, const PackedLinear& W,
@@ -453,10 +456,14 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
 // ---- observer ------------------------------------------------------------------------------
 
 namespace {
-// max |x| over n values; NaN propagates (a NaN activation must not be silently ignored).
-// Parallel (the observer runs on the caller's thread while the other threads would idle); a
-// maximum is exact and order-independent, so the result does not depend on the thread count.
-float absmax(const float* x, int64_t n) {
+void update_max(std::map<std::string, float>& m, const std::string& key, float v) {
+  auto [it, inserted] = m.emplace(key, v);
+  if (!inserted && (v > it->second || v != v)) it->second = v;
+}
+}  // namespace
+
+// Parallel (the observer runs on the caller's thread while the other threads would idle).
+float absmax_f32(const float* x, int64_t n) {
   float m = 0.0f;
   bool nan = false;
 #pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan) if (n >= (int64_t{1} << 16))
@@ -467,21 +474,22 @@ float absmax(const float* x, int64_t n) {
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
-void update_max(std::map<std::string, float>& m, const std::string& key, float v) {
-  auto [it, inserted] = m.emplace(key, v);
-  if (!inserted && (v > it->second || v != v)) it->second = v;
+
+void AbsMaxObserver::on_shared_linear_input(const std::vector<std::string>& modules, const float* x,
+                                            int64_t tokens, int64_t in_features) {
+  const float m = absmax_f32(x, tokens * in_features);
+  for (const auto& module : modules) update_max(stats_.input_absmax, module, m);
 }
-}  // namespace
 
 void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
                                      int64_t in_features) {
-  update_max(stats_.input_absmax, module, absmax(x, tokens * in_features));
+  update_max(stats_.input_absmax, module, absmax_f32(x, tokens * in_features));
 }
 
 void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const float* v,
                            int64_t tokens, int64_t kv_dim) {
-  update_max(stats_.k_absmax, attn_module, absmax(k, tokens * kv_dim));
-  update_max(stats_.v_absmax, attn_module, absmax(v, tokens * kv_dim));
+  update_max(stats_.k_absmax, attn_module, absmax_f32(k, tokens * kv_dim));
+  update_max(stats_.v_absmax, attn_module, absmax_f32(v, tokens * kv_dim));
 }
 
 // ---- the forward pass ----------------------------------------------------------------------
@@ -559,6 +567,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
     const std::string nq = p + "self_attn.q_proj", nk = p + "self_attn.k_proj", nv = p + "self_attn.v_proj",
                       no = p + "self_attn.o_proj", ng = p + "mlp.gate_proj", nu = p + "mlp.up_proj",
                       nd = p + "mlp.down_proj";
+    const std::vector<std::string> qkv_names{nq, nk, nv}, gu_names{ng, nu};
     const int64_t W = c.sliding_window[static_cast<size_t>(l)];
     for (size_t s = 0; s < samples.size(); ++s) {
       float* h = hidden[s].data();
@@ -573,9 +582,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
 
       // attention block
       rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
-      lin.observe(nq, xn.data(), T, H);
-      lin.observe(nk, xn.data(), T, H);
-      lin.observe(nv, xn.data(), T, H);
+      lin.observe(qkv_names, xn.data(), T, H);
       if (fused) {
         lin.run(nq, xn.data(), T, w.qkv, w.qkv_b, {{q.data(), qd, qd}, {k.data(), kvd, kvd}, {v.data(), kvd, kvd}});
       } else {
@@ -597,8 +604,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
 
       // MLP block
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
-      lin.observe(ng, xn.data(), T, H);
-      lin.observe(nu, xn.data(), T, H);
+      lin.observe(gu_names, xn.data(), T, H);
       if (fused) {
         fused_out.resize(static_cast<size_t>(T * 2 * I));
         lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{fused_out.data(), 2 * I, 2 * I}});

@@ -86,6 +86,13 @@ class Observer {
     (void)module, (void)x, (void)tokens, (void)in_features;
   }
 
+  // The one input of several Linears (q/k/v, gate/up): by default on_linear_input for each
+  // module in turn. Override to process a shared input once (AbsMaxObserver does).
+  virtual void on_shared_linear_input(const std::vector<std::string>& modules, const float* x,
+                                      int64_t tokens, int64_t in_features) {
+    for (const auto& m : modules) on_linear_input(m, x, tokens, in_features);
+  }
+
   // Keys after k_proj (+bias), Qwen3 k_norm and RoPE, and values (v_proj output), both row-major
   // [tokens, nKV*D] with head-major columns, for attention module "model.layers.3.self_attn".
   // Called once per (layer, sample).
@@ -102,6 +109,8 @@ class AbsMaxObserver : public Observer {
  public:
   void on_linear_input(const std::string& module, const float* x, int64_t tokens,
                        int64_t in_features) override;
+  void on_shared_linear_input(const std::vector<std::string>& modules, const float* x, int64_t tokens,
+                              int64_t in_features) override;
   void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
              int64_t tokens, int64_t kv_dim) override;
   const ActivationStats& stats() const { return stats_; }
@@ -110,6 +119,11 @@ class AbsMaxObserver : public Observer {
  private:
   ActivationStats stats_;
 };
+
+// max |x| over n f32 values; NaN if any value is NaN (a NaN activation must never be silently
+// ignored). Parallel with OpenMP when n is large; a maximum is exact and order-independent, so
+// the result does not depend on the thread count.
+float absmax_f32(const float* x, int64_t n);
 
 // Rewrites the input of Linear `module` in place just before its matmul (for verify's fake
 // activation quantization). x is a private copy per module, so q/k/v (gate/up) may be

@@ -565,6 +565,25 @@ TEST(AbsMaxObserver, KeepsTheLargestMagnitudeAcrossCallsAndPropagatesNaN) {
   EXPECT_TRUE(std::isnan(o.stats().v_absmax.at("attn")));  // a NaN is never replaced
 }
 
+TEST(AbsMaxObserver, SharedInputRecordsTheSameMaximumForEveryModule) {
+  AbsMaxObserver o;
+  const float x[] = {0.5f, -6.0f, 2.0f, 1.0f};
+  o.on_linear_input("q", x, 1, 1);  // q saw 0.5 before
+  o.on_shared_linear_input({"q", "k", "v"}, x, 2, 2);
+  EXPECT_EQ(o.stats().input_absmax.at("q"), 6.0f);
+  EXPECT_EQ(o.stats().input_absmax.at("k"), 6.0f);
+  EXPECT_EQ(o.stats().input_absmax.at("v"), 6.0f);
+}
+
+TEST(AbsMaxF32, FindsTheMaximumMagnitudeInLongArraysAndPropagatesNaN) {
+  std::vector<float> x(300001, 0.25f);  // long enough to run in parallel
+  x[123457] = -9.5f;
+  EXPECT_EQ(qt::calib::absmax_f32(x.data(), static_cast<int64_t>(x.size())), 9.5f);
+  x[299999] = NAN;
+  EXPECT_TRUE(std::isnan(qt::calib::absmax_f32(x.data(), static_cast<int64_t>(x.size()))));
+  EXPECT_EQ(qt::calib::absmax_f32(x.data(), 0), 0.0f);
+}
+
 // ---- ModelConfig ----------------------------------------------------------------------------
 
 json llama_json() {

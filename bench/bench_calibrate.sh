@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Calibration benchmark (not part of the tests). In one run, on a ~135M-parameter Llama-shaped
 # BF16 model (hidden 768, intermediate 2048, 12 layers, 12/4 heads, vocab 32000):
+#   0. the packed GEMM alone per layer shape, and the measured f32 FMA peak of the machine;
 #   1. qtool's forward pass over SAMPLES x SEQ random token ids with the absmax observer
 #      (bench_forward), tokens/s and GFLOP/s;
 #   2. PyTorch CPU (transformers, f32, forward pre-hooks recording Linear input absmax) on the
@@ -12,10 +13,12 @@ cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/qtool-bench-calib}; N=${2:-128}; L=${3:-512}
 mkdir -p "$WORK"
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DQTOOL_TESTS=OFF -DQTOOL_BENCHMARKS=ON >/dev/null
-cmake --build build-release --target qtool bench_forward >/dev/null
+cmake --build build-release --target qtool bench_forward bench_gemm_f32 >/dev/null
 Q=$PWD/build-release/tools/qtool
 M=$WORK/model-135m
 [ -f "$M/config.json" ] || $Q tiny-model "$M" --hidden 768 --intermediate 2048 --layers 12 --heads 12 --kv-heads 4 --vocab 32000
+# The GEMM alone per layer shape, and the machine's measured f32 FMA peak (last line).
+build-release/bench/bench_gemm_f32 "$L" "$(nproc)" 20 | tee "$WORK/qtool_gemm.json"
 B=$PWD/build-release/bench/bench_forward; (cd "$WORK" && "$B" "$M" "$N" "$L" "$(nproc)") | tee "$WORK/qtool_forward.json"
 python3 bench/bench_forward_torch.py "$M" "$N" "$L" "$(nproc)" "$WORK/bench_forward_ids.bin" | tee "$WORK/torch_forward.json"
 # End to end: calibration text large enough for N x L tokens (generated, deterministic).

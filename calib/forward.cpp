@@ -615,7 +615,11 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
         silu_mul(g.data(), u.data(), T * I, threads);
       }
       lin.observe(nd, g.data(), T, I);
-      lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
+      // The last layer's output feeds only the final norm and lm_head: without logits nobody
+      // reads it, so its down_proj (a third of the layer's MLP) is skipped -- its input has been
+      // observed above, which is all calibration needs.
+      if (opts.on_logits || l + 1 < c.num_layers)
+        lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
     }
     st.layer_seconds += since(t0);
     if (opts.on_layer_done) opts.on_layer_done(l, c.num_layers);

@@ -202,6 +202,24 @@ TEST(ForwardHooks, WithoutLogitsCallbackTheHeadIsSkipped) {
   EXPECT_EQ(obs.linear.size(), 14u);
 }
 
+// Without logits the last layer's down_proj is skipped (nothing reads its output); every
+// statistic calibration records must be exactly what a full run records.
+TEST(ForwardHooks, StatisticsAreIdenticalWithAndWithoutTheLastDownProjection) {
+  Golden g("llama");
+  AbsMaxObserver with_logits, without;
+  ForwardOptions o;
+  o.observer = &without;
+  qt::calib::run_forward(g.cfg, g.weights, {{1, 2, 3, 4, 5}}, o);
+  o.observer = &with_logits;
+  o.on_logits = [](size_t, int64_t, const float*, int64_t, int64_t) {};
+  qt::calib::run_forward(g.cfg, g.weights, {{1, 2, 3, 4, 5}}, o);
+  auto strip_head = with_logits.stats().input_absmax;
+  strip_head.erase("lm_head");
+  EXPECT_EQ(without.stats().input_absmax, strip_head);
+  EXPECT_EQ(without.stats().k_absmax, with_logits.stats().k_absmax);
+  EXPECT_EQ(without.stats().v_absmax, with_logits.stats().v_absmax);
+}
+
 TEST(ForwardHooks, IdentityTransformLeavesResultsBitIdentical) {
   Golden g("llama");
   const std::vector<std::vector<int32_t>> toks{{1, 17, 42, 99, 5}};

@@ -224,13 +224,6 @@ void silu_mul(float* g, const float* u, int64_t n, int threads) {
   }
 }
 
-// m[t][i] = silu(gu[t][i]) * gu[t][I + i] for the fused gate/up output gu[T, 2I].
-void silu_mul_rows(const float* gu, int64_t T, int64_t I, float* m, int threads) {
-  (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (T * I >= kMinParallelElems)
-  for (int64_t t = 0; t < T; ++t) silu_mul_f32(gu + t * 2 * I, gu + t * 2 * I + I, m + t * I, I);
-}
-
 // ---- weights -------------------------------------------------------------------------------
 
 struct Loader {
@@ -255,9 +248,9 @@ struct Loader {
 };
 
 // One layer's weights, the Linears packed for linear_packed (gemm.h). Fused (no
-// ActivationTransform): q/k/v are one GEMM with output columns [q | k | v] and gate/up one with
-// [gate | up], biases concatenated the same way -- the input is read and packed once instead of
-// three (two) times. Unfused (the transform may rewrite q/k/v's inputs differently): one
+// ActivationTransform): q/k/v are one GEMM with output columns [q | k | v], and gate/up one GLU
+// pair (pack_glu) whose GEMM writes silu(gate) * up directly, biases concatenated the same way --
+// the input is read once instead of three (two) times and gate/up never reach memory. Unfused (the transform may rewrite q/k/v's inputs differently): one
 // PackedLinear per projection. Each output element is the same FMA chain either way (gemm.h),
 // so fusing does not change a single bit.
 struct LayerWeights {
@@ -319,7 +312,7 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     const auto g = ld.load(p + "mlp.gate_proj.weight", {I, H});
     const auto u = ld.load(p + "mlp.up_proj.weight", {I, H});
     if (fused) {
-      w.gu = pack_linear({{g.data(), I}, {u.data(), I}}, H, threads);
+      w.gu = pack_glu(g.data(), u.data(), I, H, threads);
     } else {
       w.gate = pack_linear({{g.data(), I}}, H, threads);
       w.up = pack_linear({{u.data(), I}}, H, threads);
@@ -555,7 +548,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   }
 
   // 2. decoder layers
-  std::vector<float> xn, q, k, v, attn, g, u, fused_out;
+  std::vector<float> xn, q, k, v, attn, g, u;
   const bool fused = !opts.transform;
   PackedKV kvp;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
@@ -606,9 +599,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
       lin.observe(gu_names, xn.data(), T, H);
       if (fused) {
-        fused_out.resize(static_cast<size_t>(T * 2 * I));
-        lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{fused_out.data(), 2 * I, 2 * I}});
-        silu_mul_rows(fused_out.data(), T, I, g.data(), threads);
+        lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{g.data(), I, I}});  // g = silu(gate) * up
       } else {
         lin.run(ng, xn.data(), T, w.gate, w.gb, {{g.data(), I, I}});
         lin.run(nu, xn.data(), T, w.up, w.ub, {{u.data(), I, I}});
@@ -626,7 +617,6 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   }
   std::vector<float>().swap(q), std::vector<float>().swap(k), std::vector<float>().swap(v);
   std::vector<float>().swap(attn), std::vector<float>().swap(g), std::vector<float>().swap(u);
-  std::vector<float>().swap(fused_out);
 
   // 3. final norm + lm_head, streamed per token chunk
   if (opts.on_logits) {

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "calib/vmath.h"
 #include "libquant/error.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
 
@@ -74,29 +75,50 @@ void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn
 
 void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
+// Panels from row pointers: slot (panel pi, column j) holds row[pi * 16 + j] (nullptr: zeros).
+std::vector<float> pack_rows(const std::vector<const float*>& row, int64_t in, int threads) {
+  const int64_t npanels = static_cast<int64_t>(row.size()) / kNR;
+  std::vector<float> panels(static_cast<size_t>(npanels * in * kNR), 0.0f);
+  const int nth = thread_count(threads);
+  (void)nth;
+#pragma omp parallel for schedule(static) num_threads(nth) if (npanels * kNR * in >= (int64_t{1} << 18))
+  for (int64_t pi = 0; pi < npanels; ++pi) {
+    float* dst = panels.data() + pi * in * kNR;
+    for (int64_t j = 0; j < kNR; ++j) {
+      const float* src = row[static_cast<size_t>(pi * kNR + j)];
+      if (src)
+        for (int64_t k = 0; k < in; ++k) dst[k * kNR + j] = src[k];
+    }
+  }
+  return panels;
+}
+
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads) {
   PackedLinear p;
   p.in = in;
   for (const auto& part : parts) p.out += part.rows;
   QT_ASSERT(in > 0 && p.out > 0);
-  const int64_t npanels = (p.out + kNR - 1) / kNR;
-  p.panels.assign(static_cast<size_t>(npanels * in * kNR), 0.0f);
-  // Row n of the concatenation -> (part, row within part).
-  std::vector<const float*> row(static_cast<size_t>(p.out));
+  // Row n of the concatenation -> (part, row within part); slots past N stay null (zeros).
+  std::vector<const float*> row(static_cast<size_t>((p.out + kNR - 1) / kNR * kNR), nullptr);
   int64_t n = 0;
   for (const auto& part : parts)
     for (int64_t r = 0; r < part.rows; ++r) row[static_cast<size_t>(n++)] = part.w + r * in;
-  const int nth = thread_count(threads);
-  (void)nth;
-#pragma omp parallel for schedule(static) num_threads(nth) if (p.out * in >= (int64_t{1} << 18))
-  for (int64_t pi = 0; pi < npanels; ++pi) {
-    float* dst = p.panels.data() + pi * in * kNR;
-    const int64_t nn = std::min(kNR, p.out - pi * kNR);
-    for (int64_t j = 0; j < nn; ++j) {
-      const float* src = row[static_cast<size_t>(pi * kNR + j)];
-      for (int64_t k = 0; k < in; ++k) dst[k * kNR + j] = src[k];
-    }
+  p.panels = pack_rows(row, in, threads);
+  return p;
+}
+
+PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads) {
+  PackedLinear p;
+  p.in = in, p.out = I, p.glu = true;
+  QT_ASSERT(in > 0 && I > 0);
+  const int64_t pairs = (I + kNR - 1) / kNR;
+  std::vector<const float*> row(static_cast<size_t>(2 * pairs * kNR), nullptr);
+  for (int64_t i = 0; i < I; ++i) {
+    const int64_t pair = i / kNR, j = i % kNR;
+    row[static_cast<size_t>((2 * pair) * kNR + j)] = gate + i * in;
+    row[static_cast<size_t>((2 * pair + 1) * kNR + j)] = up + i * in;
   }
+  p.panels = pack_rows(row, in, threads);
   return p;
 }
 
@@ -107,6 +129,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
     int64_t cols = 0;
     for (const auto& o : outs) QT_ASSERT(o.cols > 0 && o.ldy >= o.cols), cols += o.cols;
     QT_ASSERT(cols == N);
+    QT_ASSERT(!W.glu || (outs.size() == 1 && !add_to_output));
   }
   if (T <= 0) return;
   // Output column n -> (segment, column within it), looked up per 16-column panel.
@@ -119,7 +142,8 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       for (int64_t j = 0; j < outs[s].cols; ++j) seg_of[static_cast<size_t>(n++)] = static_cast<int32_t>(s);
     }
   }
-  const int64_t npanels = (N + kNR - 1) / kNR;
+  const int64_t npanels = static_cast<int64_t>(W.panels.size()) / (K * kNR);
+  static_assert(kTaskPanels % 2 == 0, "GLU pairs must not straddle tasks");
   const int64_t row_tasks = (T + kTaskRows - 1) / kTaskRows;
   const int64_t col_tasks = (npanels + kTaskPanels - 1) / kTaskPanels;
   const int64_t tasks = row_tasks * col_tasks;
@@ -151,6 +175,28 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             else f32_tile_scalar(rows, a, K, panel, kn, c, k0 > 0);  // same bits
           }
         }
+      }
+      if (W.glu) {
+        // m = silu(gate + bg) * (up + bu), 16 columns per (gate, up) panel pair, through the
+        // same silu_mul_f32 as the unfused path (same bits).
+        const OutputColumns& o = outs[0];
+        float g[kNR], u[kNR];
+        for (int64_t q = 0; q < np; q += 2) {
+          const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
+          for (int64_t i = 0; i < tiles; ++i) {
+            const int64_t rows = std::min(kMR, mt - i * kMR);
+            const float* cg = acc.get() + (q * tiles + i) * tile_floats;
+            const float* cu = acc.get() + ((q + 1) * tiles + i) * tile_floats;
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t j = 0; j < nn; ++j) {
+                g[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
+                u[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
+              }
+              silu_mul_f32(g, u, o.y + (t0 + i * kMR + r) * o.ldy + n0, nn);
+            }
+          }
+        }
+        continue;
       }
       // Scatter; the bias is one f32 addition after the chain (addmm's beta * C term), then the
       // optional residual addition.

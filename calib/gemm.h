@@ -21,9 +21,12 @@
 namespace qt::calib {
 
 struct PackedLinear {
-  int64_t out = 0;             // N: output features (sum of the parts' rows)
+  int64_t out = 0;             // N: output features (sum of the parts' rows; I for a GLU pair)
   int64_t in = 0;              // K: input features
-  std::vector<float> panels;   // ceil(N/16) * K * 16 floats, see above
+  // A gated pair from pack_glu: panels alternate gate rows [16p, 16p+16) and up rows [16p,
+  // 16p+16) (2 * ceil(I/16) panels) and linear_packed outputs silu(gate) * up, I columns.
+  bool glu = false;
+  std::vector<float> panels;   // ceil(N/16) * K * 16 floats (GLU: 2 * ceil(I/16) * K * 16)
 };
 
 // One row-major [rows, in] weight matrix (not owned; read during pack_linear only).
@@ -37,6 +40,12 @@ struct WeightPart {
 // Parallel over panels (OpenMP, `threads`, 0 = default); the result is independent of it.
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads = 0);
 
+// The MLP's gate and up projections (each row-major [I, in]) packed as one GLU pair (see
+// PackedLinear::glu): one GEMM then gives m = silu(gate(x) + bg) * (up(x) + bu) without writing
+// gate and up out -- bit-identical to computing them separately and applying vmath.h's
+// silu_mul_f32 (the bias is I gate values then I up values).
+PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads = 0);
+
 // Where a GEMM's output columns go: `cols` consecutive columns into y (row stride ldy >= cols).
 struct OutputColumns {
   float* y = nullptr;
@@ -46,8 +55,8 @@ struct OutputColumns {
 
 // r[t][n] = x[t * K + k] . W (see the numerics above), for t < T, n < N, stored through `outs`:
 // the first outs[0].cols columns to outs[0], the next to outs[1], ... (the cols must sum to N) --
-// e.g. a fused q/k/v GEMM straight into separate q, k and v buffers. `bias` (N floats) may be
-// null. add_to_output: y = fl(y + r) (a residual connection folded into the GEMM, rounding as
+// e.g. a fused q/k/v GEMM straight into separate q, k and v buffers. `bias` (N floats; 2N for a
+// GLU pair) may be null. A GLU pair writes silu(gate) * up and takes no add_to_output. add_to_output: y = fl(y + r) (a residual connection folded into the GEMM, rounding as
 // `h = h + linear(x)` does); else y = r. Parallel over fixed (rows x columns) tasks with
 // `threads` OpenMP threads (0 = default); forks only when the product is large enough.
 void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float* bias,

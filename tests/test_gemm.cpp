@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "calib/gemm.h"
+#include "calib/vmath.h"
 
 namespace qt::calib {
 namespace {
@@ -124,6 +125,27 @@ TEST(Gemm, FusedPartsIntoSplitOutputsEqualSeparateGemms) {
     std::vector<float> want(got[i].size());
     linear_packed(x.data(), T, pack_linear({{w[i].data(), rows[i]}}, K), b[i].data(), want.data(), rows[i]);
     EXPECT_TRUE(same_bits(got[i], want)) << "part " << i;
+  }
+}
+
+TEST(Gemm, GluPairEqualsSeparateGateAndUpThenSiluMulBitForBit) {
+  for (int64_t I : {1, 15, 16, 17, 70, 130}) {  // pair counts around the 8-panel task
+    SCOPED_TRACE("I=" + std::to_string(I));
+    const int64_t T = 19, K = 33;
+    const auto x = random_vec(static_cast<size_t>(T * K), 70, -3.0f, 3.0f);
+    const auto wg = random_vec(static_cast<size_t>(I * K), 71), wu = random_vec(static_cast<size_t>(I * K), 72);
+    const auto bias = random_vec(static_cast<size_t>(2 * I), 73);  // gate biases, then up biases
+    const PackedLinear glu = pack_glu(wg.data(), wu.data(), I, K);
+    EXPECT_TRUE(glu.glu);
+    EXPECT_EQ(glu.out, I);
+    for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
+      std::vector<float> g(static_cast<size_t>(T * I)), u(g.size()), want(g.size()), got(g.size(), NAN);
+      linear_packed(x.data(), T, pack_linear({{wg.data(), I}}, K), b, g.data(), I);
+      linear_packed(x.data(), T, pack_linear({{wu.data(), I}}, K), b ? b + I : nullptr, u.data(), I);
+      silu_mul_f32(g.data(), u.data(), want.data(), static_cast<int64_t>(g.size()));
+      linear_packed(x.data(), T, glu, b, got.data(), I);
+      EXPECT_TRUE(same_bits(got, want)) << (b ? "with bias" : "no bias");
+    }
   }
 }
 

@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "calib/forward.h"
+#include "calib/gemm.h"
+#include "calib/vmath.h"
 #include "calib/model_config.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
@@ -511,7 +513,7 @@ TEST(ForwardReference, MatchesNaiveDoublePrecisionReferenceAcrossTileRemainders)
 
 // Big enough that every kernel really forks (the golden models are below the fork thresholds),
 // with remainders in every tile; logits and every statistic must be bit-identical.
-TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountWhenWorkIsSplit) {
+TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndWithoutAvx2) {
   const ModelConfig c = ModelConfig::from_json(
       json{{"architectures", {"MistralForCausalLM"}}, {"hidden_size", 136}, {"intermediate_size", 392},
            {"num_hidden_layers", 2}, {"num_attention_heads", 8}, {"num_key_value_heads", 2},
@@ -543,6 +545,15 @@ TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountWhenWorkIsSplit) {
     EXPECT_EQ(a.second.k_absmax, b.second.k_absmax) << threads << " threads";
     EXPECT_EQ(a.second.v_absmax, b.second.v_absmax) << threads << " threads";
   }
+  // The same run on the scalar twins of every vector kernel (a CPU without AVX2): same bits.
+  qt::calib::linear_force_scalar(true);
+  qt::calib::vmath_force_scalar(true);
+  const auto s = once(2);
+  qt::calib::linear_force_scalar(false);
+  qt::calib::vmath_force_scalar(false);
+  EXPECT_EQ(std::memcmp(a.first.data(), s.first.data(), a.first.size() * 4), 0) << "scalar kernels";
+  EXPECT_EQ(a.second.input_absmax, s.second.input_absmax) << "scalar kernels";
+  EXPECT_EQ(a.second.k_absmax, s.second.k_absmax) << "scalar kernels";
 }
 
 TEST(ForwardReference, SyntheticProviderIsDeterministicAndShapedByTheConfig) {

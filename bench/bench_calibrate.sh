@@ -20,7 +20,10 @@ M=$WORK/model-135m
 # The GEMM alone per layer shape, and the machine's measured f32 FMA peak (last line).
 build-release/bench/bench_gemm_f32 "$L" "$(nproc)" 20 | tee "$WORK/qtool_gemm.json"
 B=$PWD/build-release/bench/bench_forward; (cd "$WORK" && "$B" "$M" "$N" "$L" "$(nproc)") | tee "$WORK/qtool_forward.json"
-python3 bench/bench_forward_torch.py "$M" "$N" "$L" "$(nproc)" "$WORK/bench_forward_ids.bin" | tee "$WORK/torch_forward.json"
+# PyTorch at batch 1 (its fastest here) and 8; compare against the faster.
+for b in 1 8; do
+  python3 bench/bench_forward_torch.py "$M" "$N" "$L" "$(nproc)" "$WORK/bench_forward_ids.bin" $b
+done | tee "$WORK/torch_forward.json"
 # End to end: calibration text large enough for N x L tokens (generated, deterministic).
 python3 - "$WORK/calib.txt" <<'PY'
 import random, sys

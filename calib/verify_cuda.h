@@ -63,6 +63,10 @@ struct CudaAccuracy {
   double rel_l2 = 0;             // |y - y_ref| / |y_ref| (L2 norms)
   double max_bound_ratio = 0;    // FP8: max |y - y_ref| / fp8_error_bound (<= 1 is within)
   bool ok = false;
+  // Fast accumulation only: cuBLASLt refused the fast-accumulation variant although the exact one
+  // ran (PyTorch, for one, refuses fast accumulation with 1x128 block scaling). Reported, with the
+  // reason in `error`, but not a failure: there is nothing to compare.
+  bool unsupported = false;
   std::string error;             // the kernel refused or failed ("" otherwise)
 };
 

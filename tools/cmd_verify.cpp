@@ -291,6 +291,11 @@ void print_cuda_report(const calib::CudaVerifyReport& r) {
   std::map<std::pair<std::string, std::string>, Agg> agg;
   for (const auto& a : r.accuracy) {
     Agg& x = agg[{a.kernel, a.mode}];
+    if (a.unsupported) {
+      std::printf("note        %s (%s) on %s: not supported by cuBLASLt here: %s\n", a.kernel.c_str(), a.mode.c_str(),
+                  a.module.c_str(), a.error.c_str());
+      continue;
+    }
     x.n++, x.ok += a.ok, x.exact += a.bit_exact;
     const double rel = std::isnan(a.rel_l2) ? INFINITY : a.rel_l2;
     if (rel >= x.rel) x.rel = rel, x.worst = a.module;

@@ -3,7 +3,8 @@
 #
 #   bench/bench_gpu.sh bundle
 #       On the development machine (nvcc 13 + cuBLASLt headers, no GPU needed): builds qtool and
-#       the GPU tests with CUDA into build/, then packs build-gpu/bundle/: the stripped binaries
+#       the GPU tests with CUDA into build-gpu/cmake/ (Release, QTOOL_NATIVE=OFF so that it runs on
+#       any x86-64 CPU; ~6 min on 2 cores), then packs build-gpu/bundle/: the stripped binaries
 #       and every shared library they need except glibc's (spdlog, fmt, ICU, PCRE2, zstd, gomp;
 #       libstdc++/libgcc in lib/fallback/, used only if the GPU machine's are too old). cudart is
 #       linked statically; libcublasLt.so.13 is not carried (540 MB): qtool dlopens the GPU
@@ -30,14 +31,17 @@ mode=${1:-}
 
 bundle() {
   local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-  cmake -S . -B build "${gen[@]}" -DQTOOL_CUDA=ON >/dev/null
-  cmake --build build -j"${JOBS:-2}" --target qtool test_gpu_cuda test_gpu_plan
+  # A separate build folder: portable x86-64 code (QTOOL_NATIVE=OFF: the GPU machine's CPU may lack
+  # this machine's instruction-set extensions), CUDA required.
+  local D=build-gpu/cmake
+  cmake -S . -B "$D" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DQTOOL_CUDA=ON -DQTOOL_NATIVE=OFF >/dev/null
+  cmake --build "$D" -j"${JOBS:-2}" --target qtool test_gpu_cuda test_gpu_plan
   rm -rf "$B"
   mkdir -p "$B/lib/fallback"
-  strip -o "$B/qtool" build/tools/qtool
-  strip -o "$B/test_gpu_cuda" build/tests/test_gpu_cuda
-  strip -o "$B/test_gpu_plan" build/tests/test_gpu_plan
-  for lib in $(ldd build/tools/qtool build/tests/test_gpu_cuda | awk '/=>/ {print $3}' | sort -u); do
+  strip -o "$B/qtool" "$D/tools/qtool"
+  strip -o "$B/test_gpu_cuda" "$D/tests/test_gpu_cuda"
+  strip -o "$B/test_gpu_plan" "$D/tests/test_gpu_plan"
+  for lib in $(ldd "$D/tools/qtool" "$D/tests/test_gpu_cuda" | awk '/=>/ {print $3}' | sort -u); do
     case $(basename "$lib") in
       libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*) ;;
       libstdc++.so*|libgcc_s.so*) cp -L "$lib" "$B/lib/fallback/" ;;
@@ -91,7 +95,8 @@ run() {
   schemes=(fp8-dynamic fp8-static fp8-block int8-dynamic)
   if [ "$part" = all ] || [ "$part" = accuracy ]; then
     for s in "${schemes[@]}"; do
-      [ -f "$W/$s/config.json" ] || "$Q" -q quantize "$W/l3" -o "$W/$s" --scheme "$s"
+      calib=(); [ "$s" = fp8-static ] && calib=(--num-samples 8 --seq-len 128)  # a few seconds on 16 cores
+      [ -f "$W/$s/config.json" ] || "$Q" -q quantize "$W/l3" -o "$W/$s" --scheme "$s" "${calib[@]}"
       "$Q" verify "$W/$s" --device cuda --json > "$OUT/verify_$s.json" 2> "$OUT/verify_$s.log" ||
         echo "verify --device cuda $s: exit $? (see $OUT/verify_$s.log)"
     done

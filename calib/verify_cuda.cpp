@@ -78,7 +78,7 @@ void compare_with_reference(const float* y, const float* y_ref, const float* S, 
     return;
   }
   if (a.required_exact) a.ok = a.bit_exact && a.acc_exact;
-  else a.ok = a.max_bound_ratio <= 1.0 && a.rel_l2 <= gpu::kFp8MaxRelL2;
+  else a.ok = a.max_bound_ratio <= 1.0 && a.rel_l2 <= gpu::fp8_max_rel_l2(fast_accum);
 }
 
 void add_speedups(std::vector<CudaBenchRow>& rows) {

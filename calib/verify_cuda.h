@@ -15,7 +15,7 @@
 //              qtool's f64 dequant kernel) must be bit-identical to cpu_ref's;
 //        FP8:  with fast accumulation off and on, every |y - y_ref| within
 //              gpu::fp8_error_bound(S, y_ref, K, fast) and the relative L2 error at most
-//              gpu::kFp8MaxRelL2, where S = sum |sx sw a b| is cpu_ref run on |X| and |W|.
+//              gpu::fp8_max_rel_l2(fast), where S = sum |sx sw a b| is cpu_ref run on |X| and |W|.
 //   4. Throughput (bench): for every distinct (N, K) of the model (plus extra_shapes) at each M
 //      in bench_m, every GPU kind (BF16 baseline; FP8 fast and exact accumulation; INT8 with and
 //      without its dequant), and the M = N = K = 8192 peak: median time, TFLOP/s, speedup over
@@ -72,7 +72,7 @@ struct CudaAccuracy {
 
 // Compares a GPU result with cpu_ref's on `count` outputs (pure; unit-tested on the CPU).
 // required_exact: ok = bit-exact (and acc_exact, which the caller sets). Otherwise ok = every
-// |y - y_ref| <= fp8_error_bound(S[i], y_ref[i], K, fast_accum) and rel_l2 <= kFp8MaxRelL2; NaN
+// |y - y_ref| <= fp8_error_bound(S[i], y_ref[i], K, fast_accum) and rel_l2 <= fp8_max_rel_l2(fast_accum); NaN
 // anywhere fails.
 void compare_with_reference(const float* y, const float* y_ref, const float* S, int64_t count, int64_t K,
                             bool fast_accum, CudaAccuracy& a);

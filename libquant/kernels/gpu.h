@@ -157,11 +157,13 @@ std::vector<float> outer_vec_act_scales(const QuantizedActivations& qa);
 // accumulator's truncation within a chunk, the second the f32 additions of chunks and the scale
 // multiplies, the third the f32 output rounding on both sides. This is a worst case (every error
 // at its maximum, same sign); realistic errors are orders of magnitude below it, so the check
-// also gates the relative L2 error at kFp8MaxRelL2 -- wrong operand order or scale layout gives
-// errors near 1.
+// also gates the relative L2 error at fp8_max_rel_l2(fast_accum): 1e-2 with exact accumulation,
+// 5e-2 with fast accumulation (DeepSeek-V3 saw maximum relative errors near 2% at K = 4096 without
+// promotion). These gates were set before any GPU measurement, to separate rounding from bugs:
+// a wrong operand order or scale layout gives errors near 1. Re-derive them from measured errors.
 inline constexpr int64_t kFp8PromotionInterval = 128;
 inline constexpr double kFp8AccumUnit = 0x1p-12;
-inline constexpr double kFp8MaxRelL2 = 1e-2;
+inline constexpr double fp8_max_rel_l2(bool fast_accum) { return fast_accum ? 5e-2 : 1e-2; }
 double fp8_error_bound(double S, float y_ref, int64_t K, bool fast_accum);
 
 // ---- throughput plan (host logic) ----------------------------------------------------------

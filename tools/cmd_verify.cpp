@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "calib/verify.h"
+#include "calib/verify_cuda.h"
 #include "libquant/error.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -34,6 +36,12 @@ struct Opts {
   uint64_t seed = 0;
   double bench_seconds = 0.2;
   int threads = 0;
+  // --device cuda (calib/verify_cuda.h)
+  std::string device = "cpu";
+  bool bench = false, no_peak = false;
+  std::vector<int64_t> bench_m;
+  std::vector<std::string> bench_shapes;
+  int bench_repeats = 25;
 };
 
 std::string read_file_text(const std::string& path) {
@@ -249,6 +257,117 @@ void print_report(const calib::VerifyReport& r) {
   }
 }
 
+// ---- --device cuda ----------------------------------------------------------------------
+
+void print_cuda_kernels(const calib::CudaVerifyReport& r) {
+  std::printf("device      %s\n", r.device.describe().c_str());
+  std::printf("GPU kernels (highest priority first):\n");
+  for (const auto& k : r.registry) std::printf("  %-23s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
+  std::printf("\n%zu descriptor group(s):\n", r.kernels.size());
+  for (const auto& gr : r.kernels) {
+    std::printf("\n  %s\n", gr.descriptor.c_str());
+    std::printf("    layers (%zu): ", gr.modules.size());
+    for (size_t i = 0; i < gr.modules.size() && i < 4; ++i) std::printf("%s%s", i ? ", " : "", gr.modules[i].c_str());
+    if (gr.modules.size() > 4) std::printf(", ... (%zu more)", gr.modules.size() - 4);
+    std::printf("\n");
+    for (const auto& [name, why] : gr.candidates)
+      std::printf("    %-23s %s\n", name.c_str(), why.empty() ? "CHOSEN" : ("not chosen: " + why).c_str());
+  }
+}
+
+void print_cuda_report(const calib::CudaVerifyReport& r) {
+  std::printf("verify      %s (%s) on the GPU\n", r.quant_dir.c_str(), r.quant_method.c_str());
+  std::printf("device      %s\n", r.device.describe().c_str());
+  for (const auto& gr : r.kernels)
+    std::printf("kernels     %zu layer(s) %s -> %s\n", gr.modules.size(), gr.descriptor.c_str(),
+                gr.chosen.empty() ? ("none: " + gr.error).c_str() : gr.chosen.c_str());
+  for (const auto& n : r.notes) std::printf("note        %s\n", n.c_str());
+  // Accuracy: one line per (kernel, mode) with the worst layer.
+  struct Agg {
+    size_t n = 0, ok = 0, exact = 0;
+    double rel = 0, ratio = 0, maxabs = 0;
+    std::string worst;
+  };
+  std::map<std::pair<std::string, std::string>, Agg> agg;
+  for (const auto& a : r.accuracy) {
+    Agg& x = agg[{a.kernel, a.mode}];
+    if (a.unsupported) {
+      std::printf("note        %s (%s) on %s: not supported by cuBLASLt here: %s\n", a.kernel.c_str(), a.mode.c_str(),
+                  a.module.c_str(), a.error.c_str());
+      continue;
+    }
+    x.n++, x.ok += a.ok, x.exact += a.bit_exact;
+    const double rel = std::isnan(a.rel_l2) ? INFINITY : a.rel_l2;
+    if (rel >= x.rel) x.rel = rel, x.worst = a.module;
+    x.ratio = std::max(x.ratio, std::isnan(a.max_bound_ratio) ? INFINITY : a.max_bound_ratio);
+    x.maxabs = std::max(x.maxabs, std::isnan(a.max_abs_diff) ? INFINITY : a.max_abs_diff);
+  }
+  const int64_t rows = r.accuracy.empty() ? 0 : r.accuracy[0].M;
+  std::printf("accuracy    GPU vs cpu_ref on the same quantized inputs (%lld synthetic token(s) per layer)\n",
+              static_cast<long long>(rows));
+  std::printf("    %-23s %-20s %7s %10s %10s %10s %10s  %s\n", "kernel", "mode", "ok", "bit-exact", "max|diff|", "rel L2",
+              "x bound", "worst layer");
+  for (const auto& [key, x] : agg)
+    std::printf("    %-23s %-20s %3zu/%-3zu %4zu/%-5zu %10s %10s %10s  %s\n", key.first.c_str(), key.second.c_str(), x.ok, x.n,
+                x.exact, x.n, g(x.maxabs, "%.3g").c_str(), g(x.rel, "%.3g").c_str(),
+                key.second.rfind("int32", 0) == 0 ? "exact" : g(x.ratio, "%.3g").c_str(), x.worst.c_str());
+  if (!r.bench.empty()) {
+    std::printf("throughput  median of repeats, CUDA events, operands rotated past L2; TFLOP/s = 2MNK/t; x BF16 = vs cuda_bf16 at the same shape\n");
+    std::printf("    %6s %6s %5s  %-23s %-13s %10s %9s %7s  %s\n", "N", "K", "M", "kernel", "variant", "us", "TFLOP/s", "x BF16",
+                "notes");
+    for (const auto& b : r.bench) {
+      std::string note = b.peak ? "peak" : "";
+      if (!b.deployed.empty() && std::find(b.deployed.begin(), b.deployed.end(), b.kernel) != b.deployed.end())
+        note += std::string(note.empty() ? "" : ", ") + "deployed";
+      if (!b.error.empty()) {
+        std::printf("    %6lld %6lld %5lld  %-23s %-13s %10s %9s %7s  n/a: %s\n", static_cast<long long>(b.N),
+                    static_cast<long long>(b.K), static_cast<long long>(b.M), b.kernel.c_str(), b.variant.c_str(), "-", "-", "-",
+                    b.error.c_str());
+        continue;
+      }
+      std::printf("    %6lld %6lld %5lld  %-23s %-13s %10s %9s %7s  %s\n", static_cast<long long>(b.N), static_cast<long long>(b.K),
+                  static_cast<long long>(b.M), b.kernel.c_str(), b.variant.c_str(), g(b.us, "%.2f").c_str(),
+                  g(b.tflops, "%.1f").c_str(), b.speedup_bf16 > 0 ? g(b.speedup_bf16, "%.2f").c_str() : "-", note.c_str());
+    }
+    for (const auto& t : r.targets)
+      std::printf("target      %s: %s%s\n", t.description.c_str(),
+                  !t.measured ? "not measured" : ((t.met ? "met, " : "NOT met, ") + g(t.value, "%.3f") + " (threshold " +
+                                                  g(t.threshold, "%.2f") + ")").c_str(),
+                  t.detail.empty() ? "" : ("; " + t.detail).c_str());
+  }
+  if (r.pass) {
+    std::printf("result      PASS (%.1f s)\n", r.seconds);
+  } else {
+    std::printf("result      FAIL: %zu check(s) failed\n", r.failures.size());
+    for (size_t i = 0; i < r.failures.size() && i < 20; ++i) std::printf("  - %s\n", r.failures[i].c_str());
+    if (r.failures.size() > 20) std::printf("  ... (%zu more; --json lists all)\n", r.failures.size() - 20);
+  }
+}
+
+int run_verify_cuda(const Opts& o) {
+  calib::CudaVerifyOptions co;
+  co.quant_dir = o.quant;
+  co.list_only = o.list;
+  co.check_tokens = o.gemm_tokens;
+  co.seed = o.seed;
+  co.bench = o.bench;
+  if (!o.bench_m.empty()) co.bench_m = o.bench_m;
+  for (int64_t m : co.bench_m)
+    if (m < 1) throw InputError(InputError::Kind::Usage, "", "", "--bench-m values must be at least 1");
+  co.peak = !o.no_peak;
+  for (const auto& s : o.bench_shapes) co.extra_shapes.push_back(calib::parse_shape(s));
+  if (o.bench_repeats < 1) throw InputError(InputError::Kind::Usage, "", "", "--bench-repeats must be at least 1");
+  co.bench_config.repeats = o.bench_repeats;
+  co.select.force = o.force_kernel;
+  co.select.disabled = o.disabled;
+  co.on_progress = [](const std::string& s) { spdlog::info("{}", s); };
+  const calib::CudaVerifyReport r = calib::verify_cuda(co);
+  if (o.json_out) std::printf("%s\n", calib::cuda_report_to_json(r).dump(2).c_str());
+  else if (o.list) print_cuda_kernels(r);
+  else print_cuda_report(r);
+  return o.list || r.pass ? kExitOk : kExitCheckFailed;
+}
+
 int run_verify(const Opts& o) {
   if (o.threads > 0) {
 #ifdef _OPENMP
@@ -258,6 +377,7 @@ int run_verify(const Opts& o) {
   if (o.max_tokens < 2) throw InputError(InputError::Kind::Usage, "", "", "--max-tokens must be at least 2");
   if (o.seq_len < 2) throw InputError(InputError::Kind::Usage, "", "", "--seq-len must be at least 2");
   if (o.gemm_tokens < 1) throw InputError(InputError::Kind::Usage, "", "", "--gemm-tokens must be at least 1");
+  if (o.device == "cuda") return run_verify_cuda(o);
   calib::VerifyOptions vo;
   vo.quant_dir = o.quant;
   vo.reference_dir = o.reference;
@@ -322,6 +442,13 @@ void register_verify(CLI::App& app, RunFn& run) {
   sub->add_option("--force-kernel", o->force_kernel, "Select only this kernel (like QTOOL_FORCE_KERNEL)");
   sub->add_option("--disable-kernel", o->disabled, "Never select this kernel (repeatable)");
   sub->add_option("-j,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
+  sub->add_option("--device", o->device, "Where the GEMMs run: cpu (the full verification) or cuda (GPU kernels vs the CPU reference, and --bench throughput)")
+      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_flag("--bench", o->bench, "With --device cuda: measure GPU throughput (every layer shape at --bench-m tokens, and 8192^3)");
+  sub->add_option("--bench-m", o->bench_m, "With --device cuda --bench: token counts M (default 1 16 128 1024 4096)");
+  sub->add_option("--bench-shape", o->bench_shapes, "With --device cuda --bench: an extra weight shape NxK (repeatable), e.g. 28672x4096");
+  sub->add_flag("--no-peak", o->no_peak, "With --device cuda --bench: skip the 8192^3 problem");
+  sub->add_option("--bench-repeats", o->bench_repeats, "With --device cuda --bench: timed repeats per cell (median reported)")->capture_default_str();
   sub->callback([&run, o] { run = [o] { return run_verify(*o); }; });
 }
 

@@ -3,8 +3,8 @@
 #
 #   bench/bench_gpu.sh bundle
 #       On the development machine (nvcc 13 + cuBLASLt headers, no GPU needed): builds qtool and
-#       the GPU tests with CUDA into build-gpu/cmake/ (Release, QTOOL_NATIVE=OFF so that it runs on
-#       any x86-64 CPU; ~6 min on 2 cores), then packs build-gpu/bundle/: the stripped binaries
+#       the GPU tests with CUDA into build-gpu/cmake/ (Release; every qtool binary is baseline x86-64 with run-time
+#       AVX2 dispatch, so it runs on any x86-64 CPU; ~6 min on 2 cores), then packs build-gpu/bundle/: the stripped binaries
 #       and every shared library they need except glibc's (spdlog, fmt, ICU, PCRE2, zstd, gomp;
 #       libstdc++/libgcc in lib/fallback/, used only if the GPU machine's are too old). cudart is
 #       linked statically; libcublasLt.so.13 is not carried (540 MB): qtool dlopens the GPU
@@ -31,10 +31,10 @@ mode=${1:-}
 
 bundle() {
   local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-  # A separate build folder: portable x86-64 code (QTOOL_NATIVE=OFF: the GPU machine's CPU may lack
-  # this machine's instruction-set extensions), CUDA required.
+  # A separate build folder (Release, CUDA required); the code is baseline x86-64 with run-time
+  # dispatch, so the GPU machine's CPU needs no particular extension.
   local D=build-gpu/cmake
-  cmake -S . -B "$D" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DQTOOL_CUDA=ON -DQTOOL_NATIVE=OFF >/dev/null
+  cmake -S . -B "$D" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DQTOOL_CUDA=ON >/dev/null
   cmake --build "$D" -j"${JOBS:-2}" --target qtool test_gpu_cuda test_gpu_plan
   rm -rf "$B"
   mkdir -p "$B/lib/fallback"

@@ -262,11 +262,10 @@ TEST(ForwardHooks, LogitsArriveInChunksOfTheRequestedSizeAndEqualOneChunk) {
   qt::calib::run_forward(g.cfg, g.weights, toks, o);
   using C = std::tuple<size_t, int64_t, int64_t>;
   EXPECT_EQ(calls, (std::vector<C>{C{0, 0, 5}, C{0, 5, 5}, C{0, 10, 2}, C{1, 0, 2}}));
-  // Equal up to f32 rounding: with AVX2/FMA (QTOOL_NATIVE) Eigen treats the remainder rows of a
-  // GEMM with other micro-kernels, so a 5-row chunk may round differently from a 12-row block.
+  // Bit-identical: every logit is one FMA chain over its own row (gemm.h), whatever the chunk.
   const std::vector<float> whole = run(g, toks, 0, 0).logits;
   ASSERT_EQ(chunked.size(), whole.size());
-  EXPECT_LT(rel_max_diff(chunked, whole), 1e-6);
+  EXPECT_EQ(std::memcmp(chunked.data(), whole.data(), whole.size() * sizeof(float)), 0);
 }
 
 TEST(ForwardHooks, TiedModelWithoutLmHeadUsesTheEmbedding) {

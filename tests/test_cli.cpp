@@ -115,11 +115,29 @@ TEST(Cli, EverySchemeQuantizesTheTinyModelWithoutFindings) {
     EXPECT_EQ(r.exit_code, 0) << s.name << ": " << r.err;
     if (s.needs_calibration) {
       EXPECT_NE(r.err.find("calibration: "), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("calibration took "), std::string::npos) << "summary lacks calibration time: " << r.err;
     }
     auto i = run_qtool({"inspect", d.str(std::string("out-") + s.name), "--json", "--scales"});
     ASSERT_EQ(i.exit_code, 0) << i.err;
     EXPECT_EQ(json::parse(i.out)["findings"].size(), 0u) << s.name << ": " << json::parse(i.out)["findings"].dump();
   }
+}
+
+TEST(Cli, JsonSummaryReportsCalibrationCost) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "4",
+                      "--seq-len", "32", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_TRUE(j.contains("calibration")) << r.out;
+  EXPECT_EQ(j["calibration"]["samples"], 4);
+  EXPECT_GT(j["calibration"]["tokens"].get<int64_t>(), 0);
+  EXPECT_LE(j["calibration"]["tokens"].get<int64_t>(), 4 * 32);
+  EXPECT_GE(j["calibration"]["seconds"].get<double>(), 0.0);
+  auto dyn = run_qtool({"quantize", in, "-o", d.str("out-dyn"), "--scheme", "fp8-dynamic", "--json"});
+  ASSERT_EQ(dyn.exit_code, 0) << dyn.err;
+  EXPECT_FALSE(json::parse(dyn.out).contains("calibration"));
 }
 
 TEST(Cli, StaticFp8WithKvCacheWritesInputAndKvScales) {

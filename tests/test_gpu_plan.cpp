@@ -113,7 +113,10 @@ TEST(GpuCanImplement, Fp8NeedsSixteenByteAlignedKAndN) {
 TEST(GpuCanImplement, Int8RunsChannelOrTensorWeightsWithAnInt32SumThatCannotOverflow) {
   EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Channel, ActScheme::DynamicToken), kH100), "");
   EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Tensor, ActScheme::StaticTensor), kH100), "");
-  EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Channel, ActScheme::DynamicToken), kTuring), "");
+  // The dequant kernel is compiled for sm_90 (+ compute_90 PTX): older GPUs could not load it.
+  EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Channel, ActScheme::DynamicToken), kTuring),
+            "qtool's INT8 dequant kernel is built for compute capability 9.0 (sm_90 + compute_90 PTX); "
+            "Tesla T4 is sm_75");
   EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Channel, ActScheme::DynamicToken, 4098, 4096), kH100),
             "N=4098, K=4096: cuBLASLt INT8 (IMMA, column-major) needs N and K multiples of 4");
   EXPECT_EQ(can_implement(GemmKind::Int8, int8(Strategy::Channel, ActScheme::DynamicToken, 64, 131072), kH100),

@@ -44,7 +44,13 @@ std::string scheme_help() {
 
 // Calibration statistics: loaded from --stats, or measured by running the model on the
 // calibration text (--dataset, or the built-in set); saved with --save-stats.
-ActivationStats obtain_stats(const ModelFolder& model, const Opts& o) {
+// What calibration cost, for the summary (zero when statistics were loaded with --stats).
+struct CalibrationCost {
+  double seconds = 0;
+  int64_t samples = 0, tokens = 0;
+};
+
+ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, CalibrationCost& cost) {
   const std::string fp = calib::model_fingerprint(model);
   if (!o.stats_in.empty()) {
     calib::StatsProvenance prov;
@@ -73,6 +79,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o) {
   };
   calib::CalibrationRun run = calib::calibrate(model, samples, co);
   bar.finish();
+  cost = {run.seconds, run.samples, run.tokens};
   spdlog::info("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds, run.seconds > 0 ? run.tokens / run.seconds : 0.0);
   if (!o.stats_out.empty()) {
     calib::StatsProvenance prov;
@@ -125,8 +132,9 @@ int run_quantize_cmd(const Opts& o) {
   for (const auto& w : plan.warnings) spdlog::warn("warning: {}", w);
 
   ActivationStats stats;
+  CalibrationCost calib_cost;
   if (needs_stats && !o.dry_run) {
-    stats = obtain_stats(model, o);
+    stats = obtain_stats(model, o, calib_cost);
     job.stats = &stats;
   }
 
@@ -177,12 +185,18 @@ int run_quantize_cmd(const Opts& o) {
     j["output_bytes"] = s.output_bytes;
     j["zero_groups"] = s.zero_groups;
     j["seconds"] = secs;
+    if (calib_cost.tokens > 0)
+      j["calibration"] = {{"seconds", calib_cost.seconds}, {"samples", calib_cost.samples}, {"tokens", calib_cost.tokens}};
     j["files"] = s.output_files;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     spdlog::info("done: {} of {} tensors quantized ({}), {} -> {} in {} shard(s), {:.1f} s ({:.0f} MB/s); wrote {}",
                  s.tensors_quantized, s.tensors_total, scheme->name, human_bytes(s.input_bytes),
                  human_bytes(s.output_bytes), s.shards, secs, secs > 0 ? s.input_bytes / secs / 1e6 : 0.0, o.out);
+    if (calib_cost.tokens > 0)
+      spdlog::info("calibration took {:.1f} s ({} samples, {} tokens, {:.0f} tokens/s) before quantization",
+                   calib_cost.seconds, calib_cost.samples, calib_cost.tokens,
+                   calib_cost.seconds > 0 ? calib_cost.tokens / calib_cost.seconds : 0.0);
     if (s.zero_groups)
       spdlog::info("note: {} all-zero scale groups got the dtype's epsilon as scale", s.zero_groups);
   }

@@ -147,7 +147,10 @@ void bench_one_m(GemmKind k, int64_t N, int64_t K, int64_t M, const BenchConfig&
     bool fast = false, dequant = false;
   };
   std::vector<Variant> variants;
-  if (is_fp8(k)) variants = {{"fast accum", true, false}, {"exact accum", false, false}};
+  // Block scaling: exact accumulation only (PyTorch's _scaled_mm refuses fast accumulation with
+  // 1x128 / 128x128 block scales; a cell cuBLASLt might silently run exact would be mislabelled).
+  if (k == GemmKind::Fp8Block) variants = {{"exact accum", false, false}};
+  else if (is_fp8(k)) variants = {{"fast accum", true, false}, {"exact accum", false, false}};
   else if (k == GemmKind::Int8) variants = {{"gemm+dequant", false, true}, {"gemm only", false, false}};
   else variants = {{"", false, false}};
 

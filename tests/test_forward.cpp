@@ -115,7 +115,9 @@ TEST_P(ForwardGolden, LogitsMatchTransformersWithin1e4Relative) {
   const RunResult r = run(g, tokens);
   const std::vector<float> ref = read_f32(golden_dir(GetParam()) + "/logits.bin");
   ASSERT_EQ(r.logits.size(), ref.size());
-  EXPECT_LE(rel_max_diff(r.logits, ref), 1e-4);
+  const double diff = rel_max_diff(r.logits, ref);
+  { char buf[32]; std::snprintf(buf, sizeof buf, "%.3g", diff); RecordProperty("max_rel_diff", buf); }  // 1.9e-7 .. 4.6e-7 on 2026-11-22; README says "within 1e-6"
+  EXPECT_LE(diff, 1e-4);
   EXPECT_EQ(r.fstats.tokens, 19);
   EXPECT_EQ(r.fstats.samples, 2);
 }

@@ -25,6 +25,24 @@
 #include "libquant/quantize.h"
 
 namespace qt::calib {
+
+KernelGroup make_kernel_group(const kernels::Registry& reg, const kernels::LinearDescriptor& d,
+                              const kernels::Selection& sel) {
+  KernelGroup g;
+  g.descriptor = d.describe();
+  g.chosen = sel.chosen ? std::string(sel.chosen->name()) : "";
+  g.error = sel.error;
+  // Every kernel in priority order: the chosen one with "" and each other with its reason.
+  for (const kernels::Kernel* k : reg.kernels()) {
+    if (k == sel.chosen) {
+      g.candidates.emplace_back(std::string(k->name()), "");
+      continue;
+    }
+    for (const auto& c : sel.rejected)
+      if (c.kernel == k) g.candidates.emplace_back(std::string(k->name()), c.reason);
+  }
+  return g;
+}
 namespace {
 
 using Kind = InputError::Kind;
@@ -603,21 +621,8 @@ class Verifier {
       const std::string key = d.describe();
       auto it = group_of.find(key);
       if (it == group_of.end()) {
-        KernelGroup g;
-        g.descriptor = key;
-        g.chosen = sel.chosen ? std::string(sel.chosen->name()) : "";
-        g.error = sel.error;
-        // Every kernel in priority order: the chosen one with "" and each other with its reason.
-        for (const Kernel* k : reg.kernels()) {
-          if (k == sel.chosen) {
-            g.candidates.emplace_back(std::string(k->name()), "");
-            continue;
-          }
-          for (const auto& c : sel.rejected)
-            if (c.kernel == k) g.candidates.emplace_back(std::string(k->name()), c.reason);
-        }
         it = group_of.emplace(key, r_.kernels.size()).first;
-        r_.kernels.push_back(std::move(g));
+        r_.kernels.push_back(make_kernel_group(reg, d, sel));
       }
       r_.kernels[it->second].modules.push_back(ctx_[i].e->module);
       if (!sel.chosen) finding("error", ctx_[i].e->module, sel.error);

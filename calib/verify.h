@@ -223,6 +223,11 @@ struct KernelGroup {
   std::string error;                      // Selection::error
 };
 
+// The group for layers with descriptor `d`: the registry's choice `sel` and every kernel of `reg`
+// in priority order with its reason ("" for the chosen one). `modules` is left empty.
+KernelGroup make_kernel_group(const kernels::Registry& reg, const kernels::LinearDescriptor& d,
+                              const kernels::Selection& sel);
+
 struct LayerReport {
   std::string module;
   std::string descriptor;

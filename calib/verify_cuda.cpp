@@ -226,20 +226,8 @@ CudaVerifyReport verify_cuda(const CudaVerifyOptions& o) {
     const std::string key = d.describe();
     auto it = group_of.find(key);
     if (it == group_of.end()) {
-      KernelGroup g;
-      g.descriptor = key;
-      g.chosen = sel.chosen ? std::string(sel.chosen->name()) : "";
-      g.error = sel.error;
-      for (const Kernel* k : reg.kernels()) {
-        if (k == sel.chosen) {
-          g.candidates.emplace_back(std::string(k->name()), "");
-          continue;
-        }
-        for (const auto& c : sel.rejected)
-          if (c.kernel == k) g.candidates.emplace_back(std::string(k->name()), c.reason);
-      }
       it = group_of.emplace(key, r.kernels.size()).first;
-      r.kernels.push_back(std::move(g));
+      r.kernels.push_back(make_kernel_group(reg, d, sel));
     }
     r.kernels[it->second].modules.push_back(entries[i].module);
   }

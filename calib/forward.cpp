@@ -96,14 +96,16 @@ void rope(float* x, int64_t T, int64_t heads, int64_t D, const std::vector<float
 int64_t round_up16(int64_t n) { return (n + kTileCols - 1) / kTileCols * kTileCols; }
 
 // K and V of one sample packed as gemm_tile B operands, per kv head g (attention below):
-//   kp[g]: panels of 16 keys, each [D][16] (keys past T are 0)          -> S = Q K^T
-//   vp[g]: panels of 16 head dims, each [Tp][16] (dims past D are 0)    -> O = P V
+//   k[g]:  that head's keys as a PackedLinear (panels of 16 keys, each [D][16])  -> S = Q K^T
+//   vp[g]: panels of 16 head dims, each [Tp][16] (dims past D are 0)            -> O = P V
 // Tp = T rounded up to 16, Dp = D rounded up to 16. O(T * kvd) work, once per layer and sample.
 struct PackedKV {
   int64_t Tp = 0, Dp = 0;
-  std::vector<float> kp, vp;  // nKV * Tp * D and nKV * Dp * Tp floats
-  const float* k_panel(int64_t g, int64_t key_panel, int64_t D) const {
-    return kp.data() + (g * Tp + key_panel * kTileCols) * D;
+  std::vector<PackedLinear> k;
+  std::vector<float> vp;  // nKV * Dp * Tp floats
+  const float* k_panel(int64_t g, int64_t key_panel) const {
+    const PackedLinear& p = k[static_cast<size_t>(g)];
+    return p.panels.data() + key_panel * p.in * kTileCols;
   }
   const float* v_panel(int64_t g, int64_t dim_panel, int64_t key0) const {
     return vp.data() + (g * Dp + dim_panel * kTileCols) * Tp + key0 * kTileCols;
@@ -113,20 +115,13 @@ struct PackedKV {
 void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, PackedKV& p, int threads) {
   const int64_t kvd = nKV * D;
   p.Tp = round_up16(T), p.Dp = round_up16(D);
-  p.kp.resize(static_cast<size_t>(nKV * p.Tp * D));
+  p.k.resize(static_cast<size_t>(nKV));
+  for (int64_t g = 0; g < nKV; ++g) p.k[static_cast<size_t>(g)] = pack_linear({{k + g * D, T, kvd}}, D, threads);
   p.vp.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
-  const int64_t kpanels = p.Tp / kTileCols, vpanels = p.Dp / kTileCols;
+  const int64_t vpanels = p.Dp / kTileCols;
   (void)threads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (T * kvd >= kMinParallelElems)
   for (int64_t g = 0; g < nKV; ++g) {
-    for (int64_t pk = 0; pk < kpanels; ++pk) {
-      float* dst = p.kp.data() + (g * p.Tp + pk * kTileCols) * D;
-      for (int64_t c = 0; c < kTileCols; ++c) {
-        const int64_t key = pk * kTileCols + c;
-        const float* src = k + key * kvd + g * D;
-        for (int64_t d = 0; d < D; ++d) dst[d * kTileCols + c] = key < T ? src[d] : 0.0f;
-      }
-    }
     for (int64_t pd = 0; pd < vpanels; ++pd) {
       float* dst = p.vp.data() + (g * p.Dp + pd * kTileCols) * p.Tp;
       const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
@@ -171,7 +166,7 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, bq - r0));
         const int64_t last_key = i0 + r0 + rows - 1;
         for (int64_t pk = kb / kTileCols; pk <= last_key / kTileCols; ++pk) {
-          gemm_tile(rows, q + (i0 + r0) * qd + h * D, qd, kv.k_panel(g, pk, D), D, tile, false);
+          gemm_tile(rows, q + (i0 + r0) * qd + h * D, qd, kv.k_panel(g, pk), D, tile, false);
           for (int r = 0; r < rows; ++r)
             std::memcpy(S.data() + (r0 + r) * lds + (pk * kTileCols - kb), tile + r * kTileCols,
                         sizeof(float) * kTileCols);

@@ -102,7 +102,7 @@ PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int t
   std::vector<const float*> row(static_cast<size_t>((p.out + kNR - 1) / kNR * kNR), nullptr);
   int64_t n = 0;
   for (const auto& part : parts)
-    for (int64_t r = 0; r < part.rows; ++r) row[static_cast<size_t>(n++)] = part.w + r * in;
+    for (int64_t r = 0; r < part.rows; ++r) row[static_cast<size_t>(n++)] = part.w + r * (part.ld ? part.ld : in);
   p.panels = pack_rows(row, in, threads);
   return p;
 }

@@ -30,9 +30,12 @@ struct PackedLinear {
 };
 
 // One row-major [rows, in] weight matrix (not owned; read during pack_linear only).
+// `ld` is the distance between rows in floats (0: `in`, i.e. contiguous rows) -- e.g. one head's
+// keys inside a [T, kv_heads * D] buffer.
 struct WeightPart {
   const float* w = nullptr;
   int64_t rows = 0;
+  int64_t ld = 0;
 };
 
 // Packs the row-wise concatenation of `parts` (all with `in` columns) -- e.g. q/k/v or gate/up,

@@ -100,6 +100,17 @@ TEST(Gemm, PackedLayoutIsSixteenRowPanelsKMajorZeroPadded) {
   EXPECT_EQ(p.panels[48 + 2 * 16 + 1], 0.0f);  // padding
 }
 
+TEST(Gemm, StridedRowsPackLikeTheirContiguousCopy) {
+  // Rows of 10 values inside rows of 25 (one head's keys inside a [T, heads * D] buffer).
+  const int64_t rows = 19, in = 10, ld = 25, off = 7;
+  const auto buf = random_vec(static_cast<size_t>(rows * ld), 80);
+  std::vector<float> dense(static_cast<size_t>(rows * in));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < in; ++k) dense[r * in + k] = buf[r * ld + off + k];
+  EXPECT_TRUE(same_bits(pack_linear({{buf.data() + off, rows, ld}}, in).panels,
+                        pack_linear({{dense.data(), rows}}, in).panels));
+}
+
 TEST(Gemm, FusedPartsIntoSplitOutputsEqualSeparateGemms) {
   // q/k/v-like parts with sizes that straddle panel boundaries (20 | 9 | 9).
   const int64_t T = 29, K = 40;

@@ -26,6 +26,14 @@ class EmaObserver : public Observer {
   explicit EmaObserver(float c) : c_(c) {}
   void on_linear_input(const std::string& module, const float* x, int64_t tokens, int64_t in) override {
     fold(stats_.input_absmax, module, absmax_f32(x, tokens * in));
+    if (wants_channel_range(module)) update_channel_range(stats_, module, x, tokens, in);
+  }
+  // SmoothQuant's per-channel range is a plain min/max whatever the observer (llm-compressor's
+  // SmoothQuantModifier keeps its own running min/max too).
+  void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
+                              const float* x, int64_t tokens, int64_t in) override {
+    update_channel_range(stats_, producer, x, tokens, in);
+    Observer::on_shared_linear_input(producer, modules, x, tokens, in);
   }
   void on_kv(const std::string& attn, const float* k, const float* v, int64_t tokens, int64_t kv_dim) override {
     fold(stats_.k_absmax, attn, absmax_f32(k, tokens * kv_dim));
@@ -100,6 +108,8 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   j["input_absmax"] = stats.input_absmax;
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
+  j["channel_min"] = stats.channel_min;
+  j["channel_max"] = stats.channel_max;
   const std::string text = j.dump(1);
   std::string out(ZSTD_compressBound(text.size()), '\0');
   const size_t n = ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 9);
@@ -138,6 +148,9 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
     s.input_absmax = j.at("input_absmax").get<std::map<std::string, float>>();
     s.k_absmax = j.at("k_absmax").get<std::map<std::string, float>>();
     s.v_absmax = j.at("v_absmax").get<std::map<std::string, float>>();
+    // Absent from files written before SmoothQuant support: then empty, and --smoothquant says so.
+    if (j.contains("channel_min")) s.channel_min = j.at("channel_min").get<std::map<std::string, std::vector<float>>>();
+    if (j.contains("channel_max")) s.channel_max = j.at("channel_max").get<std::map<std::string, std::vector<float>>>();
     if (prov) {
       const auto& d = j.at("data");
       prov->model_fingerprint = fp;

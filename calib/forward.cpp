@@ -337,8 +337,9 @@ struct LinearRunner {
   void observe(const std::string& module, const float* x, int64_t T, int64_t in) {
     if (opts.observer) opts.observer->on_linear_input(module, x, T, in);
   }
-  void observe(const std::vector<std::string>& modules, const float* x, int64_t T, int64_t in) {
-    if (opts.observer) opts.observer->on_shared_linear_input(modules, x, T, in);
+  void observe(const std::string& producer, const std::vector<std::string>& modules, const float* x,
+               int64_t T, int64_t in) {
+    if (opts.observer) opts.observer->on_shared_linear_input(producer, modules, x, T, in);
   }
   // x W^T + b into `outs` (gemm.h; added to them when add_to_output), x transformed first if a
   // transform is set.
@@ -463,14 +464,43 @@ float absmax_f32(const float* x, int64_t n) {
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
-void AbsMaxObserver::on_shared_linear_input(const std::vector<std::string>& modules, const float* x,
-                                            int64_t tokens, int64_t in_features) {
+bool wants_channel_range(const std::string& module) {
+  static const std::string kDown = ".mlp.down_proj";
+  return module.size() > kDown.size() && module.compare(module.size() - kDown.size(), kDown.size(), kDown) == 0;
+}
+
+void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
+                          int64_t tokens, int64_t channels) {
+  auto& mn = stats.channel_min[producer];
+  auto& mx = stats.channel_max[producer];
+  const size_t C = static_cast<size_t>(channels);
+  if (mn.empty()) {
+    mn.assign(C, std::numeric_limits<float>::infinity());
+    mx.assign(C, -std::numeric_limits<float>::infinity());
+  }
+  QT_ASSERT(mn.size() == C && mx.size() == C);
+  // Row by row so the inner loop runs over contiguous channels (vectorisable). Comparisons are
+  // exact; "v != v" makes a NaN stick (once NaN, neither v < NaN nor v > NaN replaces it).
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* row = x + t * channels;
+    for (size_t c = 0; c < C; ++c) {
+      const float v = row[c];
+      if (v < mn[c] || v != v) mn[c] = v;
+      if (v > mx[c] || v != v) mx[c] = v;
+    }
+  }
+}
+
+void AbsMaxObserver::on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
+                                            const float* x, int64_t tokens, int64_t in_features) {
+  update_channel_range(stats_, producer, x, tokens, in_features);
   const float m = absmax_f32(x, tokens * in_features);
   for (const auto& module : modules) update_max(stats_.input_absmax, module, m);
 }
 
 void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
                                      int64_t in_features) {
+  if (wants_channel_range(module)) update_channel_range(stats_, module, x, tokens, in_features);
   update_max(stats_.input_absmax, module, absmax_f32(x, tokens * in_features));
 }
 
@@ -556,6 +586,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
                       no = p + "self_attn.o_proj", ng = p + "mlp.gate_proj", nu = p + "mlp.up_proj",
                       nd = p + "mlp.down_proj";
     const std::vector<std::string> qkv_names{nq, nk, nv}, gu_names{ng, nu};
+    const std::string in_norm_name = p + "input_layernorm", post_norm_name = p + "post_attention_layernorm";
     const int64_t W = c.sliding_window[static_cast<size_t>(l)];
     for (size_t s = 0; s < samples.size(); ++s) {
       float* h = hidden[s].data();
@@ -570,7 +601,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
 
       // attention block
       rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
-      lin.observe(qkv_names, xn.data(), T, H);
+      lin.observe(in_norm_name, qkv_names, xn.data(), T, H);
       if (fused) {
         lin.run(nq, xn.data(), T, w.qkv, w.qkv_b, {{q.data(), qd, qd}, {k.data(), kvd, kvd}, {v.data(), kvd, kvd}});
       } else {
@@ -592,7 +623,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
 
       // MLP block
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
-      lin.observe(gu_names, xn.data(), T, H);
+      lin.observe(post_norm_name, gu_names, xn.data(), T, H);
       if (fused) {
         lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{g.data(), I, I}});  // g = silu(gate) * up
       } else {

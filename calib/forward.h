@@ -86,10 +86,13 @@ class Observer {
     (void)module, (void)x, (void)tokens, (void)in_features;
   }
 
-  // The one input of several Linears (q/k/v, gate/up): by default on_linear_input for each
-  // module in turn. Override to process a shared input once (AbsMaxObserver does).
-  virtual void on_shared_linear_input(const std::vector<std::string>& modules, const float* x,
-                                      int64_t tokens, int64_t in_features) {
+  // The one input of several Linears (q/k/v, gate/up), produced by the norm module `producer`
+  // ("model.layers.3.input_layernorm" for q/k/v, "model.layers.3.post_attention_layernorm" for
+  // gate/up): by default on_linear_input for each module in turn. Override to process a shared
+  // input once (AbsMaxObserver does).
+  virtual void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
+                                      const float* x, int64_t tokens, int64_t in_features) {
+    (void)producer;
     for (const auto& m : modules) on_linear_input(m, x, tokens, in_features);
   }
 
@@ -103,14 +106,15 @@ class Observer {
 };
 
 // Observer that records max |x| per Linear input and per attention K / V into
-// qt::ActivationStats (the static_minmax statistics of fp8-static / int8-static calibration).
+// qt::ActivationStats (the static_minmax statistics of fp8-static / int8-static calibration),
+// and the per-channel min / max of every shared (norm) output (update_channel_range).
 // Maxima are exact (order-independent); NaN inputs propagate as NaN.
 class AbsMaxObserver : public Observer {
  public:
   void on_linear_input(const std::string& module, const float* x, int64_t tokens,
                        int64_t in_features) override;
-  void on_shared_linear_input(const std::vector<std::string>& modules, const float* x, int64_t tokens,
-                              int64_t in_features) override;
+  void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
+                              const float* x, int64_t tokens, int64_t in_features) override;
   void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
              int64_t tokens, int64_t kv_dim) override;
   const ActivationStats& stats() const { return stats_; }
@@ -124,6 +128,16 @@ class AbsMaxObserver : public Observer {
 // ignored). Parallel with OpenMP when n is large; a maximum is exact and order-independent, so
 // the result does not depend on the thread count.
 float absmax_f32(const float* x, int64_t n);
+
+// Whether a Linear's own (unshared) input gets a per-channel range, keyed by the Linear's name:
+// mlp.down_proj (SmoothQuant's up_proj -> down_proj mapping needs it).
+bool wants_channel_range(const std::string& module);
+
+// Folds x [tokens, channels] (row-major) into stats.channel_min / channel_max[producer]: per
+// column minimum and maximum, exact and order-independent; a column that ever sees a NaN stays
+// NaN. Throws nothing; asserts that `channels` matches an existing entry's size.
+void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
+                          int64_t tokens, int64_t channels);
 
 // Rewrites the input of Linear `module` in place just before its matmul (for verify's fake
 // activation quantization). x is a private copy per module, so q/k/v (gate/up) may be

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 
 #ifdef _OPENMP
@@ -19,6 +20,7 @@
 #include "formats/checkpoint.h"
 #include "formats/inspect.h"
 #include "formats/model_folder.h"
+#include "formats/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/act_quant.h"
@@ -500,6 +502,10 @@ struct LayerCtx {
   bool loadable = true;       // load_quantized_linear succeeded and scales are usable
   float static_scale = 0.0f;  // StaticTensor only
   bool checked = false;
+  // SmoothQuant, against the reference (empty when not smoothed or no reference): the deployed
+  // input is x * input_ratio (per input channel; g'/g for a smoothed norm, 1/s after a smoothed
+  // up_proj) and the deployed output is y * output_ratio (per output channel; up_proj's 1/s).
+  std::shared_ptr<const std::vector<double>> input_ratio, output_ratio;
 };
 
 class Verifier {
@@ -655,6 +661,82 @@ class Verifier {
         throw InputError(Kind::Usage, t->file, t->name, "the reference weight is not in a high-precision float dtype",
                          "BF16, F16 or F32", std::string(dtype_name(t->dtype)));
     }
+    detect_smoothing();
+  }
+
+  // The norm whose output is `module`'s input, when that is a norm (q/k/v, gate/up).
+  static std::string feeding_norm(const std::string& module) {
+    const auto dot = module.rfind('.');
+    if (dot == std::string::npos) return "";
+    const std::string leaf = module.substr(dot + 1), parent = module.substr(0, dot);
+    const auto pdot = parent.rfind('.');
+    if (pdot == std::string::npos) return "";
+    const std::string layer = parent.substr(0, pdot + 1), block = parent.substr(pdot + 1);
+    if (block == "self_attn" && (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj")) return layer + "input_layernorm";
+    if (block == "mlp" && (leaf == "gate_proj" || leaf == "up_proj")) return layer + "post_attention_layernorm";
+    return "";
+  }
+
+  // SmoothQuant leaves the model's function unchanged but moves per-channel factors from a norm
+  // (or up_proj) into the Linears it feeds; against the (unsmoothed) reference they must be undone.
+  void detect_smoothing() {
+    std::map<std::string, std::shared_ptr<const std::vector<double>>> ratio_of;
+    for (auto& c : ctx_) {
+      const std::string norm = feeding_norm(c.e->module);
+      if (norm.empty()) continue;
+      auto it = ratio_of.find(norm);
+      if (it == ratio_of.end()) {
+        std::shared_ptr<const std::vector<double>> r;
+        const TensorView* gq = qm_->checkpoint().find(norm + ".weight");
+        const TensorView* gr = rm_->checkpoint().find(norm + ".weight");
+        if (gq && gr && gq->numel() == gr->numel() && gq->numel() == static_cast<uint64_t>(c.e->desc.K) &&
+            !(gq->dtype == gr->dtype && std::equal(gq->bytes.begin(), gq->bytes.end(), gr->bytes.begin(), gr->bytes.end()))) {
+          const std::vector<float> a = decode_tensor(*gq), b = decode_tensor(*gr);
+          auto v = std::make_shared<std::vector<double>>(a.size());
+          // A channel whose reference weight is 0 carries 0 either way: ratio 1.
+          for (size_t j = 0; j < a.size(); ++j)
+            (*v)[j] = b[j] == 0.0f ? 1.0 : static_cast<double>(a[j]) / static_cast<double>(b[j]);
+          r = v;
+          r_.smoothed_layers.push_back(norm);
+        }
+        it = ratio_of.emplace(norm, r).first;
+      }
+      c.input_ratio = it->second;
+    }
+    // up_proj -> down_proj factors from qtool_smoothing.json (a sidecar the checkpoint carries).
+    const std::filesystem::path side = std::filesystem::path(o_.quant_dir) / kSmoothingFactorsFile;
+    std::error_code ec;
+    if (!std::filesystem::exists(side, ec)) return;
+    nlohmann::json j;
+    try {
+      j = read_json_file(side.string());
+      std::map<std::string, size_t> index;
+      for (size_t i = 0; i < ctx_.size(); ++i) index[ctx_[i].e->module] = i;
+      for (const auto& m : j.at("mappings")) {
+        const std::string smooth = m.at("smooth").get<std::string>();
+        if (smooth.size() < 8 || smooth.compare(smooth.size() - 8, 8, ".up_proj") != 0) continue;  // norms: detected above
+        const std::vector<float> f = m.at("factors").get<std::vector<float>>();
+        auto inv = std::make_shared<std::vector<double>>(f.size());
+        for (size_t k = 0; k < f.size(); ++k) {
+          if (!(f[k] > 0.0f) || !std::isfinite(f[k]))
+            throw InputError(Kind::BadFile, side.string(), smooth, "smoothing factor " + std::to_string(k) + " is not a positive finite number");
+          (*inv)[k] = 1.0 / static_cast<double>(f[k]);
+        }
+        auto up = index.find(smooth);
+        if (up != index.end() && static_cast<size_t>(ctx_[up->second].e->desc.N) == f.size()) ctx_[up->second].output_ratio = inv;
+        for (const auto& b : m.at("balance")) {
+          auto d = index.find(b.get<std::string>());
+          if (d == index.end()) continue;
+          if (static_cast<size_t>(ctx_[d->second].e->desc.K) != f.size())
+            throw InputError(Kind::BadFile, side.string(), d->first, "smoothing factors do not match the layer's input width",
+                             std::to_string(ctx_[d->second].e->desc.K), std::to_string(f.size()));
+          ctx_[d->second].input_ratio = inv;
+        }
+        r_.smoothed_layers.push_back(smooth + " (" + kSmoothingFactorsFile + ")");
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(Kind::BadFile, side.string(), "", std::string("malformed smoothing factors: ") + e.what());
+    }
   }
 
   void init_layers() {
@@ -692,9 +774,39 @@ class Verifier {
     if (rm_) {
       const TensorView* t = rm_->checkpoint().find(e.module + ".weight");
       wr = decode_tensor(*t);
-      L.weight = compare(wr.data(), wd.data(), d.N * d.K);
+      if (c.input_ratio || c.output_ratio) {
+        // Against the smoothed reference W_ref[n, k] * out[n] / in[k] (a column whose input ratio
+        // is 0 is dropped by the deployed model: compared with 0; the GEMM error still sees it).
+        std::vector<float> ws(wr.size());
+        for (int64_t n = 0; n < d.N; ++n) {
+          const double o = c.output_ratio ? (*c.output_ratio)[static_cast<size_t>(n)] : 1.0;
+          for (int64_t k = 0; k < d.K; ++k) {
+            const size_t j = static_cast<size_t>(n * d.K + k);
+            const double in = c.input_ratio ? (*c.input_ratio)[static_cast<size_t>(k)] : 1.0;
+            ws[j] = in == 0.0 ? 0.0f : static_cast<float>(static_cast<double>(wr[j]) * o / in);
+          }
+        }
+        L.weight = compare(ws.data(), wd.data(), d.N * d.K);
+      } else {
+        L.weight = compare(wr.data(), wd.data(), d.N * d.K);
+      }
     }
     const ExactWeight ew = exact_weight(l, d);
+    // What the deployed Linear receives: x * input_ratio under SmoothQuant (the reference run
+    // captured x from the unsmoothed model), x itself otherwise. The reference product stays
+    // x W_ref^T; a smoothed output is mapped back (y / output_ratio) before comparing with it.
+    const float* Xref = X;
+    std::vector<float> xs;
+    if (c.input_ratio) {
+      xs.resize(static_cast<size_t>(M * d.K));
+      const auto& r = *c.input_ratio;
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < d.K; ++k) {
+          const size_t j = static_cast<size_t>(m * d.K + k);
+          xs[j] = static_cast<float>(static_cast<double>(X[j]) * r[static_cast<size_t>(k)]);
+        }
+      X = xs.data();
+    }
 
     // The selected kernel exactly as deployed.
     std::vector<float> yk(static_cast<size_t>(M * d.N));
@@ -712,10 +824,22 @@ class Verifier {
       const std::vector<double> yd = oracle_gemm(xd, M, d.K, d.N, [&](int64_t n0, int64_t r, double* out) { ew.rows(n0, r, out); });
       L.act_err = compare(yd.data(), yk.data(), M * d.N).rel_l2;
       if (rm_) {
+        if (Xref != X) xd.assign(Xref, Xref + M * d.K);
         const std::vector<double> yr = oracle_gemm(xd, M, d.K, d.N, [&](int64_t n0, int64_t r, double* out) {
           for (int64_t j = 0; j < r * d.K; ++j) out[j] = static_cast<double>(wr[static_cast<size_t>(n0 * d.K + j)]);
         });
-        L.gemm_err = compare(yr.data(), yk.data(), M * d.N).rel_l2;
+        if (c.output_ratio) {
+          // Back to the reference's output space; f32 is ample for an error measured in 1e-3s.
+          std::vector<float> yb(yk.size());
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < d.N; ++n) {
+              const size_t j = static_cast<size_t>(m * d.N + n);
+              yb[j] = static_cast<float>(static_cast<double>(yk[j]) / (*c.output_ratio)[static_cast<size_t>(n)]);
+            }
+          L.gemm_err = compare(yr.data(), yb.data(), M * d.N).rel_l2;
+        } else {
+          L.gemm_err = compare(yr.data(), yk.data(), M * d.N).rel_l2;
+        }
       } else {
         L.gemm_err = L.act_err;
       }
@@ -1037,6 +1161,7 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   json j;
   j["quant_dir"] = r.quant_dir;
   j["reference_dir"] = r.reference_dir.empty() ? json(nullptr) : json(r.reference_dir);
+  j["smoothed_layers"] = r.smoothed_layers;
   j["quant_method"] = r.quant_method;
   j["format"] = r.format;
   j["groups"] = r.groups;

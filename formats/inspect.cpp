@@ -1,10 +1,14 @@
 #include "formats/inspect.h"
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <cstring>
 #include <set>
 
 #include "formats/checkpoint.h"
+#include "formats/model_folder.h"
+#include "formats/smoothing.h"
 #include "formats/quant_plan.h"
 #include "libquant/float_formats.h"
 
@@ -56,6 +60,21 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     r.quant = parse_quant_info(config);
   }
   for (const auto& s : ckpt.shard_paths()) r.shards.push_back(s);
+  {
+    std::error_code ec;
+    const std::filesystem::path side = std::filesystem::path(path) / kSmoothingFactorsFile;
+    if (std::filesystem::is_directory(path, ec) && std::filesystem::exists(side, ec)) {
+      try {
+        const json sj = read_json_file(side.string());
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "alpha %g, %zu smoothed layers (%s)", sj.at("alpha").get<double>(),
+                      sj.at("mappings").size(), kSmoothingFactorsFile);
+        r.smoothing = buf;
+      } catch (const std::exception& e) {
+        r.findings.push_back({"warning", kSmoothingFactorsFile, std::string("unreadable smoothing factors: ") + e.what()});
+      }
+    }
+  }
 
   std::map<std::string, const TensorView*> by_name;
   for (const auto& t : ckpt.tensors()) {
@@ -209,6 +228,7 @@ json report_to_json(const InspectReport& r) {
   q["status"] = r.quant.status;
   q["ignore"] = r.quant.ignore;
   q["kv_cache"] = r.quant.kv_cache ? json(r.quant.kv_cache_text) : json(nullptr);
+  q["smoothing"] = r.smoothing.empty() ? json(nullptr) : json(r.smoothing);
   json groups = json::array();
   for (const auto& g : r.quant.groups)
     groups.push_back({{"name", g.name}, {"targets", g.targets}, {"weights", g.weights_text},

@@ -47,6 +47,9 @@ struct InspectReport {
   QuantInfo quant;
   std::vector<ModuleCoverage> modules;
   size_t quantized_modules = 0, high_precision_modules = 0;
+  // SmoothQuant applied by qtool (PATH is a folder holding qtool_smoothing.json): "alpha 0.8, 90
+  // smoothed layers (qtool_smoothing.json)"; empty otherwise.
+  std::string smoothing;
   std::vector<Finding> findings;
 };
 

@@ -16,6 +16,7 @@
 #include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
 #include "formats/sha256.h"
+#include "formats/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/pack.h"
@@ -98,6 +99,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   if (needs_stats && job.stats == nullptr)
     throw InputError(InputError::Kind::Usage, model.dir(), "",
                      std::string("scheme ") + scheme.name + " needs calibration statistics");
+  QT_ASSERT(job.smoothing == nullptr || job.stats == &job.smoothing->stats);
 
   // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
   PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
@@ -140,8 +142,16 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
 
   for (size_t i = 0; i < plan.decisions.size(); ++i) {
     const TensorDecision& d = plan.decisions[i];
-    const TensorView& t = *by_name.at(d.name);
+    const TensorView& orig = *by_name.at(d.name);
+    // SmoothQuant: the smoothed bytes stand in for the stored ones (one tensor's copy at a time).
+    std::vector<uint8_t> smoothed;
+    TensorView t = orig;
+    if (job.smoothing) {
+      smoothed = job.smoothing->smoothed_bytes(orig);
+      if (!smoothed.empty()) t.bytes = smoothed;
+    }
     TensorProgress prog;
+    prog.smoothed = !smoothed.empty();
     prog.index = i + 1;
     prog.total = plan.decisions.size();
     prog.decision = &d;
@@ -240,6 +250,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     sum.output_files.push_back(f);
   }
 
+  if (job.smoothing) {
+    write_file_atomic((partial / kSmoothingFactorsFile).string(), smoothing_factors_json(*job.smoothing));
+    sum.output_files.push_back(kSmoothingFactorsFile);
+  }
+
   json manifest;
   manifest["tool"] = "qtool";
   manifest["version"] = QTOOL_VERSION_STRING;
@@ -249,6 +264,17 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";
   manifest["numerics"] = "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
   if (job.stats) manifest["activation_observer"] = job.stats->observer;
+  if (job.smoothing) {
+    manifest["smoothquant"] = {{"alpha", float_for_json(job.smoothing->alpha)},
+                               {"norms", job.smoothing->mappings.size()},
+                               {"min_factor", job.smoothing->min_factor},
+                               {"max_factor", job.smoothing->max_factor},
+                               {"mappings", job.smoothing->which == SmoothingMappings::All ? "all" : "norms"},
+                               {"factors_file", kSmoothingFactorsFile},
+                               {"method", "llm-compressor SmoothQuantModifier formula; input_layernorm -> q/k/v, "
+                                          "post_attention_layernorm -> gate/up (+ up_proj -> down_proj with mappings "
+                                          "all); static input scales from the smoothed activations"}};
+  }
   json inputs = json::array();
   for (const auto& p : model.checkpoint().shard_paths()) {
     json e;

@@ -32,7 +32,10 @@ struct TensorProgress {
   uint64_t in_bytes = 0, out_bytes = 0;
   float amax = 0;                   // for quantized weights
   int64_t zero_groups = 0;
+  bool smoothed = false;            // SmoothQuant rewrote this tensor before it was quantized / copied
 };
+
+struct SmoothingPlan;
 
 struct QuantizeJob {
   std::string output_dir;
@@ -42,6 +45,10 @@ struct QuantizeJob {
   bool hash_inputs = true;          // sha256 of each input shard in the manifest
   std::string command_line;         // recorded in the manifest
   const ActivationStats* stats = nullptr;  // required for static schemes / --kv-cache fp8
+  // SmoothQuant (formats/smoothing.h): tensors it names are written smoothed (and then
+  // quantized when the plan says so). With it, `stats` must be smoothing->stats (the smoothed
+  // input absmax). Not owned; may be null.
+  const SmoothingPlan* smoothing = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
 };
 

@@ -1,9 +1,11 @@
 // Activation statistics gathered by calibration (calib/) and consumed by the quantize pipeline
-// (formats/quantize_pipeline) to set static input scales and KV-cache scales.
+// (formats/quantize_pipeline) to set static input scales and KV-cache scales, and by SmoothQuant
+// (libquant/smoothquant.h, formats/smoothing.h) to balance activation outliers into the weights.
 #pragma once
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace qt {
 
@@ -14,6 +16,14 @@ struct ActivationStats {
   // Attention module name ("model.layers.0.self_attn") -> max |K| after RoPE / max |V|.
   std::map<std::string, float> k_absmax;
   std::map<std::string, float> v_absmax;
+  // Per-channel minimum / maximum over every calibration token of (a) a norm output that feeds
+  // several Linears, keyed by the norm ("model.layers.0.input_layernorm" -> q/k/v,
+  // "model.layers.0.post_attention_layernorm" -> gate/up), [hidden] each, and (b) the input of
+  // mlp.down_proj, keyed by that Linear ("model.layers.0.mlp.down_proj"), [intermediate].
+  // f32, plain min/max whatever the observer (what SmoothQuant needs); a channel that ever saw
+  // a NaN is NaN.
+  std::map<std::string, std::vector<float>> channel_min;
+  std::map<std::string, std::vector<float>> channel_max;
   std::string observer = "static_minmax";
 };
 

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "calib/calibrate.h"
@@ -128,6 +130,36 @@ TEST_F(CalibrateTiny, StaticMinmaxSeesEveryTargetedLinearAndEveryAttention) {
   ema.observer = "minmax";
   CalibrationRun e = calibrate(m, samples, ema);
   for (const auto& [k, v] : e.stats.input_absmax) EXPECT_LE(v, r.stats.input_absmax.at(k) * 1.0001f) << k;
+  // Both observers record the plain per-channel range of every norm output and of down_proj's
+  // input (SmoothQuant's statistics); its extremes are the Linear input's absmax.
+  for (const CalibrationRun* run : {&r, &e}) {
+    ASSERT_EQ(run->stats.channel_min.size(), 6u);
+    for (int l = 0; l < 2; ++l) {
+      const std::string down = "model.layers." + std::to_string(l) + ".mlp.down_proj";
+      const auto& mn = run->stats.channel_min.at(down);
+      const auto& mx = run->stats.channel_max.at(down);
+      ASSERT_EQ(mn.size(), 256u);  // intermediate_size
+      float amax = 0;
+      for (size_t j = 0; j < mn.size(); ++j) amax = std::max({amax, std::fabs(mn[j]), std::fabs(mx[j])});
+      EXPECT_EQ(amax, r.stats.input_absmax.at(down));
+    }
+    for (int l = 0; l < 2; ++l)
+      for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
+        const std::string n = "model.layers." + std::to_string(l) + "." + norm;
+        const auto& mn = run->stats.channel_min.at(n);
+        const auto& mx = run->stats.channel_max.at(n);
+        ASSERT_EQ(mn.size(), 128u) << n;
+        float amax = 0;
+        for (size_t j = 0; j < mn.size(); ++j) {
+          EXPECT_LE(mn[j], mx[j]) << n << " channel " << j;
+          amax = std::max({amax, std::fabs(mn[j]), std::fabs(mx[j])});
+        }
+        const std::string lin = "model.layers." + std::to_string(l) +
+                                (std::string(norm) == "input_layernorm" ? ".self_attn.q_proj" : ".mlp.gate_proj");
+        EXPECT_EQ(amax, r.stats.input_absmax.at(lin)) << n;
+      }
+  }
+  EXPECT_EQ(e.stats.channel_max, r.stats.channel_max);
 }
 
 TEST_F(CalibrateTiny, SavedStatsRoundTripAndAreRefusedForAnotherModel) {
@@ -136,6 +168,8 @@ TEST_F(CalibrateTiny, SavedStatsRoundTripAndAreRefusedForAnotherModel) {
   s.input_absmax["model.layers.0.mlp.up_proj"] = 3.25f;
   s.k_absmax["model.layers.0.self_attn"] = 1.5f;
   s.v_absmax["model.layers.0.self_attn"] = 0.1f;
+  s.channel_min["model.layers.0.input_layernorm"] = {-1.25f, 0.0f, -3.0e-8f};
+  s.channel_max["model.layers.0.input_layernorm"] = {2.5f, 0.1f, 7.0e5f};
   StatsProvenance p;
   p.model_fingerprint = model_fingerprint(m);
   p.num_samples = 4;
@@ -144,6 +178,8 @@ TEST_F(CalibrateTiny, SavedStatsRoundTripAndAreRefusedForAnotherModel) {
   ActivationStats l = load_stats(dir.str("s.zst"), model_fingerprint(m), &back);
   EXPECT_EQ(l.input_absmax, s.input_absmax);
   EXPECT_EQ(l.v_absmax, s.v_absmax);
+  EXPECT_EQ(l.channel_min, s.channel_min);  // f32 values survive the JSON text exactly
+  EXPECT_EQ(l.channel_max, s.channel_max);
   EXPECT_EQ(back.num_samples, 4);
   TinyModelOptions o;
   o.seed = 4;  // same shapes, other weights

@@ -173,6 +173,74 @@ TEST(Cli, StaticFp8WithKvCacheWritesInputAndKvScales) {
   EXPECT_NE(refused.err.find("different model"), std::string::npos) << refused.err;
 }
 
+TEST(Cli, SmoothQuantRewritesNormsAndLinearsAndRecordsItsFactors) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-static", "--smoothquant",
+                      "--smoothing-strength", "0.8", "--num-samples", "4", "--seq-len", "32", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["smoothquant"]["alpha"].get<double>(), 0.8);  // as typed, not 0.800000011920929
+  EXPECT_EQ(j["smoothquant"]["mappings"], "all");
+  EXPECT_EQ(j["smoothquant"]["smoothed_layers"], 6);  // 2 layers x (2 norms + up_proj)
+  EXPECT_GT(j["smoothquant"]["max_factor"].get<double>(), j["smoothquant"]["min_factor"].get<double>());
+  SafetensorsFile orig = SafetensorsFile::open(in + "/model.safetensors");
+  SafetensorsFile out = SafetensorsFile::open(d.str("out/model.safetensors"));
+  auto same = [&](const std::string& n) {
+    const TensorView *a = orig.find(n), *b = out.find(n);
+    return a && b && std::equal(a->bytes.begin(), a->bytes.end(), b->bytes.begin(), b->bytes.end());
+  };
+  EXPECT_FALSE(same("model.layers.0.input_layernorm.weight"));
+  EXPECT_FALSE(same("model.layers.1.post_attention_layernorm.weight"));
+  EXPECT_TRUE(same("model.norm.weight"));  // the final norm feeds lm_head, which stays unquantized
+  EXPECT_TRUE(same("model.embed_tokens.weight"));
+  const json side = json::parse(test::read_text(d.path() / "out/qtool_smoothing.json"));
+  ASSERT_EQ(side["mappings"].size(), 6u);
+  EXPECT_EQ(side["mappings"][2]["smooth"], "model.layers.0.mlp.up_proj");
+  EXPECT_EQ(side["mappings"][2]["factors"].size(), 256u);
+  const json man = json::parse(test::read_text(d.path() / "out/qtool_manifest.json"));
+  EXPECT_EQ(man["smoothquant"]["factors_file"], "qtool_smoothing.json");
+  auto ins = run_qtool({"inspect", d.str("out")});
+  EXPECT_NE(ins.out.find("smoothing    SmoothQuant, alpha 0.8, 6 smoothed layers (qtool_smoothing.json)"), std::string::npos)
+      << ins.out;
+  // verify sees the smoothing against the original and checks every layer as deployed.
+  auto v = run_qtool({"verify", d.str("out"), "--reference", in, "--no-bench", "--json"});
+  ASSERT_EQ(v.exit_code, 0) << v.out << v.err;
+  const json vj = json::parse(v.out);
+  EXPECT_EQ(vj["smoothed_layers"].size(), 6u);
+  // Undone wrongly, the factors (0.0x to 10x) would give O(1) errors and SQNRs near 0 dB; undone
+  // right, what is left is INT8 rounding: the activation part (act_err, against the deployed
+  // weights) accounts for nearly all of the GEMM error against the original weights.
+  for (const auto& L : vj["layers"]) {
+    EXPECT_LT(L["gemm_err"].get<double>(), 0.15) << L["module"];  // the INT8 W8A8 default gate
+    EXPECT_LT(L["gemm_err"].get<double>() - L["act_err"].get<double>(), 0.02) << L["module"];
+    EXPECT_GT(L["weight"]["sqnr_db"].get<double>(), 30.0) << L["module"];
+  }
+  // Same statistics and strength: byte-identical output at another thread count.
+  auto again = run_qtool({"quantize", in, "-o", d.str("out2"), "--scheme", "int8-static", "--smoothquant",
+                          "--smoothing-strength", "0.8", "--num-samples", "4", "--seq-len", "32", "-j", "1"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(test::read_file(d.path() / "out/model.safetensors"), test::read_file(d.path() / "out2/model.safetensors"));
+}
+
+TEST(Cli, SmoothQuantNeedsQuantizedActivationsAndItsOwnFlag) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto w = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "w8a16", "--smoothquant"});
+  EXPECT_EQ(w.exit_code, 2);
+  EXPECT_NE(w.err.find("--smoothquant needs a scheme that quantizes activations; w8a16 is weight-only"), std::string::npos) << w.err;
+  auto alone = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-static", "--smoothing-strength", "0.5"});
+  EXPECT_EQ(alone.exit_code, 2);
+  EXPECT_NE(alone.err.find("--smoothquant"), std::string::npos) << alone.err;
+  auto range = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-static", "--smoothquant",
+                          "--smoothing-strength", "1.5"});
+  EXPECT_EQ(range.exit_code, 2);
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+  auto dry = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-dynamic", "--smoothquant", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("smoothquant: alpha 0.8, mappings all, 6 smoothed layers"), std::string::npos) << dry.out;
+}
+
 TEST(Cli, LegacyFp8WritesTheAutoFp8Layout) {
   test::TempDir d;
   const std::string in = tiny(d);

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "formats/safetensors.h"
 #include "tests/support/test_support.h"
@@ -111,6 +112,39 @@ TEST(CmdVerify, WithoutAReferenceChecksStructureAndActivationQuantizationOnly) {
   EXPECT_GT(j["layers"][0]["act_err"].get<double>(), 0.0);
   EXPECT_EQ(j["model"]["gated"], false);
   EXPECT_EQ(j["model"]["against"], "dequantized weights without activation quantization");
+}
+
+TEST(CmdVerify, SmoothQuantIsUndoneAgainstTheReferenceFromTheNormsAndTheFactorsFile) {
+  const Inputs& in = Inputs::get();
+  test::TempDir d;
+  ASSERT_EQ(run_qtool({"-q", "quantize", in.tiny, "-o", d.str("sq"), "--scheme", "int8-dynamic", "--smoothquant",
+                       "--num-samples", "4", "--seq-len", "32"}).exit_code, 0);
+  auto layers = [](const json& j) {
+    std::map<std::string, json> m;
+    for (const auto& L : j["layers"]) m[L["module"]] = L;
+    return m;
+  };
+  auto r = run_qtool(args({d.str("sq"), "--reference", in.tiny, "--json"}));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["smoothed_layers"].size(), 6u);  // 4 norms seen against the reference + 2 up_proj from the file
+  const auto plain = layers(json::parse(run_qtool(args({in.int8, "--reference", in.tiny, "--json"})).out));
+  // Each smoothed layer, undone, is as close to the original as INT8 allows: SQNR in the range
+  // of the unsmoothed checkpoint's (not the ~0 dB a missed factor gives).
+  for (const auto& [name, L] : layers(j))
+    EXPECT_GT(L["weight"]["sqnr_db"].get<double>(), plain.at(name)["weight"]["sqnr_db"].get<double>() - 6.0) << name;
+
+  // Without the factors file the norms are still seen, but up_proj -> down_proj is not.
+  fs::remove(d.path() / "sq/qtool_smoothing.json");
+  auto n = run_qtool(args({d.str("sq"), "--reference", in.tiny, "--json"}));
+  EXPECT_EQ(json::parse(n.out)["smoothed_layers"].size(), 4u) << n.out;
+  // A damaged factors file is refused naming it.
+  test::write_text(d.path() / "sq/qtool_smoothing.json", "{\"mappings\": [{\"smooth\": \"model.layers.0.mlp.up_proj\", "
+                                                         "\"balance\": [\"model.layers.0.mlp.down_proj\"], \"factors\": [1, 2]}]}");
+  auto bad = run_qtool(args({d.str("sq"), "--reference", in.tiny}));
+  EXPECT_EQ(bad.exit_code, 3) << bad.err;
+  EXPECT_NE(bad.err.find("qtool_smoothing.json: tensor 'model.layers.0.mlp.down_proj': smoothing factors do not match"),
+            std::string::npos) << bad.err;
 }
 
 TEST(CmdVerify, ListKernelsNamesEveryCpuKernelWithItsReason) {

@@ -599,10 +599,26 @@ TEST(AbsMaxObserver, SharedInputRecordsTheSameMaximumForEveryModule) {
   AbsMaxObserver o;
   const float x[] = {0.5f, -6.0f, 2.0f, 1.0f};
   o.on_linear_input("q", x, 1, 1);  // q saw 0.5 before
-  o.on_shared_linear_input({"q", "k", "v"}, x, 2, 2);
+  o.on_shared_linear_input("n", {"q", "k", "v"}, x, 2, 2);
   EXPECT_EQ(o.stats().input_absmax.at("q"), 6.0f);
   EXPECT_EQ(o.stats().input_absmax.at("k"), 6.0f);
   EXPECT_EQ(o.stats().input_absmax.at("v"), 6.0f);
+}
+
+TEST(AbsMaxObserver, SharedInputRecordsThePerChannelRangeOfItsProducer) {
+  AbsMaxObserver o;
+  const float x[] = {0.5f, -6.0f, 2.0f,   // token 0
+                     -1.0f, 4.0f, 2.0f};  // token 1
+  o.on_shared_linear_input("n", {"q"}, x, 2, 3);
+  EXPECT_EQ(o.stats().channel_min.at("n"), (std::vector<float>{-1.0f, -6.0f, 2.0f}));
+  EXPECT_EQ(o.stats().channel_max.at("n"), (std::vector<float>{0.5f, 4.0f, 2.0f}));
+  const float y[] = {NAN, 9.0f, -3.0f};
+  o.on_shared_linear_input("n", {"q"}, y, 1, 3);
+  o.on_shared_linear_input("n", {"q"}, x, 1, 3);  // a NaN channel stays NaN
+  EXPECT_TRUE(std::isnan(o.stats().channel_min.at("n")[0]));
+  EXPECT_TRUE(std::isnan(o.stats().channel_max.at("n")[0]));
+  EXPECT_EQ(o.stats().channel_min.at("n")[2], -3.0f);
+  EXPECT_EQ(o.stats().channel_max.at("n")[1], 9.0f);
 }
 
 TEST(AbsMaxF32, FindsTheMaximumMagnitudeInLongArraysAndPropagatesNaN) {

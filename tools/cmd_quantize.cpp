@@ -12,6 +12,7 @@
 #include "formats/model_folder.h"
 #include "formats/quant_plan.h"
 #include "formats/quantize_pipeline.h"
+#include "formats/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/schemes.h"
 #include "tools/cli_util.h"
@@ -33,6 +34,9 @@ struct Opts {
   uint64_t seed = 0;
   std::vector<std::string> ignore, targets;
   bool dry_run = false, json = false, allow_nonfinite = false, overwrite = false, no_hash = false;
+  bool smoothquant = false;
+  float smoothing_strength = 0.8f;  // llm-compressor W8A8 examples; its modifier default is 0.5
+  std::string smoothquant_mappings = "all";
   int threads = 0;
 };
 
@@ -112,7 +116,11 @@ int run_quantize_cmd(const Opts& o) {
   po.ignore = o.ignore;
   po.targets = o.targets;
   po.kv_cache_fp8 = o.kv_cache == "fp8";
-  const bool needs_stats = scheme->needs_calibration || po.kv_cache_fp8 || !o.stats_out.empty();
+  if (o.smoothquant && !scheme->input)
+    throw InputError(InputError::Kind::Usage, "", "",
+                     std::string("--smoothquant needs a scheme that quantizes activations; ") + scheme->name +
+                         " is weight-only (smoothing would only make its weights harder to quantize)");
+  const bool needs_stats = scheme->needs_calibration || po.kv_cache_fp8 || !o.stats_out.empty() || o.smoothquant;
 
   ModelFolder model = ModelFolder::open(o.model);
   const auto& cfg = model.config();
@@ -133,9 +141,27 @@ int run_quantize_cmd(const Opts& o) {
 
   ActivationStats stats;
   CalibrationCost calib_cost;
+  SmoothingPlan smoothing;
+  const SmoothingMappings sq_which = o.smoothquant_mappings == "norms" ? SmoothingMappings::Norms : SmoothingMappings::All;
+  if (o.smoothquant) {
+    // Before calibration: an architecture without the mappings fails in seconds, not after it.
+    const auto mappings = smoothing_mappings(model, sq_which);
+    if (mappings.empty())
+      throw InputError(InputError::Kind::Unsupported, model.dir(), "",
+                       "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
+  }
   if (needs_stats && !o.dry_run) {
     stats = obtain_stats(model, o, calib_cost);
     job.stats = &stats;
+    if (o.smoothquant) {
+      smoothing = plan_smoothing(model, stats, o.smoothing_strength, sq_which);
+      job.smoothing = &smoothing;
+      job.stats = &smoothing.stats;
+      spdlog::info("smoothquant: alpha {}, mappings {} ({} smoothed layers), factors in [{:.3g}, {:.3g}], "
+                   "largest input range cut {:.2f}x",
+                   smoothing.alpha, o.smoothquant_mappings, smoothing.mappings.size(), smoothing.min_factor,
+                   smoothing.max_factor, smoothing.max_range_reduction);
+    }
   }
 
   if (o.dry_run) {
@@ -146,6 +172,9 @@ int run_quantize_cmd(const Opts& o) {
       j["output_bytes"] = plan.output_bytes;
       j["ignore"] = plan.ignore_written;
       j["warnings"] = plan.warnings;
+      if (o.smoothquant)
+        j["smoothquant"] = {{"alpha", float_for_json(o.smoothing_strength)}, {"mappings", o.smoothquant_mappings},
+                            {"smoothed_layers", smoothing_mappings(model, sq_which).size()}};
       nlohmann::json t = nlohmann::json::array();
       for (const auto& d : plan.decisions)
         t.push_back({{"tensor", d.name}, {"quantize", d.quantize}, {"action", d.reason}});
@@ -158,6 +187,10 @@ int run_quantize_cmd(const Opts& o) {
                   plan.quantized_modules.size(), plan.decisions.size(), scheme->name,
                   human_bytes(plan.input_bytes).c_str(), human_bytes(plan.output_bytes).c_str(),
                   plan.ignore_written.size());
+      if (o.smoothquant)
+        std::printf("smoothquant: alpha %g, mappings %s, %zu smoothed layers (factors computed after calibration)\n",
+                    static_cast<double>(o.smoothing_strength), o.smoothquant_mappings.c_str(),
+                    smoothing_mappings(model, sq_which).size());
       std::printf("dry run: nothing written\n");
     }
     return 0;
@@ -166,8 +199,9 @@ int run_quantize_cmd(const Opts& o) {
   ProgressBar bar("quantize", plan.decisions.size());
   job.on_tensor = [&](const TensorProgress& p) {
     bar.clear();
-    spdlog::info("[{}/{}] {} {} {} -> {}  {} -> {}", p.index, p.total, p.decision->name, p.shape,
-                 p.from_dtype, p.to_dtype, human_bytes(p.in_bytes), human_bytes(p.out_bytes));
+    spdlog::info("[{}/{}] {} {} {} -> {}  {} -> {}{}", p.index, p.total, p.decision->name, p.shape,
+                 p.from_dtype, p.to_dtype, human_bytes(p.in_bytes), human_bytes(p.out_bytes),
+                 p.smoothed ? "  (smoothed)" : "");
     bar.update(p.index);
   };
   const auto t0 = std::chrono::steady_clock::now();
@@ -187,6 +221,11 @@ int run_quantize_cmd(const Opts& o) {
     j["seconds"] = secs;
     if (calib_cost.tokens > 0)
       j["calibration"] = {{"seconds", calib_cost.seconds}, {"samples", calib_cost.samples}, {"tokens", calib_cost.tokens}};
+    if (job.smoothing)
+      j["smoothquant"] = {{"alpha", float_for_json(smoothing.alpha)}, {"mappings", o.smoothquant_mappings},
+                          {"smoothed_layers", smoothing.mappings.size()},
+                          {"min_factor", smoothing.min_factor}, {"max_factor", smoothing.max_factor},
+                          {"max_range_reduction", smoothing.max_range_reduction}};
     j["files"] = s.output_files;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -219,6 +258,17 @@ void register_quantize(CLI::App& app, RunFn& run) {
   sub->add_option("--targets", o->targets, "Quantize only these modules: exact names or re:REGEX (default: decoder Linear layers)");
   sub->add_option("--kv-cache", o->kv_cache, "KV-cache scales: none, or fp8 (calibrated k_scale/v_scale per attention layer)")
       ->capture_default_str()->check(CLI::IsMember({"none", "fp8"}));
+  auto* sq = sub->add_flag("--smoothquant", o->smoothquant,
+                "SmoothQuant: move activation outliers into the weights before quantizing; needs calibration; "
+                "schemes with quantized activations only");
+  sub->add_option("--smoothing-strength", o->smoothing_strength,
+                  "SmoothQuant alpha in (0, 1]: s_j = range_j^alpha / (2 max|W_j|)^(1-alpha) (llm-compressor's "
+                  "smoothing_strength; 0.8 as in its W8A8 examples, its own default is 0.5)")
+      ->capture_default_str()->check(CLI::Range(1e-6, 1.0))->needs(sq);
+  sub->add_option("--smoothquant-mappings", o->smoothquant_mappings,
+                  "norms: input_layernorm -> q/k/v and post_attention_layernorm -> gate/up (llm-compressor's "
+                  "default); all: also up_proj -> down_proj")
+      ->capture_default_str()->check(CLI::IsMember({"all", "norms"}))->needs(sq);
   sub->add_option("--max-shard-size", o->max_shard, "Largest output shard")->capture_default_str();
   auto* cal = sub->add_option_group("calibration", "Static schemes and --kv-cache fp8 run the model on calibration text");
   cal->add_option("--dataset", o->dataset, "Calibration text: .txt, .jsonl (\"text\" or chat \"messages\"), optionally .zst (default: the built-in set)");

@@ -1,0 +1,173 @@
+#include "formats/smoothing.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "formats/model_folder.h"
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/smoothquant.h"
+
+namespace qt {
+
+namespace {
+
+const TensorView& need(const ModelFolder& model, const std::string& name) {
+  const TensorView* t = model.checkpoint().find(name);
+  if (!t) throw InputError(InputError::Kind::Unsupported, model.dir(), name, "SmoothQuant: tensor not found");
+  if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
+    throw InputError(InputError::Kind::Unsupported, t->file, name, "SmoothQuant: weight dtype not supported",
+                     "F32, F16 or BF16", std::string(dtype_name(t->dtype)));
+  return *t;
+}
+
+std::vector<float> decode(const TensorView& t, std::span<const uint8_t> bytes) {
+  std::vector<float> v(t.numel());
+  decode_to_f32(t.dtype, bytes.data(), v.size(), v.data());
+  return v;
+}
+
+}  // namespace
+
+std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which) {
+  std::vector<SmoothingMapping> out;
+  const Checkpoint& ck = model.checkpoint();
+  for (int64_t l = 0;; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    if (!ck.find(p + "input_layernorm.weight") && !ck.find(p + "post_attention_layernorm.weight")) break;
+    struct Group {
+      std::string smooth;
+      bool linear;
+      std::string stats;
+      std::vector<std::string> balance;
+    };
+    std::vector<Group> groups = {
+        {"input_layernorm", false, "input_layernorm", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
+        {"post_attention_layernorm", false, "post_attention_layernorm", {"mlp.gate_proj", "mlp.up_proj"}}};
+    if (which == SmoothingMappings::All) groups.push_back({"mlp.up_proj", true, "mlp.down_proj", {"mlp.down_proj"}});
+    for (const auto& g : groups) {
+      if (!ck.find(p + g.smooth + ".weight")) continue;
+      SmoothingMapping m{p + g.smooth, g.linear, p + g.stats, {}};
+      for (const auto& lin : g.balance) {
+        if (!ck.find(p + lin + ".weight"))
+          throw InputError(InputError::Kind::Unsupported, model.dir(), p + lin + ".weight",
+                           "SmoothQuant: " + p + g.smooth + " feeds no such Linear (only dense Llama-family layers are supported)");
+        m.balance.push_back(p + lin);
+      }
+      out.push_back(std::move(m));
+    }
+  }
+  return out;
+}
+
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, float alpha, SmoothingMappings which) {
+  if (!(alpha > 0.0f && alpha <= 1.0f))
+    throw InputError(InputError::Kind::Usage, "", "", "SmoothQuant strength must be in (0, 1]", "0 < alpha <= 1",
+                     std::to_string(alpha));
+  SmoothingPlan plan;
+  plan.alpha = alpha;
+  plan.which = which;
+  plan.mappings = smoothing_mappings(model, which);
+  plan.stats = stats;
+  plan.min_factor = INFINITY;
+  plan.max_factor = 0;
+  for (const SmoothingMapping& m : plan.mappings) {
+    auto mn = stats.channel_min.find(m.stats_key), mx = stats.channel_max.find(m.stats_key);
+    if (mn == stats.channel_min.end() || mx == stats.channel_max.end())
+      throw InputError(InputError::Kind::Usage, model.dir(), m.stats_key,
+                       "no per-channel activation range for SmoothQuant (statistics saved by a qtool without "
+                       "SmoothQuant support?): calibrate again instead of --stats");
+    const TensorView& sw = need(model, m.smooth + ".weight");
+    // The smoothed channels: a norm's elements, or the smoothed Linear's output rows.
+    const size_t C = static_cast<size_t>(sw.shape.empty() ? 0 : sw.shape[0]);
+    if ((m.smooth_is_linear ? sw.shape.size() != 2 : sw.shape.size() != 1) || mn->second.size() != C ||
+        mx->second.size() != C)
+      throw InputError(InputError::Kind::BadFile, model.dir(), m.stats_key,
+                       "per-channel statistics do not match " + m.smooth + ".weight", std::to_string(C) + " channels",
+                       std::to_string(mn->second.size()));
+    for (size_t j = 0; j < C; ++j)
+      if (!std::isfinite(mn->second[j]) || !std::isfinite(mx->second[j]))
+        throw InputError(InputError::Kind::BadValue, model.dir(), m.stats_key,
+                         "non-finite activation statistic in channel " + std::to_string(j));
+    std::vector<float> colmax(C, 0.0f);
+    DType M = sw.dtype;
+    for (const auto& lin : m.balance) {
+      const TensorView& w = need(model, lin + ".weight");
+      if (!accumulate_column_absmax(w, colmax))
+        throw InputError(InputError::Kind::BadFile, w.file, w.name, "SmoothQuant: weight shape does not match " + m.smooth,
+                         "[*, " + std::to_string(C) + "]", shape_string(w.shape));
+      M = w.dtype;  // the model dtype: that of its Linear weights (hidden states follow it)
+    }
+    for (size_t j = 0; j < C; ++j)
+      if (!std::isfinite(colmax[j]))
+        throw InputError(InputError::Kind::BadValue, model.dir(), m.balance[0] + ".weight",
+                         "non-finite weight in input column " + std::to_string(j) + " of a SmoothQuant group");
+    std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, alpha, M);
+    for (float v : s) {
+      plan.min_factor = std::min(plan.min_factor, v);
+      plan.max_factor = std::max(plan.max_factor, v);
+    }
+    float amax;
+    if (m.smooth_is_linear) {
+      amax = divided_input_absmax(mn->second, mx->second, s);
+    } else {
+      // From the norm weight exactly as it will be written.
+      const std::vector<uint8_t> gs_bytes = divide_norm_weight(sw, s);
+      amax = smoothed_input_absmax(mn->second, mx->second, decode(sw, sw.bytes), decode(sw, gs_bytes));
+    }
+    for (const auto& lin : m.balance) {
+      auto it = plan.stats.input_absmax.find(lin);
+      if (it != plan.stats.input_absmax.end() && amax > 0)
+        plan.max_range_reduction = std::max(plan.max_range_reduction, it->second / amax);
+      plan.stats.input_absmax[lin] = amax;
+      plan.column_factors[lin + ".weight"] = m.smooth;
+    }
+    plan.divide_factors[m.smooth + ".weight"] = m.smooth;
+    plan.factors[m.smooth] = std::move(s);
+  }
+  if (plan.mappings.empty()) plan.min_factor = 0;
+  return plan;
+}
+
+std::vector<uint8_t> SmoothingPlan::smoothed_bytes(const TensorView& t) const {
+  std::vector<uint8_t> out;
+  TensorView cur = t;
+  if (auto it = column_factors.find(t.name); it != column_factors.end()) {
+    out = scale_weight_columns(cur, factors.at(it->second));
+    cur.bytes = out;
+  }
+  if (auto it = divide_factors.find(t.name); it != divide_factors.end()) {
+    const auto& s = factors.at(it->second);
+    std::vector<uint8_t> next = cur.shape.size() == 1 ? divide_norm_weight(cur, s) : divide_weight_rows(cur, s);
+    out = std::move(next);
+  }
+  return out;
+}
+
+double float_for_json(float f) {
+  for (int digits = 1; digits <= 9; ++digits) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(f));
+    const double d = std::strtod(buf, nullptr);
+    if (static_cast<float>(d) == f) return d;
+  }
+  return static_cast<double>(f);
+}
+
+std::string smoothing_factors_json(const SmoothingPlan& plan) {
+  nlohmann::json j;
+  j["format"] = "qtool-smoothing-factors";
+  j["version"] = 1;
+  j["alpha"] = float_for_json(plan.alpha);
+  j["mappings_set"] = plan.which == SmoothingMappings::All ? "all" : "norms";
+  nlohmann::json ms = nlohmann::json::array();
+  for (const auto& m : plan.mappings)
+    ms.push_back({{"smooth", m.smooth}, {"balance", m.balance}, {"factors", plan.factors.at(m.smooth)}});
+  j["mappings"] = ms;
+  return j.dump() + "\n";
+}
+
+}  // namespace qt

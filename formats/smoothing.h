@@ -1,0 +1,103 @@
+// SmoothQuant over a model folder: which layers are smoothed into which Linears, the factors
+// (libquant/smoothquant.h has the numerics), and the smoothed bytes the quantize pipeline
+// writes in place of the originals.
+//
+// Mappings, per decoder layer L (Llama, Mistral, Qwen2, Qwen3 -- Qwen3's q_norm / k_norm sit
+// after the projections and are untouched):
+//   norms   model.layers.L.input_layernorm           -> self_attn.q_proj, k_proj, v_proj
+//           model.layers.L.post_attention_layernorm  -> mlp.gate_proj, up_proj
+//           (llm-compressor's default SmoothQuant mappings for these architectures)
+//   mlp     model.layers.L.mlp.up_proj               -> mlp.down_proj
+//           (up_proj's output channel j, and so down_proj's input silu(gate_j) * up_j, is
+//           divided by s_j; down_proj's column j multiplied. Not in llm-compressor's SmoothQuant
+//           defaults -- its AWQ mappings balance the same pair -- but down_proj's input carries
+//           the largest outliers of these models; the activation range is that of down_proj's
+//           real input.)
+// Every mapped Linear is smoothed, quantized or not: the function must stay the same.
+// up_proj is both a balance layer (columns, norms mapping) and a smoothed layer (rows, mlp
+// mapping): columns first, then rows, each rounded to the weight dtype (the order in which
+// llm-compressor would apply the two mappings).
+//
+// Statistics: per-channel ranges (ActivationStats::channel_min / max) from calibration on the
+// UNSMOOTHED model. Smoothing is an identity up to one rounding per weight, so later layers'
+// activations barely move (llm-compressor's sequential pipeline, which smooths layer by layer,
+// sees the same up to that rounding).
+//
+// Static input scales after smoothing: the balance Linears' input changes, so their input absmax
+// is recomputed from the per-channel range (smoothed_input_absmax for norms, exact for the
+// deployed norm weight; divided_input_absmax for down_proj) rather than taken from the
+// unsmoothed max |x|. llm-compressor observes static input activations in the same calibration
+// pass that gathers SmoothQuant's statistics, i.e. before smoothing (testdata/smoothquant/README.md).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "libquant/activation_stats.h"
+#include "libquant/tensor_view.h"
+
+namespace qt {
+
+class ModelFolder;
+
+enum class SmoothingMappings {
+  Norms,  // input_layernorm -> q/k/v, post_attention_layernorm -> gate/up (llm-compressor's)
+  All,    // Norms + up_proj -> down_proj
+};
+
+struct SmoothingMapping {
+  std::string smooth;                 // "model.layers.0.input_layernorm" / "model.layers.0.mlp.up_proj"
+  bool smooth_is_linear = false;      // true: divide the rows of smooth.weight, else the 1-D norm
+  std::string stats_key;              // the channel range: the norm, or the balance Linear (down_proj)
+  std::vector<std::string> balance;   // ["model.layers.0.self_attn.q_proj", ...]
+};
+
+// The mappings of `model` (see above), in layer order, norms before mlp within a layer. Throws
+// InputError(Unsupported) naming the tensor when a layer has the norm but not every balance
+// Linear (e.g. an MoE MLP).
+std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which);
+
+struct SmoothingPlan {
+  float alpha = 0.8f;
+  SmoothingMappings which = SmoothingMappings::All;
+  std::vector<SmoothingMapping> mappings;
+  // smooth module -> factors s (f32, >= 1e-5), one per channel of its output.
+  std::map<std::string, std::vector<float>> factors;
+  // tensor name -> smooth module whose factors multiply its columns (balance Linears) / divide
+  // it (norm weights, up_proj's rows).
+  std::map<std::string, std::string> column_factors, divide_factors;
+  // The calibration statistics with every balance Linear's input_absmax replaced by the
+  // smoothed absmax (what static input scales must be made from); all else unchanged.
+  ActivationStats stats;
+  float min_factor = 0, max_factor = 0;  // over every factor (for the summary)
+  // max over balance Linears of (unsmoothed input absmax / smoothed input absmax).
+  float max_range_reduction = 0;
+
+  // The bytes to write for tensor `t` instead of its own, empty for a tensor smoothing leaves
+  // alone.
+  std::vector<uint8_t> smoothed_bytes(const TensorView& t) const;
+};
+
+// Computes the plan: reads every balance weight once (column absmax; memory-mapped, one tensor
+// at a time) and every mapped norm weight. alpha in (0, 1]. Throws InputError:
+//   Usage     stats lack a mapping's per-channel range (statistics file from a qtool without
+//             SmoothQuant support) -- names the module;
+//   BadValue  a NaN/Inf per-channel statistic or weight -- names the module / tensor;
+//   Unsupported  a weight dtype other than F32/F16/BF16, a layer without its balance Linears.
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, float alpha,
+                             SmoothingMappings which = SmoothingMappings::All);
+
+// The name of the smoothing factors file qtool writes next to a smoothed checkpoint (JSON:
+// {"alpha", "mappings": [{"smooth", "balance", "factors"}]}, factors as f32 values): verify
+// needs the up_proj -> down_proj factors, which the checkpoint alone does not reveal.
+inline constexpr const char* kSmoothingFactorsFile = "qtool_smoothing.json";
+
+// The shortest decimal that reads back as `f` (0.8f -> 0.8, not 0.800000011920929), for JSON.
+double float_for_json(float f);
+
+// The JSON text of that file for `plan`.
+std::string smoothing_factors_json(const SmoothingPlan& plan);
+
+}  // namespace qt

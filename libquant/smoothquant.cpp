@@ -1,0 +1,150 @@
+#include "libquant/smoothquant.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+
+namespace qt {
+
+namespace {
+
+// torch.pow(t, e) on CPU: e == 0.5 is sqrt (exactly rounded), other exponents pow in f32.
+float pow_like_torch(float x, float e) { return e == 0.5f ? std::sqrt(x) : std::pow(x, e); }
+
+std::vector<float> decode(const TensorView& t) {
+  std::vector<float> v(t.numel());
+  const bool ok = decode_to_f32(t.dtype, t.bytes.data(), v.size(), v.data());
+  QT_ASSERT(ok);
+  return v;
+}
+
+// out[r, c] = M(f(r, c, f32(W[r, c]))) for a 2-D F32/F16/BF16 weight, as raw bytes of its dtype;
+// rows in parallel (each element is computed alone, so any split gives the same bytes).
+template <class F>
+std::vector<uint8_t> map_2d(const TensorView& w, F f) {
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  const size_t esz = dtype_bits(w.dtype) / 8;
+  std::vector<uint8_t> out(w.bytes.size());
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const size_t off = static_cast<size_t>(r * cols) * esz;
+      decode_to_f32(w.dtype, w.bytes.data() + off, static_cast<uint64_t>(cols), row.data());
+      for (int64_t c = 0; c < cols; ++c)
+        store_float(w.dtype, round_to_dtype(w.dtype, f(r, c, row[static_cast<size_t>(c)])),
+                    out.data() + off + static_cast<size_t>(c) * esz);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<float> smoothing_scales(std::span<const float> ch_min, std::span<const float> ch_max,
+                                    std::span<const float> wcol, float alpha, DType M) {
+  QT_ASSERT(ch_min.size() == ch_max.size() && ch_min.size() == wcol.size());
+  QT_ASSERT(alpha > 0.0f && alpha <= 1.0f);
+  // 1 - alpha in Python double, then handed to torch.pow as a scalar, used in f32.
+  const float beta = static_cast<float>(1.0 - static_cast<double>(alpha));
+  std::vector<float> s(ch_min.size());
+  for (size_t j = 0; j < s.size(); ++j) {
+    const float act = round_to_dtype(M, round_to_dtype(M, ch_max[j]) - round_to_dtype(M, ch_min[j]));
+    const float wt = 2.0f * wcol[j];  // exact: a power-of-two multiple of an M value
+    float v;
+    if (wt > 0.0f) {
+      const float num = round_to_dtype(M, pow_like_torch(act, alpha));
+      const float den = round_to_dtype(M, pow_like_torch(wt, beta));
+      v = round_to_dtype(M, num / den);
+    } else {
+      v = act;
+    }
+    // torch.maximum(s, float32 tensor [1e-5]): promoted to f32; NaN would propagate (checked
+    // out by the caller before we get here).
+    s[j] = std::max(v, kMinSmoothingScale);
+  }
+  return s;
+}
+
+bool accumulate_column_absmax(const TensorView& w, std::span<float> colmax) {
+  if (w.shape.size() != 2 || static_cast<size_t>(w.shape[1]) != colmax.size()) return false;
+  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16) return false;
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  const size_t esz = dtype_bits(w.dtype) / 8;
+  // Fixed 64-row blocks, each thread folds its blocks into a private vector; max is exact and
+  // commutative, so the merged result does not depend on the split.
+  constexpr int64_t kBlock = 64;
+  const int64_t nblocks = (rows + kBlock - 1) / kBlock;
+#pragma omp parallel
+  {
+    std::vector<float> local(static_cast<size_t>(cols), 0.0f), row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      for (int64_t r = b * kBlock; r < std::min(rows, (b + 1) * kBlock); ++r) {
+        decode_to_f32(w.dtype, w.bytes.data() + static_cast<size_t>(r * cols) * esz, static_cast<uint64_t>(cols),
+                      row.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          const float a = std::fabs(row[static_cast<size_t>(c)]);
+          float& m = local[static_cast<size_t>(c)];
+          if (a > m || a != a) m = a;
+        }
+      }
+    }
+#pragma omp critical
+    for (int64_t c = 0; c < cols; ++c) {
+      const float a = local[static_cast<size_t>(c)];
+      float& m = colmax[static_cast<size_t>(c)];
+      if (a > m || a != a) m = a;
+    }
+  }
+  return true;
+}
+
+std::vector<uint8_t> scale_weight_columns(const TensorView& w, std::span<const float> s) {
+  QT_ASSERT(w.shape.size() == 2 && static_cast<size_t>(w.shape[1]) == s.size());
+  // weight.mul_(scales.view(1, -1)): f32(W) * f32(s) in f32, then RNE to the weight's dtype.
+  return map_2d(w, [&](int64_t, int64_t c, float v) { return v * s[static_cast<size_t>(c)]; });
+}
+
+std::vector<uint8_t> divide_norm_weight(const TensorView& g, std::span<const float> s) {
+  QT_ASSERT(g.shape.size() == 1 && static_cast<size_t>(g.shape[0]) == s.size());
+  const std::vector<float> gv = decode(g);
+  const size_t esz = dtype_bits(g.dtype) / 8;
+  std::vector<uint8_t> out(g.bytes.size());
+  for (size_t j = 0; j < gv.size(); ++j)
+    store_float(g.dtype, round_to_dtype(g.dtype, gv[j] / s[j]), out.data() + j * esz);  // weight.div_(scales)
+  return out;
+}
+
+std::vector<uint8_t> divide_weight_rows(const TensorView& w, std::span<const float> s) {
+  QT_ASSERT(w.shape.size() == 2 && static_cast<size_t>(w.shape[0]) == s.size());
+  // weight.div_(scales.view(-1, 1)): f32 quotient, then RNE to the weight's dtype.
+  return map_2d(w, [&](int64_t r, int64_t, float v) { return v / s[static_cast<size_t>(r)]; });
+}
+
+float divided_input_absmax(std::span<const float> ch_min, std::span<const float> ch_max, std::span<const float> s) {
+  QT_ASSERT(ch_min.size() == ch_max.size() && s.size() == ch_min.size());
+  double m = 0.0;
+  for (size_t j = 0; j < s.size(); ++j) {
+    const double a = std::max(std::fabs(static_cast<double>(ch_min[j])), std::fabs(static_cast<double>(ch_max[j])));
+    m = std::max(m, a / static_cast<double>(s[j]));
+  }
+  return static_cast<float>(m);
+}
+
+float smoothed_input_absmax(std::span<const float> ch_min, std::span<const float> ch_max,
+                            std::span<const float> g, std::span<const float> gs) {
+  QT_ASSERT(ch_min.size() == ch_max.size() && g.size() == ch_min.size() && gs.size() == g.size());
+  double m = 0.0;
+  for (size_t j = 0; j < g.size(); ++j) {
+    if (g[j] == 0.0f) continue;
+    const double a = std::max(std::fabs(static_cast<double>(ch_min[j])), std::fabs(static_cast<double>(ch_max[j])));
+    m = std::max(m, a * std::fabs(static_cast<double>(gs[j]) / static_cast<double>(g[j])));
+  }
+  return static_cast<float>(m);
+}
+
+}  // namespace qt

@@ -1,0 +1,361 @@
+// SmoothQuant: the numerics (libquant/smoothquant.h) and the plan over a model folder
+// (formats/smoothing.h). Hand-derived values here; the comparison with llm-compressor's own
+// SmoothQuantModifier output is in SmoothQuantGolden below (testdata/smoothquant/).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "calib/calibrate.h"
+#include "calib/dataset.h"
+#include "calib/forward.h"
+#include "calib/model_config.h"
+#include "calib/tokenizer.h"
+#include "formats/model_folder.h"
+#include "formats/smoothing.h"
+#include "formats/tiny_model.h"
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/smoothquant.h"
+#include "tests/support/test_support.h"
+
+namespace qt {
+namespace {
+
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A TensorView over bytes it owns (for hand-made tensors).
+struct OwnedTensor {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+  OwnedTensor(DType t, std::vector<int64_t> shape, const std::vector<float>& values) {
+    bytes.resize(values.size() * dtype_bits(t) / 8);
+    for (size_t i = 0; i < values.size(); ++i) store_float(t, round_to_dtype(t, values[i]), bytes.data() + i * dtype_bits(t) / 8);
+    view = TensorView{"w", t, std::move(shape), bytes, "mem"};
+  }
+};
+
+std::vector<float> decode(DType t, const std::vector<uint8_t>& b) {
+  std::vector<float> v(b.size() / (dtype_bits(t) / 8));
+  decode_to_f32(t, b.data(), v.size(), v.data());
+  return v;
+}
+
+// ---- numerics ------------------------------------------------------------------------------
+
+TEST(SmoothingScales, FollowTheReferenceStepsInBf16) {
+  // Hand derivation, alpha 0.5 (sqrt), bf16 = 8 significant bits:
+  //  ch 0: act = 6 - (-2) = 8, wt = 2 * 0.5 = 1: sqrt(8) = 2.8284271 -> bf16 2.828125; / 1
+  //  ch 1: wt = 0: s = act = 8
+  //  ch 2: act = 0: s = 0 -> floor 1e-5f
+  //  ch 3: act = 8, wt = 2 * 2 = 4: 2.828125 / 2 = 1.4140625 (exact in bf16)
+  const std::vector<float> mn{-2, -2, 0.5f, -2}, mx{6, 6, 0.5f, 6}, w{0.5f, 0, 1, 2};
+  const auto s = smoothing_scales(mn, mx, w, 0.5f, DType::BF16);
+  EXPECT_EQ(s, (std::vector<float>{2.828125f, 8.0f, 1e-5f, 1.4140625f}));
+  // In f32 nothing is rounded to 8 bits: sqrtf(8) / sqrtf(1) and sqrtf(8) / sqrtf(4).
+  const auto f = smoothing_scales(mn, mx, w, 0.5f, DType::F32);
+  EXPECT_EQ(f[0], std::sqrt(8.0f));
+  EXPECT_EQ(f[3], std::sqrt(8.0f) / 2.0f);
+}
+
+TEST(SmoothingScales, RoundTheRangeEndsToTheModelDtypeFirst) {
+  // max 3.0078125 is not a bf16 value (3 + 2^-7 needs 9 bits): RNE to 3.0 (even), so the range
+  // is 3 - (-1) = 4 and s = sqrt(4) / sqrt(1) = 2 exactly. Without the rounding: sqrt(4.0078125).
+  const auto s = smoothing_scales(std::vector<float>{-1}, std::vector<float>{3.0078125f}, std::vector<float>{0.5f}, 0.5f,
+                                  DType::BF16);
+  EXPECT_EQ(s[0], 2.0f);
+}
+
+TEST(SmoothingScales, OtherStrengthsUsePowInF32) {
+  // alpha 0.8: 8^0.8 / (2 * 0.5)^0.2 = 2^2.4 = 5.278031643091577 (exact value); powf is within
+  // an ulp of it.
+  const auto s = smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 0.8f,
+                                  DType::F32);
+  EXPECT_NEAR(s[0], 5.278031643091577, 5.278031643091577 * 1.2e-7);
+  // alpha 1: s = act / wt^0 = act.
+  EXPECT_EQ(smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 1.0f, DType::F32)[0],
+            8.0f);
+}
+
+TEST(ColumnAbsmax, IsExactForEveryShapeAndThreadCount) {
+  for (DType t : {DType::BF16, DType::F32, DType::F16})
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 17}, {65, 33}, {130, 64}, {257, 5}}) {
+      std::vector<float> v(static_cast<size_t>(rows * cols));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(static_cast<float>(i) * 0.37f) * static_cast<float>(1 + i % 7);
+      OwnedTensor w(t, {rows, cols}, v);
+      const std::vector<float> stored = decode(t, w.bytes);
+      std::vector<float> want(static_cast<size_t>(cols), 0.0f);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          want[static_cast<size_t>(c)] = std::max(want[static_cast<size_t>(c)], std::fabs(stored[static_cast<size_t>(r * cols + c)]));
+      for (int threads : {1, 2, 3}) {
+        omp_set_num_threads(threads);
+        std::vector<float> got(static_cast<size_t>(cols), 0.0f);
+        ASSERT_TRUE(accumulate_column_absmax(w.view, got));
+        EXPECT_EQ(got, want) << rows << "x" << cols << " threads " << threads;
+      }
+    }
+  omp_set_num_threads(2);
+}
+
+TEST(ColumnAbsmax, PropagatesNaNAndRefusesAMismatchedShape) {
+  OwnedTensor w(DType::F32, {2, 2}, {1.0f, NAN, -3.0f, 0.5f});
+  std::vector<float> m(2, 0.0f);
+  ASSERT_TRUE(accumulate_column_absmax(w.view, m));
+  EXPECT_EQ(m[0], 3.0f);
+  EXPECT_TRUE(std::isnan(m[1]));
+  std::vector<float> wrong(3, 0.0f);
+  EXPECT_FALSE(accumulate_column_absmax(w.view, wrong));
+  OwnedTensor i8(DType::F32, {2, 2}, {1, 2, 3, 4});
+  i8.view.dtype = DType::I8;
+  EXPECT_FALSE(accumulate_column_absmax(i8.view, m));
+}
+
+TEST(ScaleWeightColumns, RoundsEachProductOnceToTheWeightDtype) {
+  // bf16: 1.0078125 * 3 = 3.0234375 lies halfway between bf16 neighbours 3.015625 and 3.03125:
+  // RNE picks 3.03125 (even significand). 1.5 * 1.25 = 1.875 exact. f32 keeps 3.0234375.
+  OwnedTensor w(DType::BF16, {2, 2}, {1.0078125f, 1.5f, -1.0078125f, 0.0f});
+  const std::vector<float> s{3.0f, 1.25f};
+  EXPECT_EQ(decode(DType::BF16, scale_weight_columns(w.view, s)), (std::vector<float>{3.03125f, 1.875f, -3.03125f, 0.0f}));
+  OwnedTensor f(DType::F32, {1, 2}, {1.0078125f, 1.5f});
+  EXPECT_EQ(decode(DType::F32, scale_weight_columns(f.view, s)), (std::vector<float>{3.0234375f, 1.875f}));
+}
+
+TEST(DivideNormWeight, RoundsEachQuotientToTheNormDtype) {
+  // 1/3 = 1.3333 * 2^-2; 8 significant bits: 171/128 * 2^-2 = 0.333984375 in bf16.
+  OwnedTensor g(DType::BF16, {2}, {1.0f, 2.0f});
+  EXPECT_EQ(decode(DType::BF16, divide_norm_weight(g.view, std::vector<float>{3.0f, 0.5f})),
+            (std::vector<float>{0.333984375f, 4.0f}));
+}
+
+TEST(DivideWeightRows, RoundsEachQuotientToTheWeightDtype) {
+  // Row 0 / 3: 1/3 -> 0.333984375 and 2/3 -> 0.66796875 in bf16; row 1 / 0.5: exact doubling.
+  OwnedTensor w(DType::BF16, {2, 2}, {1.0f, 2.0f, -1.5f, 0.25f});
+  EXPECT_EQ(decode(DType::BF16, divide_weight_rows(w.view, std::vector<float>{3.0f, 0.5f})),
+            (std::vector<float>{0.333984375f, 0.66796875f, -3.0f, 0.5f}));
+}
+
+TEST(DividedInputAbsmax, DividesEachChannelsMagnitudeByItsFactor) {
+  EXPECT_EQ(divided_input_absmax(std::vector<float>{-8, -1}, std::vector<float>{2, 6}, std::vector<float>{4, 2}), 3.0f);
+}
+
+TEST(SmoothedInputAbsmax, ScalesEachChannelByTheNormRatio) {
+  // ch 0: max(|-4|, 2) * 1/2 = 2; ch 1: 8 * 0.5/1 = 4; ch 2: g = 0 carries nothing.
+  EXPECT_EQ(smoothed_input_absmax(std::vector<float>{-4, -1, -100}, std::vector<float>{2, 8, 100},
+                                  std::vector<float>{2, 1, 0}, std::vector<float>{1, 0.5f, 0}),
+            4.0f);
+}
+
+// ---- the plan over a model folder ----------------------------------------------------------
+
+class SmoothingOnTinyModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TinyModelOptions o;
+    o.dtype = DType::F32;  // f32: smoothing rounds each weight by at most half an f32 ulp
+    write_tiny_model(dir.str("m"), o);
+    model.emplace(ModelFolder::open(dir.str("m")));
+    const Tokenizer tok = Tokenizer::from_dir(dir.str("m"));
+    samples = calib::make_samples(tok, calib::builtin_calibration_text(), 4, 48, 0);
+    stats = calib::calibrate(*model, samples, {}).stats;
+  }
+
+  // Runs the model with SmoothingPlan's bytes in place of the stored ones.
+  std::vector<float> logits(const SmoothingPlan* plan, calib::Observer* obs = nullptr) {
+    std::map<std::string, std::vector<uint8_t>> owned;
+    std::map<std::string, TensorView> views;
+    for (const TensorView& t : model->checkpoint().tensors()) {
+      TensorView v = t;
+      if (plan) {
+        auto b = plan->smoothed_bytes(t);
+        if (!b.empty()) {
+          owned[t.name] = std::move(b);
+          v.bytes = owned[t.name];
+        }
+      }
+      views.emplace(t.name, v);
+    }
+    const calib::ModelConfig cfg = calib::ModelConfig::from_json(model->config(), model->config_path());
+    calib::ForwardOptions fo;
+    fo.observer = obs;
+    std::vector<float> out;
+    fo.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t V) { out.insert(out.end(), l, l + n * V); };
+    calib::run_forward(cfg, calib::make_view_weight_provider([&](const std::string& n) {
+                         auto it = views.find(n);
+                         return it == views.end() ? nullptr : &it->second;
+                       }, "m"),
+                       samples, fo);
+    return out;
+  }
+
+  test::TempDir dir;
+  std::optional<ModelFolder> model;
+  std::vector<std::vector<int32_t>> samples;
+  ActivationStats stats;
+};
+
+TEST_F(SmoothingOnTinyModel, MapsEachNormToTheLinearsItFeeds) {
+  const auto m = smoothing_mappings(*model, SmoothingMappings::Norms);
+  ASSERT_EQ(m.size(), 4u);
+  EXPECT_EQ(m[0].smooth, "model.layers.0.input_layernorm");
+  EXPECT_FALSE(m[0].smooth_is_linear);
+  EXPECT_EQ(m[0].balance, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                                                     "model.layers.0.self_attn.v_proj"}));
+  EXPECT_EQ(m[3].smooth, "model.layers.1.post_attention_layernorm");
+  EXPECT_EQ(m[3].balance, (std::vector<std::string>{"model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"}));
+  const auto all = smoothing_mappings(*model, SmoothingMappings::All);
+  ASSERT_EQ(all.size(), 6u);
+  EXPECT_EQ(all[2].smooth, "model.layers.0.mlp.up_proj");
+  EXPECT_TRUE(all[2].smooth_is_linear);
+  EXPECT_EQ(all[2].stats_key, "model.layers.0.mlp.down_proj");
+  EXPECT_EQ(all[2].balance, (std::vector<std::string>{"model.layers.0.mlp.down_proj"}));
+}
+
+TEST_F(SmoothingOnTinyModel, LeavesWhatTheModelComputesUnchanged) {
+  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);  // all mappings, up -> down included
+  EXPECT_GT(plan.max_factor, plan.min_factor);  // the factors really move something
+  const std::vector<float> a = logits(nullptr), b = logits(&plan);
+  ASSERT_EQ(a.size(), b.size());
+  double amax = 0, dmax = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    amax = std::max(amax, std::fabs(static_cast<double>(a[i])));
+    dmax = std::max(dmax, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  // f32: each smoothed weight moved by <= 2^-24 relative; through 2 layers that stays ~1e-6.
+  EXPECT_LT(dmax / amax, 1e-5) << "max |logit diff| " << dmax << " of " << amax;
+}
+
+TEST_F(SmoothingOnTinyModel, PredictsTheInputAbsmaxTheSmoothedModelShows) {
+  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);
+  calib::AbsMaxObserver obs;
+  logits(&plan, &obs);
+  for (const auto& m : plan.mappings)
+    for (const auto& lin : m.balance) {
+      const float want = obs.stats().input_absmax.at(lin), got = plan.stats.input_absmax.at(lin);
+      EXPECT_NEAR(got, want, want * 1e-5) << lin;
+      EXPECT_NE(got, stats.input_absmax.at(lin)) << lin;  // replaced, not the unsmoothed value
+    }
+  // Linears no norm feeds keep their statistics.
+  EXPECT_EQ(plan.stats.input_absmax.at("model.layers.0.self_attn.o_proj"), stats.input_absmax.at("model.layers.0.self_attn.o_proj"));
+  EXPECT_EQ(plan.stats.k_absmax, stats.k_absmax);
+}
+
+TEST_F(SmoothingOnTinyModel, TouchesOnlyTheMappedTensors) {
+  for (SmoothingMappings which : {SmoothingMappings::Norms, SmoothingMappings::All}) {
+    const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f, which);
+    size_t changed = 0;
+    for (const TensorView& t : model->checkpoint().tensors()) {
+      const auto b = plan.smoothed_bytes(t);
+      if (!b.empty()) ++changed;
+      const bool mapped = t.name.find("layernorm") != std::string::npos || t.name.find("q_proj") != std::string::npos ||
+                          t.name.find("k_proj") != std::string::npos || t.name.find("v_proj") != std::string::npos ||
+                          t.name.find("gate_proj") != std::string::npos || t.name.find("up_proj") != std::string::npos ||
+                          (which == SmoothingMappings::All && t.name.find("down_proj") != std::string::npos);
+      EXPECT_EQ(!b.empty(), mapped) << t.name;
+    }
+    EXPECT_EQ(changed, 2u * (2 + 3 + 2 + (which == SmoothingMappings::All ? 1 : 0)));
+  }
+}
+
+TEST_F(SmoothingOnTinyModel, UpProjIsScaledByColumnsThenDividedByRows) {
+  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);
+  const TensorView& up = *model->checkpoint().find("model.layers.0.mlp.up_proj.weight");
+  const auto& sc = plan.factors.at("model.layers.0.post_attention_layernorm");
+  const auto& sr = plan.factors.at("model.layers.0.mlp.up_proj");
+  const std::vector<float> w = decode(up.dtype, {up.bytes.begin(), up.bytes.end()});
+  const std::vector<float> got = decode(up.dtype, plan.smoothed_bytes(up));
+  const int64_t K = up.shape[1];
+  for (int64_t r = 0; r < up.shape[0]; r += 37)
+    for (int64_t c = 0; c < K; c += 11) {
+      const size_t i = static_cast<size_t>(r * K + c);
+      // f32 model: (w * s_col) / s_row, each step one f32 rounding.
+      EXPECT_EQ(got[i], (w[i] * sc[static_cast<size_t>(c)]) / sr[static_cast<size_t>(r)]) << r << "," << c;
+    }
+}
+
+TEST_F(SmoothingOnTinyModel, RefusesStatisticsWithoutChannelRanges) {
+  ActivationStats old = stats;
+  old.channel_min.clear();
+  old.channel_max.clear();
+  const std::string e = error_of([&] { plan_smoothing(*model, old, 0.5f); });
+  EXPECT_NE(e.find("'model.layers.0.input_layernorm': no per-channel activation range for SmoothQuant"), std::string::npos) << e;
+  ActivationStats nan = stats;
+  nan.channel_max["model.layers.1.post_attention_layernorm"][7] = NAN;
+  const std::string e2 = error_of([&] { plan_smoothing(*model, nan, 0.5f); });
+  EXPECT_NE(e2.find("'model.layers.1.post_attention_layernorm': non-finite activation statistic in channel 7"),
+            std::string::npos) << e2;
+}
+
+TEST_F(SmoothingOnTinyModel, RefusesAStrengthOutsideZeroToOne) {
+  for (float a : {0.0f, -0.5f, 1.5f, NAN})
+    EXPECT_NE(error_of([&] { plan_smoothing(*model, stats, a); }).find("SmoothQuant strength must be in (0, 1]"), std::string::npos) << a;
+}
+
+// ---- against llm-compressor ----------------------------------------------------------------
+
+// testdata/smoothquant/<model>_a<alpha>.json: what llm-compressor's SmoothQuantModifier computed
+// and applied on the float32 models of testdata/forward/ (see the README there for the command
+// and versions). qtool calibrates the same model on the same token ids with its own forward pass
+// (logits within ~5e-7 of transformers), so statistics agree to f32 rounding, and the factors,
+// which are smooth functions of them, to a few f32 ulps.
+class SmoothQuantGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
+  const std::string name = GetParam();
+  const std::string path = std::string(QTOOL_SOURCE_DIR) + "/testdata/smoothquant/" + name + ".json";
+  std::ifstream f(path);
+  ASSERT_TRUE(f) << path;
+  const nlohmann::json g = nlohmann::json::parse(f);
+  const std::string model_dir = std::string(QTOOL_SOURCE_DIR) + "/" + g.at("model").get<std::string>();
+  ModelFolder m = ModelFolder::open(model_dir);
+  const auto samples = g.at("tokens").get<std::vector<std::vector<int32_t>>>();
+  const ActivationStats st = calib::calibrate(m, samples, {}).stats;
+  // llm-compressor's default mappings (the norms); up -> down is qtool's addition.
+  const SmoothingPlan plan = plan_smoothing(m, st, g.at("alpha").get<float>(), SmoothingMappings::Norms);
+  auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double worst = 0;
+    for (size_t j = 0; j < got.size(); ++j) {
+      const double d = std::fabs(static_cast<double>(got[j]) - want[j]);
+      const double r = d / std::max(std::fabs(static_cast<double>(want[j])), 1e-30);
+      worst = std::max(worst, want[j] == 0 ? d : r);
+    }
+    EXPECT_LE(worst, rel) << what << ": worst relative difference " << worst;
+  };
+  ASSERT_EQ(g.at("mappings").size(), plan.mappings.size());
+  EXPECT_EQ(g.at("pipeline").get<std::string>(), "basic");  // statistics of the unsmoothed model, like qtool's
+  for (const auto& gm : g.at("mappings")) {
+    const std::string norm = gm.at("smooth");
+    SCOPED_TRACE(norm);
+    near(st.channel_min.at(norm), gm.at("channel_min").get<std::vector<float>>(), 2e-6, "channel_min");
+    near(st.channel_max.at(norm), gm.at("channel_max").get<std::vector<float>>(), 2e-6, "channel_max");
+    near(plan.factors.at(norm), gm.at("scales").get<std::vector<float>>(), 2e-6, "scales");
+    const TensorView* gw = m.checkpoint().find(norm + ".weight");
+    near(decode(gw->dtype, plan.smoothed_bytes(*gw)), gm.at("smoothed_norm_weight").get<std::vector<float>>(), 2e-6,
+         "smoothed norm weight");
+    const std::string first = gm.at("balance")[0].get<std::string>() + ".weight";
+    const TensorView* bw = m.checkpoint().find(first);
+    std::vector<float> want;
+    for (const auto& row : gm.at("smoothed_first_balance_weight_first4rows"))
+      for (float v : row.get<std::vector<float>>()) want.push_back(v);
+    std::vector<float> got = decode(bw->dtype, plan.smoothed_bytes(*bw));
+    got.resize(want.size());  // the golden may keep only the first rows
+    near(got, want, 2e-6, "smoothed " + first);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, SmoothQuantGolden, ::testing::Values("llama_a05", "llama_a08", "qwen2_a05", "qwen2_a08"));
+
+}  // namespace
+}  // namespace qt

@@ -479,15 +479,31 @@ void update_channel_range(ActivationStats& stats, const std::string& producer, c
     mx.assign(C, -std::numeric_limits<float>::infinity());
   }
   QT_ASSERT(mn.size() == C && mx.size() == C);
-  // Row by row so the inner loop runs over contiguous channels (vectorisable). Comparisons are
-  // exact; "v != v" makes a NaN stick (once NaN, neither v < NaN nor v > NaN replaces it).
-  for (int64_t t = 0; t < tokens; ++t) {
-    const float* row = x + t * channels;
-    for (size_t c = 0; c < C; ++c) {
-      const float v = row[c];
-      if (v < mn[c] || v != v) mn[c] = v;
-      if (v > mx[c] || v != v) mx[c] = v;
+  // Columns are split into fixed 64-channel blocks, one task each (every column is owned by one
+  // task: the result cannot depend on the thread count); within a block, row by row over
+  // contiguous channels with branch-free min/max the compiler vectorises. A NaN loses every such
+  // comparison, so NaN columns are found separately (rare) and set to NaN afterwards.
+  constexpr int64_t kBlock = 64;
+  const int64_t nblocks = (channels + kBlock - 1) / kBlock;
+  float* pmn = mn.data();
+  float* pmx = mx.data();
+#pragma omp parallel for schedule(static) if (tokens * channels >= (int64_t{1} << 16))
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
+    bool nan = false;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* row = x + t * channels;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float v = row[c];
+        pmn[c] = v < pmn[c] ? v : pmn[c];
+        pmx[c] = v > pmx[c] ? v : pmx[c];
+        nan |= v != v;
+      }
     }
+    if (nan)
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t c = c0; c < c1; ++c)
+          if (x[t * channels + c] != x[t * channels + c]) pmn[c] = pmx[c] = std::numeric_limits<float>::quiet_NaN();
   }
 }
 

@@ -126,6 +126,15 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
       plan.column_factors[lin + ".weight"] = m.smooth;
     }
     plan.divide_factors[m.smooth + ".weight"] = m.smooth;
+    // A bias of the smoothed layer scales with its output (llm-compressor: bias.div_(scales)):
+    // up_proj's with mlp_bias; RMSNorms have none.
+    if (const TensorView* bias = model.checkpoint().find(m.smooth + ".bias")) {
+      if (bias->shape != std::vector<int64_t>{static_cast<int64_t>(C)})
+        throw InputError(InputError::Kind::BadFile, bias->file, bias->name, "bias does not match its weight's outputs",
+                         "[" + std::to_string(C) + "]", shape_string(bias->shape));
+      need(model, bias->name);  // dtype check
+      plan.divide_factors[bias->name] = m.smooth;
+    }
     plan.factors[m.smooth] = std::move(s);
   }
   if (plan.mappings.empty()) plan.min_factor = 0;

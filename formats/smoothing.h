@@ -66,7 +66,7 @@ struct SmoothingPlan {
   // smooth module -> factors s (f32, >= 1e-5), one per channel of its output.
   std::map<std::string, std::vector<float>> factors;
   // tensor name -> smooth module whose factors multiply its columns (balance Linears) / divide
-  // it (norm weights, up_proj's rows).
+  // it (norm weights, up_proj's rows and, with mlp_bias, its bias).
   std::map<std::string, std::string> column_factors, divide_factors;
   // The calibration statistics with every balance Linear's input_absmax replaced by the
   // smoothed absmax (what static input scales must be made from); all else unchanged.

@@ -4,6 +4,9 @@
 // scaling against transformers and hand derivations, config parsing and error reporting.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -24,7 +27,9 @@ namespace {
 
 using nlohmann::json;
 using qt::InputError;
+using qt::ActivationStats;
 using qt::calib::AbsMaxObserver;
+using qt::calib::update_channel_range;
 using qt::calib::ForwardOptions;
 using qt::calib::ModelConfig;
 using qt::calib::Observer;
@@ -619,6 +624,33 @@ TEST(AbsMaxObserver, SharedInputRecordsThePerChannelRangeOfItsProducer) {
   EXPECT_TRUE(std::isnan(o.stats().channel_max.at("n")[0]));
   EXPECT_EQ(o.stats().channel_min.at("n")[2], -3.0f);
   EXPECT_EQ(o.stats().channel_max.at("n")[1], 9.0f);
+}
+
+TEST(ChannelRange, LargeInputsGiveTheExactRangeAtAnyThreadCount) {
+  // 300 x 577 crosses the parallel threshold and leaves a partial 64-channel block.
+  const int64_t T = 300, C = 577;
+  std::vector<float> x(static_cast<size_t>(T * C));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.013f) * static_cast<float>(1 + i % 13);
+  x[static_cast<size_t>(17 * C + 576)] = NAN;  // last channel, in the partial block
+  std::vector<float> mn(static_cast<size_t>(C), INFINITY), mx(static_cast<size_t>(C), -INFINITY);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      mn[static_cast<size_t>(c)] = std::min(mn[static_cast<size_t>(c)], x[static_cast<size_t>(t * C + c)]);
+      mx[static_cast<size_t>(c)] = std::max(mx[static_cast<size_t>(c)], x[static_cast<size_t>(t * C + c)]);
+    }
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    ActivationStats st;
+    update_channel_range(st, "n", x.data(), T / 2, C);  // two calls fold like one
+    update_channel_range(st, "n", x.data() + (T / 2) * C, T - T / 2, C);
+    for (int64_t c = 0; c + 1 < C; ++c) {
+      EXPECT_EQ(st.channel_min["n"][static_cast<size_t>(c)], mn[static_cast<size_t>(c)]) << c;
+      EXPECT_EQ(st.channel_max["n"][static_cast<size_t>(c)], mx[static_cast<size_t>(c)]) << c;
+    }
+    EXPECT_TRUE(std::isnan(st.channel_min["n"][576]));
+    EXPECT_TRUE(std::isnan(st.channel_max["n"][576]));
+  }
+  omp_set_num_threads(2);
 }
 
 TEST(AbsMaxF32, FindsTheMaximumMagnitudeInLongArraysAndPropagatesNaN) {

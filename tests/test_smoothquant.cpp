@@ -159,6 +159,48 @@ TEST(SmoothedInputAbsmax, ScalesEachChannelByTheNormRatio) {
 
 // ---- the plan over a model folder ----------------------------------------------------------
 
+// Runs `model` on `samples` with SmoothingPlan's bytes in place of the stored ones (none when
+// plan is null); the logits of every token, row-major.
+std::vector<float> forward_logits(const ModelFolder& model, const std::vector<std::vector<int32_t>>& samples,
+                                  const SmoothingPlan* plan, calib::Observer* obs = nullptr) {
+  std::map<std::string, std::vector<uint8_t>> owned;
+  std::map<std::string, TensorView> views;
+  for (const TensorView& t : model.checkpoint().tensors()) {
+    TensorView v = t;
+    if (plan) {
+      auto b = plan->smoothed_bytes(t);
+      if (!b.empty()) {
+        owned[t.name] = std::move(b);
+        v.bytes = owned[t.name];
+      }
+    }
+    views.emplace(t.name, v);
+  }
+  const calib::ModelConfig cfg = calib::ModelConfig::from_json(model.config(), model.config_path());
+  calib::ForwardOptions fo;
+  fo.observer = obs;
+  fo.lm_head_tied = cfg.lm_head_tied(model.checkpoint().find("lm_head.weight") != nullptr);
+  std::vector<float> out;
+  fo.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t V) { out.insert(out.end(), l, l + n * V); };
+  calib::run_forward(cfg, calib::make_view_weight_provider([&](const std::string& n) {
+                       auto it = views.find(n);
+                       return it == views.end() ? nullptr : &it->second;
+                     }, model.dir()),
+                     samples, fo);
+  return out;
+}
+
+// max |a - b| / max |a|
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double amax = 0, dmax = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    amax = std::max(amax, std::fabs(static_cast<double>(a[i])));
+    dmax = std::max(dmax, std::fabs(static_cast<double>(a[i]) - b[i]));
+  }
+  return dmax / amax;
+}
+
 class SmoothingOnTinyModel : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -171,32 +213,8 @@ class SmoothingOnTinyModel : public ::testing::Test {
     stats = calib::calibrate(*model, samples, {}).stats;
   }
 
-  // Runs the model with SmoothingPlan's bytes in place of the stored ones.
   std::vector<float> logits(const SmoothingPlan* plan, calib::Observer* obs = nullptr) {
-    std::map<std::string, std::vector<uint8_t>> owned;
-    std::map<std::string, TensorView> views;
-    for (const TensorView& t : model->checkpoint().tensors()) {
-      TensorView v = t;
-      if (plan) {
-        auto b = plan->smoothed_bytes(t);
-        if (!b.empty()) {
-          owned[t.name] = std::move(b);
-          v.bytes = owned[t.name];
-        }
-      }
-      views.emplace(t.name, v);
-    }
-    const calib::ModelConfig cfg = calib::ModelConfig::from_json(model->config(), model->config_path());
-    calib::ForwardOptions fo;
-    fo.observer = obs;
-    std::vector<float> out;
-    fo.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t V) { out.insert(out.end(), l, l + n * V); };
-    calib::run_forward(cfg, calib::make_view_weight_provider([&](const std::string& n) {
-                         auto it = views.find(n);
-                         return it == views.end() ? nullptr : &it->second;
-                       }, "m"),
-                       samples, fo);
-    return out;
+    return forward_logits(*model, samples, plan, obs);
   }
 
   test::TempDir dir;
@@ -225,15 +243,23 @@ TEST_F(SmoothingOnTinyModel, MapsEachNormToTheLinearsItFeeds) {
 TEST_F(SmoothingOnTinyModel, LeavesWhatTheModelComputesUnchanged) {
   const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);  // all mappings, up -> down included
   EXPECT_GT(plan.max_factor, plan.min_factor);  // the factors really move something
-  const std::vector<float> a = logits(nullptr), b = logits(&plan);
-  ASSERT_EQ(a.size(), b.size());
-  double amax = 0, dmax = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    amax = std::max(amax, std::fabs(static_cast<double>(a[i])));
-    dmax = std::max(dmax, std::fabs(static_cast<double>(a[i]) - b[i]));
-  }
   // f32: each smoothed weight moved by <= 2^-24 relative; through 2 layers that stays ~1e-6.
-  EXPECT_LT(dmax / amax, 1e-5) << "max |logit diff| " << dmax << " of " << amax;
+  EXPECT_LT(max_rel_diff(logits(nullptr), logits(&plan)), 1e-5);
+}
+
+TEST(SmoothingOnBiasedModels, DivideTheSmoothedLayersBiasToo) {
+  // testdata/forward/llama has mlp_bias (up_proj.bias) and attention biases; qwen2 has q/k/v
+  // biases (on the output side: untouched). Function unchanged with every mapping.
+  for (const char* name : {"llama", "qwen2"}) {
+    SCOPED_TRACE(name);
+    ModelFolder m = ModelFolder::open(std::string(QTOOL_SOURCE_DIR) + "/testdata/forward/" + name);
+    const std::vector<std::vector<int32_t>> samples{{1, 17, 42, 99, 5, 127, 64, 3, 88, 42, 42, 7}, {2, 120, 0, 31, 77, 9, 56}};
+    const ActivationStats st = calib::calibrate(m, samples, {}).stats;
+    const SmoothingPlan plan = plan_smoothing(m, st, 0.8f);
+    const bool has_mlp_bias = m.checkpoint().find("model.layers.0.mlp.up_proj.bias") != nullptr;
+    EXPECT_EQ(plan.divide_factors.count("model.layers.0.mlp.up_proj.bias"), has_mlp_bias ? 1u : 0u);
+    EXPECT_LT(max_rel_diff(forward_logits(m, samples, nullptr), forward_logits(m, samples, &plan)), 1e-5);
+  }
 }
 
 TEST_F(SmoothingOnTinyModel, PredictsTheInputAbsmaxTheSmoothedModelShows) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -1139,6 +1140,14 @@ class Verifier {
     }
     for (const auto& f : r_.model.failures) r_.failures.push_back("model: " + f);
     r_.pass = r_.failures.empty();
+    bool int8_act = false;
+    for (const auto& c : ctx_) int8_act = int8_act || c.e->desc.act_type == ActType::Int8;
+    std::error_code ec;
+    const bool smoothed = !r_.smoothed_layers.empty() ||
+                          std::filesystem::exists(std::filesystem::path(o_.quant_dir) / kSmoothingFactorsFile, ec);
+    if (!r_.pass && int8_act && !smoothed)
+      r_.hints.push_back("INT8 activations and no SmoothQuant: quantize again with --smoothquant (on SmolLM2-135M it "
+                         "took int8-static from +177 % to +4.7 % perplexity, bench/RESULTS.md)");
   }
 
   const VerifyOptions& o_;
@@ -1167,6 +1176,7 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   j["groups"] = r.groups;
   j["pass"] = r.pass;
   j["failures"] = r.failures;
+  j["hints"] = r.hints;
   json f = json::array();
   for (const auto& x : r.findings) f.push_back({{"severity", x.severity}, {"where", x.where}, {"message", x.message}});
   j["findings"] = f;

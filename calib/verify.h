@@ -296,6 +296,9 @@ struct VerifyReport {
   int bench_threads = 0;
   bool pass = true;
   std::vector<std::string> failures;      // one line per failed check (summary)
+  // What to try next when checks failed: a failing checkpoint with INT8 activations and no
+  // smoothing gets "quantize again with --smoothquant" (bench/RESULTS.md measures why).
+  std::vector<std::string> hints;
   double seconds = 0;
 };
 

@@ -134,6 +134,15 @@ TEST(CmdVerify, SmoothQuantIsUndoneAgainstTheReferenceFromTheNormsAndTheFactorsF
   for (const auto& [name, L] : layers(j))
     EXPECT_GT(L["weight"]["sqnr_db"].get<double>(), plain.at(name)["weight"]["sqnr_db"].get<double>() - 6.0) << name;
 
+  // A failing INT8 checkpoint is told to try SmoothQuant, unless it is smoothed already.
+  auto strict = run_qtool(args({in.int8, "--reference", in.tiny, "--max-kl", "0", "--json"}));
+  EXPECT_EQ(strict.exit_code, 1);
+  ASSERT_EQ(json::parse(strict.out)["hints"].size(), 1u) << strict.out;
+  EXPECT_NE(json::parse(strict.out)["hints"][0].get<std::string>().find("--smoothquant"), std::string::npos);
+  auto strict_sq = run_qtool(args({d.str("sq"), "--reference", in.tiny, "--max-kl", "0", "--json"}));
+  EXPECT_EQ(strict_sq.exit_code, 1);
+  EXPECT_EQ(json::parse(strict_sq.out)["hints"].size(), 0u) << strict_sq.out;
+
   // Without the factors file the norms are still seen, but up_proj -> down_proj is not.
   fs::remove(d.path() / "sq/qtool_smoothing.json");
   auto n = run_qtool(args({d.str("sq"), "--reference", in.tiny, "--json"}));

@@ -257,6 +257,7 @@ void print_report(const calib::VerifyReport& r) {
     std::printf("result      FAIL: %zu check(s) failed\n", r.failures.size());
     for (size_t i = 0; i < r.failures.size() && i < 20; ++i) std::printf("  - %s\n", r.failures[i].c_str());
     if (r.failures.size() > 20) std::printf("  ... (%zu more; --json lists all)\n", r.failures.size() - 20);
+    for (const auto& h : r.hints) std::printf("hint        %s\n", h.c_str());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -20,8 +21,30 @@ std::vector<float> decode(const TensorView& t) {
   return v;
 }
 
-// out[r, c] = M(f(r, c, f32(W[r, c]))) for a 2-D F32/F16/BF16 weight, as raw bytes of its dtype;
-// rows in parallel (each element is computed alone, so any split gives the same bytes).
+// n f32 values to dtype t (F32/F16/BF16), RNE, as raw little-endian bytes: one switch per row,
+// a tight loop per element.
+void encode_row(DType t, const float* v, int64_t n, uint8_t* dst) {
+  switch (t) {
+    case DType::F32: std::memcpy(dst, v, static_cast<size_t>(n) * 4); return;
+    case DType::BF16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = bf16_from_f32(v[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      return;
+    case DType::F16:
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = f16_from_f32(v[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      return;
+    default: QT_ASSERT(!"encode_row: only F32, F16, BF16");
+  }
+}
+
+// out[r, c] = M(f(r, c, f32(W[r, c]))) for a 2-D F32/F16/BF16 weight, as raw bytes of its dtype
+// (f computes in f32; encode_row rounds once); rows in parallel (each element is computed alone,
+// so any split gives the same bytes).
 template <class F>
 std::vector<uint8_t> map_2d(const TensorView& w, F f) {
   const int64_t rows = w.shape[0], cols = w.shape[1];
@@ -34,9 +57,8 @@ std::vector<uint8_t> map_2d(const TensorView& w, F f) {
     for (int64_t r = 0; r < rows; ++r) {
       const size_t off = static_cast<size_t>(r * cols) * esz;
       decode_to_f32(w.dtype, w.bytes.data() + off, static_cast<uint64_t>(cols), row.data());
-      for (int64_t c = 0; c < cols; ++c)
-        store_float(w.dtype, round_to_dtype(w.dtype, f(r, c, row[static_cast<size_t>(c)])),
-                    out.data() + off + static_cast<size_t>(c) * esz);
+      for (int64_t c = 0; c < cols; ++c) row[static_cast<size_t>(c)] = f(r, c, row[static_cast<size_t>(c)]);
+      encode_row(w.dtype, row.data(), cols, out.data() + off);
     }
   }
   return out;

@@ -241,6 +241,41 @@ TEST(Cli, SmoothQuantNeedsQuantizedActivationsAndItsOwnFlag) {
   EXPECT_NE(dry.out.find("smoothquant: alpha 0.8, mappings all, 6 smoothed layers"), std::string::npos) << dry.out;
 }
 
+TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const std::vector<std::string> cmd = {"quantize", in, "-o", d.str("out"), "--scheme", "int8-static",
+                                        "--num-samples", "6", "--seq-len", "48"};
+  // Killed right after calibrating (the test hook aborts the process): OUT does not exist, the
+  // statistics do, next to it.
+  ::setenv("QTOOL_FAULT_INJECT", "after-calibration", 1);
+  auto killed = run_qtool(cmd);
+  ::unsetenv("QTOOL_FAULT_INJECT");
+  EXPECT_NE(killed.exit_code, 0);
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+  ASSERT_TRUE(fs::exists(d.path() / "out.qtool-stats.zst")) << killed.err;
+  // The same command picks them up, says so, and removes them once OUT is published.
+  auto resumed = run_qtool(cmd);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("reusing the statistics an interrupted run saved in"), std::string::npos) << resumed.err;
+  EXPECT_EQ(resumed.err.find("calibration: layer"), std::string::npos) << "calibrated again:\n" << resumed.err;
+  EXPECT_FALSE(fs::exists(d.path() / "out.qtool-stats.zst"));
+  // Same bytes as an uninterrupted run.
+  auto fresh = run_qtool({"quantize", in, "-o", d.str("fresh"), "--scheme", "int8-static", "--num-samples", "6",
+                          "--seq-len", "48"});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_EQ(test::read_file(d.path() / "out/model.safetensors"), test::read_file(d.path() / "fresh/model.safetensors"));
+  EXPECT_FALSE(fs::exists(d.path() / "fresh.qtool-stats.zst"));
+  // Other calibration settings: the leftover is not used.
+  ::setenv("QTOOL_FAULT_INJECT", "after-calibration", 1);
+  run_qtool({"quantize", in, "-o", d.str("o2"), "--scheme", "fp8-static", "--num-samples", "6", "--seq-len", "48"});
+  ::unsetenv("QTOOL_FAULT_INJECT");
+  auto other = run_qtool({"quantize", in, "-o", d.str("o2"), "--scheme", "fp8-static", "--num-samples", "5",
+                          "--seq-len", "48"});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_NE(other.err.find("was made with other calibration settings; calibrating again"), std::string::npos) << other.err;
+}
+
 TEST(Cli, LegacyFp8WritesTheAutoFp8Layout) {
   test::TempDir d;
   const std::string in = tiny(d);

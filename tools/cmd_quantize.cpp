@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 
 #include "calib/calibrate.h"
@@ -54,7 +56,29 @@ struct CalibrationCost {
   int64_t samples = 0, tokens = 0;
 };
 
-ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, CalibrationCost& cost) {
+// Where a run keeps its calibration statistics until it has published OUT: next to OUT, like
+// the partial folder. A run that dies after calibrating (killed, out of disk, a bad tensor) leaves
+// them there, and the next run of the same command with the same calibration settings reuses
+// them instead of calibrating again (calibration is the long part of a static-scheme run).
+std::string resume_stats_path(const std::string& out) {
+  std::string base = std::filesystem::path(out).lexically_normal().string();
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  return base + ".qtool-stats.zst";
+}
+
+// Test hook (documented in qtool-quantize(1) ENVIRONMENT): QTOOL_FAULT_INJECT=after-calibration
+// ends the process right after the statistics are saved, with no cleanup, as a kill would
+// (_Exit: no destructors, no atexit handlers, no core file).
+void maybe_inject_fault(const char* point) {
+  const char* v = std::getenv("QTOOL_FAULT_INJECT");
+  if (v && std::string(v) == point) {
+    std::fprintf(stderr, "qtool: QTOOL_FAULT_INJECT=%s: exiting as if killed\n", point);
+    std::fflush(stderr);
+    std::_Exit(137);
+  }
+}
+
+ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, CalibrationCost& cost, const std::string& resume) {
   const std::string fp = calib::model_fingerprint(model);
   if (!o.stats_in.empty()) {
     calib::StatsProvenance prov;
@@ -69,6 +93,26 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, Calibratio
   const auto samples = calib::make_samples(tok, text, o.num_samples, o.seq_len, o.seed);
   int64_t tokens = 0;
   for (const auto& s : samples) tokens += static_cast<int64_t>(s.size());
+  std::error_code ec;
+  if (std::filesystem::exists(resume, ec)) {
+    // Reused only when it is exactly what this run would compute: same model, same text, same
+    // samples, same observer. Anything else is recomputed (and the file replaced).
+    try {
+      calib::StatsProvenance prov;
+      ActivationStats s = calib::load_stats(resume, fp, &prov);
+      if (prov.data_sha256 == text.sha256 && prov.seq_len == o.seq_len && prov.seed == o.seed &&
+          prov.observer == o.observer && prov.num_samples == static_cast<int64_t>(samples.size()) &&
+          prov.tokens == tokens) {
+        spdlog::info("calibration: reusing the statistics an interrupted run saved in {} ({} samples, {} tokens)",
+                     resume, prov.num_samples, prov.tokens);
+        return s;
+      }
+      spdlog::warn("warning: {} (from an interrupted run) was made with other calibration settings; calibrating again",
+                   resume);
+    } catch (const InputError& e) {
+      spdlog::warn("warning: ignoring {} from an interrupted run: {}", resume, e.problem());
+    }
+  }
   spdlog::info("calibration: {} samples, {} tokens from {} (observer {})", samples.size(), tokens,
                text.source, o.observer);
   calib::CalibrateOptions co;
@@ -85,19 +129,21 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, Calibratio
   bar.finish();
   cost = {run.seconds, run.samples, run.tokens};
   spdlog::info("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds, run.seconds > 0 ? run.tokens / run.seconds : 0.0);
+  calib::StatsProvenance prov;
+  prov.model_fingerprint = fp;
+  prov.data_source = text.source;
+  prov.data_sha256 = text.sha256;
+  prov.observer = o.observer;
+  prov.num_samples = run.samples;
+  prov.seq_len = o.seq_len;
+  prov.tokens = run.tokens;
+  prov.seed = o.seed;
+  calib::save_stats(resume, run.stats, prov);  // removed once OUT is published
   if (!o.stats_out.empty()) {
-    calib::StatsProvenance prov;
-    prov.model_fingerprint = fp;
-    prov.data_source = text.source;
-    prov.data_sha256 = text.sha256;
-    prov.observer = o.observer;
-    prov.num_samples = run.samples;
-    prov.seq_len = o.seq_len;
-    prov.tokens = run.tokens;
-    prov.seed = o.seed;
     calib::save_stats(o.stats_out, run.stats, prov);
     spdlog::info("calibration: statistics saved to {}", o.stats_out);
   }
+  maybe_inject_fault("after-calibration");
   return run.stats;
 }
 
@@ -150,8 +196,9 @@ int run_quantize_cmd(const Opts& o) {
       throw InputError(InputError::Kind::Unsupported, model.dir(), "",
                        "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
   }
+  const std::string resume = resume_stats_path(o.out);
   if (needs_stats && !o.dry_run) {
-    stats = obtain_stats(model, o, calib_cost);
+    stats = obtain_stats(model, o, calib_cost, resume);
     job.stats = &stats;
     if (o.smoothquant) {
       smoothing = plan_smoothing(model, stats, o.smoothing_strength, sq_which);
@@ -205,8 +252,20 @@ int run_quantize_cmd(const Opts& o) {
     bar.update(p.index);
   };
   const auto t0 = std::chrono::steady_clock::now();
-  QuantizeSummary s = run_quantize(model, plan, job);
+  QuantizeSummary s;
+  try {
+    s = run_quantize(model, plan, job);
+  } catch (const InputError&) {
+    bar.clear();
+    if (needs_stats && o.stats_in.empty())
+      spdlog::error("calibration statistics are kept in {}: the same command reuses them", resume);
+    throw;
+  }
   bar.finish();
+  if (needs_stats && o.stats_in.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(resume, ec);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.json) {
     nlohmann::json j;

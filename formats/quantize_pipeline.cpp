@@ -266,7 +266,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   if (job.stats) manifest["activation_observer"] = job.stats->observer;
   if (job.smoothing) {
     manifest["smoothquant"] = {{"alpha", float_for_json(job.smoothing->alpha)},
-                               {"norms", job.smoothing->mappings.size()},
+                               {"smoothed_layers", job.smoothing->mappings.size()},
                                {"min_factor", job.smoothing->min_factor},
                                {"max_factor", job.smoothing->max_factor},
                                {"mappings", job.smoothing->which == SmoothingMappings::All ? "all" : "norms"},

@@ -2,6 +2,7 @@
 // (man/qtool.1 documents the codes). Each test builds its inputs with `qtool tiny-model`.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <zstd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,38 @@ TEST(Cli, ManPagesListEverySchemeOfTheTable) {
       EXPECT_TRUE(text.find(n) != std::string::npos || text.find(roff) != std::string::npos) << page << " lacks " << n;
     }
   }
+}
+
+TEST(Cli, FilesManPageDocumentsEveryKeyQtoolWrites) {
+  // man/qtool-files.5 is the written spec of qtool's own files; every key the code writes is in it.
+  const std::string spec = test::read_text(test::source_path("man/qtool-files.5.md"));
+  ASSERT_FALSE(spec.empty());
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-static", "--smoothquant", "--kv-cache", "fp8",
+                      "--num-samples", "2", "--seq-len", "16", "--save-stats", d.str("s.zst")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto keys_in = [&](const json& j, const std::string& what) {
+    for (const auto& [k, v] : j.items()) {
+      EXPECT_NE(spec.find("**" + k + "**"), std::string::npos) << what << " key '" << k << "' is not in man/qtool-files.5.md";
+      if (v.is_object() && (k == "smoothquant" || k == "data")) {
+        for (const auto& [k2, v2] : v.items())
+          EXPECT_NE(spec.find("**" + k2 + "**"), std::string::npos) << what << " key '" << k << "." << k2 << "'";
+      }
+    }
+  };
+  keys_in(json::parse(test::read_text(d.path() / "out/qtool_manifest.json")), "qtool_manifest.json");
+  keys_in(json::parse(test::read_text(d.path() / "out/qtool_smoothing.json")), "qtool_smoothing.json");
+  for (const auto& m : json::parse(test::read_text(d.path() / "out/qtool_smoothing.json"))["mappings"]) keys_in(m, "mapping");
+  // The statistics file: a zstd frame holding the JSON object.
+  const auto z = test::read_file(d.path() / "s.zst");
+  const unsigned long long n = ZSTD_getFrameContentSize(z.data(), z.size());
+  ASSERT_NE(n, ZSTD_CONTENTSIZE_ERROR);
+  std::string text(n, '\0');
+  ASSERT_EQ(ZSTD_decompress(text.data(), text.size(), z.data(), z.size()), n);
+  const json st = json::parse(text);
+  EXPECT_EQ(st["format"], "qtool-activation-stats");
+  keys_in(st, "statistics file");
 }
 
 TEST(Cli, SchemesJsonListsTheTable) {

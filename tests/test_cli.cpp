@@ -272,6 +272,10 @@ TEST(Cli, SmoothQuantNeedsQuantizedActivationsAndItsOwnFlag) {
   auto dry = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-dynamic", "--smoothquant", "--dry-run"});
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
   EXPECT_NE(dry.out.find("smoothquant: alpha 0.8, mappings all, 6 smoothed layers"), std::string::npos) << dry.out;
+  EXPECT_EQ(dry.err.find("It is meant for INT8"), std::string::npos) << dry.err;  // per-channel FP8: no warning
+  auto tensor_fp8 = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--smoothquant", "--dry-run"});
+  ASSERT_EQ(tensor_fp8.exit_code, 0) << tensor_fp8.err;
+  EXPECT_NE(tensor_fp8.err.find("It is meant for INT8"), std::string::npos) << tensor_fp8.err;
 }
 
 TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {

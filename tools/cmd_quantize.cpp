@@ -162,6 +162,11 @@ int run_quantize_cmd(const Opts& o) {
   po.ignore = o.ignore;
   po.targets = o.targets;
   po.kv_cache_fp8 = o.kv_cache == "fp8";
+  if (o.smoothquant && scheme->input && scheme->weights.type == QuantType::Float8E4M3 &&
+      scheme->weights.strategy == Strategy::Tensor)
+    spdlog::warn("warning: --smoothquant with {}: one FP8 scale per weight tensor must also cover the factors' range; on "
+                 "SmolLM2-135M it made fp8-static worse (mean KL 0.035 -> 0.057, bench/RESULTS.md). It is meant "
+                 "for INT8; check with qtool verify --reference", scheme->name);
   if (o.smoothquant && !scheme->input)
     throw InputError(InputError::Kind::Usage, "", "",
                      std::string("--smoothquant needs a scheme that quantizes activations; ") + scheme->name +

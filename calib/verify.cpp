@@ -690,18 +690,27 @@ class Verifier {
         std::shared_ptr<const std::vector<double>> r;
         const TensorView* gq = qm_->checkpoint().find(norm + ".weight");
         const TensorView* gr = rm_->checkpoint().find(norm + ".weight");
-        if (gq && gr && gq->numel() == gr->numel() && gq->numel() == static_cast<uint64_t>(c.e->desc.K) &&
+        if (gq && gr && gq->numel() == gr->numel() &&
             !(gq->dtype == gr->dtype && std::equal(gq->bytes.begin(), gq->bytes.end(), gr->bytes.begin(), gr->bytes.end()))) {
           const std::vector<float> a = decode_tensor(*gq), b = decode_tensor(*gr);
           auto v = std::make_shared<std::vector<double>>(a.size());
+          bool differs = false;  // the same values stored in another dtype are not smoothing
           // A channel whose reference weight is 0 carries 0 either way: ratio 1.
-          for (size_t j = 0; j < a.size(); ++j)
+          for (size_t j = 0; j < a.size(); ++j) {
             (*v)[j] = b[j] == 0.0f ? 1.0 : static_cast<double>(a[j]) / static_cast<double>(b[j]);
-          r = v;
-          r_.smoothed_layers.push_back(norm);
+            differs = differs || (*v)[j] != 1.0;
+          }
+          if (differs) {
+            r = v;
+            r_.smoothed_layers.push_back(norm);
+          }
         }
         it = ratio_of.emplace(norm, r).first;
       }
+      if (it->second && it->second->size() != static_cast<size_t>(c.e->desc.K))
+        throw InputError(Kind::BadFile, qm_->dir(), norm + ".weight",
+                         "the norm's width differs from the input width of " + c.e->module,
+                         std::to_string(c.e->desc.K), std::to_string(it->second->size()));
       c.input_ratio = it->second;
     }
     // up_proj -> down_proj factors from qtool_smoothing.json (a sidecar the checkpoint carries).
@@ -711,6 +720,9 @@ class Verifier {
     nlohmann::json j;
     try {
       j = read_json_file(side.string());
+      if (j.value("format", "") != "qtool-smoothing-factors")
+        throw InputError(Kind::BadFile, side.string(), "", "not a qtool smoothing factors file",
+                         "\"format\": \"qtool-smoothing-factors\"", j.value("format", "(none)"));
       std::map<std::string, size_t> index;
       for (size_t i = 0; i < ctx_.size(); ++i) index[ctx_[i].e->module] = i;
       for (const auto& m : j.at("mappings")) {
@@ -724,7 +736,12 @@ class Verifier {
           (*inv)[k] = 1.0 / static_cast<double>(f[k]);
         }
         auto up = index.find(smooth);
-        if (up != index.end() && static_cast<size_t>(ctx_[up->second].e->desc.N) == f.size()) ctx_[up->second].output_ratio = inv;
+        if (up != index.end()) {
+          if (static_cast<size_t>(ctx_[up->second].e->desc.N) != f.size())
+            throw InputError(Kind::BadFile, side.string(), smooth, "smoothing factors do not match the layer's output width",
+                             std::to_string(ctx_[up->second].e->desc.N), std::to_string(f.size()));
+          ctx_[up->second].output_ratio = inv;
+        }
         for (const auto& b : m.at("balance")) {
           auto d = index.find(b.get<std::string>());
           if (d == index.end()) continue;

@@ -265,7 +265,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   manifest["numerics"] = "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
   if (job.stats) manifest["activation_observer"] = job.stats->observer;
   if (job.smoothing) {
-    manifest["smoothquant"] = {{"alpha", float_for_json(job.smoothing->alpha)},
+    manifest["smoothquant"] = {{"alpha", job.smoothing->alpha},
                                {"smoothed_layers", job.smoothing->mappings.size()},
                                {"min_factor", job.smoothing->min_factor},
                                {"max_factor", job.smoothing->max_factor},

@@ -63,8 +63,8 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
   return out;
 }
 
-SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, float alpha, SmoothingMappings which) {
-  if (!(alpha > 0.0f && alpha <= 1.0f))
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which) {
+  if (!(alpha > 0.0 && alpha <= 1.0))
     throw InputError(InputError::Kind::Usage, "", "", "SmoothQuant strength must be in (0, 1]", "0 < alpha <= 1",
                      std::to_string(alpha));
   SmoothingPlan plan;
@@ -88,10 +88,14 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
       throw InputError(InputError::Kind::BadFile, model.dir(), m.stats_key,
                        "per-channel statistics do not match " + m.smooth + ".weight", std::to_string(C) + " channels",
                        std::to_string(mn->second.size()));
-    for (size_t j = 0; j < C; ++j)
+    for (size_t j = 0; j < C; ++j) {
       if (!std::isfinite(mn->second[j]) || !std::isfinite(mx->second[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.stats_key,
                          "non-finite activation statistic in channel " + std::to_string(j));
+      if (mn->second[j] > mx->second[j])  // only a damaged or hand-made statistics file does this
+        throw InputError(InputError::Kind::BadValue, model.dir(), m.stats_key,
+                         "activation statistic of channel " + std::to_string(j) + " has min > max");
+    }
     std::vector<float> colmax(C, 0.0f);
     DType M = sw.dtype;
     for (const auto& lin : m.balance) {
@@ -106,6 +110,11 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
         throw InputError(InputError::Kind::BadValue, model.dir(), m.balance[0] + ".weight",
                          "non-finite weight in input column " + std::to_string(j) + " of a SmoothQuant group");
     std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, alpha, M);
+    for (size_t j = 0; j < C; ++j)
+      if (!std::isfinite(s[j]))
+        throw InputError(InputError::Kind::BadValue, model.dir(), m.smooth,
+                         "SmoothQuant factor of channel " + std::to_string(j) + " is not finite (activation range " +
+                             std::to_string(mn->second[j]) + " .. " + std::to_string(mx->second[j]) + ")");
     for (float v : s) {
       plan.min_factor = std::min(plan.min_factor, v);
       plan.max_factor = std::max(plan.max_factor, v);
@@ -118,11 +127,18 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
       const std::vector<uint8_t> gs_bytes = divide_norm_weight(sw, s);
       amax = smoothed_input_absmax(mn->second, mx->second, decode(sw, sw.bytes), decode(sw, gs_bytes));
     }
+    // The unsmoothed plain absmax, for the ratio by which smoothing shrinks the input range.
+    float plain = 0;
+    for (size_t j = 0; j < C; ++j) plain = std::max({plain, std::fabs(mn->second[j]), std::fabs(mx->second[j])});
     for (const auto& lin : m.balance) {
       auto it = plan.stats.input_absmax.find(lin);
-      if (it != plan.stats.input_absmax.end() && amax > 0)
-        plan.max_range_reduction = std::max(plan.max_range_reduction, it->second / amax);
-      plan.stats.input_absmax[lin] = amax;
+      if (amax > 0) plan.max_range_reduction = std::max(plan.max_range_reduction, plain / amax);
+      if (stats.observer == "static_minmax" || it == plan.stats.input_absmax.end() || plain == 0) {
+        plan.stats.input_absmax[lin] = amax;  // the observer's own rule: max over every token
+      } else {
+        // A moving-average observer's value, shrunk as the plain maximum is (in double).
+        it->second = static_cast<float>(static_cast<double>(it->second) * amax / plain);
+      }
       plan.column_factors[lin + ".weight"] = m.smooth;
     }
     plan.divide_factors[m.smooth + ".weight"] = m.smooth;
@@ -156,21 +172,11 @@ std::vector<uint8_t> SmoothingPlan::smoothed_bytes(const TensorView& t) const {
   return out;
 }
 
-double float_for_json(float f) {
-  for (int digits = 1; digits <= 9; ++digits) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(f));
-    const double d = std::strtod(buf, nullptr);
-    if (static_cast<float>(d) == f) return d;
-  }
-  return static_cast<double>(f);
-}
-
 std::string smoothing_factors_json(const SmoothingPlan& plan) {
   nlohmann::json j;
   j["format"] = "qtool-smoothing-factors";
   j["version"] = 1;
-  j["alpha"] = float_for_json(plan.alpha);
+  j["alpha"] = plan.alpha;
   j["mappings_set"] = plan.which == SmoothingMappings::All ? "all" : "norms";
   nlohmann::json ms = nlohmann::json::array();
   for (const auto& m : plan.mappings)

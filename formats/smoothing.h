@@ -60,7 +60,7 @@ struct SmoothingMapping {
 std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which);
 
 struct SmoothingPlan {
-  float alpha = 0.8f;
+  double alpha = 0.8;  // as given (a decimal such as 0.8; see smoothing_scales for its f32 uses)
   SmoothingMappings which = SmoothingMappings::All;
   std::vector<SmoothingMapping> mappings;
   // smooth module -> factors s (f32, >= 1e-5), one per channel of its output.
@@ -69,7 +69,8 @@ struct SmoothingPlan {
   // it (norm weights, up_proj's rows and, with mlp_bias, its bias).
   std::map<std::string, std::string> column_factors, divide_factors;
   // The calibration statistics with every balance Linear's input_absmax replaced by the
-  // smoothed absmax (what static input scales must be made from); all else unchanged.
+  // smoothed absmax (what static input scales must be made from; for the moving-average
+  // "minmax" observer, its value times smoothed / unsmoothed plain absmax); all else unchanged.
   ActivationStats stats;
   float min_factor = 0, max_factor = 0;  // over every factor (for the summary)
   // max over balance Linears of (unsmoothed input absmax / smoothed input absmax).
@@ -84,18 +85,16 @@ struct SmoothingPlan {
 // at a time) and every mapped norm weight. alpha in (0, 1]. Throws InputError:
 //   Usage     stats lack a mapping's per-channel range (statistics file from a qtool without
 //             SmoothQuant support) -- names the module;
-//   BadValue  a NaN/Inf per-channel statistic or weight -- names the module / tensor;
+//   BadValue  a NaN/Inf per-channel statistic or weight, a channel whose min > max, a factor
+//             that is not finite, a smoothed norm that overflows -- names the module / tensor;
 //   Unsupported  a weight dtype other than F32/F16/BF16, a layer without its balance Linears.
-SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, float alpha,
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha,
                              SmoothingMappings which = SmoothingMappings::All);
 
 // The name of the smoothing factors file qtool writes next to a smoothed checkpoint (JSON:
 // {"alpha", "mappings": [{"smooth", "balance", "factors"}]}, factors as f32 values): verify
 // needs the up_proj -> down_proj factors, which the checkpoint alone does not reveal.
 inline constexpr const char* kSmoothingFactorsFile = "qtool_smoothing.json";
-
-// The shortest decimal that reads back as `f` (0.8f -> 0.8, not 0.800000011920929), for JSON.
-double float_for_json(float f);
 
 // The JSON text of that file for `plan`.
 std::string smoothing_factors_json(const SmoothingPlan& plan);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -19,6 +20,24 @@ std::vector<float> decode(const TensorView& t) {
   const bool ok = decode_to_f32(t.dtype, t.bytes.data(), v.size(), v.data());
   QT_ASSERT(ok);
   return v;
+}
+
+// The smallest |f32| that RNE sends to Inf in dtype t: half an ulp above the largest finite
+// value (65504 + 16 for f16; bf16 0x7F7F + half an ulp, a tie that rounds to the even 0x7F80 = Inf).
+float overflow_threshold(DType t) {
+  switch (t) {
+    case DType::F16: return 65520.0f;
+    case DType::BF16: return f32_from_bits(0x7F7F8000u);
+    default: return std::numeric_limits<float>::infinity();
+  }
+}
+
+// Smoothing must not turn a finite weight into Inf (which would then be quantized or written).
+void check_no_overflow(const TensorView& w, bool overflow) {
+  if (overflow)
+    throw InputError(InputError::Kind::BadValue, w.file, w.name,
+                     "SmoothQuant: a smoothed value overflows " + std::string(dtype_name(w.dtype)) +
+                         " (an extreme smoothing factor; try a smaller --smoothing-strength or --smoothquant-mappings norms)");
 }
 
 // n f32 values to dtype t (F32/F16/BF16), RNE, as raw little-endian bytes: one switch per row,
@@ -49,29 +68,39 @@ template <class F>
 std::vector<uint8_t> map_2d(const TensorView& w, F f) {
   const int64_t rows = w.shape[0], cols = w.shape[1];
   const size_t esz = dtype_bits(w.dtype) / 8;
+  const float limit = overflow_threshold(w.dtype);
   std::vector<uint8_t> out(w.bytes.size());
-#pragma omp parallel
+  bool overflow = false;
+#pragma omp parallel reduction(|| : overflow)
   {
     std::vector<float> row(static_cast<size_t>(cols));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const size_t off = static_cast<size_t>(r * cols) * esz;
       decode_to_f32(w.dtype, w.bytes.data() + off, static_cast<uint64_t>(cols), row.data());
-      for (int64_t c = 0; c < cols; ++c) row[static_cast<size_t>(c)] = f(r, c, row[static_cast<size_t>(c)]);
+      for (int64_t c = 0; c < cols; ++c) {
+        const float in = row[static_cast<size_t>(c)], v = f(r, c, in);
+        // A finite input whose result rounds to Inf (or is Inf/NaN) in the dtype.
+        overflow = overflow || (std::isfinite(in) && !(std::fabs(v) < limit));
+        row[static_cast<size_t>(c)] = v;
+      }
       encode_row(w.dtype, row.data(), cols, out.data() + off);
     }
   }
+  check_no_overflow(w, overflow);
   return out;
 }
 
 }  // namespace
 
 std::vector<float> smoothing_scales(std::span<const float> ch_min, std::span<const float> ch_max,
-                                    std::span<const float> wcol, float alpha, DType M) {
+                                    std::span<const float> wcol, double alpha_d, DType M) {
   QT_ASSERT(ch_min.size() == ch_max.size() && ch_min.size() == wcol.size());
-  QT_ASSERT(alpha > 0.0f && alpha <= 1.0f);
-  // 1 - alpha in Python double, then handed to torch.pow as a scalar, used in f32.
-  const float beta = static_cast<float>(1.0 - static_cast<double>(alpha));
+  QT_ASSERT(alpha_d > 0.0 && alpha_d <= 1.0);
+  // Python floats handed to torch.pow as scalars, used in f32: f32(0.8) and f32(1 - 0.8) = 0.2f
+  // (not 1 - f32(0.8) = 0.19999999f).
+  const float alpha = static_cast<float>(alpha_d);
+  const float beta = static_cast<float>(1.0 - alpha_d);
   std::vector<float> s(ch_min.size());
   for (size_t j = 0; j < s.size(); ++j) {
     const float act = round_to_dtype(M, round_to_dtype(M, ch_max[j]) - round_to_dtype(M, ch_min[j]));
@@ -135,9 +164,15 @@ std::vector<uint8_t> divide_norm_weight(const TensorView& g, std::span<const flo
   QT_ASSERT(g.shape.size() == 1 && static_cast<size_t>(g.shape[0]) == s.size());
   const std::vector<float> gv = decode(g);
   const size_t esz = dtype_bits(g.dtype) / 8;
+  const float limit = overflow_threshold(g.dtype);
   std::vector<uint8_t> out(g.bytes.size());
-  for (size_t j = 0; j < gv.size(); ++j)
-    store_float(g.dtype, round_to_dtype(g.dtype, gv[j] / s[j]), out.data() + j * esz);  // weight.div_(scales)
+  bool overflow = false;
+  for (size_t j = 0; j < gv.size(); ++j) {
+    const float v = gv[j] / s[j];  // weight.div_(scales): f32 quotient, RNE to the dtype
+    overflow = overflow || (std::isfinite(gv[j]) && !(std::fabs(v) < limit));
+    store_float(g.dtype, v, out.data() + j * esz);
+  }
+  check_no_overflow(g, overflow);
   return out;
 }
 

@@ -34,11 +34,13 @@ inline constexpr float kMinSmoothingScale = 1e-5f;
 
 // The per-channel factors s (f32, one per channel) from the norm output's per-channel min / max
 // (f32), the balance Linears' per-input-column absmax (already the max over all of them: see
-// accumulate_column_absmax; NOT yet doubled), alpha in (0, 1] and the model dtype (F32, F16,
-// BF16). All spans have the same length. Inputs must be finite (the caller checks: a NaN/Inf
-// statistic is a bad-input error there).
+// accumulate_column_absmax; NOT yet doubled), alpha in (0, 1] as the user typed it (a Python
+// float: the exponents are f32(alpha) and f32(1 - alpha), 1 - alpha computed in double, as
+// torch.pow receives them) and the model dtype (F32, F16, BF16). All spans have the same length.
+// Inputs must be finite with min <= max (the caller checks: bad statistics are a bad-input error
+// there). A factor can still be Inf for extreme inputs; the caller checks the result.
 std::vector<float> smoothing_scales(std::span<const float> ch_min, std::span<const float> ch_max,
-                                    std::span<const float> weight_col_absmax, float alpha, DType model_dtype);
+                                    std::span<const float> weight_col_absmax, double alpha, DType model_dtype);
 
 // colmax[j] = max(colmax[j], max_r |W[r, j]|) for a 2-D F32/F16/BF16 weight [rows, cols];
 // colmax must have cols entries (start at 0). Exact; NaN in W makes the column NaN. Parallel
@@ -47,7 +49,9 @@ std::vector<float> smoothing_scales(std::span<const float> ch_min, std::span<con
 bool accumulate_column_absmax(const TensorView& w, std::span<float> colmax);
 
 // The smoothed weight W'[r, j] = M(f32(W[r, j]) * s[j]) as raw little-endian bytes of w.dtype
-// (F32/F16/BF16, 2-D, s.size() == cols; asserted). Thread-count independent.
+// (F32/F16/BF16, 2-D, s.size() == cols; asserted). Thread-count independent. Throws
+// InputError(BadValue) naming the tensor when a finite weight overflows to Inf in M (an extreme
+// factor; e.g. f16, whose largest value is 65504). The same holds for the three below.
 std::vector<uint8_t> scale_weight_columns(const TensorView& w, std::span<const float> s);
 
 // The smoothed norm weight g'[j] = M(f32(g[j]) / s[j]) as raw bytes of g.dtype (1-D; asserted).

@@ -291,12 +291,16 @@ TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {
   EXPECT_NE(killed.exit_code, 0);
   EXPECT_FALSE(fs::exists(d.path() / "out"));
   ASSERT_TRUE(fs::exists(d.path() / "out.qtool-stats.zst")) << killed.err;
-  // The same command picks them up, says so, and removes them once OUT is published.
-  auto resumed = run_qtool(cmd);
+  // The same command picks them up, says so, and removes them once OUT is published (and writes
+  // --save-stats from them when asked).
+  std::vector<std::string> cmd_save = cmd;
+  cmd_save.insert(cmd_save.end(), {"--save-stats", d.str("saved.zst")});
+  auto resumed = run_qtool(cmd_save);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("reusing the statistics an interrupted run saved in"), std::string::npos) << resumed.err;
   EXPECT_EQ(resumed.err.find("calibration: layer"), std::string::npos) << "calibrated again:\n" << resumed.err;
   EXPECT_FALSE(fs::exists(d.path() / "out.qtool-stats.zst"));
+  EXPECT_TRUE(fs::exists(d.path() / "saved.zst"));
   // Same bytes as an uninterrupted run.
   auto fresh = run_qtool({"quantize", in, "-o", d.str("fresh"), "--scheme", "int8-static", "--num-samples", "6",
                           "--seq-len", "48"});

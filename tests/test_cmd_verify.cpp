@@ -148,12 +148,17 @@ TEST(CmdVerify, SmoothQuantIsUndoneAgainstTheReferenceFromTheNormsAndTheFactorsF
   auto n = run_qtool(args({d.str("sq"), "--reference", in.tiny, "--json"}));
   EXPECT_EQ(json::parse(n.out)["smoothed_layers"].size(), 4u) << n.out;
   // A damaged factors file is refused naming it.
-  test::write_text(d.path() / "sq/qtool_smoothing.json", "{\"mappings\": [{\"smooth\": \"model.layers.0.mlp.up_proj\", "
-                                                         "\"balance\": [\"model.layers.0.mlp.down_proj\"], \"factors\": [1, 2]}]}");
+  test::write_text(d.path() / "sq/qtool_smoothing.json", "{\"format\": \"qtool-smoothing-factors\", \"mappings\": "
+                                                         "[{\"smooth\": \"model.layers.0.mlp.up_proj\", \"balance\": "
+                                                         "[\"model.layers.0.mlp.down_proj\"], \"factors\": [1, 2]}]}");
   auto bad = run_qtool(args({d.str("sq"), "--reference", in.tiny}));
   EXPECT_EQ(bad.exit_code, 3) << bad.err;
-  EXPECT_NE(bad.err.find("qtool_smoothing.json: tensor 'model.layers.0.mlp.down_proj': smoothing factors do not match"),
+  EXPECT_NE(bad.err.find("qtool_smoothing.json: tensor 'model.layers.0.mlp.up_proj': smoothing factors do not match"),
             std::string::npos) << bad.err;
+  test::write_text(d.path() / "sq/qtool_smoothing.json", "{\"mappings\": []}");
+  auto unknown = run_qtool(args({d.str("sq"), "--reference", in.tiny}));
+  EXPECT_EQ(unknown.exit_code, 3) << unknown.err;
+  EXPECT_NE(unknown.err.find("not a qtool smoothing factors file"), std::string::npos) << unknown.err;
 }
 
 TEST(CmdVerify, ListKernelsNamesEveryCpuKernelWithItsReason) {

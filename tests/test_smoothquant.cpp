@@ -80,12 +80,18 @@ TEST(SmoothingScales, RoundTheRangeEndsToTheModelDtypeFirst) {
 TEST(SmoothingScales, OtherStrengthsUsePowInF32) {
   // alpha 0.8: 8^0.8 / (2 * 0.5)^0.2 = 2^2.4 = 5.278031643091577 (exact value); powf is within
   // an ulp of it.
-  const auto s = smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 0.8f,
+  const auto s = smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 0.8,
                                   DType::F32);
   EXPECT_NEAR(s[0], 5.278031643091577, 5.278031643091577 * 1.2e-7);
   // alpha 1: s = act / wt^0 = act.
-  EXPECT_EQ(smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 1.0f, DType::F32)[0],
+  EXPECT_EQ(smoothing_scales(std::vector<float>{-2}, std::vector<float>{6}, std::vector<float>{0.5f}, 1.0, DType::F32)[0],
             8.0f);
+  // The weight exponent is f32(1 - 0.8) = 0.2f as torch receives the Python float, not
+  // 1 - f32(0.8) = 0.19999999f: wt = 2 * 8 = 16, 16^0.2f = 1.7411011 (powf), and
+  // 16^0.19999999f is one f32 step lower.
+  const auto t = smoothing_scales(std::vector<float>{-0.5f}, std::vector<float>{0.5f}, std::vector<float>{8.0f}, 0.8,
+                                  DType::F32);
+  EXPECT_EQ(t[0], std::pow(1.0f, 0.8f) / std::pow(16.0f, 0.2f));
 }
 
 TEST(ColumnAbsmax, IsExactForEveryShapeAndThreadCount) {
@@ -137,6 +143,20 @@ TEST(DivideNormWeight, RoundsEachQuotientToTheNormDtype) {
   OwnedTensor g(DType::BF16, {2}, {1.0f, 2.0f});
   EXPECT_EQ(decode(DType::BF16, divide_norm_weight(g.view, std::vector<float>{3.0f, 0.5f})),
             (std::vector<float>{0.333984375f, 4.0f}));
+}
+
+TEST(SmoothedWeights, AFiniteWeightThatOverflowsTheDtypeIsRefusedNamingTheTensor) {
+  // f16 holds at most 65504: 1000 * 100 = 1e5 overflows; 600 * 100 = 6e4 does not.
+  OwnedTensor w(DType::F16, {1, 2}, {600.0f, 1000.0f});
+  w.view.name = "model.layers.0.mlp.down_proj.weight";
+  const std::string e = error_of([&] { scale_weight_columns(w.view, std::vector<float>{100.0f, 100.0f}); });
+  EXPECT_NE(e.find("tensor 'model.layers.0.mlp.down_proj.weight': SmoothQuant: a smoothed value overflows F16"),
+            std::string::npos) << e;
+  EXPECT_EQ(decode(DType::F16, scale_weight_columns(w.view, std::vector<float>{100.0f, 1.0f})),
+            (std::vector<float>{60000.0f, 1000.0f}));
+  // bf16 reaches 3.39e38; dividing a norm weight by the 1e-5 floor stays far below.
+  OwnedTensor g(DType::F16, {1}, {2.0f});
+  EXPECT_NE(error_of([&] { divide_norm_weight(g.view, std::vector<float>{1e-5f}); }).find("overflows F16"), std::string::npos);
 }
 
 TEST(DivideWeightRows, RoundsEachQuotientToTheWeightDtype) {
@@ -255,7 +275,7 @@ TEST(SmoothingOnBiasedModels, DivideTheSmoothedLayersBiasToo) {
     ModelFolder m = ModelFolder::open(std::string(QTOOL_SOURCE_DIR) + "/testdata/forward/" + name);
     const std::vector<std::vector<int32_t>> samples{{1, 17, 42, 99, 5, 127, 64, 3, 88, 42, 42, 7}, {2, 120, 0, 31, 77, 9, 56}};
     const ActivationStats st = calib::calibrate(m, samples, {}).stats;
-    const SmoothingPlan plan = plan_smoothing(m, st, 0.8f);
+    const SmoothingPlan plan = plan_smoothing(m, st, 0.8);
     const bool has_mlp_bias = m.checkpoint().find("model.layers.0.mlp.up_proj.bias") != nullptr;
     EXPECT_EQ(plan.divide_factors.count("model.layers.0.mlp.up_proj.bias"), has_mlp_bias ? 1u : 0u);
     EXPECT_LT(max_rel_diff(forward_logits(m, samples, nullptr), forward_logits(m, samples, &plan)), 1e-5);
@@ -275,6 +295,25 @@ TEST_F(SmoothingOnTinyModel, PredictsTheInputAbsmaxTheSmoothedModelShows) {
   // Linears no norm feeds keep their statistics.
   EXPECT_EQ(plan.stats.input_absmax.at("model.layers.0.self_attn.o_proj"), stats.input_absmax.at("model.layers.0.self_attn.o_proj"));
   EXPECT_EQ(plan.stats.k_absmax, stats.k_absmax);
+}
+
+TEST_F(SmoothingOnTinyModel, AMovingAverageObserversScalesShrinkLikeThePlainMaximum) {
+  calib::CalibrateOptions ema;
+  ema.observer = "minmax";
+  const ActivationStats es = calib::calibrate(*model, samples, ema).stats;
+  const SmoothingPlan ps = plan_smoothing(*model, stats, 0.8), pe = plan_smoothing(*model, es, 0.8);
+  int differ = 0;
+  for (const auto& m : ps.mappings)
+    for (const auto& lin : m.balance) {
+      // static_minmax: the smoothed plain maximum itself; minmax: its own value, shrunk by the
+      // same factor (not replaced by the plain maximum).
+      const double shrink = ps.stats.input_absmax.at(lin) / stats.input_absmax.at(lin);
+      EXPECT_NEAR(pe.stats.input_absmax.at(lin) / es.input_absmax.at(lin), shrink, 1e-6 * shrink) << lin;
+      differ += es.input_absmax.at(lin) < stats.input_absmax.at(lin);
+    }
+  // The EMA really differs from the plain maximum somewhere (where every sample's maximum is the
+  // same token -- the BOS -- it cannot).
+  EXPECT_GT(differ, 0);
 }
 
 TEST_F(SmoothingOnTinyModel, TouchesOnlyTheMappedTensors) {
@@ -321,10 +360,14 @@ TEST_F(SmoothingOnTinyModel, RefusesStatisticsWithoutChannelRanges) {
   const std::string e2 = error_of([&] { plan_smoothing(*model, nan, 0.5f); });
   EXPECT_NE(e2.find("'model.layers.1.post_attention_layernorm': non-finite activation statistic in channel 7"),
             std::string::npos) << e2;
+  ActivationStats swapped = stats;  // a damaged file: min > max
+  std::swap(swapped.channel_min["model.layers.0.mlp.down_proj"][3], swapped.channel_max["model.layers.0.mlp.down_proj"][3]);
+  const std::string e3 = error_of([&] { plan_smoothing(*model, swapped, 0.5f); });
+  EXPECT_NE(e3.find("'model.layers.0.mlp.down_proj': activation statistic of channel 3 has min > max"), std::string::npos) << e3;
 }
 
 TEST_F(SmoothingOnTinyModel, RefusesAStrengthOutsideZeroToOne) {
-  for (float a : {0.0f, -0.5f, 1.5f, NAN})
+  for (double a : {0.0, -0.5, 1.5, static_cast<double>(NAN)})
     EXPECT_NE(error_of([&] { plan_smoothing(*model, stats, a); }).find("SmoothQuant strength must be in (0, 1]"), std::string::npos) << a;
 }
 
@@ -348,7 +391,7 @@ TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
   const auto samples = g.at("tokens").get<std::vector<std::vector<int32_t>>>();
   const ActivationStats st = calib::calibrate(m, samples, {}).stats;
   // llm-compressor's default mappings (the norms); up -> down is qtool's addition.
-  const SmoothingPlan plan = plan_smoothing(m, st, g.at("alpha").get<float>(), SmoothingMappings::Norms);
+  const SmoothingPlan plan = plan_smoothing(m, st, g.at("alpha").get<double>(), SmoothingMappings::Norms);
   auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
     ASSERT_EQ(got.size(), want.size()) << what;
     double worst = 0;

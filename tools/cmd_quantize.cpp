@@ -12,6 +12,7 @@
 #include "calib/dataset.h"
 #include "calib/tokenizer.h"
 #include "formats/model_folder.h"
+#include "formats/output_folder.h"
 #include "formats/quant_plan.h"
 #include "formats/quantize_pipeline.h"
 #include "formats/smoothing.h"
@@ -37,7 +38,7 @@ struct Opts {
   std::vector<std::string> ignore, targets;
   bool dry_run = false, json = false, allow_nonfinite = false, overwrite = false, no_hash = false;
   bool smoothquant = false;
-  float smoothing_strength = 0.8f;  // llm-compressor W8A8 examples; its modifier default is 0.5
+  double smoothing_strength = 0.8;  // llm-compressor W8A8 examples; its modifier default is 0.5
   std::string smoothquant_mappings = "all";
   int threads = 0;
 };
@@ -61,9 +62,8 @@ struct CalibrationCost {
 // them there, and the next run of the same command with the same calibration settings reuses
 // them instead of calibrating again (calibration is the long part of a static-scheme run).
 std::string resume_stats_path(const std::string& out) {
-  std::string base = std::filesystem::path(out).lexically_normal().string();
-  while (base.size() > 1 && base.back() == '/') base.pop_back();
-  return base + ".qtool-stats.zst";
+  // The same absolute path the partial folder is named from ("-o ." or "-o dir/" included).
+  return canonical_or_abs(out) + ".qtool-stats.zst";
 }
 
 // Test hook (documented in qtool-quantize(1) ENVIRONMENT): QTOOL_FAULT_INJECT=after-calibration
@@ -105,6 +105,10 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, Calibratio
           prov.tokens == tokens) {
         spdlog::info("calibration: reusing the statistics an interrupted run saved in {} ({} samples, {} tokens)",
                      resume, prov.num_samples, prov.tokens);
+        if (!o.stats_out.empty()) {
+          calib::save_stats(o.stats_out, s, prov);
+          spdlog::info("calibration: statistics saved to {}", o.stats_out);
+        }
         return s;
       }
       spdlog::warn("warning: {} (from an interrupted run) was made with other calibration settings; calibrating again",
@@ -202,11 +206,21 @@ int run_quantize_cmd(const Opts& o) {
                        "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
   }
   const std::string resume = resume_stats_path(o.out);
+  // After calibration, a failure keeps the statistics (see resume_stats_path); say where.
+  auto note_kept = [&] {
+    if (needs_stats && o.stats_in.empty())
+      spdlog::error("calibration statistics are kept in {}: the same command reuses them", resume);
+  };
   if (needs_stats && !o.dry_run) {
     stats = obtain_stats(model, o, calib_cost, resume);
     job.stats = &stats;
     if (o.smoothquant) {
-      smoothing = plan_smoothing(model, stats, o.smoothing_strength, sq_which);
+      try {
+        smoothing = plan_smoothing(model, stats, o.smoothing_strength, sq_which);
+      } catch (const InputError&) {
+        note_kept();
+        throw;
+      }
       job.smoothing = &smoothing;
       job.stats = &smoothing.stats;
       spdlog::info("smoothquant: alpha {}, mappings {} ({} smoothed layers), factors in [{:.3g}, {:.3g}], "
@@ -225,7 +239,7 @@ int run_quantize_cmd(const Opts& o) {
       j["ignore"] = plan.ignore_written;
       j["warnings"] = plan.warnings;
       if (o.smoothquant)
-        j["smoothquant"] = {{"alpha", float_for_json(o.smoothing_strength)}, {"mappings", o.smoothquant_mappings},
+        j["smoothquant"] = {{"alpha", o.smoothing_strength}, {"mappings", o.smoothquant_mappings},
                             {"smoothed_layers", smoothing_mappings(model, sq_which).size()}};
       nlohmann::json t = nlohmann::json::array();
       for (const auto& d : plan.decisions)
@@ -262,8 +276,7 @@ int run_quantize_cmd(const Opts& o) {
     s = run_quantize(model, plan, job);
   } catch (const InputError&) {
     bar.clear();
-    if (needs_stats && o.stats_in.empty())
-      spdlog::error("calibration statistics are kept in {}: the same command reuses them", resume);
+    note_kept();
     throw;
   }
   bar.finish();
@@ -286,7 +299,7 @@ int run_quantize_cmd(const Opts& o) {
     if (calib_cost.tokens > 0)
       j["calibration"] = {{"seconds", calib_cost.seconds}, {"samples", calib_cost.samples}, {"tokens", calib_cost.tokens}};
     if (job.smoothing)
-      j["smoothquant"] = {{"alpha", float_for_json(smoothing.alpha)}, {"mappings", o.smoothquant_mappings},
+      j["smoothquant"] = {{"alpha", smoothing.alpha}, {"mappings", o.smoothquant_mappings},
                           {"smoothed_layers", smoothing.mappings.size()},
                           {"min_factor", smoothing.min_factor}, {"max_factor", smoothing.max_factor},
                           {"max_range_reduction", smoothing.max_range_reduction}};

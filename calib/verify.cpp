@@ -665,26 +665,23 @@ class Verifier {
     detect_smoothing();
   }
 
-  // The norm whose output is `module`'s input, when that is a norm (q/k/v, gate/up).
-  static std::string feeding_norm(const std::string& module) {
-    const auto dot = module.rfind('.');
-    if (dot == std::string::npos) return "";
-    const std::string leaf = module.substr(dot + 1), parent = module.substr(0, dot);
-    const auto pdot = parent.rfind('.');
-    if (pdot == std::string::npos) return "";
-    const std::string layer = parent.substr(0, pdot + 1), block = parent.substr(pdot + 1);
-    if (block == "self_attn" && (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj")) return layer + "input_layernorm";
-    if (block == "mlp" && (leaf == "gate_proj" || leaf == "up_proj")) return layer + "post_attention_layernorm";
-    return "";
-  }
-
   // SmoothQuant leaves the model's function unchanged but moves per-channel factors from a norm
   // (or up_proj) into the Linears it feeds; against the (unsmoothed) reference they must be undone.
   void detect_smoothing() {
+    // Which norm feeds which Linear: the same table quantize smooths by (formats/smoothing.h),
+    // read off the (dense) reference. A layout it does not know (e.g. MoE) has no norm mappings.
+    std::map<std::string, std::string> norm_of;
+    try {
+      for (const auto& m : smoothing_mappings(*rm_, SmoothingMappings::Norms))
+        for (const auto& b : m.balance) norm_of[b] = m.smooth;
+    } catch (const InputError&) {
+      norm_of.clear();
+    }
     std::map<std::string, std::shared_ptr<const std::vector<double>>> ratio_of;
     for (auto& c : ctx_) {
-      const std::string norm = feeding_norm(c.e->module);
-      if (norm.empty()) continue;
+      auto nit = norm_of.find(c.e->module);
+      if (nit == norm_of.end()) continue;
+      const std::string& norm = nit->second;
       auto it = ratio_of.find(norm);
       if (it == ratio_of.end()) {
         std::shared_ptr<const std::vector<double>> r;

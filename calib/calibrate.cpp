@@ -68,6 +68,7 @@ CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector
                      "static_minmax or minmax");
   fo.num_threads = opts.num_threads;
   fo.on_layer_done = opts.on_layer_done;
+  fo.hidden_spill = opts.hidden_spill;
   fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
   fo.source = model.dir();
   ForwardStats fs = run_forward(cfg, weights, samples, fo);
@@ -77,6 +78,8 @@ CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector
   r.samples = fs.samples;
   r.tokens = fs.tokens;
   r.seconds = fs.seconds;
+  r.hidden_bytes = fs.hidden_bytes;
+  r.hidden_spilled = fs.hidden_spilled;
   return r;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "calib/hidden_store.h"
 #include "libquant/activation_stats.h"
 
 namespace qt {
@@ -26,12 +27,15 @@ struct CalibrateOptions {
   float ema_c = 0.01f;
   int num_threads = 0;
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
+  HiddenSpill hidden_spill;  // see ForwardOptions::hidden_spill
 };
 
 struct CalibrationRun {
   ActivationStats stats;
   int64_t samples = 0, tokens = 0;
   double seconds = 0;
+  uint64_t hidden_bytes = 0;   // the hidden states of all samples
+  bool hidden_spilled = false; // ...kept in a temporary file
 };
 
 // Runs the model of `model` layer by layer over `samples` (token ids) on the CPU.

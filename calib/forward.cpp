@@ -11,6 +11,7 @@
 #endif
 
 #include "calib/gemm.h"
+#include "calib/hidden_store.h"
 #include "calib/vmath.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -575,15 +576,18 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
     }
 
   // 1. embeddings
-  std::vector<std::vector<float>> hidden(samples.size());
+  std::vector<int64_t> lengths;
+  for (const auto& ids : samples) lengths.push_back(static_cast<int64_t>(ids.size()));
+  HiddenStore hidden(lengths, H, opts.hidden_spill);
+  st.hidden_bytes = hidden.bytes();
+  st.hidden_spilled = hidden.spilled();
   {
     std::vector<float> emb = ld.load("model.embed_tokens.weight", {c.vocab_size, H});
     const auto t0 = Clock::now();
     for (size_t s = 0; s < samples.size(); ++s) {
       const auto& ids = samples[s];
-      hidden[s].resize(ids.size() * static_cast<size_t>(H));
       for (size_t t = 0; t < ids.size(); ++t)
-        std::memcpy(hidden[s].data() + t * H, emb.data() + static_cast<int64_t>(ids[t]) * H, sizeof(float) * H);
+        std::memcpy(hidden.sample(s) + t * H, emb.data() + static_cast<int64_t>(ids[t]) * H, sizeof(float) * H);
     }
     st.embed_seconds = since(t0);
   }
@@ -605,7 +609,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
     const std::string in_norm_name = p + "input_layernorm", post_norm_name = p + "post_attention_layernorm";
     const int64_t W = c.sliding_window[static_cast<size_t>(l)];
     for (size_t s = 0; s < samples.size(); ++s) {
-      float* h = hidden[s].data();
+      float* h = hidden.sample(s);
       const int64_t T = static_cast<int64_t>(samples[s].size());
       xn.resize(static_cast<size_t>(T * H));
       q.resize(static_cast<size_t>(T * qd));
@@ -676,7 +680,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
     for (size_t s = 0; s < samples.size(); ++s) {
       const int64_t T = static_cast<int64_t>(samples[s].size());
       xn.resize(static_cast<size_t>(T * H));
-      rms_norm_to(hidden[s].data(), xn.data(), T, H, norm_w.data(), eps, threads);
+      rms_norm_to(hidden.sample(s), xn.data(), T, H, norm_w.data(), eps, threads);
       lin.observe("lm_head", xn.data(), T, H);
       for (int64_t t0c = 0; t0c < T; t0c += chunk) {
         const int64_t n = std::min(chunk, T - t0c);

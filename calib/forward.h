@@ -12,7 +12,8 @@
 //      (or the embedding when tied) in token chunks, streamed to the callback.
 // Peak memory ~ 4 bytes * (all calibration tokens * hidden + one layer's parameters + one
 // sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files;
-// while a layer's Linears are packed, its row-major and packed copies coexist briefly.
+// while a layer's Linears are packed, its row-major and packed copies coexist briefly. The first
+// term leaves anonymous memory for a file-backed mapping above ForwardOptions::hidden_spill.
 //
 // Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Every matrix
 // product (the Linears, attention's Q K^T and P V) is calib/gemm.h's: one f32 FMA chain per
@@ -44,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "calib/hidden_store.h"
 #include "calib/model_config.h"
 #include "libquant/activation_stats.h"
 #include "libquant/tensor_view.h"
@@ -162,6 +164,9 @@ struct ForwardOptions {
   // Progress: called after each layer (0-based index) has run on every sample.
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
   std::string source;                  // names the model in errors (e.g. the model folder)
+  // Where the hidden states of all samples live between layers (calib/hidden_store.h): RAM by
+  // default; a temporary file in hidden_spill.dir once they exceed hidden_spill.above_bytes.
+  HiddenSpill hidden_spill;
 };
 
 // What a run cost (the benchmark hook): tokens processed and wall-clock seconds per phase.
@@ -173,6 +178,8 @@ struct ForwardStats {
   double embed_seconds = 0.0;      // gathering embeddings (excluding weight loading)
   double layer_seconds = 0.0;      // decoder layers (excluding weight loading)
   double head_seconds = 0.0;       // final norm + lm_head + on_logits (excluding weight loading)
+  uint64_t hidden_bytes = 0;       // the hidden states of all samples
+  bool hidden_spilled = false;     // ...kept in a temporary file rather than RAM
   double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }
 };
 

@@ -317,6 +317,22 @@ TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {
   EXPECT_NE(other.err.find("was made with other calibration settings; calibrating again"), std::string::npos) << other.err;
 }
 
+TEST(Cli, CalibrationHiddenStatesAboveTheMemoryCapGoToADiskFileWithTheSameResult) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto ram = run_qtool({"quantize", in, "-o", d.str("ram"), "--scheme", "fp8-static", "--num-samples", "4", "--seq-len", "32"});
+  ASSERT_EQ(ram.exit_code, 0) << ram.err;
+  EXPECT_EQ(ram.err.find("kept in a temporary file"), std::string::npos);
+  auto disk = run_qtool({"quantize", in, "-o", d.str("disk"), "--scheme", "fp8-static", "--num-samples", "4", "--seq-len",
+                         "32", "--calib-memory", "1KiB"});
+  ASSERT_EQ(disk.exit_code, 0) << disk.err;
+  EXPECT_NE(disk.err.find("kept in a temporary file in " + fs::weakly_canonical(d.path()).string()), std::string::npos)
+      << disk.err;
+  EXPECT_EQ(test::read_file(d.path() / "ram/model.safetensors"), test::read_file(d.path() / "disk/model.safetensors"));
+  for (const auto& e : fs::directory_iterator(d.path()))  // the spill file is gone
+    EXPECT_EQ(e.path().filename().string().find(".qtool-calib-hidden"), std::string::npos) << e.path();
+}
+
 TEST(Cli, LegacyFp8WritesTheAutoFp8Layout) {
   test::TempDir d;
   const std::string in = tiny(d);

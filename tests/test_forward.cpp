@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -80,10 +81,12 @@ struct RunResult {
 };
 
 RunResult run(const Golden& g, const std::vector<std::vector<int32_t>>& tokens, int threads = 0,
-              int64_t chunk = 256, const qt::calib::ActivationTransform& transform = {}) {
+              int64_t chunk = 256, const qt::calib::ActivationTransform& transform = {},
+              const qt::calib::HiddenSpill& spill = {}) {
   RunResult r;
   AbsMaxObserver obs;
   ForwardOptions o;
+  o.hidden_spill = spill;
   o.observer = &obs;
   o.transform = transform;
   o.num_threads = threads;
@@ -253,6 +256,35 @@ TEST(ForwardHooks, TransformChangesTheMatmulInputButNotWhatTheObserverSees) {
   EXPECT_EQ(a.stats.input_absmax.at("model.layers.1.mlp.down_proj"),
             b.stats.input_absmax.at("model.layers.1.mlp.down_proj"));
   EXPECT_EQ(a.stats.k_absmax, b.stats.k_absmax);
+}
+
+TEST(ForwardHiddenSpill, HiddenStatesInATemporaryFileGiveBitIdenticalResultsAndLeaveNothing) {
+  Golden g("qwen2");
+  const std::vector<std::vector<int32_t>> toks{{1, 17, 42, 99, 5, 127, 64}, {2, 120, 0}};
+  qt::test::TempDir d;
+  const RunResult ram = run(g, toks);
+  EXPECT_FALSE(ram.fstats.hidden_spilled);
+  EXPECT_EQ(ram.fstats.hidden_bytes, 10u * 48u * 4u);  // 10 tokens x hidden 48 x f32
+  const RunResult file = run(g, toks, 0, 256, {}, {d.str(), 0});  // spill anything
+  EXPECT_TRUE(file.fstats.hidden_spilled);
+  EXPECT_EQ(file.logits, ram.logits);
+  EXPECT_EQ(file.stats.input_absmax, ram.stats.input_absmax);
+  EXPECT_EQ(file.stats.channel_max, ram.stats.channel_max);
+  EXPECT_TRUE(std::filesystem::is_empty(d.path())) << "the spill file must be unlinked";
+  // Under the limit: RAM.
+  EXPECT_FALSE(run(g, toks, 0, 256, {}, {d.str(), 1u << 20}).fstats.hidden_spilled);
+}
+
+TEST(ForwardHiddenSpill, AnUnusableSpillDirectoryIsAnIoErrorNamingIt) {
+  Golden g("qwen2");
+  try {
+    run(g, {{1, 2, 3}}, 0, 256, {}, {"/nonexistent/qtool-spill", 0});
+    FAIL() << "expected an error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::Io);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/qtool-spill: cannot create the calibration spill file"),
+              std::string::npos) << e.what();
+  }
 }
 
 TEST(ForwardHooks, LogitsArriveInChunksOfTheRequestedSizeAndEqualOneChunk) {

@@ -40,6 +40,7 @@ struct Opts {
   bool smoothquant = false;
   double smoothing_strength = 0.8;  // llm-compressor W8A8 examples; its modifier default is 0.5
   std::string smoothquant_mappings = "all";
+  std::string calib_memory = "4GiB";
   int threads = 0;
 };
 
@@ -122,6 +123,10 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, Calibratio
   calib::CalibrateOptions co;
   co.observer = o.observer;
   co.num_threads = o.threads;
+  // Hidden states above --calib-memory go to a temporary file beside OUT (where the output's
+  // disk space is checked anyway).
+  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(o.out)).parent_path().string();
+  co.hidden_spill.above_bytes = parse_size(o.calib_memory, "--calib-memory");
   ProgressBar bar("calibrate", 1);
   co.on_layer_done = [&](int64_t layer, int64_t n) {
     bar.clear();
@@ -131,6 +136,9 @@ ActivationStats obtain_stats(const ModelFolder& model, const Opts& o, Calibratio
   };
   calib::CalibrationRun run = calib::calibrate(model, samples, co);
   bar.finish();
+  if (run.hidden_spilled)
+    spdlog::info("calibration: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
+                 human_bytes(run.hidden_bytes), co.hidden_spill.dir, o.calib_memory);
   cost = {run.seconds, run.samples, run.tokens};
   spdlog::info("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds, run.seconds > 0 ? run.tokens / run.seconds : 0.0);
   calib::StatsProvenance prov;
@@ -354,6 +362,10 @@ void register_quantize(CLI::App& app, RunFn& run) {
   cal->add_option("--seed", o->seed, "Sample selection seed")->capture_default_str();
   cal->add_option("--observer", o->observer, "static_minmax (max over all tokens) or minmax (moving average, c=0.01)")
       ->capture_default_str()->check(CLI::IsMember({"static_minmax", "minmax"}));
+  cal->add_option("--calib-memory", o->calib_memory,
+                  "Hidden states of all samples (samples x tokens x hidden x 4 B) above this size are kept in a "
+                  "temporary file next to OUT instead of RAM")
+      ->capture_default_str();
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
   sub->add_option("-j,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();

@@ -101,6 +101,31 @@ std::string g(double v, const char* f = "%.4g") {
   return b;
 }
 
+// One descriptor group: its layers (the first four) and every kernel's verdict.
+void print_kernel_group(const calib::KernelGroup& gr, int name_width) {
+  std::printf("\n  %s\n", gr.descriptor.c_str());
+  std::printf("    layers (%zu): ", gr.modules.size());
+  for (size_t i = 0; i < gr.modules.size() && i < 4; ++i) std::printf("%s%s", i ? ", " : "", gr.modules[i].c_str());
+  if (gr.modules.size() > 4) std::printf(", ... (%zu more)", gr.modules.size() - 4);
+  std::printf("\n");
+  for (const auto& [name, why] : gr.candidates)
+    std::printf("    %-*s %s\n", name_width, name.c_str(), why.empty() ? "CHOSEN" : ("not chosen: " + why).c_str());
+  if (!gr.error.empty()) std::printf("    error: %s\n", gr.error.c_str());
+}
+
+// The last lines of a report: PASS, or FAIL with the first 20 failures and any hints.
+void print_result(bool pass, double seconds, const std::vector<std::string>& failures,
+                  const std::vector<std::string>& hints) {
+  if (pass) {
+    std::printf("result      PASS (%.1f s)\n", seconds);
+    return;
+  }
+  std::printf("result      FAIL: %zu check(s) failed\n", failures.size());
+  for (size_t i = 0; i < failures.size() && i < 20; ++i) std::printf("  - %s\n", failures[i].c_str());
+  if (failures.size() > 20) std::printf("  ... (%zu more; --json lists all)\n", failures.size() - 20);
+  for (const auto& h : hints) std::printf("hint        %s\n", h.c_str());
+}
+
 void print_kernels(const calib::VerifyReport& r) {
   std::printf("kernels (highest priority first):\n");
   for (const auto& k : r.registry) std::printf("  %-13s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
@@ -109,16 +134,7 @@ void print_kernels(const calib::VerifyReport& r) {
     for (const auto& gr : r.kernels) n += gr.modules.size();
     return n;
   }(), r.kernels.size());
-  for (const auto& gr : r.kernels) {
-    std::printf("\n  %s\n", gr.descriptor.c_str());
-    std::printf("    layers (%zu): ", gr.modules.size());
-    for (size_t i = 0; i < gr.modules.size() && i < 4; ++i) std::printf("%s%s", i ? ", " : "", gr.modules[i].c_str());
-    if (gr.modules.size() > 4) std::printf(", ... (%zu more)", gr.modules.size() - 4);
-    std::printf("\n");
-    for (const auto& [name, why] : gr.candidates)
-      std::printf("    %-13s %s\n", name.c_str(), why.empty() ? "CHOSEN" : ("not chosen: " + why).c_str());
-    if (!gr.error.empty()) std::printf("    error: %s\n", gr.error.c_str());
-  }
+  for (const auto& gr : r.kernels) print_kernel_group(gr, 13);
   if (!r.findings.empty()) {
     std::printf("\nfindings:\n");
     for (const auto& f : r.findings) std::printf("  %-7s %s: %s\n", f.severity.c_str(), f.where.c_str(), f.message.c_str());
@@ -251,14 +267,7 @@ void print_report(const calib::VerifyReport& r) {
   for (const auto& [basis, text] : gates) std::printf("gates       %s (%s)\n", text.c_str(), basis.c_str());
   if (m.gated)
     std::printf("gates       mean KL <= %s, top-1 >= %s (%s)\n", g(m.gates.max_kl).c_str(), g(m.gates.min_top1).c_str(), m.gates.basis.c_str());
-  if (r.pass) {
-    std::printf("result      PASS (%.1f s)\n", r.seconds);
-  } else {
-    std::printf("result      FAIL: %zu check(s) failed\n", r.failures.size());
-    for (size_t i = 0; i < r.failures.size() && i < 20; ++i) std::printf("  - %s\n", r.failures[i].c_str());
-    if (r.failures.size() > 20) std::printf("  ... (%zu more; --json lists all)\n", r.failures.size() - 20);
-    for (const auto& h : r.hints) std::printf("hint        %s\n", h.c_str());
-  }
+  print_result(r.pass, r.seconds, r.failures, r.hints);
 }
 
 // ---- --device cuda ----------------------------------------------------------------------
@@ -268,15 +277,7 @@ void print_cuda_kernels(const calib::CudaVerifyReport& r) {
   std::printf("GPU kernels (highest priority first):\n");
   for (const auto& k : r.registry) std::printf("  %-23s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
   std::printf("\n%zu descriptor group(s):\n", r.kernels.size());
-  for (const auto& gr : r.kernels) {
-    std::printf("\n  %s\n", gr.descriptor.c_str());
-    std::printf("    layers (%zu): ", gr.modules.size());
-    for (size_t i = 0; i < gr.modules.size() && i < 4; ++i) std::printf("%s%s", i ? ", " : "", gr.modules[i].c_str());
-    if (gr.modules.size() > 4) std::printf(", ... (%zu more)", gr.modules.size() - 4);
-    std::printf("\n");
-    for (const auto& [name, why] : gr.candidates)
-      std::printf("    %-23s %s\n", name.c_str(), why.empty() ? "CHOSEN" : ("not chosen: " + why).c_str());
-  }
+  for (const auto& gr : r.kernels) print_kernel_group(gr, 23);
 }
 
 void print_cuda_report(const calib::CudaVerifyReport& r) {
@@ -339,13 +340,7 @@ void print_cuda_report(const calib::CudaVerifyReport& r) {
                                                   g(t.threshold, "%.2f") + ")").c_str(),
                   t.detail.empty() ? "" : ("; " + t.detail).c_str());
   }
-  if (r.pass) {
-    std::printf("result      PASS (%.1f s)\n", r.seconds);
-  } else {
-    std::printf("result      FAIL: %zu check(s) failed\n", r.failures.size());
-    for (size_t i = 0; i < r.failures.size() && i < 20; ++i) std::printf("  - %s\n", r.failures[i].c_str());
-    if (r.failures.size() > 20) std::printf("  ... (%zu more; --json lists all)\n", r.failures.size() - 20);
-  }
+  print_result(r.pass, r.seconds, r.failures, {});
 }
 
 int run_verify_cuda(const Opts& o) {

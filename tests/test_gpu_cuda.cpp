@@ -20,6 +20,7 @@
 #include "libquant/kernels/act_quant.h"
 #include "libquant/kernels/gpu.h"
 #include "libquant/kernels/registry.h"
+#include "tests/support/quantized_layer.h"
 
 namespace qt::kernels::gpu {
 namespace {
@@ -32,28 +33,7 @@ class CudaGemm : public ::testing::Test {
 };
 using CudaBench = CudaGemm;
 
-// A generated layer: random codes (no FP8 NaN codes; INT8 including -128) and BF16 scales
-// 2^U(-10,-4) on the descriptor's grid, so every scale differs (trap 2).
-struct Layer {
-  LinearDescriptor d;
-  std::vector<uint8_t> codes;
-  std::vector<uint16_t> scale_bits;
-  float input_scale = 0.0f;
-  QuantizedWeightRef ref() const {
-    QuantizedWeightRef r;
-    r.code_dtype = d.weight_type == QuantType::Float8E4M3 ? DType::F8_E4M3 : DType::I8;
-    r.codes = codes.data();
-    r.scales = reinterpret_cast<const uint8_t*>(scale_bits.data());
-    r.scale_dtype = DType::BF16;
-    r.grid = d.weight_grid();
-    if (d.act_scheme == ActScheme::StaticTensor) {
-      r.input_scale = reinterpret_cast<const uint8_t*>(&input_scale);
-      r.input_scale_dtype = DType::F32;
-    }
-    r.tensor = "test.weight";
-    return r;
-  }
-};
+using Layer = test::QuantizedLayer;  // tests/support/quantized_layer.h
 
 LinearDescriptor desc(QuantType w, Strategy ws, ActType a, ActScheme as, int64_t N, int64_t K) {
   LinearDescriptor d;

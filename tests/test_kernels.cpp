@@ -18,6 +18,7 @@
 #include "libquant/kernels/cpu_common.h"
 #include "libquant/kernels/registry.h"
 #include "libquant/quantize.h"
+#include "tests/support/quantized_layer.h"
 
 namespace qt::kernels {
 namespace {
@@ -36,41 +37,7 @@ bool avx2_cpu() {
 
 // ---- a generated quantized layer ----------------------------------------------------------------
 
-// Codes, BF16 weight scales (kept as floats too, for the error bound) and an optional F32 input
-// scale, generated directly (kernels take codes, not float weights).
-struct Layer {
-  LinearDescriptor d;
-  std::vector<uint8_t> codes;
-  std::vector<float> scales;          // grid values, exactly representable in bf16
-  std::vector<uint16_t> scale_bits;   // the same as BF16
-  float input_scale = 0.0f;
-
-  QuantizedWeightRef ref() const {
-    QuantizedWeightRef r;
-    r.code_dtype = d.weight_type == QuantType::Float8E4M3 ? DType::F8_E4M3 : DType::I8;
-    r.codes = codes.data();
-    r.scales = reinterpret_cast<const uint8_t*>(scale_bits.data());
-    r.scale_dtype = DType::BF16;
-    r.grid = d.weight_grid();
-    if (d.act_scheme == ActScheme::StaticTensor) {
-      r.input_scale = reinterpret_cast<const uint8_t*>(&input_scale);
-      r.input_scale_dtype = DType::F32;
-    }
-    r.tensor = "layers.0.mlp.down_proj.weight";
-    r.file = "model.safetensors";
-    return r;
-  }
-  // Weight scale of element (n, k), looked up on the grid directly (independent of segments).
-  float sw(int64_t n, int64_t k) const {
-    const ScaleGrid g = d.weight_grid();
-    return scales[static_cast<size_t>((n / g.rows_per) * d.weight_scale_cols() + k / g.cols_per)];
-  }
-  float wval(int64_t n, int64_t k) const {
-    const uint8_t c = codes[static_cast<size_t>(n * d.K + k)];
-    return d.weight_type == QuantType::Float8E4M3 ? f32_from_e4m3fn(c)
-                                                  : static_cast<float>(static_cast<int8_t>(c));
-  }
-};
+using Layer = test::QuantizedLayer;  // tests/support/quantized_layer.h
 
 Layer make_layer(const LinearDescriptor& d, uint32_t seed) {
   std::mt19937 rng(seed);

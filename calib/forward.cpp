@@ -35,15 +35,6 @@ constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
 constexpr int64_t kMinParallelElems = int64_t{1} << 15;
 
-int thread_count(int requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
-}
-
 std::string shape_str(const std::vector<int64_t>& s) { return shape_string(s); }
 
 // ---- kernels -------------------------------------------------------------------------------
@@ -532,7 +523,7 @@ void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const
 ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
                          const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts) {
   const auto t_start = Clock::now();
-  const int threads = thread_count(opts.num_threads);
+  const int threads = resolve_threads(opts.num_threads);
   const std::string& source = opts.source.empty() ? c.file : opts.source;
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   const int64_t D = c.head_dim;

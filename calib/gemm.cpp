@@ -37,7 +37,9 @@ constexpr int64_t kTaskPanels = 8;    // 16-column panels per task (128 outputs)
 constexpr int64_t kKBlock = 1024;
 constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
 
-int thread_count(int requested) {
+}  // namespace
+
+int resolve_threads(int requested) {
 #ifdef _OPENMP
   return requested > 0 ? requested : omp_get_max_threads();
 #else
@@ -45,6 +47,8 @@ int thread_count(int requested) {
   return 1;
 #endif
 }
+
+namespace {
 
 // Scalar twin of avx2::f32_tile_rows: C[r][j] (=|+=) sum_k A[r * lda + k] * B[k][j], one
 // std::fma chain per output in increasing k, hence bit-identical to the AVX2 kernel.
@@ -79,7 +83,7 @@ void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_r
 std::vector<float> pack_rows(const std::vector<const float*>& row, int64_t in, int threads) {
   const int64_t npanels = static_cast<int64_t>(row.size()) / kNR;
   std::vector<float> panels(static_cast<size_t>(npanels * in * kNR), 0.0f);
-  const int nth = thread_count(threads);
+  const int nth = resolve_threads(threads);
   (void)nth;
 #pragma omp parallel for schedule(static) num_threads(nth) if (npanels * kNR * in >= (int64_t{1} << 18))
   for (int64_t pi = 0; pi < npanels; ++pi) {
@@ -148,7 +152,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
   const int64_t col_tasks = (npanels + kTaskPanels - 1) / kTaskPanels;
   const int64_t tasks = row_tasks * col_tasks;
   const bool avx = use_avx2();
-  const int nth = thread_count(threads);
+  const int nth = resolve_threads(threads);
   (void)nth;
 #pragma omp parallel num_threads(nth) if (tasks > 1 && T * K * N >= kMinParallelFlops)
   {

@@ -78,21 +78,12 @@ inline float code_value(DType code_dtype, uint8_t c) {
   return code_dtype == DType::F8_E4M3 ? f32_from_e4m3fn(c) : static_cast<float>(static_cast<int8_t>(c));
 }
 
-// Decodes a whole tensor to f32; Unsupported for an undecodable dtype.
-std::vector<float> decode_tensor(const TensorView& t) {
-  std::vector<float> out(t.numel());
-  if (!decode_to_f32(t.dtype, t.bytes.data(), t.numel(), out.data()))
-    throw InputError(Kind::Unsupported, t.file, t.name, "tensor dtype cannot be decoded",
-                     "F32, F16, BF16, F64, F8 or an integer dtype", std::string(dtype_name(t.dtype)));
-  return out;
-}
-
 // One static input scale as f32, or an error message when it is unusable.
 std::string read_input_scale(const Checkpoint& ck, const QuantizedLinearEntry& e, float& out) {
   const TensorView* t = ck.find(e.input_scale_tensor);
   if (!t) return "missing";
   if (t->numel() != 1) return "has " + std::to_string(t->numel()) + " elements, a static per-tensor scale has 1";
-  std::vector<float> v = decode_tensor(*t);
+  std::vector<float> v = decode_tensor_f32(*t);
   out = v[0];
   if (!std::isfinite(out) || !(out > 0.0f)) return "is " + fmt("%g", out) + "; it must be finite and > 0";
   return "";
@@ -586,7 +577,7 @@ class Verifier {
         if (!t) continue;
         std::vector<float> v;
         try {
-          v = decode_tensor(*t);
+          v = decode_tensor_f32(*t);
         } catch (const InputError& err) {
           finding("error", name, err.problem());
           c.loadable = false;
@@ -689,7 +680,7 @@ class Verifier {
         const TensorView* gr = rm_->checkpoint().find(norm + ".weight");
         if (gq && gr && gq->numel() == gr->numel() &&
             !(gq->dtype == gr->dtype && std::equal(gq->bytes.begin(), gq->bytes.end(), gr->bytes.begin(), gr->bytes.end()))) {
-          const std::vector<float> a = decode_tensor(*gq), b = decode_tensor(*gr);
+          const std::vector<float> a = decode_tensor_f32(*gq), b = decode_tensor_f32(*gr);
           auto v = std::make_shared<std::vector<double>>(a.size());
           bool differs = false;  // the same values stored in another dtype are not smoothing
           // A channel whose reference weight is 0 carries 0 either way: ratio 1.
@@ -788,7 +779,7 @@ class Verifier {
     std::vector<float> wr;
     if (rm_) {
       const TensorView* t = rm_->checkpoint().find(e.module + ".weight");
-      wr = decode_tensor(*t);
+      wr = decode_tensor_f32(*t);
       if (c.input_ratio || c.output_ratio) {
         // Against the smoothed reference W_ref[n, k] * out[n] / in[k] (a column whose input ratio
         // is 0 is dropped by the deployed model: compared with 0; the GEMM error still sees it).

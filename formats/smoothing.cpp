@@ -8,7 +8,6 @@
 
 #include "formats/model_folder.h"
 #include "libquant/error.h"
-#include "libquant/float_formats.h"
 #include "libquant/smoothquant.h"
 
 namespace qt {
@@ -24,11 +23,6 @@ const TensorView& need(const ModelFolder& model, const std::string& name) {
   return *t;
 }
 
-std::vector<float> decode(const TensorView& t, std::span<const uint8_t> bytes) {
-  std::vector<float> v(t.numel());
-  decode_to_f32(t.dtype, bytes.data(), v.size(), v.data());
-  return v;
-}
 
 }  // namespace
 
@@ -125,7 +119,9 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     } else {
       // From the norm weight exactly as it will be written.
       const std::vector<uint8_t> gs_bytes = divide_norm_weight(sw, s);
-      amax = smoothed_input_absmax(mn->second, mx->second, decode(sw, sw.bytes), decode(sw, gs_bytes));
+      TensorView smoothed = sw;
+      smoothed.bytes = gs_bytes;
+      amax = smoothed_input_absmax(mn->second, mx->second, decode_tensor_f32(sw), decode_tensor_f32(smoothed));
     }
     // The unsmoothed plain absmax, for the ratio by which smoothing shrinks the input range.
     float plain = 0;

@@ -15,12 +15,6 @@ namespace {
 // torch.pow(t, e) on CPU: e == 0.5 is sqrt (exactly rounded), other exponents pow in f32.
 float pow_like_torch(float x, float e) { return e == 0.5f ? std::sqrt(x) : std::pow(x, e); }
 
-std::vector<float> decode(const TensorView& t) {
-  std::vector<float> v(t.numel());
-  const bool ok = decode_to_f32(t.dtype, t.bytes.data(), v.size(), v.data());
-  QT_ASSERT(ok);
-  return v;
-}
 
 // The smallest |f32| that RNE sends to Inf in dtype t: half an ulp above the largest finite
 // value (65504 + 16 for f16; bf16 0x7F7F + half an ulp, a tie that rounds to the even 0x7F80 = Inf).
@@ -162,7 +156,7 @@ std::vector<uint8_t> scale_weight_columns(const TensorView& w, std::span<const f
 
 std::vector<uint8_t> divide_norm_weight(const TensorView& g, std::span<const float> s) {
   QT_ASSERT(g.shape.size() == 1 && static_cast<size_t>(g.shape[0]) == s.size());
-  const std::vector<float> gv = decode(g);
+  const std::vector<float> gv = decode_tensor_f32(g);
   const size_t esz = dtype_bits(g.dtype) / 8;
   const float limit = overflow_threshold(g.dtype);
   std::vector<uint8_t> out(g.bytes.size());

@@ -1,5 +1,8 @@
 #include "libquant/tensor_view.h"
 
+#include "libquant/error.h"
+#include "libquant/float_formats.h"
+
 namespace qt {
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -8,5 +11,13 @@ std::string shape_string(const std::vector<int64_t>& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+std::vector<float> decode_tensor_f32(const TensorView& t) {
+  std::vector<float> out(t.numel());
+  if (!decode_to_f32(t.dtype, t.bytes.data(), t.numel(), out.data()))
+    throw InputError(InputError::Kind::Unsupported, t.file, t.name, "tensor dtype cannot be decoded",
+                     "F32, F16, BF16, F64, F8 or an integer dtype", std::string(dtype_name(t.dtype)));
+  return out;
 }
 }  // namespace qt

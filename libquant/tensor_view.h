@@ -31,4 +31,8 @@ struct TensorView {
 // "[4096,4096]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
+// The whole tensor decoded to f32 (a new vector, exactly as decode_to_f32 converts each dtype).
+// Throws InputError(Unsupported) naming the file and tensor for a dtype it cannot decode.
+std::vector<float> decode_tensor_f32(const TensorView& t);
+
 }  // namespace qt

@@ -23,12 +23,6 @@
 namespace qt::kernels {
 namespace {
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
 bool avx2_cpu() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -206,8 +200,8 @@ TEST(ActivationQuant, Fp8PerTokenMatchesVllmVectorV1) {
   QuantizedActivations q = quantize_activations(d, x.data(), 2, 0.0f);
   EXPECT_EQ(q.codes, (std::vector<uint8_t>{0x76, 0xFE, 0x6E, 0x00, 0x00, 0x00}));
   EXPECT_EQ(q.scales[0], 0.004464285913854837f);
-  EXPECT_EQ(bits_of(q.scales[1]), 0x36924925u);
-  EXPECT_EQ(bits_of(kFp8TokenScaleFloor), 0x36924925u);
+  EXPECT_EQ(f32_bits(q.scales[1]), 0x36924925u);
+  EXPECT_EQ(f32_bits(kFp8TokenScaleFloor), 0x36924925u);
 }
 
 TEST(ActivationQuant, Int8PerTokenMatchesVllmVectorV2) {

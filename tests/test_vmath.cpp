@@ -10,15 +10,10 @@
 #include <vector>
 
 #include "calib/vmath.h"
+#include "libquant/float_formats.h"
 
 namespace qt::calib {
 namespace {
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
 
 // |got - exact| in units of the f32 ulp at the exact value.
 double ulp_error(float got, double exact) {
@@ -111,8 +106,8 @@ TEST(VmathTwins, Avx2AndScalarGiveTheSameBitsAtEveryLength) {
     silu_mul_f32(x.data(), u.data(), sb.data(), static_cast<int64_t>(n));
     vmath_force_scalar(false);
     for (size_t i = 0; i < n; ++i) {
-      ASSERT_EQ(bits(a[i]), bits(b[i])) << "exp x=" << x[i];
-      ASSERT_EQ(bits(sa[i]), bits(sb[i])) << "silu x=" << x[i];
+      ASSERT_EQ(f32_bits(a[i]), f32_bits(b[i])) << "exp x=" << x[i];
+      ASSERT_EQ(f32_bits(sa[i]), f32_bits(sb[i])) << "silu x=" << x[i];
     }
   }
 }

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "calib/gemm.h"
+#include "libquant/gemm.h"
 
 #include <immintrin.h>
 #ifdef _OPENMP

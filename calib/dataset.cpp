@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
 

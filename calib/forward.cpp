@@ -10,9 +10,9 @@
 #include <omp.h>
 #endif
 
-#include "calib/gemm.h"
+#include "libquant/gemm.h"
 #include "calib/hidden_store.h"
-#include "calib/vmath.h"
+#include "libquant/vmath.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 

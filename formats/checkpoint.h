@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "formats/safetensors.h"
-#include "formats/tensor_view.h"
+#include "libquant/tensor_view.h"
 
 namespace qt {
 

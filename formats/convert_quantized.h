@@ -51,8 +51,7 @@
 
 #include "formats/convert_job.h"
 #include "formats/ct_config.h"
-#include "formats/quant_plan.h"
-#include "formats/tensor_view.h"
+#include "libquant/tensor_view.h"
 #include "libquant/dtype.h"
 #include "libquant/schemes.h"
 

@@ -237,4 +237,13 @@ bool target_matches(const std::string& target, const std::string& module, bool i
   return false;
 }
 
+std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module) {
+  for (const auto& ig : q.ignore)
+    if (target_matches(ig, module, true)) return std::nullopt;
+  for (const auto& g : q.groups)
+    for (const auto& t : g.targets)
+      if (target_matches(t, module, true)) return &g;
+  return std::nullopt;
+}
+
 }  // namespace qt

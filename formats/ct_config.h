@@ -18,6 +18,10 @@
 
 namespace qt {
 
+// The two checkpoint layouts qtool writes: compressed-tensors, or the legacy AutoFP8 / vLLM
+// "fp8" layout (per-tensor and block FP8 only).
+enum class OutputFormat { CompressedTensors, LegacyFp8 };
+
 struct CtWriteOptions {
   std::vector<std::string> ignore;     // module names left unquantized (exact names)
   bool kv_cache_fp8 = false;           // adds kv_cache_scheme (FP8 per-tensor static)
@@ -65,5 +69,9 @@ QuantInfo parse_quant_info(const nlohmann::json& config);
 // (Python re.match: anchored at the start only), or a class target ("Linear" matches any
 // Linear-like module; the caller says whether the module is a Linear).
 bool target_matches(const std::string& target, const std::string& module, bool is_linear);
+
+// Finds the args that cover `module` in the checkpoint's config (first matching group, unless
+// ignored). nullopt if not covered.
+std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module);
 
 }  // namespace qt

@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "formats/checkpoint.h"
-#include "formats/inspect.h"
 #include "libquant/error.h"
 #include "libquant/pack.h"
 
@@ -94,6 +93,14 @@ LoadedLinear load_quantized_linear(const Checkpoint& ckpt, const QuantizedLinear
     l.ref.input_scale_dtype = is->dtype;
   }
   return l;
+}
+
+
+std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws) {
+  if (!ws || ws->dtype != DType::I64 || ws->numel() != 2) return std::nullopt;
+  int64_t v[2];
+  std::memcpy(v, ws->bytes.data(), 16);  // the only data a headers-only inspection reads
+  return std::vector<int64_t>{v[0], v[1]};
 }
 
 }  // namespace qt

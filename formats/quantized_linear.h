@@ -42,4 +42,8 @@ struct LoadedLinear {
 };
 LoadedLinear load_quantized_linear(const Checkpoint& ckpt, const QuantizedLinearEntry& e);
 
+// The logical [out, in] stored in a pack-quantized `P.weight_shape` tensor (I64 [2]); nullopt if
+// `ws` is null or not an I64 [2] tensor. Reads its 16 bytes.
+std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws);
+
 }  // namespace qt

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/tensor_view.h"
+#include "libquant/tensor_view.h"
 
 namespace qt {
 

@@ -13,7 +13,7 @@
 #include "formats/atomic_file.h"
 #include "formats/json_util.h"
 #include "formats/safetensors.h"
-#include "formats/tensor_view.h"
+#include "libquant/tensor_view.h"
 #include "libquant/error.h"
 
 namespace qt {

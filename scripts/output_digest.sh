@@ -18,9 +18,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:?usage: scripts/output_digest.sh WORKDIR [QTOOL]}
-Q=$(realpath "${2:-build/tools/qtool}")
+QSRC=$(realpath "${2:-build/tools/qtool}")
 [ -e "$W" ] && { echo "output_digest.sh: $W exists; give a new folder" >&2; exit 2; }
 mkdir -p "$W"
+# The manifest records argv[0]: run every build from the same path.
+cp "$QSRC" "$W/qtool"
+Q=$(realpath "$W/qtool")
 SRC=$PWD
 cd "$W"
 run() { echo "+ qtool $*" >>log.txt; "$Q" "$@" >/dev/null 2>>log.txt; }
@@ -55,4 +58,4 @@ for d in tiny-fp8-dynamic tiny-w4a16 tiny-int8s-sq tiny32-fp8-static tiny-legacy
   "$Q" inspect "$d" --scales --json > "inspect-$d.json" 2>>log.txt
 done
 rm -rf tiny tiny32 tiny16 llama
-find . -type f ! -name log.txt -print0 | sort -z | xargs -0 sha256sum
+find . -type f ! -name log.txt ! -name qtool -print0 | sort -z | xargs -0 sha256sum

@@ -8,7 +8,7 @@
 
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"

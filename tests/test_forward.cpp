@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "calib/forward.h"
-#include "calib/gemm.h"
-#include "calib/vmath.h"
+#include "libquant/gemm.h"
+#include "libquant/vmath.h"
 #include "calib/model_config.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
@@ -584,11 +584,11 @@ TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndWithoutAvx2) {
     EXPECT_EQ(a.second.v_absmax, b.second.v_absmax) << threads << " threads";
   }
   // The same run on the scalar twins of every vector kernel (a CPU without AVX2): same bits.
-  qt::calib::linear_force_scalar(true);
-  qt::calib::vmath_force_scalar(true);
+  qt::linear_force_scalar(true);
+  qt::vmath_force_scalar(true);
   const auto s = once(2);
-  qt::calib::linear_force_scalar(false);
-  qt::calib::vmath_force_scalar(false);
+  qt::linear_force_scalar(false);
+  qt::vmath_force_scalar(false);
   EXPECT_EQ(std::memcmp(a.first.data(), s.first.data(), a.first.size() * 4), 0) << "scalar kernels";
   EXPECT_EQ(a.second.input_absmax, s.second.input_absmax) << "scalar kernels";
   EXPECT_EQ(a.second.k_absmax, s.second.k_absmax) << "scalar kernels";

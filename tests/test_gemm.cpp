@@ -11,10 +11,10 @@
 #include <random>
 #include <vector>
 
-#include "calib/gemm.h"
-#include "calib/vmath.h"
+#include "libquant/gemm.h"
+#include "libquant/vmath.h"
 
-namespace qt::calib {
+namespace qt {
 namespace {
 
 std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
@@ -206,4 +206,4 @@ TEST(Gemm, ZeroRowsIsANoOp) {
 }
 
 }  // namespace
-}  // namespace qt::calib
+}  // namespace qt

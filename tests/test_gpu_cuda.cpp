@@ -14,7 +14,7 @@
 #include <limits>
 #include <random>
 
-#include "calib/verify_cuda.h"
+#include "verify/verify_cuda.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/act_quant.h"
@@ -83,7 +83,7 @@ const CudaKernel& kernel(GemmKind k) {
 }
 
 // Runs kernel k and cpu_ref on (L, X) and returns the comparisons (one per accumulation mode).
-std::vector<calib::CudaAccuracy> compare(GemmKind k, const Layer& L, const std::vector<float>& X, int64_t M) {
+std::vector<verify::CudaAccuracy> compare(GemmKind k, const Layer& L, const std::vector<float>& X, int64_t M) {
   const LinearDescriptor& d = L.d;
   const CudaKernel& g = kernel(k);
   EXPECT_EQ(g.can_implement(d), "");
@@ -99,9 +99,9 @@ std::vector<calib::CudaAccuracy> compare(GemmKind k, const Layer& L, const std::
     ref.run(*ref.pack(d, A.ref()), xa.data(), M, S.data());
   }
   auto p = g.pack(d, L.ref());
-  std::vector<calib::CudaAccuracy> out;
+  std::vector<verify::CudaAccuracy> out;
   for (bool fast : is_fp8(k) ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-    calib::CudaAccuracy a;
+    verify::CudaAccuracy a;
     a.kernel = std::string(g.name());
     a.mode = fast ? "fast" : "exact";
     a.required_exact = k == GemmKind::Int8;
@@ -129,7 +129,7 @@ std::vector<calib::CudaAccuracy> compare(GemmKind k, const Layer& L, const std::
       std::printf("note: %s fast accumulation unsupported: %s\n", a.kernel.c_str(), e.problem().c_str());
       continue;
     }
-    calib::compare_with_reference(y.data(), yref.data(), S.empty() ? nullptr : S.data(), M * d.N, d.K, fast, a);
+    verify::compare_with_reference(y.data(), yref.data(), S.empty() ? nullptr : S.data(), M * d.N, d.K, fast, a);
     out.push_back(a);
   }
   return out;

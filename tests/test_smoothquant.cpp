@@ -13,9 +13,9 @@
 #include "calib/dataset.h"
 #include "calib/forward.h"
 #include "calib/model_config.h"
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
-#include "formats/smoothing.h"
+#include "calib/smoothing.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -179,10 +179,10 @@ TEST(SmoothedInputAbsmax, ScalesEachChannelByTheNormRatio) {
 
 // ---- the plan over a model folder ----------------------------------------------------------
 
-// Runs `model` on `samples` with SmoothingPlan's bytes in place of the stored ones (none when
+// Runs `model` on `samples` with calib::SmoothingPlan's bytes in place of the stored ones (none when
 // plan is null); the logits of every token, row-major.
 std::vector<float> forward_logits(const ModelFolder& model, const std::vector<std::vector<int32_t>>& samples,
-                                  const SmoothingPlan* plan, calib::Observer* obs = nullptr) {
+                                  const calib::SmoothingPlan* plan, calib::Observer* obs = nullptr) {
   std::map<std::string, std::vector<uint8_t>> owned;
   std::map<std::string, TensorView> views;
   for (const TensorView& t : model.checkpoint().tensors()) {
@@ -233,7 +233,7 @@ class SmoothingOnTinyModel : public ::testing::Test {
     stats = calib::calibrate(*model, samples, {}).stats;
   }
 
-  std::vector<float> logits(const SmoothingPlan* plan, calib::Observer* obs = nullptr) {
+  std::vector<float> logits(const calib::SmoothingPlan* plan, calib::Observer* obs = nullptr) {
     return forward_logits(*model, samples, plan, obs);
   }
 
@@ -244,7 +244,7 @@ class SmoothingOnTinyModel : public ::testing::Test {
 };
 
 TEST_F(SmoothingOnTinyModel, MapsEachNormToTheLinearsItFeeds) {
-  const auto m = smoothing_mappings(*model, SmoothingMappings::Norms);
+  const auto m = calib::smoothing_mappings(*model, calib::SmoothingMappings::Norms);
   ASSERT_EQ(m.size(), 4u);
   EXPECT_EQ(m[0].smooth, "model.layers.0.input_layernorm");
   EXPECT_FALSE(m[0].smooth_is_linear);
@@ -252,7 +252,7 @@ TEST_F(SmoothingOnTinyModel, MapsEachNormToTheLinearsItFeeds) {
                                                      "model.layers.0.self_attn.v_proj"}));
   EXPECT_EQ(m[3].smooth, "model.layers.1.post_attention_layernorm");
   EXPECT_EQ(m[3].balance, (std::vector<std::string>{"model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"}));
-  const auto all = smoothing_mappings(*model, SmoothingMappings::All);
+  const auto all = calib::smoothing_mappings(*model, calib::SmoothingMappings::All);
   ASSERT_EQ(all.size(), 6u);
   EXPECT_EQ(all[2].smooth, "model.layers.0.mlp.up_proj");
   EXPECT_TRUE(all[2].smooth_is_linear);
@@ -261,7 +261,7 @@ TEST_F(SmoothingOnTinyModel, MapsEachNormToTheLinearsItFeeds) {
 }
 
 TEST_F(SmoothingOnTinyModel, LeavesWhatTheModelComputesUnchanged) {
-  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);  // all mappings, up -> down included
+  const calib::SmoothingPlan plan = calib::plan_smoothing(*model, stats, 0.5f);  // all mappings, up -> down included
   EXPECT_GT(plan.max_factor, plan.min_factor);  // the factors really move something
   // f32: each smoothed weight moved by <= 2^-24 relative; through 2 layers that stays ~1e-6.
   EXPECT_LT(max_rel_diff(logits(nullptr), logits(&plan)), 1e-5);
@@ -275,7 +275,7 @@ TEST(SmoothingOnBiasedModels, DivideTheSmoothedLayersBiasToo) {
     ModelFolder m = ModelFolder::open(std::string(QTOOL_SOURCE_DIR) + "/testdata/forward/" + name);
     const std::vector<std::vector<int32_t>> samples{{1, 17, 42, 99, 5, 127, 64, 3, 88, 42, 42, 7}, {2, 120, 0, 31, 77, 9, 56}};
     const ActivationStats st = calib::calibrate(m, samples, {}).stats;
-    const SmoothingPlan plan = plan_smoothing(m, st, 0.8);
+    const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, 0.8);
     const bool has_mlp_bias = m.checkpoint().find("model.layers.0.mlp.up_proj.bias") != nullptr;
     EXPECT_EQ(plan.divide_factors.count("model.layers.0.mlp.up_proj.bias"), has_mlp_bias ? 1u : 0u);
     EXPECT_LT(max_rel_diff(forward_logits(m, samples, nullptr), forward_logits(m, samples, &plan)), 1e-5);
@@ -283,7 +283,7 @@ TEST(SmoothingOnBiasedModels, DivideTheSmoothedLayersBiasToo) {
 }
 
 TEST_F(SmoothingOnTinyModel, PredictsTheInputAbsmaxTheSmoothedModelShows) {
-  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);
+  const calib::SmoothingPlan plan = calib::plan_smoothing(*model, stats, 0.5f);
   calib::AbsMaxObserver obs;
   logits(&plan, &obs);
   for (const auto& m : plan.mappings)
@@ -301,7 +301,7 @@ TEST_F(SmoothingOnTinyModel, AMovingAverageObserversScalesShrinkLikeThePlainMaxi
   calib::CalibrateOptions ema;
   ema.observer = "minmax";
   const ActivationStats es = calib::calibrate(*model, samples, ema).stats;
-  const SmoothingPlan ps = plan_smoothing(*model, stats, 0.8), pe = plan_smoothing(*model, es, 0.8);
+  const calib::SmoothingPlan ps = calib::plan_smoothing(*model, stats, 0.8), pe = calib::plan_smoothing(*model, es, 0.8);
   int differ = 0;
   for (const auto& m : ps.mappings)
     for (const auto& lin : m.balance) {
@@ -317,8 +317,8 @@ TEST_F(SmoothingOnTinyModel, AMovingAverageObserversScalesShrinkLikeThePlainMaxi
 }
 
 TEST_F(SmoothingOnTinyModel, TouchesOnlyTheMappedTensors) {
-  for (SmoothingMappings which : {SmoothingMappings::Norms, SmoothingMappings::All}) {
-    const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f, which);
+  for (calib::SmoothingMappings which : {calib::SmoothingMappings::Norms, calib::SmoothingMappings::All}) {
+    const calib::SmoothingPlan plan = calib::plan_smoothing(*model, stats, 0.5f, which);
     size_t changed = 0;
     for (const TensorView& t : model->checkpoint().tensors()) {
       const auto b = plan.smoothed_bytes(t);
@@ -326,15 +326,15 @@ TEST_F(SmoothingOnTinyModel, TouchesOnlyTheMappedTensors) {
       const bool mapped = t.name.find("layernorm") != std::string::npos || t.name.find("q_proj") != std::string::npos ||
                           t.name.find("k_proj") != std::string::npos || t.name.find("v_proj") != std::string::npos ||
                           t.name.find("gate_proj") != std::string::npos || t.name.find("up_proj") != std::string::npos ||
-                          (which == SmoothingMappings::All && t.name.find("down_proj") != std::string::npos);
+                          (which == calib::SmoothingMappings::All && t.name.find("down_proj") != std::string::npos);
       EXPECT_EQ(!b.empty(), mapped) << t.name;
     }
-    EXPECT_EQ(changed, 2u * (2 + 3 + 2 + (which == SmoothingMappings::All ? 1 : 0)));
+    EXPECT_EQ(changed, 2u * (2 + 3 + 2 + (which == calib::SmoothingMappings::All ? 1 : 0)));
   }
 }
 
 TEST_F(SmoothingOnTinyModel, UpProjIsScaledByColumnsThenDividedByRows) {
-  const SmoothingPlan plan = plan_smoothing(*model, stats, 0.5f);
+  const calib::SmoothingPlan plan = calib::plan_smoothing(*model, stats, 0.5f);
   const TensorView& up = *model->checkpoint().find("model.layers.0.mlp.up_proj.weight");
   const auto& sc = plan.factors.at("model.layers.0.post_attention_layernorm");
   const auto& sr = plan.factors.at("model.layers.0.mlp.up_proj");
@@ -353,22 +353,22 @@ TEST_F(SmoothingOnTinyModel, RefusesStatisticsWithoutChannelRanges) {
   ActivationStats old = stats;
   old.channel_min.clear();
   old.channel_max.clear();
-  const std::string e = error_of([&] { plan_smoothing(*model, old, 0.5f); });
+  const std::string e = error_of([&] { calib::plan_smoothing(*model, old, 0.5f); });
   EXPECT_NE(e.find("'model.layers.0.input_layernorm': no per-channel activation range for SmoothQuant"), std::string::npos) << e;
   ActivationStats nan = stats;
   nan.channel_max["model.layers.1.post_attention_layernorm"][7] = NAN;
-  const std::string e2 = error_of([&] { plan_smoothing(*model, nan, 0.5f); });
+  const std::string e2 = error_of([&] { calib::plan_smoothing(*model, nan, 0.5f); });
   EXPECT_NE(e2.find("'model.layers.1.post_attention_layernorm': non-finite activation statistic in channel 7"),
             std::string::npos) << e2;
   ActivationStats swapped = stats;  // a damaged file: min > max
   std::swap(swapped.channel_min["model.layers.0.mlp.down_proj"][3], swapped.channel_max["model.layers.0.mlp.down_proj"][3]);
-  const std::string e3 = error_of([&] { plan_smoothing(*model, swapped, 0.5f); });
+  const std::string e3 = error_of([&] { calib::plan_smoothing(*model, swapped, 0.5f); });
   EXPECT_NE(e3.find("'model.layers.0.mlp.down_proj': activation statistic of channel 3 has min > max"), std::string::npos) << e3;
 }
 
 TEST_F(SmoothingOnTinyModel, RefusesAStrengthOutsideZeroToOne) {
   for (double a : {0.0, -0.5, 1.5, static_cast<double>(NAN)})
-    EXPECT_NE(error_of([&] { plan_smoothing(*model, stats, a); }).find("SmoothQuant strength must be in (0, 1]"), std::string::npos) << a;
+    EXPECT_NE(error_of([&] { calib::plan_smoothing(*model, stats, a); }).find("SmoothQuant strength must be in (0, 1]"), std::string::npos) << a;
 }
 
 // ---- against llm-compressor ----------------------------------------------------------------
@@ -391,7 +391,7 @@ TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
   const auto samples = g.at("tokens").get<std::vector<std::vector<int32_t>>>();
   const ActivationStats st = calib::calibrate(m, samples, {}).stats;
   // llm-compressor's default mappings (the norms); up -> down is qtool's addition.
-  const SmoothingPlan plan = plan_smoothing(m, st, g.at("alpha").get<double>(), SmoothingMappings::Norms);
+  const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, g.at("alpha").get<double>(), calib::SmoothingMappings::Norms);
   auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
     ASSERT_EQ(got.size(), want.size()) << what;
     double worst = 0;

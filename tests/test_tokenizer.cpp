@@ -16,8 +16,8 @@
 #include <set>
 #include <thread>
 
-#include "calib/tokenizer.h"
-#include "calib/tokenizer_detail.h"
+#include "calib/tokenizer/tokenizer.h"
+#include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 #include "tests/support/test_support.h"
 

@@ -13,7 +13,7 @@
 
 #include "calib/forward.h"
 #include "calib/model_config.h"
-#include "calib/verify.h"
+#include "verify/verify.h"
 #include "formats/checkpoint.h"
 #include "formats/ct_config.h"
 #include "formats/model_folder.h"
@@ -24,7 +24,7 @@
 #include "libquant/kernels/registry.h"
 #include "tests/support/test_support.h"
 
-namespace qt::calib {
+namespace qt::verify {
 namespace {
 namespace fs = std::filesystem;
 
@@ -82,8 +82,8 @@ class Models {
   test::TempDir dir_;
 };
 
-VerifyOptions opts(const std::string& quant, const std::string& ref = {}) {
-  VerifyOptions o;
+verify::VerifyOptions opts(const std::string& quant, const std::string& ref = {}) {
+  verify::VerifyOptions o;
   o.quant_dir = quant;
   o.reference_dir = ref;
   o.bench = false;
@@ -111,7 +111,7 @@ TEST(LogitComparator, MatchesAHandDerivedTwoTokenCase) {
   //     argmax: 0 and 0 (first maximum wins the tie) -> agree
   //   position 1: ref [1, 0] -> (e, 1)/(e+1); quant [0, 1] -> (1, e)/(e+1)
   //     KL = e/(e+1) - 1/(e+1) = (e-1)/(e+1) = tanh(1/2); argmax 0 vs 1 -> disagree
-  LogitComparator c({{0, 1}});
+  verify::LogitComparator c({{0, 1}});
   const float ref[] = {0.0f, 0.0f, 1.0f, 0.0f};
   c.add_reference(0, 0, ref, 2, 2);
   const float q0[] = {static_cast<float>(std::log(3.0)), 0.0f}, q1[] = {0.0f, 1.0f};
@@ -132,7 +132,7 @@ TEST(LogitComparator, MatchesAHandDerivedTwoTokenCase) {
 TEST(LogitComparator, IdenticalLogitsGiveExactlyZeroKl) {
   std::vector<float> l(3 * 50);
   for (size_t i = 0; i < l.size(); ++i) l[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * 4);
-  LogitComparator c({{1, 2, 3}});
+  verify::LogitComparator c({{1, 2, 3}});
   c.add_reference(0, 0, l.data(), 3, 50);
   c.add_quantized(0, 0, l.data(), 3, 50);
   const ModelMetrics m = c.finish();
@@ -145,13 +145,13 @@ TEST(LogitComparator, IdenticalLogitsGiveExactlyZeroKl) {
 TEST(KernelAgreementBound, IsTwoKPlusTwoUlpsOfTheAbsoluteSumPlusTheFinalRoundings) {
   // 2 (K + 2) 2^-24 S + 2^-23 |y| + 2^-149, by hand for K = 126, S = 1 (2 * 128 * 2^-24 = 2^-16),
   // y = 0 and y = -2.
-  EXPECT_EQ(kernel_agreement_bound(1.0, 0.0f, 126), 0x1p-16 + 0x1p-149);
-  EXPECT_EQ(kernel_agreement_bound(1.0, -2.0f, 126), 0x1p-16 + 0x1p-22 + 0x1p-149);
+  EXPECT_EQ(verify::kernel_agreement_bound(1.0, 0.0f, 126), 0x1p-16 + 0x1p-149);
+  EXPECT_EQ(verify::kernel_agreement_bound(1.0, -2.0f, 126), 0x1p-16 + 0x1p-22 + 0x1p-149);
 }
 
 TEST(SyntheticActivations, AreSeededStandardNormalWithTwentyFoldOutlierChannels) {
   const int64_t M = 400, K = 256;
-  const auto a = synthetic_activations(M, K, 7), b = synthetic_activations(M, K, 7), c = synthetic_activations(M, K, 8);
+  const auto a = verify::synthetic_activations(M, K, 7), b = verify::synthetic_activations(M, K, 7), c = verify::synthetic_activations(M, K, 8);
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
   // Column RMS: 4 outlier channels (K/64) near 20, the rest near 1.
@@ -178,12 +178,12 @@ TEST(HeldoutSamples, CutsConsecutiveChunksEachStartingWithTheSpecialPrefix) {
   const int32_t B = 100, E = 101;
   std::vector<int32_t> ids = {B, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, E};
   using S = std::vector<std::vector<int32_t>>;
-  EXPECT_EQ(heldout_samples(ids, {B}, {E}, 100, 4), (S{{B, 1, 2, 3}, {B, 4, 5, 6}, {B, 7, 8, 9}, {B, 10}}));
-  EXPECT_EQ(heldout_samples(ids, {B}, {E}, 6, 4), (S{{B, 1, 2, 3}, {B, 4}})) << "max_tokens truncates the last";
-  EXPECT_EQ(heldout_samples(ids, {B}, {E}, 5, 4), (S{{B, 1, 2, 3}})) << "a 1-token chunk is dropped";
-  EXPECT_EQ(heldout_samples({1, 2, 3, 4, 5}, {}, {}, 100, 2), (S{{1, 2}, {3, 4}})) << "no prefix; [5] dropped";
-  EXPECT_EQ(chunk_ids({1, 2, 3, 4, 5}, 100, 2), (S{{1, 2}, {3, 4}}));
-  EXPECT_EQ(chunk_ids({1, 2, 3, 4, 5}, 3, 2), (S{{1, 2}}));
+  EXPECT_EQ(verify::heldout_samples(ids, {B}, {E}, 100, 4), (S{{B, 1, 2, 3}, {B, 4, 5, 6}, {B, 7, 8, 9}, {B, 10}}));
+  EXPECT_EQ(verify::heldout_samples(ids, {B}, {E}, 6, 4), (S{{B, 1, 2, 3}, {B, 4}})) << "max_tokens truncates the last";
+  EXPECT_EQ(verify::heldout_samples(ids, {B}, {E}, 5, 4), (S{{B, 1, 2, 3}})) << "a 1-token chunk is dropped";
+  EXPECT_EQ(verify::heldout_samples({1, 2, 3, 4, 5}, {}, {}, 100, 2), (S{{1, 2}, {3, 4}})) << "no prefix; [5] dropped";
+  EXPECT_EQ(verify::chunk_ids({1, 2, 3, 4, 5}, 100, 2), (S{{1, 2}, {3, 4}}));
+  EXPECT_EQ(verify::chunk_ids({1, 2, 3, 4, 5}, 3, 2), (S{{1, 2}}));
 }
 
 QuantizedLinearEntry entry(const std::string& module, QuantType t, int64_t N, int64_t K) {
@@ -199,7 +199,7 @@ TEST(FakeQuantTransform, QuantizesAndDequantizesLikeVllmPerToken) {
   Checkpoint none;
   const std::vector<QuantizedLinearEntry> es = {entry("fp8", QuantType::Float8E4M3, 2, 4),
                                                 entry("int8", QuantType::Int8, 2, 4)};
-  ActivationTransform t = make_fake_quant_transform(none, es);
+  calib::ActivationTransform t = verify::make_fake_quant_transform(none, es);
   // FP8 dynamic per-token. Row 0: amax 448 -> scale 1; 0.3 rounds to the E4M3 neighbour 0.3125
   // (0.28125 and 0.3125 are the neighbours; 0.3 is nearer the second). Row 1: amax 0.001 ->
   // 0.001/448 is below the floor 1/(448*512), so s = 2^-8/1.75; 0.001/s = 229.376 -> E4M3 224
@@ -221,13 +221,13 @@ TEST(FakeQuantTransform, QuantizesAndDequantizesLikeVllmPerToken) {
 }
 
 TEST(DefaultGates, DependOnTheWeightTypeAndActivationsAndAcceptOverrides) {
-  const auto fp8 = default_gates(entry("a", QuantType::Float8E4M3, 8, 8).desc);
+  const auto fp8 = verify::default_gates(entry("a", QuantType::Float8E4M3, 8, 8).desc);
   EXPECT_EQ(fp8.min_sqnr_db, 25.0);
   EXPECT_EQ(fp8.max_gemm_err, 0.10);
   EXPECT_EQ(fp8.basis, "FP8 W8A8 default");
   const auto w4 = kernels::descriptor_from_args({QuantType::Int4, Strategy::Group, 128}, std::nullopt, 8, 128);
-  EXPECT_EQ(default_gates(w4).basis, "INT4 W4A16 default");
-  EXPECT_LT(default_gates(w4).min_sqnr_db, fp8.min_sqnr_db);
+  EXPECT_EQ(verify::default_gates(w4).basis, "INT4 W4A16 default");
+  EXPECT_LT(verify::default_gates(w4).min_sqnr_db, fp8.min_sqnr_db);
 }
 
 // ---- whole verifications -------------------------------------------------------------------
@@ -236,7 +236,7 @@ TEST(VerifyCheckpoint, PassesOnRealOutputWithTheReference) {
   for (const char* scheme : {"fp8-dynamic", "int8-dynamic", "w8a16"}) {
     SCOPED_TRACE(scheme);
     Models& m = Models::get();
-    const VerifyReport r = verify_checkpoint(opts(m.quantized(scheme), m.tiny()));
+    const VerifyReport r = verify::verify_checkpoint(opts(m.quantized(scheme), m.tiny()));
     EXPECT_TRUE(r.pass) << (r.failures.empty() ? "" : r.failures[0]);
     EXPECT_TRUE(r.findings.empty());
     ASSERT_EQ(r.layers.size(), 14u);
@@ -263,7 +263,7 @@ TEST(VerifyCheckpoint, PassesOnRealOutputWithTheReference) {
 
 TEST(VerifyCheckpoint, Int8FastKernelEqualsTheReferenceKernelBitForBit) {
   Models& m = Models::get();
-  const VerifyReport r = verify_checkpoint(opts(m.quantized("int8-dynamic")));
+  const VerifyReport r = verify::verify_checkpoint(opts(m.quantized("int8-dynamic")));
   for (const auto& L : r.layers)
     for (const auto& a : L.agreement) {
       EXPECT_TRUE(a.required_exact);
@@ -276,7 +276,7 @@ TEST(VerifyCheckpoint, Int8FastKernelEqualsTheReferenceKernelBitForBit) {
   const auto& reg = kernels::Registry::builtin();
   for (const auto& e : entries) {
     const LoadedLinear l = load_quantized_linear(f.checkpoint(), e);
-    const auto X = synthetic_activations(37, e.desc.K, 3);
+    const auto X = verify::synthetic_activations(37, e.desc.K, 3);
     std::vector<float> yf(37 * e.desc.N), yr(yf.size());
     const auto* fast = reg.find("cpu_fast");
     const auto* ref = reg.find("cpu_ref");
@@ -300,7 +300,7 @@ TEST(VerifyCheckpoint, DoubledWeightScaleFailsTheSqnrAndGemmGates) {
                                           std::memcpy(b + i, &v, 2);
                                         }
                                       });
-  const VerifyReport r = verify_checkpoint(opts(bad, m.tiny()));
+  const VerifyReport r = verify::verify_checkpoint(opts(bad, m.tiny()));
   EXPECT_FALSE(r.pass);
   const LayerReport& L = layer(r, "model.layers.0.self_attn.q_proj");
   EXPECT_FALSE(L.pass);
@@ -329,7 +329,7 @@ TEST(VerifyCheckpoint, FlippedSignBitOfOneCodeFailsTheSqnrGate) {
                                         ASSERT_EQ(b[best] & 0x7F, 0x7E) << "per-channel: the row maximum is 448";
                                         b[best] ^= 0x80;
                                       });
-  const VerifyReport r = verify_checkpoint(opts(bad, m.tiny()));
+  const VerifyReport r = verify::verify_checkpoint(opts(bad, m.tiny()));
   EXPECT_FALSE(r.pass);
   const LayerReport& L = layer(r, "model.layers.1.mlp.down_proj");
   EXPECT_FALSE(L.pass);
@@ -344,7 +344,7 @@ TEST(VerifyCheckpoint, ZeroScaleIsAStructuralErrorWithoutAReference) {
   Models& m = Models::get();
   const std::string bad = m.corrupted("int8-dynamic", "zero-scale", "model.layers.1.mlp.up_proj.weight_scale",
                                       [](uint8_t* b, uint64_t, DType) { b[0] = b[1] = 0; });
-  const VerifyReport r = verify_checkpoint(opts(bad));
+  const VerifyReport r = verify::verify_checkpoint(opts(bad));
   EXPECT_FALSE(r.pass);
   ASSERT_FALSE(r.findings.empty());
   EXPECT_EQ(r.findings[0].severity, "error");
@@ -373,9 +373,9 @@ TEST(VerifyCheckpoint, ShrunkenStaticInputScaleFailsTheGemmGateWithoutAReference
                                           std::memcpy(b, &v, 2);
                                         }
                                       });
-  const VerifyReport good = verify_checkpoint(opts(m.quantized("fp8-static")));
+  const VerifyReport good = verify::verify_checkpoint(opts(m.quantized("fp8-static")));
   EXPECT_TRUE(good.pass) << (good.failures.empty() ? "" : good.failures[0]);
-  const VerifyReport r = verify_checkpoint(opts(bad));
+  const VerifyReport r = verify::verify_checkpoint(opts(bad));
   EXPECT_FALSE(r.pass);
   const LayerReport& L = layer(r, "model.layers.0.mlp.gate_proj");
   EXPECT_FALSE(L.pass);
@@ -385,9 +385,9 @@ TEST(VerifyCheckpoint, ShrunkenStaticInputScaleFailsTheGemmGateWithoutAReference
 
 TEST(VerifyCheckpoint, WithoutTheModelLevelUsesSeededSyntheticActivations) {
   Models& m = Models::get();
-  VerifyOptions o = opts(m.quantized("fp8-block"));
+  verify::VerifyOptions o = opts(m.quantized("fp8-block"));
   o.model_eval = false;
-  const VerifyReport a = verify_checkpoint(o), b = verify_checkpoint(o);
+  const VerifyReport a = verify::verify_checkpoint(o), b = verify::verify_checkpoint(o);
   EXPECT_FALSE(a.model.ran);
   ASSERT_EQ(a.layers.size(), 14u);
   for (size_t i = 0; i < a.layers.size(); ++i) {
@@ -403,7 +403,7 @@ TEST(VerifyCheckpoint, ReferenceOfADifferentModelIsAUsageError) {
   test::TempDir d;
   ASSERT_EQ(test::run_qtool({"tiny-model", d.str("wide"), "--hidden", "64"}).exit_code, 0);
   try {
-    verify_checkpoint(opts(m.quantized("fp8-dynamic"), d.str("wide")));
+    verify::verify_checkpoint(opts(m.quantized("fp8-dynamic"), d.str("wide")));
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_EQ(e.kind(), InputError::Kind::Usage);
@@ -416,17 +416,17 @@ TEST(ModelLevel, KlOfACheckpointAgainstItselfDequantizedIsZeroAndPositiveWithAct
   ModelFolder f = ModelFolder::open(m.quantized("fp8-dynamic"));
   const Checkpoint& ck = f.checkpoint();
   const auto entries = find_quantized_linears(ck, parse_quant_info(f.config()));
-  const ModelConfig cfg = ModelConfig::from_json(f.config(), f.config_path());
+  const calib::ModelConfig cfg = calib::ModelConfig::from_json(f.config(), f.config_path());
   const std::vector<std::vector<int32_t>> samples = {{1, 50, 70, 90, 110, 130, 150, 170}, {2, 3, 5, 7, 11, 13}};
   auto run = [&](bool fake_quant) {
-    LogitComparator c(samples);
-    ForwardOptions fo;
+    verify::LogitComparator c(samples);
+    calib::ForwardOptions fo;
     fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
     fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { c.add_reference(s, t, l, n, V); };
-    run_forward(cfg, make_dequantizing_provider(ck, entries, f.dir()), samples, fo);
-    if (fake_quant) fo.transform = make_fake_quant_transform(ck, entries);
+    calib::run_forward(cfg, verify::make_dequantizing_provider(ck, entries, f.dir()), samples, fo);
+    if (fake_quant) fo.transform = verify::make_fake_quant_transform(ck, entries);
     fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { c.add_quantized(s, t, l, n, V); };
-    run_forward(cfg, make_dequantizing_provider(ck, entries, f.dir()), samples, fo);
+    calib::run_forward(cfg, verify::make_dequantizing_provider(ck, entries, f.dir()), samples, fo);
     return c.finish();
   };
   const ModelMetrics same = run(false);
@@ -452,7 +452,7 @@ TEST(ListKernels, GroupsIdenticalDescriptorsAndGivesEveryKernelsReason) {
     EXPECT_EQ(g.candidates[1].second, "lower priority");
   }
   EXPECT_EQ(layers, 14u);
-  VerifyOptions o = opts(m.quantized("w4a16"));
+  verify::VerifyOptions o = opts(m.quantized("w4a16"));
   o.select.disabled = {"cpu_fast"};
   const VerifyReport d = list_kernels(o);
   EXPECT_EQ(d.kernels[0].chosen, "cpu_portable");
@@ -460,4 +460,4 @@ TEST(ListKernels, GroupsIdenticalDescriptorsAndGivesEveryKernelsReason) {
 }
 
 }  // namespace
-}  // namespace qt::calib
+}  // namespace qt::verify

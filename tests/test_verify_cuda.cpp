@@ -9,12 +9,12 @@
 #include <cmath>
 #include <limits>
 
-#include "calib/verify_cuda.h"
+#include "verify/verify_cuda.h"
 #include "libquant/error.h"
 #include "libquant/kernels/gpu.h"
 #include "tests/support/test_support.h"
 
-namespace qt::calib {
+namespace qt::verify {
 namespace {
 
 using nlohmann::json;
@@ -23,28 +23,28 @@ namespace gpu = kernels::gpu;
 TEST(CudaCompare, Int8MustBeBitExactWithExactAccumulators) {
   const std::vector<float> ref = {1.5f, -2.0f, 0.0f, 3.25f};
   std::vector<float> y = ref;
-  CudaAccuracy a;
+  verify::CudaAccuracy a;
   a.required_exact = true;
   a.acc_exact = true;
-  compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
+  verify::compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
   EXPECT_TRUE(a.bit_exact);
   EXPECT_TRUE(a.ok);
   EXPECT_EQ(a.max_abs_diff, 0.0);
   // One ulp off in one element fails.
   y[3] = std::nextafter(y[3], 10.0f);
-  compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
+  verify::compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
   EXPECT_FALSE(a.bit_exact);
   EXPECT_FALSE(a.ok);
   EXPECT_DOUBLE_EQ(a.max_abs_diff, 0x1p-22);
   // -0.0 vs +0.0 is a different bit pattern: not bit-exact.
   y = ref;
   y[2] = -0.0f;
-  compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
+  verify::compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
   EXPECT_FALSE(a.ok);
   // Identical outputs but wrong int32 accumulators fail too.
   y = ref;
   a.acc_exact = false;
-  compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
+  verify::compare_with_reference(y.data(), ref.data(), nullptr, 4, 4096, false, a);
   EXPECT_FALSE(a.ok);
 }
 
@@ -55,14 +55,14 @@ TEST(CudaCompare, Fp8PassesWithinTheBoundAndFailsBeyondIt) {
   const std::vector<float> S(4, 64.0f);
   std::vector<float> y = ref;
   y[1] += 0.5f;  // 0.5 / bound ~ 0.25
-  CudaAccuracy a;
-  compare_with_reference(y.data(), ref.data(), S.data(), 4, K, false, a);
+  verify::CudaAccuracy a;
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 4, K, false, a);
   EXPECT_FALSE(a.bit_exact);
   EXPECT_TRUE(a.ok) << a.max_bound_ratio;
   EXPECT_NEAR(a.max_bound_ratio, 0.5 / gpu::fp8_error_bound(64.0, -20.0f, K, false), 1e-12);
   EXPECT_NEAR(a.rel_l2, 0.5 / std::sqrt(100.0 + 400 + 900 + 1600), 1e-12);
   y[1] = ref[1] + 3.0f;  // beyond 2.0 + ...
-  compare_with_reference(y.data(), ref.data(), S.data(), 4, K, false, a);
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 4, K, false, a);
   EXPECT_GT(a.max_bound_ratio, 1.0);
   EXPECT_FALSE(a.ok);
 }
@@ -73,8 +73,8 @@ TEST(CudaCompare, Fp8FailsOnLargeRelativeErrorEvenInsideTheWorstCaseBound) {
   const std::vector<float> ref = {1.0f, 2.0f, 3.0f, 4.0f};
   const std::vector<float> y = {4.0f, 3.0f, 2.0f, 1.0f};
   const std::vector<float> S(4, 1e9f);
-  CudaAccuracy a;
-  compare_with_reference(y.data(), ref.data(), S.data(), 4, 4096, true, a);
+  verify::CudaAccuracy a;
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 4, 4096, true, a);
   EXPECT_LE(a.max_bound_ratio, 1.0);
   EXPECT_GT(a.rel_l2, gpu::fp8_max_rel_l2(true));
   EXPECT_FALSE(a.ok);
@@ -87,11 +87,11 @@ TEST(CudaCompare, Fp8RelativeErrorGateIsLooserWithFastAccumulation) {
   const std::vector<float> ref = {100.0f, 100.0f};
   const std::vector<float> y = {102.0f, 98.0f};
   const std::vector<float> S(2, 1e6f);
-  CudaAccuracy a;
-  compare_with_reference(y.data(), ref.data(), S.data(), 2, 4096, false, a);
+  verify::CudaAccuracy a;
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 2, 4096, false, a);
   EXPECT_NEAR(a.rel_l2, 0.02, 1e-12);
   EXPECT_FALSE(a.ok);
-  compare_with_reference(y.data(), ref.data(), S.data(), 2, 4096, true, a);
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 2, 4096, true, a);
   EXPECT_TRUE(a.ok);
 }
 
@@ -99,14 +99,14 @@ TEST(CudaCompare, NanAnywhereFails) {
   const std::vector<float> ref = {1.0f, 2.0f};
   const std::vector<float> y = {1.0f, std::numeric_limits<float>::quiet_NaN()};
   const std::vector<float> S(2, 1.0f);
-  CudaAccuracy a;
-  compare_with_reference(y.data(), ref.data(), S.data(), 2, 16, false, a);
+  verify::CudaAccuracy a;
+  verify::compare_with_reference(y.data(), ref.data(), S.data(), 2, 16, false, a);
   EXPECT_FALSE(a.ok);
   EXPECT_TRUE(std::isnan(a.rel_l2));
 }
 
-CudaBenchRow row(const std::string& k, const std::string& v, int64_t M, int64_t N, int64_t K, double tf, bool peak = false) {
-  CudaBenchRow r;
+verify::CudaBenchRow row(const std::string& k, const std::string& v, int64_t M, int64_t N, int64_t K, double tf, bool peak = false) {
+  verify::CudaBenchRow r;
   r.kernel = k;
   r.variant = v;
   r.M = M;
@@ -118,13 +118,13 @@ CudaBenchRow row(const std::string& k, const std::string& v, int64_t M, int64_t 
 }
 
 TEST(CudaBenchReport, SpeedupsAreAgainstBf16AtTheSameShape) {
-  std::vector<CudaBenchRow> rows = {row("cuda_bf16", "", 16, 4096, 4096, 50), row("cuda_fp8_tensor", "fast accum", 16, 4096, 4096, 90),
+  std::vector<verify::CudaBenchRow> rows = {row("cuda_bf16", "", 16, 4096, 4096, 50), row("cuda_fp8_tensor", "fast accum", 16, 4096, 4096, 90),
                                     row("cuda_fp8_tensor", "fast accum", 128, 4096, 4096, 400),
                                     row("cuda_bf16", "", 8192, 8192, 8192, 700, true),
                                     row("cuda_fp8_tensor", "fast accum", 8192, 8192, 8192, 1300, true)};
   rows.push_back(row("cuda_int8", "gemm only", 16, 4096, 4096, 80));
   rows.back().error = "cuBLASLt has no algorithm";
-  add_speedups(rows);
+  verify::add_speedups(rows);
   EXPECT_DOUBLE_EQ(rows[0].speedup_bf16, 1.0);
   EXPECT_DOUBLE_EQ(rows[1].speedup_bf16, 1.8);
   EXPECT_EQ(rows[2].speedup_bf16, 0.0);  // no BF16 row at M=128
@@ -133,7 +133,7 @@ TEST(CudaBenchReport, SpeedupsAreAgainstBf16AtTheSameShape) {
 }
 
 TEST(CudaBenchReport, TargetsFollowTheIssueThresholds) {
-  std::vector<CudaBenchRow> rows = {
+  std::vector<verify::CudaBenchRow> rows = {
       row("cuda_bf16", "", 8192, 8192, 8192, 700, true),
       row("cuda_fp8_tensor", "fast accum", 8192, 8192, 8192, 1260, true),       // 1.8x
       row("cuda_fp8_channel_token", "fast accum", 8192, 8192, 8192, 1200, true),  // 0.952
@@ -144,7 +144,7 @@ TEST(CudaBenchReport, TargetsFollowTheIssueThresholds) {
       row("cuda_fp8_tensor", "fast accum", 4096, 14336, 4096, 1040),             // 1.6x: not met
       row("cuda_fp8_channel_token", "fast accum", 4096, 14336, 4096, 1030),
       row("cuda_bf16", "", 16, 4096, 4096, 60)};  // other M: ignored
-  const std::vector<TargetCheck> t = evaluate_targets(rows);
+  const std::vector<verify::TargetCheck> t = verify::evaluate_targets(rows);
   ASSERT_EQ(t.size(), 3u);
   EXPECT_EQ(t[0].name, "fp8_peak_vs_bf16");
   EXPECT_TRUE(t[0].measured);
@@ -160,7 +160,7 @@ TEST(CudaBenchReport, TargetsFollowTheIssueThresholds) {
   EXPECT_NEAR(t[2].value, 1000.0 / 1080.0, 1e-12);
 
   // Missing rows: not measured (never "met").
-  const std::vector<TargetCheck> none = evaluate_targets({});
+  const std::vector<verify::TargetCheck> none = verify::evaluate_targets({});
   for (const auto& c : none) {
     EXPECT_FALSE(c.measured) << c.name;
     EXPECT_FALSE(c.met) << c.name;
@@ -168,10 +168,10 @@ TEST(CudaBenchReport, TargetsFollowTheIssueThresholds) {
 }
 
 TEST(CudaBenchReport, ShapesParseAsNByK) {
-  EXPECT_EQ(parse_shape("4096x14336"), (std::pair<int64_t, int64_t>{4096, 14336}));
+  EXPECT_EQ(verify::parse_shape("4096x14336"), (std::pair<int64_t, int64_t>{4096, 14336}));
   for (const char* bad : {"12x", "x12", "4096", "4096x-1", "0x16", "4096X4096", "1e3x16", "1234567890x16"}) {
     try {
-      parse_shape(bad);
+      verify::parse_shape(bad);
       ADD_FAILURE() << bad;
     } catch (const InputError& e) {
       EXPECT_EQ(e.kind(), InputError::Kind::Usage);
@@ -245,4 +245,4 @@ TEST(CmdVerifyCuda, BadBenchOptionsAreUsageErrorsBeforeAnyDeviceWork) {
 }
 
 }  // namespace
-}  // namespace qt::calib
+}  // namespace qt::verify

@@ -9,10 +9,10 @@
 #include <random>
 #include <vector>
 
-#include "calib/vmath.h"
+#include "libquant/vmath.h"
 #include "libquant/float_formats.h"
 
-namespace qt::calib {
+namespace qt {
 namespace {
 
 // |got - exact| in units of the f32 ulp at the exact value.
@@ -120,4 +120,4 @@ TEST(VmathTwins, OutputMayAliasTheInput) {
 }
 
 }  // namespace
-}  // namespace qt::calib
+}  // namespace qt

@@ -7,7 +7,8 @@
 #include <filesystem>
 
 #include "formats/checkpoint.h"
-#include "formats/inspect.h"
+#include "formats/quantized_linear.h"
+#include "verify/inspect.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -36,17 +37,17 @@ json load_config_near(const std::string& path) {
 
 const char* fmt_num(double v, char* buf, size_t n) { std::snprintf(buf, n, "%.6g", v); return buf; }
 
-int print_tensor(const Checkpoint& ck, const InspectReport& r, const Opts& o) {
+int print_tensor(const Checkpoint& ck, const verify::InspectReport& r, const Opts& o) {
   const TensorView* t = ck.find(o.tensor);
   if (!t) throw InputError(InputError::Kind::Missing, o.path, o.tensor, "no such tensor in the checkpoint");
-  TensorStats s;
+  verify::TensorStats s;
   json j;
   j["name"] = t->name;
   j["dtype"] = std::string(dtype_name(t->dtype));
   j["shape"] = t->shape;
   j["bytes"] = t->bytes.size();
   j["file"] = t->file;
-  if (tensor_stats(*t, s, 8)) j["stats"] = stats_to_json(s);
+  if (verify::tensor_stats(*t, s, 8)) j["stats"] = verify::stats_to_json(s);
   else j["stats"] = nullptr;
 
   // A quantized weight: also show dequantized values (scale * code).
@@ -103,7 +104,7 @@ int print_tensor(const Checkpoint& ck, const InspectReport& r, const Opts& o) {
 int run_inspect(const Opts& o) {
   Checkpoint ck = Checkpoint::open(o.path);
   json cfg = load_config_near(o.path);
-  InspectReport r = inspect_checkpoint(ck, cfg, o.path);
+  verify::InspectReport r = verify::inspect_checkpoint(ck, cfg, o.path);
   if (!o.tensor.empty()) return print_tensor(ck, r, o);
 
   json scales = json::array();
@@ -112,9 +113,9 @@ int run_inspect(const Opts& o) {
       const std::string& n = t.name;
       bool is_scale = n.size() > 6 && (n.find("_scale") != std::string::npos);
       if (!is_scale) continue;
-      TensorStats s;
+      verify::TensorStats s;
       json e{{"name", n}, {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}};
-      if (tensor_stats(t, s, t.numel() <= 16 ? 16 : 0)) {
+      if (verify::tensor_stats(t, s, t.numel() <= 16 ? 16 : 0)) {
         e["min"] = s.min; e["max"] = s.max; e["zero"] = s.zero; e["nan"] = s.nan; e["inf"] = s.inf;
         if (t.numel() <= 16) e["values"] = s.first;
         if (s.nan || s.inf || s.zero)
@@ -125,7 +126,7 @@ int run_inspect(const Opts& o) {
     }
   }
   if (o.json_out) {
-    json j = report_to_json(r);
+    json j = verify::report_to_json(r);
     if (o.scales) j["scales"] = scales;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;

@@ -10,12 +10,12 @@
 
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
-#include "formats/quant_plan.h"
-#include "formats/quantize_pipeline.h"
-#include "formats/smoothing.h"
+#include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "calib/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/schemes.h"
 #include "tools/cli_util.h"
@@ -168,7 +168,7 @@ int run_quantize_cmd(const Opts& o) {
     omp_set_num_threads(o.threads);
 #endif
   }
-  PlanOptions po;
+  calib::PlanOptions po;
   po.scheme = scheme;
   po.format = o.format == "legacy-fp8" ? OutputFormat::LegacyFp8 : OutputFormat::CompressedTensors;
   po.ignore = o.ignore;
@@ -191,24 +191,24 @@ int run_quantize_cmd(const Opts& o) {
     throw InputError(InputError::Kind::Unsupported, model.dir() + "/config.json", "",
                      "the model is already quantized (config.json has a quantization_config); quantize an unquantized BF16/F16/F32 checkpoint");
 
-  QuantPlan plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
-  QuantizeJob job;
+  calib::QuantPlan plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+  calib::QuantizeJob job;
   job.output_dir = o.out;
   job.max_shard_bytes = parse_size(o.max_shard, "--max-shard-size");
   job.allow_nonfinite = o.allow_nonfinite;
   job.overwrite = o.overwrite;
   job.hash_inputs = !o.no_hash;
   job.command_line = command_line();
-  preflight_output(model, plan, job);
+  calib::preflight_output(model, plan, job);
   for (const auto& w : plan.warnings) spdlog::warn("warning: {}", w);
 
   ActivationStats stats;
   CalibrationCost calib_cost;
-  SmoothingPlan smoothing;
-  const SmoothingMappings sq_which = o.smoothquant_mappings == "norms" ? SmoothingMappings::Norms : SmoothingMappings::All;
+  calib::SmoothingPlan smoothing;
+  const calib::SmoothingMappings sq_which = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
   if (o.smoothquant) {
     // Before calibration: an architecture without the mappings fails in seconds, not after it.
-    const auto mappings = smoothing_mappings(model, sq_which);
+    const auto mappings = calib::smoothing_mappings(model, sq_which);
     if (mappings.empty())
       throw InputError(InputError::Kind::Unsupported, model.dir(), "",
                        "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
@@ -224,7 +224,7 @@ int run_quantize_cmd(const Opts& o) {
     job.stats = &stats;
     if (o.smoothquant) {
       try {
-        smoothing = plan_smoothing(model, stats, o.smoothing_strength, sq_which);
+        smoothing = calib::plan_smoothing(model, stats, o.smoothing_strength, sq_which);
       } catch (const InputError&) {
         note_kept();
         throw;
@@ -248,7 +248,7 @@ int run_quantize_cmd(const Opts& o) {
       j["warnings"] = plan.warnings;
       if (o.smoothquant)
         j["smoothquant"] = {{"alpha", o.smoothing_strength}, {"mappings", o.smoothquant_mappings},
-                            {"smoothed_layers", smoothing_mappings(model, sq_which).size()}};
+                            {"smoothed_layers", calib::smoothing_mappings(model, sq_which).size()}};
       nlohmann::json t = nlohmann::json::array();
       for (const auto& d : plan.decisions)
         t.push_back({{"tensor", d.name}, {"quantize", d.quantize}, {"action", d.reason}});
@@ -264,14 +264,14 @@ int run_quantize_cmd(const Opts& o) {
       if (o.smoothquant)
         std::printf("smoothquant: alpha %g, mappings %s, %zu smoothed layers (factors computed after calibration)\n",
                     static_cast<double>(o.smoothing_strength), o.smoothquant_mappings.c_str(),
-                    smoothing_mappings(model, sq_which).size());
+                    calib::smoothing_mappings(model, sq_which).size());
       std::printf("dry run: nothing written\n");
     }
     return 0;
   }
 
   ProgressBar bar("quantize", plan.decisions.size());
-  job.on_tensor = [&](const TensorProgress& p) {
+  job.on_tensor = [&](const calib::TensorProgress& p) {
     bar.clear();
     spdlog::info("[{}/{}] {} {} {} -> {}  {} -> {}{}", p.index, p.total, p.decision->name, p.shape,
                  p.from_dtype, p.to_dtype, human_bytes(p.in_bytes), human_bytes(p.out_bytes),
@@ -279,9 +279,9 @@ int run_quantize_cmd(const Opts& o) {
     bar.update(p.index);
   };
   const auto t0 = std::chrono::steady_clock::now();
-  QuantizeSummary s;
+  calib::QuantizeSummary s;
   try {
-    s = run_quantize(model, plan, job);
+    s = calib::run_quantize(model, plan, job);
   } catch (const InputError&) {
     bar.clear();
     note_kept();

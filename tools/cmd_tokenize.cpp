@@ -10,7 +10,7 @@
 #include <memory>
 #include <sstream>
 
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "libquant/error.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"

@@ -12,8 +12,8 @@
 #include <map>
 #include <sstream>
 
-#include "calib/verify.h"
-#include "calib/verify_cuda.h"
+#include "verify/verify.h"
+#include "verify/verify_cuda.h"
 #include "libquant/error.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -82,7 +82,7 @@ std::vector<std::vector<int32_t>> read_token_ids(const std::string& path, int64_
     int64_t total = 0;
     for (const auto& s : j) {
       if (!s.is_array()) throw bad("mixed arrays and ids");
-      for (auto& c : calib::chunk_ids(ids_of(s), max_tokens - total, seq_len)) {
+      for (auto& c : verify::chunk_ids(ids_of(s), max_tokens - total, seq_len)) {
         total += static_cast<int64_t>(c.size());
         out.push_back(std::move(c));
       }
@@ -90,7 +90,7 @@ std::vector<std::vector<int32_t>> read_token_ids(const std::string& path, int64_
     }
     return out;
   }
-  return calib::chunk_ids(ids_of(j), max_tokens, seq_len);
+  return verify::chunk_ids(ids_of(j), max_tokens, seq_len);
 }
 
 std::string g(double v, const char* f = "%.4g") {
@@ -102,7 +102,7 @@ std::string g(double v, const char* f = "%.4g") {
 }
 
 // One descriptor group: its layers (the first four) and every kernel's verdict.
-void print_kernel_group(const calib::KernelGroup& gr, int name_width) {
+void print_kernel_group(const verify::KernelGroup& gr, int name_width) {
   std::printf("\n  %s\n", gr.descriptor.c_str());
   std::printf("    layers (%zu): ", gr.modules.size());
   for (size_t i = 0; i < gr.modules.size() && i < 4; ++i) std::printf("%s%s", i ? ", " : "", gr.modules[i].c_str());
@@ -126,7 +126,7 @@ void print_result(bool pass, double seconds, const std::vector<std::string>& fai
   for (const auto& h : hints) std::printf("hint        %s\n", h.c_str());
 }
 
-void print_kernels(const calib::VerifyReport& r) {
+void print_kernels(const verify::VerifyReport& r) {
   std::printf("kernels (highest priority first):\n");
   for (const auto& k : r.registry) std::printf("  %-13s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
   std::printf("\n%zu quantized layers in %zu descriptor group(s):\n", [&] {
@@ -141,7 +141,7 @@ void print_kernels(const calib::VerifyReport& r) {
   }
 }
 
-void print_layer_table(const std::vector<const calib::LayerReport*>& rows, bool has_ref) {
+void print_layer_table(const std::vector<const verify::LayerReport*>& rows, bool has_ref) {
   if (has_ref)
     std::printf("    %-44s %8s %9s %9s %9s %9s %9s  %s\n", "module", "SQNR dB", "cosine", "max abs", "max rel", "GEMM err",
                 "act err", "kernel");
@@ -162,7 +162,7 @@ void print_layer_table(const std::vector<const calib::LayerReport*>& rows, bool 
   }
 }
 
-void print_report(const calib::VerifyReport& r) {
+void print_report(const verify::VerifyReport& r) {
   const bool has_ref = !r.reference_dir.empty();
   std::printf("verify      %s (%s%s%s)\n", r.quant_dir.c_str(), r.quant_method.c_str(), r.format.empty() ? "" : ", ",
               r.format.c_str());
@@ -203,7 +203,7 @@ void print_report(const calib::VerifyReport& r) {
               text == r.layers.size() ? "model activations (held-out text)"
               : text == 0             ? "synthetic activations (N(0,1), outlier channels x20)"
                                       : "model activations (synthetic where a layer was not reached)");
-  std::vector<const calib::LayerReport*> rows;
+  std::vector<const verify::LayerReport*> rows;
   for (const auto& L : r.layers) rows.push_back(&L);
   const size_t show = std::min<size_t>(rows.size(), 5);
   if (has_ref) {
@@ -272,7 +272,7 @@ void print_report(const calib::VerifyReport& r) {
 
 // ---- --device cuda ----------------------------------------------------------------------
 
-void print_cuda_kernels(const calib::CudaVerifyReport& r) {
+void print_cuda_kernels(const verify::CudaVerifyReport& r) {
   std::printf("device      %s\n", r.device.describe().c_str());
   std::printf("GPU kernels (highest priority first):\n");
   for (const auto& k : r.registry) std::printf("  %-23s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
@@ -280,7 +280,7 @@ void print_cuda_kernels(const calib::CudaVerifyReport& r) {
   for (const auto& gr : r.kernels) print_kernel_group(gr, 23);
 }
 
-void print_cuda_report(const calib::CudaVerifyReport& r) {
+void print_cuda_report(const verify::CudaVerifyReport& r) {
   std::printf("verify      %s (%s) on the GPU\n", r.quant_dir.c_str(), r.quant_method.c_str());
   std::printf("device      %s\n", r.device.describe().c_str());
   for (const auto& gr : r.kernels)
@@ -344,7 +344,7 @@ void print_cuda_report(const calib::CudaVerifyReport& r) {
 }
 
 int run_verify_cuda(const Opts& o) {
-  calib::CudaVerifyOptions co;
+  verify::CudaVerifyOptions co;
   co.quant_dir = o.quant;
   co.list_only = o.list;
   co.check_tokens = o.gemm_tokens;
@@ -354,14 +354,14 @@ int run_verify_cuda(const Opts& o) {
   for (int64_t m : co.bench_m)
     if (m < 1) throw InputError(InputError::Kind::Usage, "", "", "--bench-m values must be at least 1");
   co.peak = !o.no_peak;
-  for (const auto& s : o.bench_shapes) co.extra_shapes.push_back(calib::parse_shape(s));
+  for (const auto& s : o.bench_shapes) co.extra_shapes.push_back(verify::parse_shape(s));
   if (o.bench_repeats < 1) throw InputError(InputError::Kind::Usage, "", "", "--bench-repeats must be at least 1");
   co.bench_config.repeats = o.bench_repeats;
   co.select.force = o.force_kernel;
   co.select.disabled = o.disabled;
   co.on_progress = [](const std::string& s) { spdlog::info("{}", s); };
-  const calib::CudaVerifyReport r = calib::verify_cuda(co);
-  if (o.json_out) std::printf("%s\n", calib::cuda_report_to_json(r).dump(2).c_str());
+  const verify::CudaVerifyReport r = verify::verify_cuda(co);
+  if (o.json_out) std::printf("%s\n", verify::cuda_report_to_json(r).dump(2).c_str());
   else if (o.list) print_cuda_kernels(r);
   else print_cuda_report(r);
   return o.list || r.pass ? kExitOk : kExitCheckFailed;
@@ -377,7 +377,7 @@ int run_verify(const Opts& o) {
   if (o.seq_len < 2) throw InputError(InputError::Kind::Usage, "", "", "--seq-len must be at least 2");
   if (o.gemm_tokens < 1) throw InputError(InputError::Kind::Usage, "", "", "--gemm-tokens must be at least 1");
   if (o.device == "cuda") return run_verify_cuda(o);
-  calib::VerifyOptions vo;
+  verify::VerifyOptions vo;
   vo.quant_dir = o.quant;
   vo.reference_dir = o.reference;
   vo.model_eval = !o.no_model;
@@ -401,17 +401,17 @@ int run_verify(const Opts& o) {
     vo.text_source = o.text_file;
   }
   if (o.list) {
-    const calib::VerifyReport r = calib::list_kernels(vo);
+    const verify::VerifyReport r = verify::list_kernels(vo);
     if (o.json_out) {
-      json j = calib::verify_report_to_json(r);
+      json j = verify::verify_report_to_json(r);
       std::printf("%s\n", json{{"registry", j["registry"]}, {"kernels", j["kernels"]}, {"findings", j["findings"]}}.dump(2).c_str());
     } else {
       print_kernels(r);
     }
     return kExitOk;
   }
-  const calib::VerifyReport r = calib::verify_checkpoint(vo);
-  if (o.json_out) std::printf("%s\n", calib::verify_report_to_json(r).dump(2).c_str());
+  const verify::VerifyReport r = verify::verify_checkpoint(vo);
+  if (o.json_out) std::printf("%s\n", verify::verify_report_to_json(r).dump(2).c_str());
   else print_report(r);
   return r.pass ? kExitOk : kExitCheckFailed;
 }

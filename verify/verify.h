@@ -56,7 +56,7 @@ namespace qt {
 class Checkpoint;
 }
 
-namespace qt::calib {
+namespace qt::verify {
 
 // ---- gates ---------------------------------------------------------------------------------
 
@@ -111,20 +111,20 @@ struct KernelAgreement {
   std::string error;           // pack/run refused (InputError message), "" otherwise
 };
 
-// A WeightProvider for the forward pass that returns every quantized Linear's weight
+// A calib::WeightProvider for the forward pass that returns every quantized Linear's weight
 // dequantized to f32 (x = f32(code) * f32(scale), one f32 multiply: qt::dequantize) and every
 // other tensor decoded as stored. `entries` must describe `ckpt`; both must outlive the provider.
-WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries,
+calib::WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries,
                                           std::string source);
 
-// An ActivationTransform that fake-quantizes the input of every quantized Linear whose scheme
+// An calib::ActivationTransform that fake-quantizes the input of every quantized Linear whose scheme
 // quantizes activations, exactly as the kernels do before their GEMM
 // (kernels::quantize_activations: vLLM's static / dynamic per-tensor / per-token / per-group
 // rules), then dequantizes in f32: x = f32(code) * scale (one f32 multiply; the product of an
 // 8-bit code and an f32 scale may round by half an ulp). Static layers use their stored
 // input_scale (must be finite and > 0: throws InputError(BadValue) naming the tensor).
 // Modules not in `entries` and weight-only layers are left unchanged.
-ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries);
+calib::ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries);
 
 // Model-level comparison, accumulated token by token from two runs' logits.
 struct ModelMetrics {
@@ -318,4 +318,4 @@ VerifyReport list_kernels(const VerifyOptions& opts);
 // null with "identical": true; NaN metrics (not measured) as null.
 nlohmann::json verify_report_to_json(const VerifyReport& r);
 
-}  // namespace qt::calib
+}  // namespace qt::verify

@@ -1,16 +1,16 @@
 // Scalar twins and run-time dispatch of vmath.h. The scalar code spells every FMA with std::fma
 // and is compiled for baseline x86-64 (no contraction possible), so it rounds exactly like the
 // AVX2 body in vmath_avx2.cpp.
-#include "calib/vmath.h"
+#include "libquant/vmath.h"
 
 #include <atomic>
 #include <cmath>
 #include <cstring>
 
-#include "calib/vmath_avx2.h"
+#include "libquant/kernels/vmath_avx2.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
 
-namespace qt::calib {
+namespace qt {
 namespace {
 
 std::atomic<bool> g_force_scalar{false};
@@ -63,4 +63,4 @@ void silu_mul_f32(const float* g, const float* u, float* out, int64_t n) {
   }
 }
 
-}  // namespace qt::calib
+}  // namespace qt

@@ -5,7 +5,7 @@
 // block is reused by all tiles of the task while the task's x block stays in L2. Why not Eigen:
 // its per-call packing of both operands cost ~10 % of the forward pass, while the weight is the
 // same for every calibration sample (bench/RESULTS.md).
-#include "calib/gemm.h"
+#include "libquant/gemm.h"
 
 #include <algorithm>
 #include <atomic>
@@ -17,11 +17,11 @@
 #include <omp.h>
 #endif
 
-#include "calib/vmath.h"
+#include "libquant/vmath.h"
 #include "libquant/error.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
 
-namespace qt::calib {
+namespace qt {
 namespace {
 
 namespace avx2 = qt::kernels::avx2;
@@ -249,4 +249,4 @@ void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K,
     }
 }
 
-}  // namespace qt::calib
+}  // namespace qt

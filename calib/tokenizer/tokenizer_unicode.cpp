@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <string>
 
-#include "calib/tokenizer_detail.h"
+#include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
 namespace qt::tok {
@@ -193,7 +193,7 @@ std::string unicode_lowercase(std::string_view s) {
 }
 
 namespace {
-#include "calib/tokenizer_unicode_table.inc"
+#include "calib/tokenizer/tokenizer_unicode_table.inc"
 }  // namespace
 
 std::span<const CategoryRange> onig_newer_ranges() { return kOnigNewerRanges; }

@@ -3,9 +3,9 @@
 // model-level numbers are not measured on the data that set the static scales.
 #include <string>
 
-#include "calib/verify.h"
+#include "verify/verify.h"
 
-namespace qt::calib {
+namespace qt::verify {
 namespace {
 const char* kHeldout = R"QTOOLTEXT(A beekeeper learns to read a hive before opening it. On a warm morning the entrance is busy with foragers returning heavy with pollen, orange from dandelions or grey from the willows along the stream. A colony that is quiet at noon in June is worth a closer look: perhaps it has swarmed, perhaps the queen has failed, perhaps robbers from a stronger hive have been carrying off its stores. Smoke calms the guards, and slow hands do the rest. Each frame is lifted straight up, turned to the light and checked for eggs, which stand upright like tiny grains of rice at the bottom of the cells.
 
@@ -24,4 +24,4 @@ const std::string& builtin_heldout_text() {
   return t;
 }
 
-}  // namespace qt::calib
+}  // namespace qt::verify

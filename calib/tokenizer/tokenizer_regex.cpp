@@ -20,7 +20,7 @@
 #include <cctype>
 #include <string>
 
-#include "calib/tokenizer_detail.h"
+#include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
 namespace qt::tok {

@@ -6,11 +6,11 @@
 
 #include <cstring>
 
-#include "calib/vmath_avx2.h"
+#include "libquant/kernels/vmath_avx2.h"
 
 #define QT_AVX2 __attribute__((target("avx2,fma")))
 
-namespace qt::calib::vmath_avx2 {
+namespace qt::vmath_avx2 {
 namespace {
 
 using namespace vmath_const;
@@ -82,4 +82,4 @@ QT_AVX2 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n)
   }
 }
 
-}  // namespace qt::calib::vmath_avx2
+}  // namespace qt::vmath_avx2

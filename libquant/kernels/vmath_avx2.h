@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-namespace qt::calib {
+namespace qt {
 
 namespace vmath_const {
 inline constexpr float kExpHi = 88.72283172607421875f;  // largest x with exp(x) finite in f32
@@ -28,4 +28,4 @@ void exp_f32(const float* x, float* y, int64_t n);
 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n);
 }  // namespace vmath_avx2
 
-}  // namespace qt::calib
+}  // namespace qt

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace qt::calib {
+namespace qt {
 
 struct PackedLinear {
   int64_t out = 0;             // N: output features (sum of the parts' rows; I for a GLU pair)
@@ -90,4 +90,4 @@ bool linear_uses_avx2();
 // wide; not for concurrent use with running GEMMs).
 void linear_force_scalar(bool on);
 
-}  // namespace qt::calib
+}  // namespace qt

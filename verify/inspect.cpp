@@ -1,4 +1,4 @@
-#include "formats/inspect.h"
+#include "verify/inspect.h"
 
 #include <cmath>
 #include <cstdio>
@@ -8,11 +8,12 @@
 
 #include "formats/checkpoint.h"
 #include "formats/model_folder.h"
-#include "formats/smoothing.h"
-#include "formats/quant_plan.h"
+#include "formats/quantized_linear.h"
+#include "calib/smoothing.h"
+#include "calib/quant_plan.h"
 #include "libquant/float_formats.h"
 
-namespace qt {
+namespace qt::verify {
 using nlohmann::json;
 
 namespace {
@@ -37,15 +38,6 @@ std::vector<std::vector<int64_t>> expected_scale_shapes(const QuantArgs& a, int6
 }
 }  // namespace
 
-std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module) {
-  for (const auto& ig : q.ignore)
-    if (target_matches(ig, module, true)) return std::nullopt;
-  for (const auto& g : q.groups)
-    for (const auto& t : g.targets)
-      if (target_matches(t, module, true)) return &g;
-  return std::nullopt;
-}
-
 InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, const std::string& path) {
   InspectReport r;
   r.path = path;
@@ -62,16 +54,16 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   for (const auto& s : ckpt.shard_paths()) r.shards.push_back(s);
   {
     std::error_code ec;
-    const std::filesystem::path side = std::filesystem::path(path) / kSmoothingFactorsFile;
+    const std::filesystem::path side = std::filesystem::path(path) / calib::kSmoothingFactorsFile;
     if (std::filesystem::is_directory(path, ec) && std::filesystem::exists(side, ec)) {
       try {
         const json sj = read_json_file(side.string());
         char buf[96];
         std::snprintf(buf, sizeof buf, "alpha %g, %zu smoothed layers (%s)", sj.at("alpha").get<double>(),
-                      sj.at("mappings").size(), kSmoothingFactorsFile);
+                      sj.at("mappings").size(), calib::kSmoothingFactorsFile);
         r.smoothing = buf;
       } catch (const std::exception& e) {
-        r.findings.push_back({"warning", kSmoothingFactorsFile, std::string("unreadable smoothing factors: ") + e.what()});
+        r.findings.push_back({"warning", calib::kSmoothingFactorsFile, std::string("unreadable smoothing factors: ") + e.what()});
       }
     }
   }
@@ -107,7 +99,7 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   std::set<std::string> modules;
   for (const auto& [name, t] : by_name) {
     if (ends_with(name, ".weight_packed")) modules.insert(strip(name, ".weight_packed"));
-    else if (is_linear_weight_name(name, t->shape)) modules.insert(strip(name, ".weight"));
+    else if (calib::is_linear_weight_name(name, t->shape)) modules.insert(strip(name, ".weight"));
   }
   std::map<std::string, bool> q_of;
   for (const auto& m : modules) {
@@ -161,18 +153,12 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     r.modules.push_back(c);
   }
   for (const auto& [m, q] : q_of)
-    for (const auto& sib : fused_siblings(m))
+    for (const auto& sib : calib::fused_siblings(m))
       if (q_of.count(sib) && q_of[sib] != q && m < sib)
         r.findings.push_back({"error", m, "fused with " + sib + " but stored differently (vLLM refuses mixed schemes in one fused layer)"});
   return r;
 }
 
-std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws) {
-  if (!ws || ws->dtype != DType::I64 || ws->numel() != 2) return std::nullopt;
-  int64_t v[2];
-  std::memcpy(v, ws->bytes.data(), 16);  // the only data a headers-only inspection reads
-  return std::vector<int64_t>{v[0], v[1]};
-}
 
 bool tensor_stats(const TensorView& t, TensorStats& s, size_t first_n) {
   const uint64_t n = t.numel();
@@ -248,4 +234,4 @@ json report_to_json(const InspectReport& r) {
   return j;
 }
 
-}  // namespace qt
+}  // namespace qt::verify

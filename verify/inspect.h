@@ -15,8 +15,10 @@
 #include "libquant/tensor_view.h"
 
 namespace qt {
-
 class Checkpoint;
+}
+
+namespace qt::verify {
 
 // One Linear-like module and how it is stored.
 struct ModuleCoverage {
@@ -57,10 +59,6 @@ struct InspectReport {
 InspectReport inspect_checkpoint(const Checkpoint& ckpt, const nlohmann::json& config,
                                  const std::string& path);
 
-// The logical [out, in] stored in a pack-quantized `P.weight_shape` tensor (I64 [2]); nullopt if
-// `ws` is null or not an I64 [2] tensor. Reads its 16 bytes.
-std::optional<std::vector<int64_t>> weight_shape_value(const TensorView* ws);
-
 // Statistics of one tensor's values (reads its data).
 struct TensorStats {
   uint64_t numel = 0, nan = 0, inf = 0, zero = 0;
@@ -73,8 +71,4 @@ bool tensor_stats(const TensorView& t, TensorStats& out, size_t first_n = 8);
 nlohmann::json report_to_json(const InspectReport& r);
 nlohmann::json stats_to_json(const TensorStats& s);
 
-// Finds the args that cover `module` in the checkpoint's config (first matching group, unless
-// ignored). nullopt if not covered.
-std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module);
-
-}  // namespace qt
+}  // namespace qt::verify

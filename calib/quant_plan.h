@@ -15,12 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "formats/ct_config.h"
 #include "libquant/schemes.h"
 #include "libquant/tensor_view.h"
 
-namespace qt {
-
-enum class OutputFormat { CompressedTensors, LegacyFp8 };
+namespace qt::calib {
 
 struct PlanOptions {
   const Scheme* scheme = nullptr;
@@ -81,4 +80,4 @@ bool is_default_target(const std::string& module);
 // "model.layers.0.self_attn.q_proj" -> "model.layers.0.self_attn.{q,k,v}_proj" members, or empty.
 std::vector<std::string> fused_siblings(const std::string& module);
 
-}  // namespace qt
+}  // namespace qt::calib

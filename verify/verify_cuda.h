@@ -32,10 +32,10 @@
 #include <utility>
 #include <vector>
 
-#include "calib/verify.h"
+#include "verify/verify.h"
 #include "libquant/kernels/gpu.h"
 
-namespace qt::calib {
+namespace qt::verify {
 
 struct CudaVerifyOptions {
   std::string quant_dir;
@@ -135,4 +135,4 @@ nlohmann::json cuda_report_to_json(const CudaVerifyReport& r);
 // "4096x14336" -> (4096, 14336); throws InputError(Usage) naming the text otherwise.
 std::pair<int64_t, int64_t> parse_shape(const std::string& text);
 
-}  // namespace qt::calib
+}  // namespace qt::verify

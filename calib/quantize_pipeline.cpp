@@ -1,4 +1,4 @@
-#include "formats/quantize_pipeline.h"
+#include "calib/quantize_pipeline.h"
 
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -16,13 +16,13 @@
 #include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
 #include "formats/sha256.h"
-#include "formats/smoothing.h"
+#include "calib/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/pack.h"
 #include "libquant/quantize.h"
 
-namespace qt {
+namespace qt::calib {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -294,4 +294,4 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   return sum;
 }
 
-}  // namespace qt
+}  // namespace qt::calib

@@ -1,4 +1,4 @@
-#include "calib/verify.h"
+#include "verify/verify.h"
 
 #include <Eigen/Core>
 
@@ -17,17 +17,17 @@
 #endif
 
 #include "calib/model_config.h"
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 #include "formats/checkpoint.h"
-#include "formats/inspect.h"
+#include "verify/inspect.h"
 #include "formats/model_folder.h"
-#include "formats/smoothing.h"
+#include "calib/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/act_quant.h"
 #include "libquant/quantize.h"
 
-namespace qt::calib {
+namespace qt::verify {
 
 KernelGroup make_kernel_group(const kernels::Registry& reg, const kernels::LinearDescriptor& d,
                               const kernels::Selection& sel) {
@@ -273,9 +273,9 @@ double kernel_agreement_bound(double S, float y_ref, int64_t K) {
   return 2.0 * static_cast<double>(K + 2) * 0x1p-24 * S + 0x1p-23 * std::fabs(static_cast<double>(y_ref)) + 0x1p-149;
 }
 
-WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries,
+calib::WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries,
                                           std::string source) {
-  WeightProvider view = make_view_weight_provider([&ckpt](const std::string& n) { return ckpt.find(n); }, source);
+  calib::WeightProvider view = calib::make_view_weight_provider([&ckpt](const std::string& n) { return ckpt.find(n); }, source);
   std::map<std::string, const QuantizedLinearEntry*> by_weight;
   for (const auto& e : entries) by_weight[e.module + ".weight"] = &e;
   return [&ckpt, by_weight = std::move(by_weight), view = std::move(view)](
@@ -289,7 +289,7 @@ WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const std::vec
   };
 }
 
-ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries) {
+calib::ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, const std::vector<QuantizedLinearEntry>& entries) {
   struct Layer {
     LinearDescriptor d;
     float static_scale = 0.0f;
@@ -663,7 +663,7 @@ class Verifier {
     // read off the (dense) reference. A layout it does not know (e.g. MoE) has no norm mappings.
     std::map<std::string, std::string> norm_of;
     try {
-      for (const auto& m : smoothing_mappings(*rm_, SmoothingMappings::Norms))
+      for (const auto& m : calib::smoothing_mappings(*rm_, calib::SmoothingMappings::Norms))
         for (const auto& b : m.balance) norm_of[b] = m.smooth;
     } catch (const InputError&) {
       norm_of.clear();
@@ -702,7 +702,7 @@ class Verifier {
       c.input_ratio = it->second;
     }
     // up_proj -> down_proj factors from qtool_smoothing.json (a sidecar the checkpoint carries).
-    const std::filesystem::path side = std::filesystem::path(o_.quant_dir) / kSmoothingFactorsFile;
+    const std::filesystem::path side = std::filesystem::path(o_.quant_dir) / calib::kSmoothingFactorsFile;
     std::error_code ec;
     if (!std::filesystem::exists(side, ec)) return;
     nlohmann::json j;
@@ -738,7 +738,7 @@ class Verifier {
                              std::to_string(ctx_[d->second].e->desc.K), std::to_string(f.size()));
           ctx_[d->second].input_ratio = inv;
         }
-        r_.smoothed_layers.push_back(smooth + " (" + kSmoothingFactorsFile + ")");
+        r_.smoothed_layers.push_back(smooth + " (" + calib::kSmoothingFactorsFile + ")");
       }
     } catch (const nlohmann::json::exception& e) {
       throw InputError(Kind::BadFile, side.string(), "", std::string("malformed smoothing factors: ") + e.what());
@@ -921,7 +921,7 @@ class Verifier {
 
   // Captures the first gemm_tokens input rows of every quantized Linear during the reference
   // run and checks the layer as soon as it has them.
-  class Capture : public Observer {
+  class Capture : public calib::Observer {
    public:
     Capture(Verifier& v) : v_(v) {
       for (size_t i = 0; i < v.ctx_.size(); ++i) index_[v.ctx_[i].e->module] = i;
@@ -1004,9 +1004,9 @@ class Verifier {
       mr.skipped = "the checkpoint has unusable layers (see findings)";
       return;
     }
-    std::optional<ModelConfig> cfg;
+    std::optional<calib::ModelConfig> cfg;
     try {
-      cfg.emplace(ModelConfig::from_json(qm_->config(), qm_->config_path()));
+      cfg.emplace(calib::ModelConfig::from_json(qm_->config(), qm_->config_path()));
     } catch (const InputError& err) {
       mr.skipped = std::string("the forward pass cannot run this model: ") + err.what();
       return;
@@ -1026,7 +1026,7 @@ class Verifier {
     const auto t0 = Clock::now();
     LogitComparator cmp(samples);
     const Checkpoint& qck = qm_->checkpoint();
-    ForwardOptions fo;
+    calib::ForwardOptions fo;
     fo.num_threads = o_.num_threads;
     Capture cap(*this);
     fo.observer = &cap;
@@ -1040,12 +1040,12 @@ class Verifier {
         const Checkpoint& rck = rm_->checkpoint();
         fo.source = o_.reference_dir;
         fo.lm_head_tied = cfg->lm_head_tied(rck.find("lm_head.weight") != nullptr);
-        run_forward(*cfg, make_view_weight_provider([&rck](const std::string& n) { return rck.find(n); }, o_.reference_dir),
+        calib::run_forward(*cfg, calib::make_view_weight_provider([&rck](const std::string& n) { return rck.find(n); }, o_.reference_dir),
                     samples, fo);
       } else {
         fo.source = o_.quant_dir;
         fo.lm_head_tied = cfg->lm_head_tied(qck.find("lm_head.weight") != nullptr);
-        run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
+        calib::run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
       }
       cap.flush_all();
       fo.observer = nullptr;
@@ -1057,7 +1057,7 @@ class Verifier {
         fo.source = o_.quant_dir;
         fo.lm_head_tied = cfg->lm_head_tied(qck.find("lm_head.weight") != nullptr);
         fo.transform = make_fake_quant_transform(qck, entries_);
-        run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
+        calib::run_forward(*cfg, make_dequantizing_provider(qck, entries_, o_.quant_dir), samples, fo);
         mr.metrics = cmp.finish();
       } else {
         mr.metrics.samples = static_cast<int64_t>(samples.size());
@@ -1149,7 +1149,7 @@ class Verifier {
     for (const auto& c : ctx_) int8_act = int8_act || c.e->desc.act_type == ActType::Int8;
     std::error_code ec;
     const bool smoothed = !r_.smoothed_layers.empty() ||
-                          std::filesystem::exists(std::filesystem::path(o_.quant_dir) / kSmoothingFactorsFile, ec);
+                          std::filesystem::exists(std::filesystem::path(o_.quant_dir) / calib::kSmoothingFactorsFile, ec);
     if (!r_.pass && int8_act && !smoothed)
       r_.hints.push_back("INT8 activations and no SmoothQuant: quantize again with --smoothquant (on SmolLM2-135M it "
                          "took int8-static from +177 % to +4.7 % perplexity, bench/RESULTS.md)");
@@ -1258,4 +1258,4 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   return j;
 }
 
-}  // namespace qt::calib
+}  // namespace qt::verify

@@ -1,5 +1,5 @@
 // qt::Tokenizer: loading tokenizer.json, added tokens, post-processor, encode/decode.
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <unordered_set>
 
-#include "calib/tokenizer_detail.h"
+#include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
 namespace qt {

@@ -16,12 +16,14 @@
 #include <string>
 #include <vector>
 
-#include "formats/quant_plan.h"
+#include "calib/quant_plan.h"
 #include "libquant/activation_stats.h"
 
 namespace qt {
-
 class ModelFolder;
+}
+
+namespace qt::calib {
 
 // Reported after each input tensor is done (for the per-tensor log line and progress bar).
 struct TensorProgress {
@@ -71,4 +73,4 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
 // not exist (unless overwrite), enough free space for plan.output_bytes. Throws InputError(Usage/Io).
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
-}  // namespace qt
+}  // namespace qt::calib

@@ -39,8 +39,10 @@
 #include "libquant/tensor_view.h"
 
 namespace qt {
-
 class ModelFolder;
+}
+
+namespace qt::calib {
 
 enum class SmoothingMappings {
   Norms,  // input_layernorm -> q/k/v, post_attention_layernorm -> gate/up (llm-compressor's)
@@ -99,4 +101,4 @@ inline constexpr const char* kSmoothingFactorsFile = "qtool_smoothing.json";
 // The JSON text of that file for `plan`.
 std::string smoothing_factors_json(const SmoothingPlan& plan);
 
-}  // namespace qt
+}  // namespace qt::calib

@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-namespace qt::calib {
+namespace qt {
 
 // y[i] = exp_f32(x[i]) for i < n; x and y may be the same buffer.
 void exp_f32(const float* x, float* y, int64_t n);
@@ -25,4 +25,4 @@ void silu_mul_f32(const float* g, const float* u, float* out, int64_t n);
 // Test hook: use the scalar twin even where AVX2+FMA is available (process wide).
 void vmath_force_scalar(bool on);
 
-}  // namespace qt::calib
+}  // namespace qt

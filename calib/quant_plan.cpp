@@ -1,4 +1,4 @@
-#include "formats/quant_plan.h"
+#include "calib/quant_plan.h"
 
 #include <algorithm>
 #include <map>
@@ -8,7 +8,7 @@
 #include "libquant/error.h"
 #include "libquant/quantize.h"
 
-namespace qt {
+namespace qt::calib {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suf) {
@@ -235,4 +235,4 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
   return plan;
 }
 
-}  // namespace qt
+}  // namespace qt::calib

@@ -38,7 +38,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "calib/tokenizer.h"
+#include "calib/tokenizer/tokenizer.h"
 
 namespace qt::tok {
 

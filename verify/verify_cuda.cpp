@@ -1,7 +1,7 @@
 // `qtool verify --device cuda` (verify_cuda.h). The GPU work is in libquant/kernels/cuda; this
 // file walks the checkpoint, compares against cpu_ref and assembles the report. In a build without
 // CUDA every path that needs the GPU throws the stub's "built without CUDA" error.
-#include "calib/verify_cuda.h"
+#include "verify/verify_cuda.h"
 
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,7 @@
 #include "libquant/kernels/cpu_common.h"
 #include "libquant/kernels/registry.h"
 
-namespace qt::calib {
+namespace qt::verify {
 namespace {
 
 namespace gpu = kernels::gpu;
@@ -449,4 +449,4 @@ nlohmann::json cuda_report_to_json(const CudaVerifyReport& r) {
   return j;
 }
 
-}  // namespace qt::calib
+}  // namespace qt::verify

@@ -1,4 +1,4 @@
-#include "formats/smoothing.h"
+#include "calib/smoothing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "libquant/error.h"
 #include "libquant/smoothquant.h"
 
-namespace qt {
+namespace qt::calib {
 
 namespace {
 
@@ -181,4 +181,4 @@ std::string smoothing_factors_json(const SmoothingPlan& plan) {
   return j.dump() + "\n";
 }
 
-}  // namespace qt
+}  // namespace qt::calib

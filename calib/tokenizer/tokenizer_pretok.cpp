@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "calib/tokenizer_detail.h"
+#include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
 namespace qt::tok {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <random>
 
+#include "calib/observers.h"
 #include "calib/forward.h"
 #include "calib/model_config.h"
 #include "formats/model_folder.h"

@@ -1,6 +1,6 @@
 // Calibration: run the model over token samples and collect the activation statistics that
-// static input scales and KV-cache scales are made from (libquant/activation_stats.h), and save
-// / load them with provenance so one calibration run serves several schemes.
+// static input scales and KV-cache scales are made from (libquant/activation_stats.h) with the
+// observer the options name (calib/observers.h). Saving and loading them: calib/stats_file.h.
 #pragma once
 
 #include <cstdint>
@@ -41,24 +41,5 @@ struct CalibrationRun {
 // Runs the model of `model` layer by layer over `samples` (token ids) on the CPU.
 CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector<int32_t>>& samples,
                          const CalibrateOptions& opts);
-
-// A fingerprint of a model for matching stats to it: sha256 over config.json (as parsed), every
-// tensor's name/dtype/shape, and 16 evenly spaced 4 KiB windows of each tensor's bytes. Cheap
-// (no full read) yet different for any retrained or differently shaped model.
-std::string model_fingerprint(const ModelFolder& model);
-
-// Provenance stored with saved statistics.
-struct StatsProvenance {
-  std::string model_fingerprint, data_source, data_sha256, observer;
-  int64_t num_samples = 0, seq_len = 0, tokens = 0;
-  uint64_t seed = 0;
-};
-
-// Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
-void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);
-// Reads a stats file; refuses one whose model fingerprint differs from `expected_fingerprint`
-// (InputError(Usage) naming both). Returns the provenance through `prov`.
-ActivationStats load_stats(const std::string& path, const std::string& expected_fingerprint,
-                           StatsProvenance* prov = nullptr);
 
 }  // namespace qt::calib

@@ -11,6 +11,7 @@
 #endif
 
 #include "libquant/gemm.h"
+#include "libquant/parallel.h"
 #include "calib/hidden_store.h"
 #include "libquant/vmath.h"
 #include "libquant/error.h"
@@ -432,90 +433,6 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
       out[static_cast<size_t>(i)] = offset + bound * u;
     }
   };
-}
-
-// ---- observer ------------------------------------------------------------------------------
-
-namespace {
-void update_max(std::map<std::string, float>& m, const std::string& key, float v) {
-  auto [it, inserted] = m.emplace(key, v);
-  if (!inserted && (v > it->second || v != v)) it->second = v;
-}
-}  // namespace
-
-// Parallel (the observer runs on the caller's thread while the other threads would idle).
-float absmax_f32(const float* x, int64_t n) {
-  float m = 0.0f;
-  bool nan = false;
-#pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan) if (n >= (int64_t{1} << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    nan = nan || (a != a);
-    m = a > m ? a : m;
-  }
-  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
-}
-
-bool wants_channel_range(const std::string& module) {
-  static const std::string kDown = ".mlp.down_proj";
-  return module.size() > kDown.size() && module.compare(module.size() - kDown.size(), kDown.size(), kDown) == 0;
-}
-
-void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
-                          int64_t tokens, int64_t channels) {
-  auto& mn = stats.channel_min[producer];
-  auto& mx = stats.channel_max[producer];
-  const size_t C = static_cast<size_t>(channels);
-  if (mn.empty()) {
-    mn.assign(C, std::numeric_limits<float>::infinity());
-    mx.assign(C, -std::numeric_limits<float>::infinity());
-  }
-  QT_ASSERT(mn.size() == C && mx.size() == C);
-  // Columns are split into fixed 64-channel blocks, one task each (every column is owned by one
-  // task: the result cannot depend on the thread count); within a block, row by row over
-  // contiguous channels with branch-free min/max the compiler vectorises. A NaN loses every such
-  // comparison, so NaN columns are found separately (rare) and set to NaN afterwards.
-  constexpr int64_t kBlock = 64;
-  const int64_t nblocks = (channels + kBlock - 1) / kBlock;
-  float* pmn = mn.data();
-  float* pmx = mx.data();
-#pragma omp parallel for schedule(static) if (tokens * channels >= (int64_t{1} << 16))
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
-    bool nan = false;
-    for (int64_t t = 0; t < tokens; ++t) {
-      const float* row = x + t * channels;
-      for (int64_t c = c0; c < c1; ++c) {
-        const float v = row[c];
-        pmn[c] = v < pmn[c] ? v : pmn[c];
-        pmx[c] = v > pmx[c] ? v : pmx[c];
-        nan |= v != v;
-      }
-    }
-    if (nan)
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t c = c0; c < c1; ++c)
-          if (x[t * channels + c] != x[t * channels + c]) pmn[c] = pmx[c] = std::numeric_limits<float>::quiet_NaN();
-  }
-}
-
-void AbsMaxObserver::on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
-                                            const float* x, int64_t tokens, int64_t in_features) {
-  update_channel_range(stats_, producer, x, tokens, in_features);
-  const float m = absmax_f32(x, tokens * in_features);
-  for (const auto& module : modules) update_max(stats_.input_absmax, module, m);
-}
-
-void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
-                                     int64_t in_features) {
-  if (wants_channel_range(module)) update_channel_range(stats_, module, x, tokens, in_features);
-  update_max(stats_.input_absmax, module, absmax_f32(x, tokens * in_features));
-}
-
-void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const float* v,
-                           int64_t tokens, int64_t kv_dim) {
-  update_max(stats_.k_absmax, attn_module, absmax_f32(k, tokens * kv_dim));
-  update_max(stats_.v_absmax, attn_module, absmax_f32(v, tokens * kv_dim));
 }
 
 // ---- the forward pass ----------------------------------------------------------------------

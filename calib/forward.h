@@ -107,40 +107,6 @@ class Observer {
   }
 };
 
-// Observer that records max |x| per Linear input and per attention K / V into
-// qt::ActivationStats (the static_minmax statistics of fp8-static / int8-static calibration),
-// and the per-channel min / max of every shared (norm) output (update_channel_range).
-// Maxima are exact (order-independent); NaN inputs propagate as NaN.
-class AbsMaxObserver : public Observer {
- public:
-  void on_linear_input(const std::string& module, const float* x, int64_t tokens,
-                       int64_t in_features) override;
-  void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
-                              const float* x, int64_t tokens, int64_t in_features) override;
-  void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
-             int64_t tokens, int64_t kv_dim) override;
-  const ActivationStats& stats() const { return stats_; }
-  ActivationStats& stats() { return stats_; }
-
- private:
-  ActivationStats stats_;
-};
-
-// max |x| over n f32 values; NaN if any value is NaN (a NaN activation must never be silently
-// ignored). Parallel with OpenMP when n is large; a maximum is exact and order-independent, so
-// the result does not depend on the thread count.
-float absmax_f32(const float* x, int64_t n);
-
-// Whether a Linear's own (unshared) input gets a per-channel range, keyed by the Linear's name:
-// mlp.down_proj (SmoothQuant's up_proj -> down_proj mapping needs it).
-bool wants_channel_range(const std::string& module);
-
-// Folds x [tokens, channels] (row-major) into stats.channel_min / channel_max[producer]: per
-// column minimum and maximum, exact and order-independent; a column that ever sees a NaN stays
-// NaN. Throws nothing; asserts that `channels` matches an existing entry's size.
-void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
-                          int64_t tokens, int64_t channels);
-
 // Rewrites the input of Linear `module` in place just before its matmul (for verify's fake
 // activation quantization). x is a private copy per module, so q/k/v (gate/up) may be
 // transformed differently; the Observer has already seen the untransformed values.

@@ -43,10 +43,6 @@ struct WeightPart {
 // Parallel over panels (OpenMP, `threads`, 0 = default); the result is independent of it.
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads = 0);
 
-// The OpenMP thread count a `threads` argument means here and in the forward pass: `requested`
-// when > 0, else the OpenMP default (1 without OpenMP).
-int resolve_threads(int requested);
-
 // The MLP's gate and up projections (each row-major [I, in]) packed as one GLU pair (see
 // PackedLinear::glu): one GEMM then gives m = silu(gate(x) + bg) * (up(x) + bu) without writing
 // gate and up out -- bit-identical to computing them separately and applying vmath.h's

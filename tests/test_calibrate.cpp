@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "calib/stats_file.h"
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
 #include "calib/tokenizer/tokenizer.h"

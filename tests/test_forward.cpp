@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/observers.h"
 #include "calib/forward.h"
 #include "libquant/gemm.h"
 #include "libquant/vmath.h"

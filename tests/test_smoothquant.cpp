@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "calib/observers.h"
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
 #include "calib/forward.h"

@@ -14,12 +14,9 @@
 #include "formats/gguf_to_hf.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
+#include "libquant/parallel.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace qt {
 namespace {
@@ -47,11 +44,7 @@ bool is_gguf_file(const std::string& path) {
 }
 
 int run_convert(const Opts& o) {
-  if (o.threads > 0) {
-#ifdef _OPENMP
-    omp_set_num_threads(o.threads);
-#endif
-  }
+  set_default_threads(o.threads);
   auto usage = [](const std::string& why) { return InputError(InputError::Kind::Usage, "", "", why); };
   ConvertJob job;
   job.output_dir = o.out;

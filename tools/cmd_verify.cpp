@@ -15,12 +15,9 @@
 #include "verify/verify.h"
 #include "verify/verify_cuda.h"
 #include "libquant/error.h"
+#include "libquant/parallel.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace qt {
 namespace {
@@ -368,11 +365,7 @@ int run_verify_cuda(const Opts& o) {
 }
 
 int run_verify(const Opts& o) {
-  if (o.threads > 0) {
-#ifdef _OPENMP
-    omp_set_num_threads(o.threads);
-#endif
-  }
+  set_default_threads(o.threads);
   if (o.max_tokens < 2) throw InputError(InputError::Kind::Usage, "", "", "--max-tokens must be at least 2");
   if (o.seq_len < 2) throw InputError(InputError::Kind::Usage, "", "", "--seq-len must be at least 2");
   if (o.gemm_tokens < 1) throw InputError(InputError::Kind::Usage, "", "", "--gemm-tokens must be at least 1");

@@ -6,6 +6,7 @@
 // its per-call packing of both operands cost ~10 % of the forward pass, while the weight is the
 // same for every calibration sample (bench/RESULTS.md).
 #include "libquant/gemm.h"
+#include "libquant/parallel.h"
 
 #include <algorithm>
 #include <atomic>
@@ -38,15 +39,6 @@ constexpr int64_t kKBlock = 1024;
 constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
 
 }  // namespace
-
-int resolve_threads(int requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
-}
 
 namespace {
 

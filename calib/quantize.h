@@ -1,0 +1,90 @@
+// The whole `qtool quantize` flow as one library call: open the model, build and check the plan
+// (preflight), obtain calibration statistics when the scheme needs them (from --stats, from a
+// run that died after calibrating, or by running the model), plan SmoothQuant, then run the
+// streaming pipeline (calib/quantize_pipeline.h). The CLI (tools/cmd_quantize.cpp) only turns
+// options into a QuantizeRequest and prints what the events and the outcome say.
+//
+// Statistics reuse ("a run that dies is not lost"): as soon as calibration ends, the statistics
+// are saved to resume_stats_path(OUT) (beside OUT, like the partial folder) and removed once OUT
+// is published. A later run of the same command with the same calibration settings (same model
+// fingerprint, text sha256, samples, tokens, seq-len, seed, observer) reuses them instead of
+// calibrating again; any other settings recalibrate and replace the file.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "calib/smoothing.h"
+#include "libquant/activation_stats.h"
+
+namespace qt::calib {
+
+struct QuantizeRequest {
+  std::string model;                 // input model folder
+  std::string output;                // OUT
+  const Scheme* scheme = nullptr;
+  OutputFormat format = OutputFormat::CompressedTensors;
+  std::vector<std::string> ignore, targets;  // exact names or "re:" patterns
+  bool kv_cache_fp8 = false;
+
+  // Calibration (static schemes, --kv-cache fp8, --smoothquant, --save-stats).
+  std::string dataset;               // "" = the built-in text
+  std::string stats_in;              // --stats: use these instead of calibrating
+  std::string stats_out;             // --save-stats
+  std::string observer = "static_minmax";
+  int64_t num_samples = 64, seq_len = 512;
+  uint64_t seed = 0;
+  uint64_t calib_memory_bytes = uint64_t{4} << 30;  // hidden states above this go to a file
+  std::string calib_memory_text = "4GiB";           // as the user wrote it (for messages)
+
+  // SmoothQuant.
+  bool smoothquant = false;
+  double smoothing_strength = 0.8;
+  SmoothingMappings smoothing_mappings = SmoothingMappings::All;
+
+  uint64_t max_shard_bytes = 5'000'000'000;
+  bool allow_nonfinite = false, overwrite = false, hash_inputs = true;
+  bool dry_run = false;              // plan and preflight only; nothing is calibrated or written
+  std::string command_line;          // recorded in the manifest
+  int threads = 0;                   // 0 = the OpenMP default
+};
+
+// What the flow reports while it runs (every callback may be empty).
+struct QuantizeEvents {
+  std::function<void(const std::string&)> info;   // one log line
+  std::function<void(const std::string&)> warn;   // "warning: ..." lines
+  std::function<void(const std::string&)> error;  // said just before an InputError propagates
+  std::function<void(int64_t layer, int64_t num_layers)> on_calib_layer;  // layer done (0-based)
+  std::function<void(const TensorProgress&)> on_tensor;                   // tensor written
+};
+
+// What calibration cost (zero tokens when statistics were loaded or reused).
+struct CalibrationCost {
+  double seconds = 0;
+  int64_t samples = 0, tokens = 0;
+};
+
+struct QuantizeOutcome {
+  QuantPlan plan;
+  bool dry_run = false;
+  QuantizeSummary summary;                 // empty for a dry run
+  CalibrationCost calibration;
+  std::optional<SmoothingPlan> smoothing;  // after calibration (not for a dry run)
+  size_t smoothing_layers = 0;             // mappings found (also for a dry run)
+  double seconds = 0;                      // the pipeline (writing), not calibration
+};
+
+// Runs the flow. Throws InputError (Usage for impossible options, Unsupported for an already
+// quantized model or an architecture without what the options need, and whatever planning,
+// calibration and the pipeline throw). Nothing named OUT exists unless it returns.
+QuantizeOutcome quantize_model(const QuantizeRequest& req, const QuantizeEvents& ev = {});
+
+// Where a run keeps its calibration statistics until OUT is published: `<abs(OUT)>.qtool-stats.zst`.
+std::string resume_stats_path(const std::string& output);
+
+}  // namespace qt::calib

@@ -1,0 +1,37 @@
+// Statistics files (`--save-stats` / `--stats`, and the resume file beside OUT): activation
+// statistics with their provenance, zstd-compressed JSON, so that one calibration run serves
+// several schemes and a run that dies after calibrating is not lost. The format is specified in
+// man/qtool-files.5.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "libquant/activation_stats.h"
+
+namespace qt {
+class ModelFolder;
+}
+
+namespace qt::calib {
+
+// A fingerprint of a model for matching stats to it: sha256 over config.json (as parsed), every
+// tensor's name/dtype/shape, and 16 evenly spaced 4 KiB windows of each tensor's bytes. Cheap
+// (no full read) yet different for any retrained or differently shaped model.
+std::string model_fingerprint(const ModelFolder& model);
+
+// Provenance stored with saved statistics.
+struct StatsProvenance {
+  std::string model_fingerprint, data_source, data_sha256, observer;
+  int64_t num_samples = 0, seq_len = 0, tokens = 0;
+  uint64_t seed = 0;
+};
+
+// Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
+void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);
+// Reads a stats file; refuses one whose model fingerprint differs from `expected_fingerprint`
+// (InputError(Usage) naming both). Returns the provenance through `prov`.
+ActivationStats load_stats(const std::string& path, const std::string& expected_fingerprint,
+                           StatsProvenance* prov = nullptr);
+
+}  // namespace qt::calib

@@ -17,7 +17,6 @@
 #include "formats/quantized_linear.h"
 #include "libquant/error.h"
 #include "libquant/kernels/act_quant.h"
-#include "libquant/kernels/cpu_common.h"
 #include "libquant/kernels/registry.h"
 
 namespace qt::verify {
@@ -29,12 +28,6 @@ using kernels::Kernel;
 using kernels::LinearDescriptor;
 using Kind = InputError::Kind;
 using Clock = std::chrono::steady_clock;
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
 
 // Exact integer dot products of the INT8 codes: acc[m, n] = sum_k a[m, k] w[n, k] (int64).
 std::vector<int64_t> exact_int8_dots(const kernels::QuantizedActivations& qa, const uint8_t* w, int64_t N) {
@@ -296,7 +289,7 @@ CudaVerifyReport verify_cuda(const CudaVerifyOptions& o) {
             std::vector<int32_t> acc(yref.size());
             k->run_int32(*p, X.data(), M, acc.data());
             // Same quantized activations as every kernel: quantize_activations is deterministic.
-            const auto qa = kernels::quantize_activations(d, X.data(), M, kernels::detail::static_input_scale(d, l.ref));
+            const auto qa = kernels::quantize_activations(d, X.data(), M, kernels::static_input_scale(d, l.ref));
             const std::vector<int64_t> exact = exact_int8_dots(qa, l.ref.codes, d.N);
             a.acc_exact = true;
             for (size_t j = 0; j < exact.size(); ++j) a.acc_exact = a.acc_exact && exact[j] == acc[j];

@@ -23,6 +23,7 @@
 
 #include "libquant/float_formats.h"
 #include "libquant/kernels/descriptor.h"
+#include "libquant/kernels/kernel.h"
 
 namespace qt::kernels {
 
@@ -76,5 +77,10 @@ struct QuantizedActivations {
 // parallel over rows with OpenMP.
 QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
                                           float static_scale);
+
+// The static input scale of a layer as every kernel (CPU and GPU) consumes it: w.input_scale
+// decoded to f32 for ActScheme::StaticTensor (InputError naming w.tensor when it is missing, of
+// another dtype than d.input_scale_dtype, not finite or not > 0); 0 for other schemes.
+float static_input_scale(const LinearDescriptor& d, const QuantizedWeightRef& w);
 
 }  // namespace qt::kernels

@@ -1,5 +1,7 @@
 #include "libquant/kernels/cpu_common.h"
 
+#include "libquant/kernels/act_quant.h"
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -133,24 +135,6 @@ std::vector<float> segment_weight_scales(const LinearDescriptor& d, const Quanti
       out[static_cast<size_t>(n * nseg + t)] =
           s[static_cast<size_t>((n / g.rows_per) * sc + (t * seg) / g.cols_per)];
   return out;
-}
-
-float static_input_scale(const LinearDescriptor& d, const QuantizedWeightRef& w) {
-  if (d.act_scheme != ActScheme::StaticTensor) return 0.0f;
-  if (!w.input_scale)
-    throw InputError(InputError::Kind::Missing, w.file, w.tensor,
-                     "static per-tensor activations need the layer's input_scale, none was given");
-  if (w.input_scale_dtype != d.input_scale_dtype)
-    throw InputError(InputError::Kind::BadFile, w.file, w.tensor, "input scale dtype differs",
-                     std::string(dtype_name(d.input_scale_dtype)),
-                     std::string(dtype_name(w.input_scale_dtype)));
-  float s = 0.0f;
-  const bool ok = decode_to_f32(w.input_scale_dtype, w.input_scale, 1, &s);
-  QT_ASSERT(ok);
-  if (!std::isfinite(s) || !(s > 0.0f))
-    throw InputError(InputError::Kind::BadValue, w.file, w.tensor,
-                     "input scale must be finite and > 0", "> 0", std::to_string(s));
-  return s;
 }
 
 SimplePacked::SimplePacked(std::string_view kernel, const LinearDescriptor& d,

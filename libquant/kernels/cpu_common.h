@@ -29,8 +29,6 @@ const float* e4m3_table();
 std::vector<float> segment_weight_scales(const LinearDescriptor& d, const QuantizedWeightRef& w);
 // Throws for NaN FP8 codes and out-of-range INT4 codes (InputError BadValue, names w.tensor).
 void check_codes(const LinearDescriptor& d, const QuantizedWeightRef& w);
-// The static input scale as f32 (ActScheme::StaticTensor), validated; 0 for other schemes.
-float static_input_scale(const LinearDescriptor& d, const QuantizedWeightRef& w);
 
 // The f64 epilogue every CPU kernel applies per segment, in this exact order so that exact
 // integer accumulators give bit-identical outputs in every kernel:

@@ -81,7 +81,7 @@ class CpuFastKernel final : public Kernel {
     p->int_path = d.act_type == ActType::Int8;
     p->fp8_w = !p->int_path && d.weight_type == QuantType::Float8E4M3;
     p->panels = (N + kNR - 1) / kNR;
-    p->input_scale = detail::static_input_scale(d, w);
+    p->input_scale = static_input_scale(d, w);
 
     const std::vector<float> ws = detail::segment_weight_scales(d, w);
     const int64_t npad = p->panels * kNR;

@@ -4,7 +4,14 @@
 // reason every other kernel gave (printed by `qtool verify --list-kernels`).
 //
 // The table is a function-local static built on first use (thread-safe, no dependence on the
-// order of global constructors). GPU kernels, when compiled in, are added to the same table.
+// order of global constructors).
+//
+// One Registry class, one registry per device: Registry::builtin() holds the CPU kernels, and
+// kernels::gpu::cuda_registry() (gpu.h) the CUDA ones (empty in a build without CUDA). They are
+// kept apart on purpose: a CPU kernel runs on host memory and a GPU kernel on device buffers, so
+// a single table could hand a GPU kernel to the CPU check (or the reverse) whenever it ranks
+// higher. `qtool verify --device` picks the registry; within one, selection is by priority and
+// can_implement, as vLLM's kernel choice is.
 #pragma once
 
 #include <span>

@@ -55,7 +55,7 @@ class CudaGemmKernel final : public CudaKernel {
     detail::check_codes(d, w);
     std::vector<float> seg = detail::segment_weight_scales(d, w);  // [N, num_segments], validated
     auto p = std::make_unique<CudaPacked>(name(), d);
-    p->input_scale = detail::static_input_scale(d, w);
+    p->input_scale = static_input_scale(d, w);
     use_device();
     p->codes.upload(w.codes, static_cast<size_t>(d.N * d.K));
     switch (kind_) {

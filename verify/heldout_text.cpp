@@ -3,7 +3,7 @@
 // model-level numbers are not measured on the data that set the static scales.
 #include <string>
 
-#include "verify/verify.h"
+#include "verify/model_metrics.h"
 
 namespace qt::verify {
 namespace {

@@ -9,13 +9,12 @@
 #include <filesystem>
 #include <map>
 
-#include "build_info.h"
 #include "formats/atomic_file.h"
+#include "formats/manifest.h"
 #include "formats/ct_config.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
-#include "formats/sha256.h"
 #include "calib/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
@@ -104,7 +103,6 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
   PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
   const fs::path partial = folder.path();
-  std::error_code ec;
 
   const auto& tensors = model.checkpoint().tensors();
   std::map<std::string, const TensorView*> by_name;
@@ -240,25 +238,14 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   config["quantization_config"] = legacy ? make_legacy_fp8_config(scheme, co) : make_ct_quant_config(scheme, co);
   write_config_json(partial.string(), config);
   sum.output_files.push_back("config.json");
-  for (const auto& f : model.other_files()) {
-    fs::path dst = partial / f;
-    fs::create_directories(dst.parent_path(), ec);
-    fs::copy_file(fs::path(model.dir()) / f, dst, fs::copy_options::overwrite_existing, ec);
-    if (ec)
-      throw InputError(InputError::Kind::Io, (fs::path(model.dir()) / f).string(), "",
-                       "cannot copy to the output: " + ec.message());
-    sum.output_files.push_back(f);
-  }
+  copy_other_files(model, partial.string(), sum.output_files);
 
   if (job.smoothing) {
     write_file_atomic((partial / kSmoothingFactorsFile).string(), smoothing_factors_json(*job.smoothing));
     sum.output_files.push_back(kSmoothingFactorsFile);
   }
 
-  json manifest;
-  manifest["tool"] = "qtool";
-  manifest["version"] = QTOOL_VERSION_STRING;
-  manifest["command"] = job.command_line;
+  json manifest = manifest_base(job.command_line, model.checkpoint().shard_paths(), job.hash_inputs);
   manifest["scheme"] = scheme.name;
   manifest["format"] = legacy ? "legacy-fp8" : "compressed-tensors";
   manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";
@@ -275,19 +262,10 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
                                           "post_attention_layernorm -> gate/up (+ up_proj -> down_proj with mappings "
                                           "all); static input scales from the smoothed activations"}};
   }
-  json inputs = json::array();
-  for (const auto& p : model.checkpoint().shard_paths()) {
-    json e;
-    e["file"] = fs::path(p).filename().string();
-    e["bytes"] = fs::file_size(p, ec);
-    e["sha256"] = job.hash_inputs ? json(sha256_file(p)) : json(nullptr);
-    inputs.push_back(e);
-  }
-  manifest["inputs"] = inputs;
   manifest["quantized_modules"] = plan.quantized_modules.size();
   manifest["ignore"] = plan.ignore_written;
-  write_file_atomic((partial / "qtool_manifest.json").string(), manifest.dump(2) + "\n");
-  sum.output_files.push_back("qtool_manifest.json");
+  write_manifest(partial.string(), manifest);
+  sum.output_files.push_back(kManifestFile);
 
   // Publish: rename partial -> OUT (an existing OUT is replaced only now, after success).
   folder.publish();

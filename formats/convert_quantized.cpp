@@ -8,12 +8,11 @@
 #include <memory>
 #include <set>
 
-#include "build_info.h"
 #include "formats/atomic_file.h"
+#include "formats/manifest.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
-#include "formats/sha256.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/pack.h"
@@ -146,29 +145,11 @@ struct Writer {
     }
     write_config_json(dir.string(), config);
     sum.output_files.push_back("config.json");
-    std::error_code ec;
-    for (const auto& f : m.other_files()) {
-      if (f == "qtool_manifest.json") continue;  // describes the input's own history; rewritten below
-      fs::copy_file(fs::path(m.dir()) / f, dir / f, fs::copy_options::overwrite_existing, ec);
-      if (ec)
-        throw InputError(Kind::Io, (fs::path(m.dir()) / f).string(), "", "cannot copy to the output: " + ec.message());
-      sum.output_files.push_back(f);
-    }
-    manifest["tool"] = "qtool";
-    manifest["version"] = QTOOL_VERSION_STRING;
-    manifest["command"] = job.command_line;
-    json inputs = json::array();
-    for (const auto& p : m.checkpoint().shard_paths()) {
-      json e;
-      e["file"] = fs::path(p).filename().string();
-      e["bytes"] = fs::file_size(p, ec);
-      e["sha256"] = job.hash_inputs ? json(sha256_file(p)) : json(nullptr);
-      inputs.push_back(e);
-    }
-    manifest["inputs"] = inputs;
+    copy_other_files(m, dir.string(), sum.output_files);
+    manifest.update(manifest_base(job.command_line, m.checkpoint().shard_paths(), job.hash_inputs));
     manifest["notes"] = sum.notes;
-    write_file_atomic((dir / "qtool_manifest.json").string(), manifest.dump(2) + "\n");
-    sum.output_files.push_back("qtool_manifest.json");
+    write_manifest(dir.string(), manifest);
+    sum.output_files.push_back(kManifestFile);
     folder.publish();
   }
 };

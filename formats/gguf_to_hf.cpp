@@ -12,12 +12,11 @@
 #include <set>
 #include <unordered_map>
 
-#include "build_info.h"
 #include "formats/atomic_file.h"
+#include "formats/manifest.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/safetensors_writer.h"
-#include "formats/sha256.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/tensor_view.h"
@@ -950,20 +949,12 @@ ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJ
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"})
     sum.output_files.push_back(f);
 
-  json manifest;
-  manifest["tool"] = "qtool";
-  manifest["version"] = QTOOL_VERSION_STRING;
-  manifest["command"] = job.command_line;
+  json manifest = manifest_base(job.command_line, {g.path()}, job.hash_inputs);
   manifest["conversion"] = "gguf-to-hf";
   manifest["dtype"] = std::string(dtype_short_name(dtype));
-  json in;
-  in["file"] = fs::path(g.path()).filename().string();
-  in["bytes"] = g.file_size();
-  in["sha256"] = job.hash_inputs ? json(sha256_file(g.path())) : json(nullptr);
-  manifest["inputs"] = json::array({in});
   manifest["notes"] = sum.notes;
-  write_file_atomic((dir / "qtool_manifest.json").string(), manifest.dump(2) + "\n");
-  sum.output_files.push_back("qtool_manifest.json");
+  write_manifest(dir.string(), manifest);
+  sum.output_files.push_back(kManifestFile);
   out.publish();
   return sum;
 }

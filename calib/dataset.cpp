@@ -14,10 +14,6 @@
 namespace qt::calib {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
 std::string read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(InputError::Kind::Missing, path, "", "cannot open the calibration dataset");
@@ -79,7 +75,7 @@ uint64_t splitmix(uint64_t& s) {
 CalibrationText load_calibration_text(const std::string& path) {
   std::string raw = read_all(path);
   std::string name = path;
-  if (ends_with(name, ".zst")) {
+  if (name.ends_with(".zst")) {
     raw = zstd_decompress(raw, path);
     name = name.substr(0, name.size() - 4);
   }
@@ -88,7 +84,7 @@ CalibrationText load_calibration_text(const std::string& path) {
   Sha256 h;
   h.update(raw.data(), raw.size());
   t.sha256 = h.hex();
-  if (ends_with(name, ".jsonl")) {
+  if (name.ends_with(".jsonl")) {
     std::istringstream in(raw);
     std::string line;
     int lineno = 0;

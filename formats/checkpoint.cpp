@@ -16,10 +16,6 @@ using Kind = InputError::Kind;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::string read_small_file(const std::string& path) {
   MappedFile m(path);
   return std::string(reinterpret_cast<const char*>(m.data()), static_cast<size_t>(m.size()));
@@ -74,7 +70,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     } else {
       for (const auto& e : fs::directory_iterator(path, ec)) {
         const std::string name = e.path().filename().string();
-        if (!name.empty() && name[0] != '.' && ends_with(name, ".safetensors") && e.is_regular_file())
+        if (!name.empty() && name[0] != '.' && name.ends_with(".safetensors") && e.is_regular_file())
           files.push_back(e.path().string());
       }
       if (ec) throw InputError(Kind::Io, path, "", "cannot list folder: " + ec.message());
@@ -83,7 +79,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
         throw InputError(Kind::Missing, path, "",
                          "no model.safetensors.index.json and no *.safetensors file in this folder");
     }
-  } else if (ends_with(path, ".index.json")) {
+  } else if (path.ends_with(".index.json")) {
     index = path;
     c.dir_ = fs::path(path).parent_path().string();
     if (c.dir_.empty()) c.dir_ = ".";

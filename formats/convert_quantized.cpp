@@ -25,9 +25,6 @@ using Kind = InputError::Kind;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 std::string strip(const std::string& s, const std::string& suf) { return s.substr(0, s.size() - suf.size()); }
 std::string last_component(const std::string& s) {
   const auto p = s.rfind('.');
@@ -56,7 +53,7 @@ bool is_activation_or_kv_scale(const std::string& name) {
 std::vector<std::string> weight_modules(const Checkpoint& ck) {
   std::vector<std::string> v;
   for (const auto& t : ck.tensors())
-    if (t.shape.size() == 2 && ends_with(t.name, ".weight") && !ends_with(strip(t.name, ".weight"), "norm"))
+    if (t.shape.size() == 2 && t.name.ends_with(".weight") && !strip(t.name, ".weight").ends_with("norm"))
       v.push_back(strip(t.name, ".weight"));
   return v;
 }
@@ -193,8 +190,8 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
   for (const auto& t : ck.tensors()) {
     std::string module;
     bool inv = false;
-    if (ends_with(t.name, ".weight_scale_inv")) { module = strip(t.name, ".weight_scale_inv"); inv = true; }
-    else if (ends_with(t.name, ".weight_scale")) module = strip(t.name, ".weight_scale");
+    if (t.name.ends_with(".weight_scale_inv")) { module = strip(t.name, ".weight_scale_inv"); inv = true; }
+    else if (t.name.ends_with(".weight_scale")) module = strip(t.name, ".weight_scale");
     else continue;
     if (!seen.insert(module).second)
       throw InputError(Kind::BadFile, t.file, t.name, "module has both weight_scale and weight_scale_inv");
@@ -286,7 +283,7 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
   }
   // A quantized-looking weight without a scale would be read as garbage.
   for (const auto& t : ck.tensors())
-    if (ends_with(t.name, ".weight") && (t.dtype == DType::F8_E4M3 || t.dtype == DType::I8) &&
+    if (t.name.ends_with(".weight") && (t.dtype == DType::F8_E4M3 || t.dtype == DType::I8) &&
         !seen.count(strip(t.name, ".weight")))
       throw InputError(Kind::Missing, t.file, strip(t.name, ".weight") + ".weight_scale", "quantized weight without its scale");
   return q;

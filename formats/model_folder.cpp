@@ -14,15 +14,11 @@ using Kind = InputError::Kind;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Weight files in formats qtool does not read: copying them into a quantized folder would ship
 // the original precision weights next to the quantized ones (and some loaders prefer them).
 bool is_foreign_weight_file(const std::string& name) {
   for (const char* ext : {".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx", ".onnx_data"})
-    if (ends_with(name, ext)) return true;
+    if (name.ends_with(ext)) return true;
   return name == "pytorch_model.bin.index.json" || name == "tf_model.h5.index.json" ||
          name == "flax_model.msgpack.index.json";
 }
@@ -71,7 +67,7 @@ ModelFolder ModelFolder::open(const std::string& dir) {
       m.skipped_.push_back({name, "not a regular file"});
       continue;
     }
-    if (name == "config.json" || ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json"))
+    if (name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json"))
       continue;
     if (is_foreign_weight_file(name)) {
       m.skipped_.push_back({name, "weights in a format other than safetensors"});

@@ -171,10 +171,6 @@ const char* torch_dtype_name(DType t) {
   }
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 int tiny_tokenizer_size() { return 256 + static_cast<int>(merges().size()) + 2; }
@@ -229,7 +225,7 @@ std::vector<uint8_t> tiny_model_tensor_bytes(const TinyModelOptions& o, const Te
   const uint64_t rows = spec.shape.size() == 2 ? static_cast<uint64_t>(spec.shape[0]) : 1;
   const uint64_t cols = static_cast<uint64_t>(spec.shape.back());
   const bool is_norm = spec.shape.size() == 1;
-  const bool is_proj = ends_with(spec.name, "_proj.weight");
+  const bool is_proj = spec.name.ends_with("_proj.weight");
   // Outlier input columns first (from the same stream, so they too depend only on seed+name).
   std::vector<double> col_scale(cols, 1.0);
   if (is_proj)

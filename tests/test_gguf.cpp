@@ -672,9 +672,9 @@ TEST(GgufReject, BadDimensions) {
 TEST(GgufReject, MissingFileAndDirectory) {
   test::TempDir tmp;
   InputError e = expect_input_error([&] { GgufFile::open(tmp.str("nope.gguf")); }, Kind::Missing,
-                                    "does not exist");
+                                    "no such file");
   EXPECT_EQ(e.file(), tmp.str("nope.gguf"));
-  expect_input_error([&] { GgufFile::open(tmp.str()); }, Kind::BadFile, "not a regular file");
+  expect_input_error([&] { GgufFile::open(tmp.str()); }, Kind::Missing, "is a directory, not a file");
   test::write_file(tmp.path() / "empty.gguf", {});
   expect_input_error([&] { GgufFile::open(tmp.str("empty.gguf")); }, Kind::BadFile, "bad magic");
 }

@@ -17,9 +17,6 @@ namespace qt::verify {
 using nlohmann::json;
 
 namespace {
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 std::string strip(const std::string& s, const std::string& suf) { return s.substr(0, s.size() - suf.size()); }
 
 // Expected scale shape for args and a weight [out, in]; empty optional if the strategy stores none.
@@ -77,15 +74,15 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     r.total_bytes += t.bytes.size();
     r.num_tensors++;
     uint64_t n = t.numel();
-    if (ends_with(t.name, ".weight_packed") && t.dtype == DType::I32) {
+    if (t.name.ends_with(".weight_packed") && t.dtype == DType::I32) {
       // Logical elements: 32 / bits per word; bits from the config when known, else 4.
       int bits = 4;
       auto g = group_for_module(r.quant, strip(t.name, ".weight_packed"));
       if (g && (*g)->weights) bits = (*g)->weights->num_bits();
       n = n * static_cast<uint64_t>(32 / bits);
     }
-    if (ends_with(t.name, "_scale") || ends_with(t.name, ".weight_shape") || ends_with(t.name, "_zero_point") ||
-        ends_with(t.name, ".weight_g_idx"))
+    if (t.name.ends_with("_scale") || t.name.ends_with(".weight_shape") || t.name.ends_with("_zero_point") ||
+        t.name.ends_with(".weight_g_idx"))
       continue;  // quantization metadata, not parameters
     r.parameters += n;
   }
@@ -98,7 +95,7 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   // Modules: X.weight (2-D) or X.weight_packed.
   std::set<std::string> modules;
   for (const auto& [name, t] : by_name) {
-    if (ends_with(name, ".weight_packed")) modules.insert(strip(name, ".weight_packed"));
+    if (name.ends_with(".weight_packed")) modules.insert(strip(name, ".weight_packed"));
     else if (calib::is_linear_weight_name(name, t->shape)) modules.insert(strip(name, ".weight"));
   }
   std::map<std::string, bool> q_of;
@@ -129,7 +126,7 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     // Findings.
     if (c.quantized && !ws)
       r.findings.push_back({"error", m, "quantized weight without weight_scale"});
-    if (c.quantized && (m == "lm_head" || ends_with(m, ".lm_head")))
+    if (c.quantized && (m == "lm_head" || m.ends_with(".lm_head")))
       r.findings.push_back({"error", m, "lm_head is quantized; vLLM cannot load a quantized lm_head"});
     if (quantized_ckpt && c.quantized && !g)
       r.findings.push_back({"error", m, "stored quantized but not covered by any config group (or listed in ignore): vLLM will fail to load its scales"});

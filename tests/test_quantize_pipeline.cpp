@@ -1,0 +1,262 @@
+// Tests for the engine's quantize flow as a library: calib/quantize_pipeline (run_quantize,
+// preflight_output, static_input_scale) and calib/quantize (quantize_model). The CLI tests
+// (test_cli.cpp) cover the same paths through the binary; these call the functions directly on the
+// seeded tiny model (formats/tiny_model.h). The weight numerics themselves are checked against
+// compressed-tensors' own bytes in test_ct_goldens.cpp; here the question is whether the pipeline
+// writes what the plan says, where it says, and nothing else.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "calib/quant_plan.h"
+#include "calib/quantize.h"
+#include "calib/quantize_pipeline.h"
+#include "formats/model_folder.h"
+#include "formats/safetensors.h"
+#include "formats/tiny_model.h"
+#include "libquant/error.h"
+#include "libquant/parallel.h"
+#include "libquant/quantize.h"
+#include "libquant/schemes.h"
+#include "tests/support/test_support.h"
+
+namespace qt::calib {
+namespace {
+
+namespace fs = std::filesystem;
+using Kind = InputError::Kind;
+
+struct PlannedRun {
+  QuantPlan plan;
+  QuantizeSummary summary;
+};
+
+PlannedRun quantize_tiny(const std::string& model_dir, const std::string& out, const char* scheme,
+                  uint64_t max_shard = 5'000'000'000, const ActivationStats* stats = nullptr) {
+  const ModelFolder m = ModelFolder::open(model_dir);
+  PlanOptions po;
+  po.scheme = find_scheme(scheme);
+  PlannedRun r;
+  r.plan = build_quant_plan(m.checkpoint().tensors(), po, m.dir());
+  QuantizeJob job;
+  job.output_dir = out;
+  job.max_shard_bytes = max_shard;
+  job.hash_inputs = false;
+  job.command_line = "test";
+  job.stats = stats;
+  preflight_output(m, r.plan, job);
+  r.summary = run_quantize(m, r.plan, job);
+  return r;
+}
+
+std::string tiny(const test::TempDir& d, DType dt = DType::BF16) {
+  TinyModelOptions o;
+  o.dtype = dt;
+  write_tiny_model(d.str("m"), o);
+  return d.str("m");
+}
+
+TEST(QuantizePipeline, WritesExactlyThePlannedTensorsAndCopiesKeptOnesByteForByte) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const PlannedRun r = quantize_tiny(in, d.str("out"), "fp8-dynamic");
+  const Checkpoint out = Checkpoint::open(d.str("out"));
+  const Checkpoint src = Checkpoint::open(in);
+  ASSERT_EQ(out.tensors().size(), r.plan.outputs.size());
+  for (const OutputTensor& o : r.plan.outputs) {
+    const TensorView* t = out.find(o.name);
+    ASSERT_NE(t, nullptr) << o.name;
+    EXPECT_EQ(t->dtype, o.dtype) << o.name;
+    EXPECT_EQ(t->shape, o.shape) << o.name;
+    if (o.kind == OutputTensor::Kind::Copy) {
+      const TensorView* s = src.find(o.source);
+      ASSERT_NE(s, nullptr);
+      EXPECT_TRUE(std::equal(s->bytes.begin(), s->bytes.end(), t->bytes.begin(), t->bytes.end())) << o.name;
+    }
+  }
+  EXPECT_EQ(r.summary.tensors_quantized, r.plan.quantized_modules.size());
+  EXPECT_EQ(r.summary.output_bytes, r.plan.output_bytes);
+  EXPECT_FALSE(fs::exists(d.str("out") + "/model.safetensors.index.json"));  // one shard: no index
+}
+
+TEST(QuantizePipeline, QuantizedCodesAndScalesAreLibquantsForThatTensor) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  quantize_tiny(in, d.str("out"), "int8-dynamic");
+  const Checkpoint out = Checkpoint::open(d.str("out"));
+  const Checkpoint src = Checkpoint::open(in);
+  const std::string name = "model.layers.1.mlp.down_proj";
+  const TensorView* w = src.find(name + ".weight");
+  ASSERT_NE(w, nullptr);
+  const QuantizedWeight q = quantize_weight(*w, find_scheme("int8-dynamic")->weights);
+  const TensorView* codes = out.find(name + ".weight");
+  const TensorView* scale = out.find(name + ".weight_scale");
+  ASSERT_TRUE(codes && scale);
+  EXPECT_TRUE(std::equal(q.codes.begin(), q.codes.end(), codes->bytes.begin(), codes->bytes.end()));
+  EXPECT_TRUE(std::equal(q.scale_bytes.begin(), q.scale_bytes.end(), scale->bytes.begin(), scale->bytes.end()));
+}
+
+TEST(QuantizePipeline, SmallShardCapSplitsTheOutputAndTheIndexNamesEveryTensorOnce) {
+  test::TempDir d;
+  const std::string in = tiny(d, DType::F32);
+  const PlannedRun r = quantize_tiny(in, d.str("out"), "w4a16", 100'000);
+  EXPECT_GT(r.summary.shards, 1u);
+  const nlohmann::json idx = nlohmann::json::parse(test::read_text(d.path() / "out" / "model.safetensors.index.json"));
+  const auto& map = idx.at("weight_map");
+  EXPECT_EQ(map.size(), r.plan.outputs.size());
+  std::set<std::string> files;
+  for (const OutputTensor& o : r.plan.outputs) {
+    ASSERT_TRUE(map.contains(o.name)) << o.name;
+    files.insert(map[o.name].get<std::string>());
+  }
+  EXPECT_EQ(files.size(), r.summary.shards);
+  for (const auto& f : files) {
+    const SafetensorsFile sf = SafetensorsFile::open(d.str("out") + "/" + f);
+    for (const auto& t : sf.tensors()) EXPECT_EQ(map[t.name], f) << t.name;
+  }
+}
+
+TEST(QuantizePipeline, OutputIsByteIdenticalAtOneAndTwoThreads) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  set_default_threads(1);
+  quantize_tiny(in, d.str("one"), "fp8-block");
+  set_default_threads(2);
+  quantize_tiny(in, d.str("two"), "fp8-block");
+  for (const char* f : {"model.safetensors", "config.json", "qtool_manifest.json"})
+    EXPECT_EQ(test::read_file(d.path() / "one" / f), test::read_file(d.path() / "two" / f)) << f;
+}
+
+TEST(QuantizePipeline, ConfigAndManifestDescribeTheRun) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const PlannedRun r = quantize_tiny(in, d.str("out"), "w8a16");
+  const nlohmann::json cfg = nlohmann::json::parse(test::read_text(d.path() / "out" / "config.json"));
+  const auto& qc = cfg.at("quantization_config");
+  EXPECT_EQ(qc.at("quant_method"), "compressed-tensors");
+  EXPECT_EQ(qc.at("format"), "pack-quantized");
+  EXPECT_EQ(qc.at("ignore"), r.plan.ignore_written);
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "out" / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("tool"), "qtool");
+  EXPECT_EQ(man.at("command"), "test");
+  EXPECT_EQ(man.at("scheme"), "w8a16");
+  EXPECT_EQ(man.at("quantized_modules"), r.plan.quantized_modules.size());
+  ASSERT_EQ(man.at("inputs").size(), 1u);
+  EXPECT_EQ(man["inputs"][0].at("file"), "model.safetensors");
+  EXPECT_TRUE(man["inputs"][0].at("sha256").is_null());  // hash_inputs = false
+  // The tokenizer files are carried along, the manifest is listed once.
+  EXPECT_TRUE(fs::exists(d.path() / "out" / "tokenizer.json"));
+  EXPECT_EQ(std::count(r.summary.output_files.begin(), r.summary.output_files.end(), "qtool_manifest.json"), 1);
+}
+
+TEST(QuantizePipeline, AStaticSchemeWithoutAStatisticNamesTheInputScaleAndLeavesNothing) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  ActivationStats empty;
+  try {
+    quantize_tiny(in, d.str("out"), "fp8-static", 5'000'000'000, &empty);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::BadValue);
+    // The first quantized module in file order (safetensors sorts names: mlp before self_attn).
+    EXPECT_EQ(e.tensor(), "model.layers.0.mlp.down_proj.input_scale");
+    EXPECT_EQ(e.problem(), "no calibration statistic (the module saw no tokens, or stats do not match the model)");
+  }
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+  for (const auto& e : fs::directory_iterator(d.path()))
+    EXPECT_EQ(e.path().filename().string().find("qtool-partial"), std::string::npos) << e.path();
+}
+
+TEST(QuantizePipeline, StaticInputScaleIsTheFusedGroupsAbsmaxOverTheFp8Maximum) {
+  ActivationStats s;
+  s.input_absmax["m.layers.0.self_attn.q_proj"] = 2.0f;
+  s.input_absmax["m.layers.0.self_attn.k_proj"] = 4.48f;  // q/k/v share one scale: the max
+  s.input_absmax["m.layers.0.self_attn.v_proj"] = 1.0f;
+  // 4.48 / 448 = 0.01, rounded to f32 (F32 scale dtype).
+  EXPECT_EQ(static_input_scale(s, "m.layers.0.self_attn.v_proj", QuantType::Float8E4M3, DType::F32, "m"),
+            4.48f / 448.0f);
+  EXPECT_EQ(static_input_scale(s, "m.layers.0.self_attn.q_proj", QuantType::Float8E4M3, DType::F32, "m"),
+            4.48f / 448.0f);
+}
+
+TEST(QuantizeModel, DryRunPlansWithoutWritingAnything) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("fp8-static");  // would calibrate, but not in a dry run
+  r.dry_run = true;
+  const QuantizeOutcome o = quantize_model(r);
+  EXPECT_TRUE(o.dry_run);
+  EXPECT_EQ(o.plan.quantized_modules.size(), 14u);  // 2 layers x 7 Linears
+  EXPECT_EQ(o.calibration.tokens, 0);
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+  EXPECT_FALSE(fs::exists(resume_stats_path(d.str("out"))));
+}
+
+TEST(QuantizeModel, AnAlreadyQuantizedModelIsRefused) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("q");
+  r.scheme = find_scheme("fp8-dynamic");
+  quantize_model(r);
+  r.model = d.str("q");
+  r.output = d.str("qq");
+  try {
+    quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Unsupported);
+    EXPECT_EQ(e.file(), d.str("q") + "/config.json");
+    EXPECT_EQ(e.problem(), "the model is already quantized (config.json has a quantization_config); quantize an "
+                           "unquantized BF16/F16/F32 checkpoint");
+  }
+}
+
+TEST(QuantizeModel, SmoothQuantWithAWeightOnlySchemeIsAUsageError) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("w4a16");
+  r.smoothquant = true;
+  try {
+    quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Usage);
+    EXPECT_EQ(e.problem(), "--smoothquant needs a scheme that quantizes activations; w4a16 is weight-only (smoothing "
+                           "would only make its weights harder to quantize)");
+  }
+}
+
+TEST(QuantizeModel, ACalibratedRunReportsItsCostAndRemovesTheResumeFile) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("int8-static");
+  r.num_samples = 2;
+  r.seq_len = 16;
+  std::vector<std::string> lines;
+  QuantizeEvents ev;
+  ev.info = [&](const std::string& l) { lines.push_back(l); };
+  const QuantizeOutcome o = quantize_model(r, ev);
+  EXPECT_EQ(o.calibration.samples, 2);
+  EXPECT_GT(o.calibration.tokens, 2);
+  EXPECT_LE(o.calibration.tokens, 32);
+  EXPECT_TRUE(fs::exists(d.path() / "out" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(resume_stats_path(d.str("out"))));
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines[0].rfind("calibration: 2 samples, ", 0), 0u) << lines[0];
+}
+
+}  // namespace
+}  // namespace qt::calib

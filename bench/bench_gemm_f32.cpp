@@ -1,4 +1,4 @@
-// The forward pass's packed f32 GEMM (calib/gemm.h) alone, on one calibration sample's Linears:
+// The forward pass's packed f32 GEMM (libquant/gemm.h) alone, on one calibration sample's Linears:
 // T tokens x the (N, K) shapes of a Llama layer. Best of R repeats per shape (the machine is
 // shared; the best run is the least disturbed), GFLOP/s = 2 T N K / seconds. One JSON line per
 // shape. Usage: bench_gemm_f32 [T=512] [THREADS=0] [REPEATS=20] [H=768] [I=2048] [KV=256]

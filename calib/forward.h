@@ -16,7 +16,7 @@
 // term leaves anonymous memory for a file-backed mapping above ForwardOptions::hidden_spill.
 //
 // Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Every matrix
-// product (the Linears, attention's Q K^T and P V) is calib/gemm.h's: one f32 FMA chain per
+// product (the Linears, attention's Q K^T and P V) is libquant/gemm.h's: one f32 FMA chain per
 // output, k ascending. exp is vmath.h's exp_f32 (within 2 ulp). RMSNorm's mean of squares and
 // softmax's denominator are summed in double then rounded to f32 (more accurate than, and within
 // an ulp or two of, torch's f32 cascade sums). Op order otherwise follows transformers' eager f32

@@ -47,7 +47,7 @@ struct QuantizeJob {
   bool hash_inputs = true;          // sha256 of each input shard in the manifest
   std::string command_line;         // recorded in the manifest
   const ActivationStats* stats = nullptr;  // required for static schemes / --kv-cache fp8
-  // SmoothQuant (formats/smoothing.h): tensors it names are written smoothed (and then
+  // SmoothQuant (calib/smoothing.h): tensors it names are written smoothed (and then
   // quantized when the plan says so). With it, `stats` must be smoothing->stats (the smoothed
   // input absmax). Not owned; may be null.
   const SmoothingPlan* smoothing = nullptr;

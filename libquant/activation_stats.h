@@ -1,6 +1,6 @@
 // Activation statistics gathered by calibration (calib/) and consumed by the quantize pipeline
-// (formats/quantize_pipeline) to set static input scales and KV-cache scales, and by SmoothQuant
-// (libquant/smoothquant.h, formats/smoothing.h) to balance activation outliers into the weights.
+// (calib/quantize_pipeline) to set static input scales and KV-cache scales, and by SmoothQuant
+// (libquant/smoothquant.h, calib/smoothing.h) to balance activation outliers into the weights.
 #pragma once
 
 #include <map>

@@ -1,4 +1,4 @@
-// The calibration forward's packed f32 GEMM (calib/gemm.h): bit-identical to the scalar FMA chain
+// The calibration forward's packed f32 GEMM (libquant/gemm.h): bit-identical to the scalar FMA chain
 // it documents (AVX2 micro-kernel and scalar fallback alike) over sizes that hit every remainder
 // (rows vs the 6-row tile and 96-row task, columns vs the 16-column panel and 128-column task, K
 // vs the 8-wide vector and the 1024 K block); close to a float64 product within a bound derived

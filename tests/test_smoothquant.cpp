@@ -1,5 +1,5 @@
 // SmoothQuant: the numerics (libquant/smoothquant.h) and the plan over a model folder
-// (formats/smoothing.h). Hand-derived values here; the comparison with llm-compressor's own
+// (calib/smoothing.h). Hand-derived values here; the comparison with llm-compressor's own
 // SmoothQuantModifier output is in SmoothQuantGolden below (testdata/smoothquant/).
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

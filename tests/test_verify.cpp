@@ -1,4 +1,4 @@
-// The verify engine (calib/verify.h): hand-derived metrics, activation fake-quantization, sample
+// The verify engine (verify/verify.h): hand-derived metrics, activation fake-quantization, sample
 // chunking, then whole verifications of tiny-model checkpoints: real output passes, deliberately
 // corrupted checkpoints (doubled scale, flipped exponent bit, zero scale, shrunken static input
 // scale) trip the gates, INT8 fast and reference kernels agree bit for bit, and model-level KL of

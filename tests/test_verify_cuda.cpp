@@ -1,4 +1,4 @@
-// `qtool verify --device cuda` (calib/verify_cuda.h) on the CPU: the accuracy comparison against
+// `qtool verify --device cuda` (verify/verify_cuda.h) on the CPU: the accuracy comparison against
 // cpu_ref (bit-exact INT8, FP8 bound and relative-L2 gate, NaN), speedups over BF16, the issue's
 // throughput targets, --bench-shape parsing, and the command line in a build without CUDA or on a
 // machine without a GPU (exit 5 and the exact reason). With a usable GPU the CLI tests check that

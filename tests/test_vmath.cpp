@@ -1,4 +1,4 @@
-// Elementwise math of the forward pass (calib/vmath.h): exp_f32 within 2 ulp of the exact value
+// Elementwise math of the forward pass (libquant/vmath.h): exp_f32 within 2 ulp of the exact value
 // (float64 std::exp as the reference) over its whole finite range, the documented edge rules,
 // and the AVX2 body bit-identical to the scalar twin (lengths that hit the 8-lane tail).
 #include <gtest/gtest.h>

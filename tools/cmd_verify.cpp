@@ -1,5 +1,5 @@
 // `qtool verify QUANT_DIR [--reference ORIG_DIR]`: is a quantized checkpoint right, and how much
-// did it lose (calib/verify.h does the work; this file parses options and prints the report).
+// did it lose (verify/verify.h does the work; this file parses options and prints the report).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -33,7 +33,7 @@ struct Opts {
   uint64_t seed = 0;
   double bench_seconds = 0.2;
   int threads = 0;
-  // --device cuda (calib/verify_cuda.h)
+  // --device cuda (verify/verify_cuda.h)
   std::string device = "cpu";
   bool bench = false, no_peak = false;
   std::vector<int64_t> bench_m;

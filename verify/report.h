@@ -94,7 +94,7 @@ struct VerifyReport {
   // SmoothQuant seen against the reference: the layers whose output was divided by per-channel
   // factors: norms (input_layernorm / post_attention_layernorm) whose weights differ from the
   // reference's -- the factor is then g/g', exactly what the checkpoint deploys -- and mlp.up_proj
-  // layers listed in the folder's qtool_smoothing.json (formats/smoothing.h; their factors are not
+  // layers listed in the folder's qtool_smoothing.json (calib/smoothing.h; their factors are not
   // recoverable from the quantized weights). Each Linear they feed is checked as deployed: its
   // captured input x becomes x / s before the kernel, the GEMM error is still measured against
   // x W_ref^T, and the weight SQNR compares with W_ref * s (columns; up_proj's rows also / s).

@@ -215,7 +215,7 @@ class Verifier {
   // SmoothQuant leaves the model's function unchanged but moves per-channel factors from a norm
   // (or up_proj) into the Linears it feeds; against the (unsmoothed) reference they must be undone.
   void detect_smoothing() {
-    // Which norm feeds which Linear: the same table quantize smooths by (formats/smoothing.h),
+    // Which norm feeds which Linear: the same table quantize smooths by (calib/smoothing.h),
     // read off the (dense) reference. A layout it does not know (e.g. MoE) has no norm mappings.
     std::map<std::string, std::string> norm_of;
     try {

@@ -1,5 +1,5 @@
-// Internals of qt::Tokenizer (calib/tokenizer.h). Not a public header: only calib/tokenizer*.cpp,
-// calib/bpe.cpp and the tokenizer tests include it.
+// Internals of qt::Tokenizer (calib/tokenizer/tokenizer.h). Not a public header: only calib/tokenizer/*.cpp
+// and the tokenizer tests include it.
 //
 // The encode pipeline follows `tokenizers` (tokenizer/mod.rs::encode_single_sequence):
 //  1. Added tokens with normalized=false are cut out of the raw text (leftmost-longest,

@@ -1,4 +1,4 @@
-// Internal to calib/vmath.cpp: the constants of exp_f32 (shared by the scalar twin and the AVX2
+// Internal to libquant/kernels/vmath.cpp: the constants of exp_f32 (shared by the scalar twin and the AVX2
 // body so they cannot drift apart) and the AVX2+FMA bodies (vmath_avx2.cpp; call only when
 // qt::kernels::avx2::cpu_ok()).
 #pragma once

@@ -7,11 +7,9 @@
 #include <string>
 #include <vector>
 
-namespace qt {
-class Tokenizer;
-}
-
 namespace qt::calib {
+
+class Tokenizer;
 
 struct CalibrationText {
   std::vector<std::string> documents;  // in file order

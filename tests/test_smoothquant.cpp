@@ -229,7 +229,7 @@ class SmoothingOnTinyModel : public ::testing::Test {
     o.dtype = DType::F32;  // f32: smoothing rounds each weight by at most half an f32 ulp
     write_tiny_model(dir.str("m"), o);
     model.emplace(ModelFolder::open(dir.str("m")));
-    const Tokenizer tok = Tokenizer::from_dir(dir.str("m"));
+    const calib::Tokenizer tok = calib::Tokenizer::from_dir(dir.str("m"));
     samples = calib::make_samples(tok, calib::builtin_calibration_text(), 4, 48, 0);
     stats = calib::calibrate(*model, samples, {}).stats;
   }

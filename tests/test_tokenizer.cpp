@@ -21,7 +21,7 @@
 #include "libquant/error.h"
 #include "tests/support/test_support.h"
 
-namespace qt {
+namespace qt::calib {
 namespace {
 
 using json = nlohmann::json;
@@ -542,4 +542,4 @@ TEST(RealTokenizers, EncodeThroughputIsAboutAMegabytePerSecondOrBetter) {
 }
 
 }  // namespace
-}  // namespace qt
+}  // namespace qt::calib

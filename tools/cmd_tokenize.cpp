@@ -38,8 +38,8 @@ std::string read_text_file(const std::string& path) {
 
 int run_tokenize(const TokenizeOptions& o) {
   std::error_code ec;
-  const Tokenizer tok = std::filesystem::is_directory(o.model, ec) ? Tokenizer::from_dir(o.model)
-                                                                   : Tokenizer::from_file(o.model);
+  const calib::Tokenizer tok = std::filesystem::is_directory(o.model, ec) ? calib::Tokenizer::from_dir(o.model)
+                                                                   : calib::Tokenizer::from_file(o.model);
   for (const auto& w : tok.warnings()) spdlog::warn("qtool: warning: {}: {}", tok.source(), w);
   const bool from_file = !o.file.empty();
   const std::string text = from_file ? read_text_file(o.file) : o.text;

@@ -521,9 +521,9 @@ class Verifier {
       r_.model.skipped = "no tokenizer.json in " + o_.quant_dir + " (pass --token-ids)";
       return {};
     }
-    std::optional<Tokenizer> tok;
+    std::optional<calib::Tokenizer> tok;
     try {
-      tok.emplace(Tokenizer::from_dir(dir));
+      tok.emplace(calib::Tokenizer::from_dir(dir));
     } catch (const InputError& err) {
       r_.model.skipped = std::string("the tokenizer cannot be used: ") + err.what() + " (pass --token-ids)";
       return {};

@@ -8,7 +8,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 namespace {
 
@@ -355,4 +355,4 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     if (s.len != 0) out.push_back(s.id);
 }
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok

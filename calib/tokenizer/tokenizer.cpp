@@ -11,7 +11,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt {
+namespace qt::calib {
 
 using tok::json_bool;
 using tok::json_opt_string;
@@ -489,4 +489,4 @@ int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
 const std::vector<std::string>& Tokenizer::warnings() const { return impl_->warnings; }
 const std::string& Tokenizer::source() const { return impl_->file; }
 
-}  // namespace qt
+}  // namespace qt::calib

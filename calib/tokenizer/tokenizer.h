@@ -35,7 +35,7 @@
 #include <string_view>
 #include <vector>
 
-namespace qt {
+namespace qt::calib {
 
 class Tokenizer {
  public:
@@ -103,4 +103,4 @@ class Tokenizer {
   std::shared_ptr<const Impl> impl_;
 };
 
-}  // namespace qt
+}  // namespace qt::calib

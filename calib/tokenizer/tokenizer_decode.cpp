@@ -7,7 +7,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 namespace {
 
@@ -259,4 +259,4 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string
   return nullptr;
 }
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok

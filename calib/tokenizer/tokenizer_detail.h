@@ -40,7 +40,7 @@
 
 #include "calib/tokenizer/tokenizer.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 class Regex;
 
@@ -316,9 +316,9 @@ class Decoder {
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string& file,
                                       std::string& unsupported);
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok
 
-namespace qt {
+namespace qt::calib {
 
 struct Tokenizer::Impl {
   std::string file;
@@ -340,4 +340,4 @@ struct Tokenizer::Impl {
   void encode_into(std::string_view text, std::vector<int32_t>& out) const;
 };
 
-}  // namespace qt
+}  // namespace qt::calib

@@ -8,7 +8,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 namespace {
 
@@ -332,4 +332,4 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const 
   throw_unsupported(file, "pre_tokenizer", type);
 }
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok

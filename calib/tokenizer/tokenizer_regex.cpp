@@ -23,7 +23,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 namespace {
 
@@ -387,4 +387,4 @@ void split_piece(const Piece& p, const std::vector<Seg>& segs, SplitBehavior beh
   }
 }
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok

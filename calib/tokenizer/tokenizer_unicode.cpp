@@ -10,7 +10,7 @@
 #include "calib/tokenizer/tokenizer_detail.h"
 #include "libquant/error.h"
 
-namespace qt::tok {
+namespace qt::calib::tok {
 
 size_t utf8_invalid_at(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -260,4 +260,4 @@ int unicode_to_byte(char32_t cp) {
   return cp < 0x144 ? byte_tables().from_cp[cp] : -1;
 }
 
-}  // namespace qt::tok
+}  // namespace qt::calib::tok

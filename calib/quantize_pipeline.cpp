@@ -103,6 +103,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
   PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
   const fs::path partial = folder.path();
+  // The manifest's input hashes, computed alongside (formats/manifest.h).
+  InputHashes hashes(model.checkpoint().shard_paths(), job.hash_inputs);
 
   const auto& tensors = model.checkpoint().tensors();
   std::map<std::string, const TensorView*> by_name;
@@ -245,7 +247,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     sum.output_files.push_back(kSmoothingFactorsFile);
   }
 
-  json manifest = manifest_base(job.command_line, model.checkpoint().shard_paths(), job.hash_inputs);
+  json manifest = manifest_base(job.command_line, hashes);
   manifest["scheme"] = scheme.name;
   manifest["format"] = legacy ? "legacy-fp8" : "compressed-tensors";
   manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";

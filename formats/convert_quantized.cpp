@@ -110,9 +110,11 @@ struct Writer {
   std::map<std::string, size_t> shard_of;
   std::vector<std::unique_ptr<SafetensorsWriter>> writers;
   uint64_t total = 0;
+  std::unique_ptr<InputHashes> hashes;  // the manifest's input hashes, computed alongside
 
-  Writer(const ConvertJob& job, const std::string& input, const std::vector<TensorSpec>& specs)
-      : folder(PartialFolder::create(job.output_dir, input, job.overwrite)) {
+  Writer(const ConvertJob& job, const ModelFolder& m, const std::vector<TensorSpec>& specs)
+      : folder(PartialFolder::create(job.output_dir, m.dir(), job.overwrite)),
+        hashes(std::make_unique<InputHashes>(m.checkpoint().shard_paths(), job.hash_inputs)) {
     shards = plan_shards(specs, job.max_shard_bytes);
     for (size_t s = 0; s < shards.size(); ++s) {
       for (const auto& sp : shards[s].tensors) shard_of[sp.name] = s;
@@ -143,7 +145,7 @@ struct Writer {
     write_config_json(dir.string(), config);
     sum.output_files.push_back("config.json");
     copy_other_files(m, dir.string(), sum.output_files);
-    manifest.update(manifest_base(job.command_line, m.checkpoint().shard_paths(), job.hash_inputs));
+    manifest.update(manifest_base(job.command_line, *hashes));
     manifest["notes"] = sum.notes;
     write_manifest(dir.string(), manifest);
     sum.output_files.push_back(kManifestFile);
@@ -438,7 +440,7 @@ ConvertSummary convert_quant_layout(const ModelFolder& m, OutputFormat to, std::
   // ---- write ----
   std::vector<TensorSpec> specs;
   for (const auto& it : items) specs.push_back(it.out);
-  Writer wr(job, m.dir(), specs);
+  Writer wr(job, m, specs);
   sum.tensors_in = ck.tensors().size();
   sum.tensors_out = items.size();
   for (size_t i = 0; i < items.size(); ++i) {
@@ -510,7 +512,7 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
 
   std::vector<TensorSpec> specs;
   for (const auto& it : items) specs.push_back(it.out);
-  Writer wr(job, m.dir(), specs);
+  Writer wr(job, m, specs);
   sum.tensors_in = ck.tensors().size();
   sum.tensors_out = items.size();
   const size_t es = static_cast<size_t>(dtype_bits(dtype) / 8);

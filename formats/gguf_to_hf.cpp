@@ -464,6 +464,7 @@ ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJ
 
   PartialFolder out = PartialFolder::create(job.output_dir, g.path(), job.overwrite);
   const fs::path dir = out.path();
+  InputHashes hashes({g.path()}, job.hash_inputs);  // alongside the conversion (formats/manifest.h)
 
   ConvertSummary sum;
   sum.tensors_in = g.tensors().size();
@@ -568,7 +569,7 @@ ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJ
   for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"})
     sum.output_files.push_back(f);
 
-  json manifest = manifest_base(job.command_line, {g.path()}, job.hash_inputs);
+  json manifest = manifest_base(job.command_line, hashes);
   manifest["conversion"] = "gguf-to-hf";
   manifest["dtype"] = std::string(dtype_short_name(dtype));
   manifest["notes"] = sum.notes;

@@ -1,6 +1,9 @@
 #include "formats/manifest.h"
 
+#include <atomic>
+#include <exception>
 #include <filesystem>
+#include <thread>
 
 #include "build_info.h"
 #include "formats/atomic_file.h"
@@ -11,22 +14,58 @@
 namespace qt {
 namespace fs = std::filesystem;
 
-nlohmann::json manifest_base(const std::string& command_line, const std::vector<std::string>& input_paths,
-                             bool hash_inputs) {
+struct InputHashes::State {
+  std::vector<std::string> paths;
+  bool enabled = false;
+  std::vector<std::string> hex;
+  std::exception_ptr error;
+  std::atomic<bool> stop{false};
+  std::thread worker;
+};
+
+InputHashes::InputHashes(std::vector<std::string> paths, bool enabled) : s_(std::make_unique<State>()) {
+  s_->paths = std::move(paths);
+  s_->enabled = enabled;
+  if (!enabled || s_->paths.empty()) return;
+  State* s = s_.get();
+  s->worker = std::thread([s] {
+    try {
+      for (const auto& p : s->paths) {
+        if (s->stop.load()) return;
+        s->hex.push_back(sha256_file(p, &s->stop));
+      }
+    } catch (...) {
+      s->error = std::current_exception();
+    }
+  });
+}
+
+InputHashes::~InputHashes() {
+  s_->stop = true;
+  if (s_->worker.joinable()) s_->worker.join();
+}
+
+nlohmann::json InputHashes::inputs() {
+  if (s_->worker.joinable()) s_->worker.join();
+  if (s_->error) std::rethrow_exception(s_->error);
+  nlohmann::json inputs = nlohmann::json::array();
+  for (size_t i = 0; i < s_->paths.size(); ++i) {
+    std::error_code ec;
+    nlohmann::json e;
+    e["file"] = fs::path(s_->paths[i]).filename().string();
+    e["bytes"] = fs::file_size(s_->paths[i], ec);
+    e["sha256"] = s_->enabled ? nlohmann::json(s_->hex.at(i)) : nlohmann::json(nullptr);
+    inputs.push_back(e);
+  }
+  return inputs;
+}
+
+nlohmann::json manifest_base(const std::string& command_line, InputHashes& hashes) {
   nlohmann::json m;
   m["tool"] = "qtool";
   m["version"] = QTOOL_VERSION_STRING;
   m["command"] = command_line;
-  nlohmann::json inputs = nlohmann::json::array();
-  for (const auto& p : input_paths) {
-    std::error_code ec;
-    nlohmann::json e;
-    e["file"] = fs::path(p).filename().string();
-    e["bytes"] = fs::file_size(p, ec);
-    e["sha256"] = hash_inputs ? nlohmann::json(sha256_file(p)) : nlohmann::json(nullptr);
-    inputs.push_back(e);
-  }
-  m["inputs"] = inputs;
+  m["inputs"] = hashes.inputs();
   return m;
 }
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,11 +16,28 @@ class ModelFolder;
 
 inline constexpr const char* kManifestFile = "qtool_manifest.json";
 
-// {"tool": "qtool", "version": <this build>, "command": command_line, "inputs": [{"file": name,
-// "bytes": size, "sha256": hex or null}, ...]} for the files at `input_paths`, in that order
-// (sha256 only when hash_inputs). Throws InputError(Io) if a file cannot be read for hashing.
-nlohmann::json manifest_base(const std::string& command_line, const std::vector<std::string>& input_paths,
-                             bool hash_inputs);
+// The sha256 of every input file, computed on a background thread from construction on, so that
+// hashing overlaps the run's own reading of the same pages instead of costing a second pass at
+// the end. Destroying it early (an error) stops the thread after the chunk it is hashing.
+class InputHashes {
+ public:
+  // Starts hashing `paths` in order (nothing when !enabled: the manifest then says null).
+  InputHashes(std::vector<std::string> paths, bool enabled);
+  ~InputHashes();
+  InputHashes(const InputHashes&) = delete;
+  InputHashes& operator=(const InputHashes&) = delete;
+
+  // [{"file": name, "bytes": size, "sha256": hex or null}, ...] in the order given; waits for the
+  // thread. Throws the InputError(Io) hashing met (naming the file).
+  nlohmann::json inputs();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// {"tool": "qtool", "version": <this build>, "command": command_line, "inputs": hashes.inputs()}.
+nlohmann::json manifest_base(const std::string& command_line, InputHashes& hashes);
 
 // Writes `manifest` to <dir>/qtool_manifest.json atomically. Throws InputError(Io).
 void write_manifest(const std::string& dir, const nlohmann::json& manifest);

@@ -500,5 +500,28 @@ TEST(Cli, InspectTensorShowsStatsAndDequantizedValues) {
   EXPECT_NE(missing.err.find("'nope'"), std::string::npos) << missing.err;
 }
 
+TEST(Cli, AMistypedSchemeSuggestsTheClosestName) {
+  auto r = run_qtool({"quantize", "m", "-o", "out", "--scheme", "fp8-dynamc"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_CONTAINS(r.err, "--scheme: unknown scheme 'fp8-dynamc'; did you mean 'fp8-dynamic'? (one of: fp8-dynamic, ");
+  auto far = run_qtool({"quantize", "m", "-o", "out", "--scheme", "nonsense"});
+  EXPECT_EQ(far.exit_code, 2);
+  EXPECT_CONTAINS(far.err, "--scheme: unknown scheme 'nonsense' (one of: ");
+}
+
+TEST(Cli, TinyModelJsonCountsEveryParameter) {
+  test::TempDir d;
+  auto r = run_qtool({"tiny-model", d.str("m"), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  // Hand count for the defaults (hidden 128, intermediate 256, 2 layers, 4/2 heads of 32, vocab
+  // 512): embed 512*128 + 2 * (q 128*128 + k 64*128 + v 64*128 + o 128*128 + 3 * 256*128 + two
+  // norms 2*128) + final norm 128 + lm_head 512*128 = 426624; bf16: 2 bytes each.
+  EXPECT_EQ(j.at("parameters"), 426624);
+  EXPECT_EQ(j.at("tensor_bytes"), 2 * 426624);
+  EXPECT_EQ(j.at("config").at("hidden_size"), 128);
+  EXPECT_NE(std::find(j.at("files").begin(), j.at("files").end(), "tokenizer.json"), j.at("files").end());
+}
+
 }  // namespace
 }  // namespace qt

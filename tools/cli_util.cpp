@@ -1,5 +1,8 @@
 #include "tools/cli_util.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include <unistd.h>
 
 #include <cctype>
@@ -77,6 +80,44 @@ void ProgressBar::clear() {
 }
 void ProgressBar::finish() {
   if (active_) { clear(); std::fflush(stderr); }
+}
+
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
+  // Optimal string alignment distance (Damerau-Levenshtein without repeated edits of a substring).
+  auto distance = [](const std::string& a, const std::string& b) {
+    const size_t n = a.size(), m = b.size();
+    std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+    for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+    for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+    for (size_t i = 1; i <= n; ++i)
+      for (size_t j = 1; j <= m; ++j) {
+        const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    return d[n][m];
+  };
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& c : candidates) {
+    const size_t dd = distance(word, c);
+    if (dd < best_d) best_d = dd, best = c;
+  }
+  return best_d * 3 <= std::max<size_t>(word.size(), 1) ? best : "";
+}
+
+CLI::Validator one_of(std::vector<std::string> names, std::string what) {
+  return CLI::Validator(
+      [names = std::move(names), what = std::move(what)](std::string& v) -> std::string {
+        for (const auto& n : names)
+          if (n == v) return "";
+        std::string list;
+        for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+        const std::string near = closest_match(v, names);
+        return "unknown " + what + " '" + v + "'" + (near.empty() ? "" : "; did you mean '" + near + "'?") +
+               " (one of: " + list + ")";
+      },
+      "", what);
 }
 
 }  // namespace qt

@@ -4,10 +4,20 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
 
 namespace qt {
 
 std::string human_bytes(uint64_t b);               // "32.0 MiB"
+// The candidate nearest to `word` by edit distance (insertions, deletions, substitutions and
+// swaps of neighbours each count 1), or "" when even the nearest needs more than a third of the
+// word changed (then a suggestion would only confuse).
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
+// A CLI11 validator accepting exactly `names`; a miss says "unknown <what> 'x'; did you mean 'y'?
+// (one of: a, b, c)".
+CLI::Validator one_of(std::vector<std::string> names, std::string what);
 // "5GB", "500MB", "2GiB", "123" -> bytes; throws InputError(Usage) on garbage.
 uint64_t parse_size(const std::string& s, const std::string& option);
 // The command line as typed, shell-quoted where needed (for the manifest).

@@ -176,7 +176,7 @@ void register_quantize(CLI::App& app, RunFn& run) {
   sub->add_option("-o,--output", o->out, "Output folder (must not exist, or be empty)")->required();
   std::vector<std::string> names;
   for (const auto& s : all_schemes()) names.push_back(s.name);
-  sub->add_option("-s,--scheme", o->scheme, scheme_help())->capture_default_str()->check(CLI::IsMember(names));
+  sub->add_option("-s,--scheme", o->scheme, scheme_help())->capture_default_str()->check(one_of(names, "scheme"));
   sub->add_option("--format", o->format, "Output format: compressed-tensors, or legacy-fp8 (AutoFP8 layout; per-tensor FP8 schemes)")
       ->capture_default_str()->check(CLI::IsMember({"compressed-tensors", "legacy-fp8"}));
   sub->add_option("--ignore", o->ignore, "Keep these modules unquantized: exact names or re:REGEX (repeatable)");

@@ -1,7 +1,12 @@
 // `qtool tiny-model OUT`: writes the bundled, seeded tiny Llama-shaped checkpoint (for the
 // README's first command, tests and demos). Same seed, same bytes.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
 
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
@@ -11,7 +16,7 @@ namespace qt {
 
 void register_tiny_model(CLI::App& app, RunFn& run) {
   struct Opts {
-    std::string out, dtype = "bf16"; uint64_t seed = 0; int shards = 1; bool tied = false;
+    std::string out, dtype = "bf16"; uint64_t seed = 0; int shards = 1; bool tied = false, json = false;
     TinyModelOptions dims;  // sizes: defaults are the tiny model; larger ones are for bench/
   };
   auto o = std::make_shared<Opts>();
@@ -21,6 +26,7 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
   sub->add_option("--dtype", o->dtype, "Weight dtype")->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
   sub->add_option("--shards", o->shards, "Number of safetensors shards")->capture_default_str()->check(CLI::Range(1, 64));
   sub->add_flag("--tied", o->tied, "Tie lm_head to the embedding (no lm_head.weight tensor)");
+  sub->add_flag("--json", o->json, "Print what was written as JSON on stdout (folder, files, parameters, bytes, config)");
   auto* g = sub->add_option_group("sizes", "Model sizes (for benchmarks; defaults make the tiny model)");
   g->add_option("--hidden", o->dims.hidden_size, "hidden_size")->capture_default_str();
   g->add_option("--intermediate", o->dims.intermediate_size, "intermediate_size")->capture_default_str();
@@ -36,7 +42,23 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
       t.num_shards = o->shards;
       t.tie_word_embeddings = o->tied;
       write_tiny_model(o->out, t);
-      spdlog::info("wrote tiny model to {}", o->out);
+      if (o->json) {
+        uint64_t params = 0, bytes = 0;
+        for (const auto& s : tiny_model_tensor_specs(t)) {
+          uint64_t n = 1;
+          for (auto d : s.shape) n *= static_cast<uint64_t>(d);
+          params += n;
+          bytes += *dtype_nbytes(s.dtype, n);
+        }
+        std::vector<std::string> files;
+        for (const auto& e : std::filesystem::directory_iterator(o->out)) files.push_back(e.path().filename().string());
+        std::sort(files.begin(), files.end());
+        const nlohmann::json j = {{"output", o->out}, {"files", files}, {"parameters", params},
+                                  {"tensor_bytes", bytes}, {"config", tiny_model_config(t)}};
+        std::printf("%s\n", j.dump(2).c_str());
+      } else {
+        spdlog::info("wrote tiny model to {}", o->out);
+      }
       return 0;
     };
   });

@@ -24,6 +24,7 @@ struct TokenizeOptions {
   std::string text;
   std::string file;
   bool no_special = false;
+  bool json = false;  // accepted for uniformity: the output is always JSON
 };
 
 std::string read_text_file(const std::string& path) {
@@ -68,6 +69,7 @@ void register_tokenize(CLI::App& app, RunFn& run) {
   input->add_option("--file", o->file, "File whose whole content (UTF-8) is encoded");
   input->require_option(1);
   sub->add_flag("--no-special", o->no_special, "Do not add the post-processor's special tokens (BOS/EOS)");
+  sub->add_flag("--json", o->json, "JSON output (the only output format of this command; accepted like every command's --json)");
   sub->callback([&run, o] { run = [o] { return run_tokenize(*o); }; });
 }
 

@@ -47,10 +47,9 @@ std::string human_size(uint64_t b) {
 // running the model on the calibration text (--dataset, or the built-in set); saved with
 // --save-stats and (until OUT is published) at `resume`.
 ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r, const QuantizeEvents& ev,
-                             CalibrationCost& cost, const std::string& resume) {
+                             CalibrationCost& cost, const std::string& resume, StatsProvenance& prov) {
   const std::string fp = model_fingerprint(model);
   if (!r.stats_in.empty()) {
-    StatsProvenance prov;
     ActivationStats s = load_stats(r.stats_in, fp, &prov);
     say(ev.info, fmt::format("calibration: loaded {} ({} samples x {} tokens from {}, observer {})", r.stats_in,
                              prov.num_samples, prov.seq_len, prov.data_source, prov.observer));
@@ -61,12 +60,16 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   const auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
   int64_t tokens = 0;
   for (const auto& s : samples) tokens += static_cast<int64_t>(s.size());
+  if (static_cast<int64_t>(samples.size()) < r.num_samples)
+    say(ev.warn, fmt::format("warning: --num-samples {} asked for, but the calibration text ({}) gives only {} samples of at most {} tokens "
+                             "(documents cut into chunks of --seq-len, chunks under 16 tokens dropped); using {}. "
+                             "A larger --dataset or a smaller --seq-len gives more",
+                             r.num_samples, text.source, samples.size(), r.seq_len, samples.size()));
   std::error_code ec;
   if (std::filesystem::exists(resume, ec)) {
     // Reused only when it is exactly what this run would compute: same model, same text, same
     // samples, same observer. Anything else is recomputed (and the file replaced).
     try {
-      StatsProvenance prov;
       ActivationStats s = load_stats(resume, fp, &prov);
       if (prov.data_sha256 == text.sha256 && prov.seq_len == r.seq_len && prov.seed == r.seed &&
           prov.observer == r.observer && prov.num_samples == static_cast<int64_t>(samples.size()) &&
@@ -100,9 +103,9 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
     say(ev.info, fmt::format("calibration: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
                              human_size(run.hidden_bytes), co.hidden_spill.dir, r.calib_memory_text));
   cost = {run.seconds, run.samples, run.tokens};
+  prov = StatsProvenance{};
   say(ev.info, fmt::format("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds,
                            run.seconds > 0 ? run.tokens / run.seconds : 0.0));
-  StatsProvenance prov;
   prov.model_fingerprint = fp;
   prov.data_source = text.source;
   prov.data_sha256 = text.sha256;
@@ -190,8 +193,14 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   };
   ActivationStats stats;
   if (needs_stats) {
-    stats = obtain_stats(model, r, ev, out.calibration, resume);
+    StatsProvenance prov;
+    stats = obtain_stats(model, r, ev, out.calibration, resume, prov);
     job.stats = &stats;
+    // The calibration as it really was (the sample count may be smaller than --num-samples).
+    job.manifest_extra["calibration"] = {{"samples", prov.num_samples}, {"samples_requested", r.num_samples},
+                                         {"tokens", prov.tokens}, {"seq_len", prov.seq_len}, {"seed", prov.seed},
+                                         {"data_source", prov.data_source}, {"data_sha256", prov.data_sha256},
+                                         {"statistics", r.stats_in.empty() ? "calibrated" : r.stats_in}};
     if (r.smoothquant) {
       try {
         out.smoothing = plan_smoothing(model, stats, r.smoothing_strength, r.smoothing_mappings);

@@ -266,6 +266,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   }
   manifest["quantized_modules"] = plan.quantized_modules.size();
   manifest["ignore"] = plan.ignore_written;
+  manifest.update(job.manifest_extra);
   write_manifest(partial.string(), manifest);
   sum.output_files.push_back(kManifestFile);
 

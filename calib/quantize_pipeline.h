@@ -11,6 +11,8 @@
 // are written; per-tensor work is order-independent).
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -52,6 +54,9 @@ struct QuantizeJob {
   // input absmax). Not owned; may be null.
   const SmoothingPlan* smoothing = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
+  // Keys merged into qtool_manifest.json (top level) by whoever prepared the job, e.g. the
+  // calibration record of calib/quantize.cpp; every key must be specified in man/qtool-files.5.
+  nlohmann::json manifest_extra = nlohmann::json::object();
 };
 
 struct QuantizeSummary {

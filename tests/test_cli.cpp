@@ -81,7 +81,7 @@ TEST(Cli, FilesManPageDocumentsEveryKeyQtoolWrites) {
   auto keys_in = [&](const json& j, const std::string& what) {
     for (const auto& [k, v] : j.items()) {
       EXPECT_NE(spec.find("**" + k + "**"), std::string::npos) << what << " key '" << k << "' is not in man/qtool-files.5.md";
-      if (v.is_object() && (k == "smoothquant" || k == "data")) {
+      if (v.is_object() && (k == "smoothquant" || k == "data" || k == "calibration")) {
         for (const auto& [k2, v2] : v.items())
           EXPECT_NE(spec.find("**" + k2 + "**"), std::string::npos) << what << " key '" << k << "." << k2 << "'";
       }

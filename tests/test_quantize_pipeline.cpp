@@ -258,5 +258,29 @@ TEST(QuantizeModel, ACalibratedRunReportsItsCostAndRemovesTheResumeFile) {
   EXPECT_EQ(lines[0].rfind("calibration: 2 samples, ", 0), 0u) << lines[0];
 }
 
+TEST(QuantizeModel, FewerSamplesThanAskedAreAnnouncedAndRecordedInTheManifest) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("fp8-static");
+  r.num_samples = 100000;  // far more than the built-in text has chunks
+  r.seq_len = 16;
+  std::vector<std::string> warnings;
+  QuantizeEvents ev;
+  ev.warn = [&](const std::string& l) { warnings.push_back(l); };
+  const QuantizeOutcome o = quantize_model(r, ev);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].rfind("warning: --num-samples 100000 asked for, but the calibration text (built-in) gives only " +
+                                  std::to_string(o.calibration.samples) + " samples of at most 16 tokens",
+                              0),
+            0u)
+      << warnings[0];
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "out" / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("calibration").at("samples"), o.calibration.samples);
+  EXPECT_EQ(man.at("calibration").at("samples_requested"), 100000);
+  EXPECT_EQ(man.at("calibration").at("tokens"), o.calibration.tokens);
+}
+
 }  // namespace
 }  // namespace qt::calib

@@ -154,7 +154,9 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
   // Ignore list: every Linear-like module left unquantized, plus lm_head (tied or not). Other
   // 2-D `.weight` tensors (embeddings) are listed too: vLLM and transformers match the "Linear"
   // target by class and never touch them, but compressed-tensors' model-free matcher treats
-  // "Linear" as every `.weight` not ending in "norm", and must not expect them quantized.
+  // "Linear" as every `.weight` not ending in "norm", and must not expect them quantized
+  // (llm-compressor writes Linear names only; measured: compressed-tensors 0.20's model-free
+  // dequantizer refuses such a checkpoint -- tests/python/test_ct_decompress.py).
   std::set<std::string> ignore_set;
   for (const auto& d : plan.decisions)
     if (d.linear_like && !d.quantize) ignore_set.insert(d.module);

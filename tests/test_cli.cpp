@@ -523,5 +523,47 @@ TEST(Cli, TinyModelJsonCountsEveryParameter) {
   EXPECT_NE(std::find(j.at("files").begin(), j.at("files").end(), "tokenizer.json"), j.at("files").end());
 }
 
+TEST(Cli, InspectTensorsListsWhereEveryTensorLiesInEveryShard) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  ASSERT_EQ(run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-dynamic", "--max-shard-size", "200KB"})
+                .exit_code, 0);
+  auto r = run_qtool({"inspect", d.str("out"), "--tensors", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rows = json::parse(r.out).at("tensors");
+  // Independent reading of every shard's header (8-byte little-endian length, then JSON):
+  // absolute offset = 8 + N + data_offsets[0], size = data_offsets[1] - data_offsets[0].
+  std::map<std::string, json> want;
+  for (const auto& e : fs::directory_iterator(d.path() / "out")) {
+    if (e.path().extension() != ".safetensors") continue;
+    const auto bytes = test::read_file(e.path());
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+    const json h = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n));
+    for (const auto& [name, v] : h.items()) {
+      if (name == "__metadata__") continue;
+      const uint64_t b = v["data_offsets"][0], end = v["data_offsets"][1];
+      want[name] = {{"shard", e.path().filename().string()}, {"offset", 8 + n + b}, {"bytes", end - b},
+                    {"dtype", v["dtype"]}, {"shape", v["shape"]}};
+    }
+  }
+  ASSERT_GE(want.size(), 20u);
+  ASSERT_EQ(rows.size(), want.size());
+  for (const auto& row : rows) {
+    const std::string name = row.at("name");
+    ASSERT_TRUE(want.count(name)) << name;
+    const json& w = want[name];
+    EXPECT_EQ(row.at("shard"), w["shard"]) << name;
+    EXPECT_EQ(row.at("offset"), w["offset"]) << name;
+    EXPECT_EQ(row.at("bytes"), w["bytes"]) << name;
+    EXPECT_EQ(row.at("dtype"), w["dtype"]) << name;
+    EXPECT_EQ(row.at("shape"), w["shape"]) << name;
+  }
+  auto text = run_qtool({"inspect", d.str("out"), "--tensors"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_CONTAINS(text.out, "model.layers.0.mlp.up_proj.weight_scale");
+  EXPECT_CONTAINS(text.out, "model-00001-of-");
+}
+
 }  // namespace
 }  // namespace qt

@@ -25,7 +25,7 @@ namespace {
 
 struct Opts {
   std::string path, tensor;
-  bool scales = false, json_out = false, all_modules = false;
+  bool scales = false, json_out = false, all_modules = false, tensors = false;
 };
 
 json load_config_near(const std::string& path) {
@@ -106,6 +106,19 @@ int run_inspect(const Opts& o) {
   json cfg = load_config_near(o.path);
   verify::InspectReport r = verify::inspect_checkpoint(ck, cfg, o.path);
   if (!o.tensor.empty()) return print_tensor(ck, r, o);
+  if (o.tensors) {
+    const auto rows = verify::tensor_locations(ck);
+    if (o.json_out) {
+      std::printf("%s\n", json{{"path", o.path}, {"tensors", verify::tensor_locations_to_json(rows)}}.dump(2).c_str());
+      return 0;
+    }
+    std::printf("%-60s %-8s %-16s %-28s %14s %12s\n", "tensor", "dtype", "shape", "shard", "offset", "bytes");
+    for (const auto& t : rows)
+      std::printf("%-60s %-8s %-16s %-28s %14llu %12llu\n", t.name.c_str(), t.dtype.c_str(),
+                  shape_string(t.shape).c_str(), t.shard.c_str(), (unsigned long long)t.offset,
+                  (unsigned long long)t.bytes);
+    return 0;
+  }
 
   json scales = json::array();
   if (o.scales) {
@@ -197,6 +210,7 @@ void register_inspect(CLI::App& app, RunFn& run) {
   auto* sub = app.add_subcommand("inspect", "Show what is in a checkpoint: config, dtypes, quantization, coverage, scales");
   sub->add_option("PATH", o->path, "Model folder, one .safetensors file, or a model.safetensors.index.json")->required();
   sub->add_flag("--scales", o->scales, "List every scale tensor with min/max and zero/NaN/Inf counts (reads scale data)");
+  sub->add_flag("--tensors", o->tensors, "List every tensor: name, dtype, shape, shard, byte offset and size (headers only)");
   sub->add_option("--tensor", o->tensor, "Statistics and first values of one tensor (dequantized too, for quantized weights)");
   sub->add_flag("--all", o->all_modules, "List every Linear module in the coverage table");
   sub->add_flag("--json", o->json_out, "Machine-readable output");

@@ -7,6 +7,8 @@
 #include <set>
 
 #include "formats/checkpoint.h"
+#include "formats/safetensors.h"
+#include "libquant/error.h"
 #include "formats/model_folder.h"
 #include "formats/quantized_linear.h"
 #include "calib/smoothing.h"
@@ -229,6 +231,27 @@ json report_to_json(const InspectReport& r) {
   for (const auto& x : r.findings) f.push_back({{"severity", x.severity}, {"where", x.where}, {"message", x.message}});
   j["findings"] = f;
   return j;
+}
+
+std::vector<TensorLocation> tensor_locations(const Checkpoint& ckpt) {
+  std::vector<TensorLocation> rows;
+  rows.reserve(ckpt.tensors().size());
+  for (const auto& t : ckpt.tensors()) {
+    const auto shard = ckpt.shard_of(t.name);
+    QT_ASSERT(shard.has_value());
+    const SafetensorsFile& f = ckpt.shard(*shard);
+    rows.push_back({t.name, std::string(dtype_name(t.dtype)), t.shape,
+                    std::filesystem::path(t.file).filename().string(), f.file_offset(t), t.bytes.size()});
+  }
+  return rows;
+}
+
+nlohmann::json tensor_locations_to_json(const std::vector<TensorLocation>& rows) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& r : rows)
+    a.push_back({{"name", r.name}, {"dtype", r.dtype}, {"shape", r.shape}, {"shard", r.shard},
+                 {"offset", r.offset}, {"bytes", r.bytes}});
+  return a;
 }
 
 }  // namespace qt::verify

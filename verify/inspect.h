@@ -68,6 +68,18 @@ struct TensorStats {
 // Decodable dtypes only (floats and ints); false otherwise.
 bool tensor_stats(const TensorView& t, TensorStats& out, size_t first_n = 8);
 
+// One row of `inspect --tensors`: where a tensor lies on disk (headers only, no data read).
+struct TensorLocation {
+  std::string name, dtype;         // dtype as safetensors spells it ("BF16", "F8_E4M3")
+  std::vector<int64_t> shape;
+  std::string shard;               // file name of the shard (relative to the checkpoint folder)
+  uint64_t offset = 0;             // absolute byte offset of the first byte in that file
+  uint64_t bytes = 0;
+};
+// Every tensor in checkpoint order (shard order, then data offset).
+std::vector<TensorLocation> tensor_locations(const Checkpoint& ckpt);
+nlohmann::json tensor_locations_to_json(const std::vector<TensorLocation>& rows);
+
 nlohmann::json report_to_json(const InspectReport& r);
 nlohmann::json stats_to_json(const TensorStats& s);
 

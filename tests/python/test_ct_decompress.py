@@ -229,3 +229,36 @@ def test_transformers_loads_and_runs_a_forward_pass(quantized):
     assert tuple(logits.shape) == (1, ids.shape[1], vocab), f"{scheme}: logits {logits.shape}"
     assert torch.isfinite(logits).all(), f"{scheme}: non-finite logits"
     assert float(logits.float().std()) > 0, f"{scheme}: constant logits"
+
+
+def test_the_ignore_list_names_embeddings_because_the_model_free_dequantizer_needs_them(
+        tiny_model, tmp_path):
+    """Why qtool's ignore list also names `model.embed_tokens` (llm-compressor writes only Linear
+    names): compressed-tensors' model-free dequantizer matches "Linear" as every `<m>.weight`
+    whose module name does not end in "norm", so it expects a `weight_scale` beside the embedding
+    unless the ignore list names it. Measured with the real package: qtool's own output passes,
+    the same output with the embedding removed from `ignore` is refused. vLLM and transformers
+    match "Linear" by class and are unaffected by the extra name (test above loads it)."""
+    out = tmp_path / "q"
+    proc = _run_qtool("quantize", str(tiny_model), "-o", str(out), "--scheme", "fp8-dynamic",
+                      "--no-hash")
+    if proc.returncode != 0:
+        _unavailable("quantize", proc)
+    cfg = json.loads((out / "config.json").read_text())
+    assert "model.embed_tokens" in cfg["quantization_config"]["ignore"]
+    tensors = _load_dir(out)
+    dq = CompressedTensorsDequantizer(str(out), dtype=torch.float32)
+    dq.validate(dict(tensors))
+    assert "model.embed_tokens.weight" in dq.process(dict(tensors))
+
+    stripped = tmp_path / "stripped"
+    stripped.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (stripped / f.name).write_bytes(f.read_bytes())
+    cfg["quantization_config"]["ignore"] = [
+        m for m in cfg["quantization_config"]["ignore"] if m != "model.embed_tokens"]
+    (stripped / "config.json").write_text(json.dumps(cfg))
+    dq2 = CompressedTensorsDequantizer(str(stripped), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"model\.embed_tokens\.weight_scale"):
+        dq2.validate(dict(tensors))

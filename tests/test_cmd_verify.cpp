@@ -63,6 +63,30 @@ TEST(CmdVerify, ExitsZeroWhenEveryGatePassesAndOneWhenOneFails) {
   EXPECT_NE(kl.out.find("model: mean KL"), std::string::npos) << kl.out;
 }
 
+TEST(CmdVerify, ProgressLinesCountUpInOrderAndTheModelRunsShowAnEta) {
+  const auto& in = Inputs::get();
+  auto r = run_qtool(args({in.fp8, "--reference", in.tiny}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The tiny model has 14 Linear layers: "layer check k/14" for k = 1..14, in that order.
+  size_t pos = 0;
+  for (int k = 1; k <= 14; ++k) {
+    const std::string want = "layer check " + std::to_string(k) + "/14 ";
+    const size_t at = r.err.find(want, pos);
+    ASSERT_NE(at, std::string::npos) << want << " missing or out of order in:\n" << r.err;
+    pos = at + want.size();
+  }
+  EXPECT_EQ(r.err.find("(text X)"), std::string::npos) << r.err;
+  EXPECT_CONTAINS(r.err, "(text activations)");
+  // 2 layers x (reference + quantized run) = 4 steps; every step but the last has an ETA.
+  EXPECT_CONTAINS(r.err, "model: reference run, layer 1/2, ");
+  const size_t first = r.err.find("model: reference run, layer 1/2, ");
+  EXPECT_NE(r.err.find(", ETA ", first), std::string::npos) << r.err;
+  const size_t last = r.err.find("model: quantized run, layer 2/2, ");
+  ASSERT_NE(last, std::string::npos) << r.err;
+  const std::string last_line = r.err.substr(last, r.err.find('\n', last) - last);
+  EXPECT_EQ(last_line.find("ETA"), std::string::npos) << last_line;
+}
+
 TEST(CmdVerify, CorruptedScaleExitsOne) {
   Inputs& in = Inputs::get();
   test::TempDir d;

@@ -1,6 +1,8 @@
 // `qtool quantize MODEL -o OUT --scheme NAME`: options -> calib::quantize_model (calib/quantize.h),
 // then the log lines, progress bars and the summary (text or --json).
 #include <CLI/CLI.hpp>
+
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -141,9 +143,15 @@ int run_quantize_cmd(const Opts& o) {
   ev.info = [&](const std::string& l) { calib_bar.clear(); bar.clear(); spdlog::info("{}", l); };
   ev.warn = [&](const std::string& l) { calib_bar.clear(); bar.clear(); spdlog::warn("{}", l); };
   ev.error = [&](const std::string& l) { calib_bar.clear(); bar.clear(); spdlog::error("{}", l); };
+  const auto t0 = std::chrono::steady_clock::now();
   ev.on_calib_layer = [&](int64_t layer, int64_t n) {
     calib_bar.clear();
-    spdlog::info("calibration: layer {}/{} done", layer + 1, n);
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (layer + 1 < n)
+      spdlog::info("calibration: layer {}/{} done, {:.1f} s, ETA {:.0f} s", layer + 1, n, el,
+                   el / static_cast<double>(layer + 1) * static_cast<double>(n - layer - 1));
+    else
+      spdlog::info("calibration: layer {}/{} done, {:.1f} s", layer + 1, n, el);
     calib_bar = ProgressBar("calibrate", static_cast<uint64_t>(n));
     calib_bar.update(static_cast<uint64_t>(layer + 1));
   };

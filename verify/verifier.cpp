@@ -419,9 +419,13 @@ class Verifier {
                              (!a.error.empty() ? ": " + a.error
                               : a.required_exact ? " (INT8 must be bit-exact; max |diff| " + fmt("%.3g", a.max_abs_diff) + ")"
                                                  : " (" + fmt("%.3g", a.max_bound_ratio) + " x the error bound)"));
-    progress("layer " + std::to_string(i + 1) + "/" + std::to_string(ctx_.size()) + " " + e.module +
+    // Numbered in the order the checks happen (layers are checked as the forward pass reaches
+    // them, not in ctx_ order), so the log counts up.
+    ++layers_checked_;
+    progress("layer check " + std::to_string(layers_checked_) + "/" + std::to_string(ctx_.size()) + " " + e.module +
              (L.weight ? ": SQNR " + fmt("%.2f", L.weight->sqnr_db) + " dB" : std::string(":")) +
-             " GEMM err " + fmt("%.3g", L.gemm_err) + " (" + source + " X)" + (L.failures.empty() ? "" : " FAIL"));
+             " GEMM err " + fmt("%.3g", L.gemm_err) + " (" + source + " activations)" +
+             (L.failures.empty() ? "" : " FAIL"));
   }
 
   // Every implementable kernel against cpu_ref on the first Ma rows of X.
@@ -589,9 +593,17 @@ class Verifier {
     try {
       // Reference run (captures each layer's input for the GEMM check).
       fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { cmp.add_reference(s, t, l, n, V); };
-      fo.on_layer_done = [&](int64_t l, int64_t n) {
-        progress("model: reference run, layer " + std::to_string(l + 1) + "/" + std::to_string(n));
+      // Model-level progress with an ETA over both runs (reference, then quantized): 2n steps.
+      const int64_t runs = mr.compared ? 2 : 1;
+      auto model_progress = [&, runs](const char* what, int64_t run, int64_t l, int64_t n) {
+        const double el = since(t0);
+        const int64_t done = run * n + l + 1, total = runs * n;
+        progress("model: " + std::string(what) + " run, layer " + std::to_string(l + 1) + "/" + std::to_string(n) +
+                 ", " + fmt("%.1f", el) + " s" +
+                 (done < total ? ", ETA " + fmt("%.0f", el / static_cast<double>(done) * static_cast<double>(total - done)) + " s"
+                               : std::string()));
       };
+      fo.on_layer_done = [&](int64_t l, int64_t n) { model_progress("reference", 0, l, n); };
       if (rm_) {
         const Checkpoint& rck = rm_->checkpoint();
         fo.source = o_.reference_dir;
@@ -607,9 +619,7 @@ class Verifier {
       fo.observer = nullptr;
       if (mr.compared) {
         fo.on_logits = [&](size_t s, int64_t t, const float* l, int64_t n, int64_t V) { cmp.add_quantized(s, t, l, n, V); };
-        fo.on_layer_done = [&](int64_t l, int64_t n) {
-          progress("model: quantized run, layer " + std::to_string(l + 1) + "/" + std::to_string(n));
-        };
+        fo.on_layer_done = [&](int64_t l, int64_t n) { model_progress("quantized", 1, l, n); };
         fo.source = o_.quant_dir;
         fo.lm_head_tied = cfg->lm_head_tied(qck.find("lm_head.weight") != nullptr);
         fo.transform = make_fake_quant_transform(qck, entries_);
@@ -713,6 +723,7 @@ class Verifier {
 
   const VerifyOptions& o_;
   VerifyReport r_;
+  size_t layers_checked_ = 0;  // layer checks done so far (progress numbering)
   std::optional<ModelFolder> qm_, rm_;
   QuantInfo q_;
   std::vector<QuantizedLinearEntry> entries_;

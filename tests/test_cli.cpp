@@ -40,6 +40,21 @@ TEST(Cli, VersionListsCompiledInFeatures) {
   EXPECT_NE(r.out.find("cuda="), std::string::npos);
 }
 
+TEST(Cli, OpenMpThreadsWaitPassivelyUnlessTheUserChoseAPolicy) {
+  // qtool sets OMP_WAIT_POLICY=passive and re-executes itself when the variable is unset (libgomp
+  // reads it before main); a value the user set is kept. --version reports what is in effect.
+  const char* saved = std::getenv("OMP_WAIT_POLICY");
+  const std::string keep = saved ? saved : "";
+  unsetenv("OMP_WAIT_POLICY");
+  auto unset = run_qtool({"--version"});
+  setenv("OMP_WAIT_POLICY", "active", 1);
+  auto active = run_qtool({"--version"});
+  if (saved) setenv("OMP_WAIT_POLICY", keep.c_str(), 1); else unsetenv("OMP_WAIT_POLICY");
+  ASSERT_EQ(unset.exit_code, 0) << unset.err;
+  EXPECT_CONTAINS(unset.out, "OMP_WAIT_POLICY=passive");
+  EXPECT_CONTAINS(active.out, "OMP_WAIT_POLICY=active");
+}
+
 TEST(Cli, MissingArgumentsIsAUsageErrorWithExitCode2) {
   EXPECT_EQ(run_qtool({}).exit_code, 2);
   auto r = run_qtool({"quantize"});

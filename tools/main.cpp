@@ -5,10 +5,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <exception>
 
 #include "build_info.h"
 #include "libquant/gemm.h"
+#include "libquant/parallel.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -22,13 +25,37 @@ namespace {
 std::string version_text() {
   std::string s = std::string("qtool ") + QTOOL_VERSION_STRING + "\n";
   s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " avx2=" + (qt::linear_uses_avx2() ? "yes" : "no") + " (run-time)\n";
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  s += std::string("threads: ") + std::to_string(qt::resolve_threads(0)) + " by default (-j to change), OMP_WAIT_POLICY=" +
+       (wait ? wait : "(unset)") + "\n";
   s += std::string("build: ") + QTOOL_BUILD_TYPE + ", " + QTOOL_COMPILER;
   return s;
+}
+
+
+// OpenMP threads wait passively between parallel regions unless the user says otherwise.
+// libgomp's default is to spin for a while after each region; on a machine where other work
+// runs, the spinning threads take the cores that the working thread needs: measured here, a
+// calibrated quantize of the tiny model took 10-12 s with spinning against ~1 s passive or -j1
+// (bench/RESULTS.md, "Threads on a busy host"). libgomp reads OMP_WAIT_POLICY once, in its own
+// library constructor, before main() runs (and glibc re-installs the original environment
+// after any earlier hook), so the only way to change the default is to set the variable and
+// execute ourselves again, once. An OMP_WAIT_POLICY already in the environment is respected;
+// if the re-exec fails the run simply continues with libgomp's default.
+void default_omp_wait_policy(char** argv) {
+#ifdef _OPENMP
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 0) != 0) return;
+  execv("/proc/self/exe", argv);  // returns only on failure
+#else
+  (void)argv;
+#endif
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  default_omp_wait_policy(argv);
   CLI::App app{"qtool: quantize Hugging Face checkpoints to FP8/INT8 for vLLM, inspect and verify them"};
   app.set_version_flag("-V,--version", version_text());
   app.require_subcommand(1);

@@ -1,6 +1,6 @@
 // CPU forward pass of the supported decoder LLMs (Llama, Mistral, Qwen2, Qwen3) over a whole
 // calibration set, layer by layer, as llm-compressor's sequential pipeline runs it
-// (algorithms.md §6.2; models_tokenizers.md Part A).
+// (calib/MODELS.md §7 'The calibration pipeline'; the layers: §2-§6).
 //
 // Flow of run_forward():
 //   1. load model.embed_tokens.weight, gather the rows of every sample into its hidden state
@@ -20,7 +20,7 @@
 // output, k ascending. exp is vmath.h's exp_f32 (within 2 ulp). RMSNorm's mean of squares and
 // softmax's denominator are summed in double then rounded to f32 (more accurate than, and within
 // an ulp or two of, torch's f32 cascade sums). Op order otherwise follows transformers' eager f32
-// path (§A.2-A.5):
+// path (calib/MODELS.md §2-§5):
 //   RMSNorm  y = w * (x * (1 / sqrt(f32(mean(x^2)) + eps)))
 //   linear   y = x W^T (+ b)
 //   RoPE     rotate_half pairs (d, d + D/2); cos/sin from f32(p) * inv_freq, times the attention

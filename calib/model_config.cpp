@@ -138,7 +138,7 @@ RopeConfig parse_rope(const json& cfg, const std::string& file, int64_t max_pos)
                                              std::to_string(r.low_freq_factor));
       } else {
         // Explicit factor wins; derive it from the context ratio only when absent
-        // (transformers after PR #40320; see §A.3 version trap).
+        // (transformers after PR #40320; see calib/MODELS.md §3.4, 'Version trap').
         r.factor = has(p, "factor") ? get_num(p, "factor", file, 1.0, where)
                                     : static_cast<double>(max_pos) / r.original_max_position_embeddings;
         r.attention_factor = get_opt_num(p, "attention_factor", file, where);

@@ -1,5 +1,5 @@
 // The decoder-LLM hyper-parameters the CPU forward pass needs, read from a Hugging Face
-// config.json (models_tokenizers.md §A.0, §A.3, §A.6).
+// config.json (calib/MODELS.md §1, §3, §6).
 //
 // Supported architectures (config.json `architectures[0]`, or `model_type` when that key is
 // missing): LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM. Anything
@@ -63,7 +63,7 @@ struct ModelConfig {
   RopeConfig rope;
   bool tie_word_embeddings = false;  // config.json value / class default; see lm_head_tied()
 
-  // Which optional tensors exist, resolved per architecture (§A.6, Part D trap 4):
+  // Which optional tensors exist, resolved per architecture (calib/MODELS.md §6):
   bool qkv_bias = false;  // q/k/v_proj.bias: Llama attention_bias, Qwen2 always, Qwen3 attention_bias
   bool o_bias = false;    // o_proj.bias: Llama/Qwen3 attention_bias; Mistral/Qwen2 never
   bool mlp_bias = false;  // gate/up/down_proj.bias: Llama mlp_bias only
@@ -85,7 +85,7 @@ struct ModelConfig {
   int64_t kv_dim() const { return num_kv_heads * head_dim; }  // k_proj / v_proj rows
 
   // The lm_head is the embedding matrix when config says so or the checkpoint has no
-  // lm_head.weight (Part D trap 7).
+  // lm_head.weight (calib/MODELS.md §1, 'Tied embeddings').
   bool lm_head_tied(bool checkpoint_has_lm_head) const {
     return tie_word_embeddings || !checkpoint_has_lm_head;
   }
@@ -93,7 +93,7 @@ struct ModelConfig {
 
 // RoPE inverse frequencies (head_dim / 2 values) and the cos/sin multiplier ("attention
 // scaling"), computed as transformers' ROPE_INIT_FUNCTIONS do, in the same f32 operation order
-// (models_tokenizers.md §A.3):
+// (calib/MODELS.md §3.1, §3.4):
 //   default  inv[i] = 1 / theta^(f32(2i) / D)                    (pow and division in f32)
 //   linear   default / factor
 //   llama3   per-band rescale of default with wavelen = 2*pi / inv

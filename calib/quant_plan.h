@@ -2,12 +2,13 @@
 // shapes and the scheme before any data is read (so --dry-run and preflight are instant).
 //
 // Which tensors are quantized (data-free, by name, like compressed-tensors' model-free matcher,
-// formats.md section 2.6): 2-D floating `<module>.weight` tensors of decoder Linear layers
+// formats/FORMATS.md §2.5): 2-D floating `<module>.weight` tensors of decoder Linear layers
 // (`...layers.N....`), except norms, MoE routers (`mlp.gate`, `router`, `shared_expert_gate`),
 // and anything under a vision tower / multimodal projector. Embeddings and lm_head are never
 // targets by default. `--targets` (exact names or `re:` patterns) replaces the default rule,
 // `--ignore` removes modules. Every Linear-like module left unquantized is named in the written
-// `ignore` list, as vLLM requires (trap 12). q/k/v and gate/up are never split (trap 13).
+// `ignore` list, as vLLM requires (formats/FORMATS.md rule 11). q/k/v and gate/up are never split
+// (rule 12).
 #pragma once
 
 #include <cstdint>

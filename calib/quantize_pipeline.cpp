@@ -210,7 +210,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     }
     if (job.on_tensor) job.on_tensor(prog);
   }
-  // KV-cache scales: amax / 448 of post-RoPE K and of V (formats.md 2.11, trap 22).
+  // KV-cache scales: amax / 448 of post-RoPE K and of V (formats/FORMATS.md §3.4, rule 16).
   for (const OutputTensor* o : kv_outputs) {
     const bool is_k = last_component(o->name) == "k_scale";
     const auto& m = is_k ? job.stats->k_absmax : job.stats->v_absmax;

@@ -67,7 +67,7 @@ struct QuantizeSummary {
 };
 
 // Static input scale of a module: max |x| over its fused group (q/k/v, gate/up share one scale,
-// formats.md trap 11) turned into a scale with the weights' formula and dtype rules.
+// formats/FORMATS.md rule 10) turned into a scale with the weights' formula and dtype rules.
 float static_input_scale(const ActivationStats& stats, const std::string& module, QuantType t,
                          DType scale_dtype, const std::string& model_path);
 

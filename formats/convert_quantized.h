@@ -1,7 +1,7 @@
 // Conversions between quantized checkpoint layouts, and back to a dense checkpoint.
 //
 // 1. Layout conversion, lossless (weight codes are copied byte for byte, scales keep their values
-//    exactly), between the two FP8 layouts vLLM loads (formats.md sections 2 and 3):
+//    exactly), between the two FP8 layouts vLLM loads (formats/FORMATS.md §3.1 and §4):
 //
 //      legacy AutoFP8 "fp8"                         compressed-tensors "float-quantized"
 //      ------------------------------------------   ----------------------------------------------

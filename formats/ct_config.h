@@ -1,11 +1,12 @@
 // The `quantization_config` block of config.json: written for qtool's schemes, and read back
 // from any checkpoint (compressed-tensors or legacy AutoFP8 "fp8") for inspect and verify.
 //
-// What is written (formats.md sections 2.1-2.7, 3.1, 6): only the QuantizationArgs key set that
-// every compressed-tensors from 0.9 on accepts (num_bits, type, symmetric, group_size, strategy,
-// block_structure, dynamic, actorder, observer, observer_kwargs) -- never scale_dtype/zp_dtype or
-// a per-group `format`, which older pinned versions reject (trap 17). block_structure is a list,
-// which needs compressed-tensors >= 0.11 (only fp8-block uses it).
+// What is written (formats/FORMATS.md §2.1-§2.5; legacy "fp8": §4): only the QuantizationArgs key
+// set that every compressed-tensors from 0.9 on accepts (num_bits, type, symmetric, group_size,
+// strategy, block_structure, dynamic, actorder, observer, observer_kwargs) -- never
+// scale_dtype/zp_dtype or a per-group `format`, which older pinned versions reject
+// (formats/FORMATS.md rule 4). block_structure is a list, which needs compressed-tensors >= 0.11
+// (only fp8-block uses it).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,7 +1,7 @@
 // safetensors reader: one file, memory-mapped, validated in full at open.
 //
-// Layout (formats.md section 1.1): u64 LE header length N, N bytes of JSON, then the data
-// buffer. open() checks everything the reference reader checks (section 1.4) and more, and
+// Layout (formats/FORMATS.md §1.1): u64 LE header length N, N bytes of JSON, then the data
+// buffer. open() checks everything the reference reader checks (FORMATS.md §1.4) and more, and
 // throws qt::InputError naming the file (and tensor) on the first problem:
 //   - not a Git LFS pointer file (Kind::Missing: "run `git lfs pull`")
 //   - file >= 8 bytes; 8+N <= file size; N <= kMaxHeaderBytes (checked before the header is read)

@@ -1,7 +1,7 @@
 // safetensors writer, sharding plan and index file.
 //
-// SafetensorsWriter lays a file out exactly as the reference writer does (formats.md 1.5), so
-// that for the same tensors and metadata the bytes equal Python's `safetensors.torch.save_file`:
+// SafetensorsWriter lays a file out exactly as the reference writer does (formats/FORMATS.md §1.5),
+// so that for the same tensors and metadata the bytes equal Python's `safetensors.torch.save_file`:
 //   1. tensors sorted by dtype DEScending in qt::DType enum order (U64, I64, F64, C64, F32, ...,
 //      BOOL), ties by name ascending byte-wise; offsets assigned consecutively in that order.
 //   2. compact JSON: "__metadata__" first (if any; keys sorted), then the tensors in offset order,

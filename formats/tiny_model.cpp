@@ -53,7 +53,8 @@ uint16_t local_f16_from_f32(float f) { return f16_from_f32(f); }
 // ---- tokenizer -----------------------------------------------------------------------------
 
 // GPT-2 bytes_to_unicode: printable Latin-1 bytes map to themselves, the other 68 bytes (in
-// increasing order) to U+0100.. (models_tokenizers.md B.4).
+// increasing order) to U+0100.. (calib/MODELS.md §9 'Tokenizer: the ByteLevel
+// byte-to-character table').
 std::string byte_char(int b) {
   uint32_t cp;
   if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {

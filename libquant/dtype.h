@@ -1,7 +1,7 @@
 // Element types of tensors on disk, named as safetensors names them.
 //
 // The enumerators are declared in the safetensors reference "increasing alignment" order
-// (formats.md section 1.3); the writer sorts by this order descending, ties by name, so it lays
+// (formats/FORMATS.md §1.3); the writer sorts by this order descending, ties by name, so it lays
 // out tensors exactly as the reference writer does.
 #pragma once
 

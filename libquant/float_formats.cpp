@@ -1,4 +1,4 @@
-// Bit-exact number-format conversions (algorithms.md section 2).
+// Bit-exact number-format conversions (libquant/NUMERICS.md §2).
 //
 // All encoders work on the IEEE-754 bit pattern of the f32 input with integer arithmetic, except
 // the subnormal branches, which let one f32 addition do the rounding (the "magic add": adding a
@@ -161,7 +161,7 @@ float f32_from_f16(uint16_t h) { return decode_f16(h); }
 // ---- float8 --------------------------------------------------------------------------------
 
 uint8_t e4m3fn_from_f32(float f) {
-  // c10 fp8e4m3fn_from_fp32_value, re-derived (algorithms.md 2.2). Non-saturating.
+  // c10 fp8e4m3fn_from_fp32_value, re-derived (libquant/NUMERICS.md §2.2). Non-saturating.
   const uint32_t u = to_bits(f);
   const uint8_t sign = static_cast<uint8_t>((u & kSignMask) >> 24);
   const uint32_t a = u & ~kSignMask;
@@ -195,7 +195,7 @@ uint8_t e4m3fn_from_f32_sat(float f) {
 float f32_from_e4m3fn(uint8_t b) { return kE4M3Table[b]; }
 
 uint8_t e5m2_from_f32(float f) {
-  // c10 fp8e5m2_from_fp32_value, re-derived (algorithms.md 2.3).
+  // c10 fp8e5m2_from_fp32_value, re-derived (libquant/NUMERICS.md §2.3).
   const uint32_t u = to_bits(f);
   const uint8_t sign = static_cast<uint8_t>((u & kSignMask) >> 24);
   const uint32_t a = u & ~kSignMask;

@@ -1,4 +1,4 @@
-// Number formats, converted exactly as PyTorch converts them (algorithms.md section 2).
+// Number formats, converted exactly as PyTorch converts them (libquant/NUMERICS.md §2).
 //
 // Every function here is a pure, scalar, bit-exact reference. Rounding is round-to-nearest,
 // ties-to-even (RNE) everywhere, matching c10's implementations:

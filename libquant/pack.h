@@ -1,4 +1,4 @@
-// pack-quantized layout (formats.md section 2.10): signed b-bit codes (b = 4 or 8) packed
+// pack-quantized layout (libquant/NUMERICS.md §5): signed b-bit codes (b = 4 or 8) packed
 // along the input dimension into little-endian int32 words.
 //   u = code + 2^(b-1)                       (int4: +8 -> 0..15; int8: +128 -> 0..255)
 //   element k of a row -> word k*b/32, bit offset (k*b) % 32, least significant bits first

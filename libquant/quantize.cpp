@@ -88,7 +88,7 @@ namespace {
 float scale_divisor(QuantType t) {
   switch (t) {
     case QuantType::Float8E4M3: return 448.0f;  // (448 - -448) / 2
-    case QuantType::Int8: return 127.5f;        // (127 - -128) / 2, not 127 (algorithms.md 10.1)
+    case QuantType::Int8: return 127.5f;        // (127 - -128) / 2, not 127 (NUMERICS.md §3.2)
     case QuantType::Int4: return 7.5f;          // (7 - -8) / 2
   }
   return 1.0f;

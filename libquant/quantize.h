@@ -1,5 +1,5 @@
 // Weight quantization, byte-exact with compressed-tensors (>= 0.17) for bf16, fp16 and fp32
-// models (algorithms.md sections 1, 3.3, 4.1; formats.md section 2.8).
+// models (libquant/NUMERICS.md §3 'Weight quantization', §4 'Scale groups and scale shapes').
 //
 // For every scale group g of a 2-D weight W [out, in] stored in model dtype M:
 //   1. amax_g = max |w| over the group, on the stored values (exact in f32).
@@ -34,7 +34,7 @@ struct QuantizedWeight {
   DType code_dtype = DType::F8_E4M3;
   std::vector<int64_t> shape;
   std::vector<uint8_t> codes;
-  // Scales in the model dtype, little-endian bytes, shape per strategy (formats.md 2.8):
+  // Scales in the model dtype, little-endian bytes, shape per strategy (libquant/NUMERICS.md §4):
   // Tensor [1], Channel [out,1], Group [out, in/g], Block [ceil(out/br), ceil(in/bc)].
   DType scale_dtype = DType::BF16;
   std::vector<int64_t> scale_shape;

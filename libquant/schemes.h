@@ -1,7 +1,7 @@
 // The schemes table: the one list that drives `--scheme` parsing, `qtool quantize --help`,
 // `qtool schemes` and the man page. Each row says how weights and input activations are
-// quantized and which compressed-tensors `format` the checkpoint gets (formats.md sections 2.3,
-// 2.7, 6.0).
+// quantized and which compressed-tensors `format` the checkpoint gets (formats/FORMATS.md §2.3,
+// §2.4).
 #pragma once
 
 #include <cstdint>
@@ -40,7 +40,7 @@ struct QuantArgs {
   bool is_float() const { return type == QuantType::Float8E4M3; }
 };
 
-// compressed-tensors CompressionFormat written as `format` (formats.md section 2.3).
+// compressed-tensors CompressionFormat written as `format` (formats/FORMATS.md §2.3).
 enum class CtFormat : uint8_t { FloatQuantized, IntQuantized, PackQuantized, NaiveQuantized };
 std::string_view ct_format_name(CtFormat f);
 

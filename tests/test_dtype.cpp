@@ -20,7 +20,7 @@ TEST(DType, RejectsUnknownNames) {
 }
 
 TEST(DType, ByteSizesFollowTheFormatTable) {
-  // formats.md section 1.3: bits per element.
+  // formats/FORMATS.md §1.3: bits per element.
   EXPECT_EQ(dtype_bits(DType::BF16), 16);
   EXPECT_EQ(dtype_bits(DType::F8_E4M3), 8);
   EXPECT_EQ(dtype_bits(DType::I64), 64);

@@ -1,8 +1,9 @@
 // Tests for libquant/float_formats: every conversion is checked against
 //  (a) an independent reference written here in a different way (decode every code of the target
 //      format to double with ldexp, then pick the nearest code by comparing against exact
-//      midpoints, ties to the even code, plus the explicit overflow/NaN rules of algorithms.md 2),
-//  (b) the hand vectors of algorithms.md section 11,
+//      midpoints, ties to the even code, plus the explicit overflow/NaN rules of
+//      libquant/NUMERICS.md §2),
+//  (b) the hand vectors of libquant/NUMERICS.md §8 'Hand-derived vectors',
 //  (c) goldens dumped by real PyTorch (testdata/float_formats/make_goldens.py).
 #include <gtest/gtest.h>
 
@@ -121,7 +122,7 @@ const CodeTable& f16_table() {
   return t;
 }
 
-// Reference for the non-saturating PyTorch cast to e4m3fn (algorithms.md 2.2):
+// Reference for the non-saturating PyTorch cast to e4m3fn (libquant/NUMERICS.md §2.2):
 // NaN -> 0x7F with the input's sign; |x| > 464 (incl. inf) -> 0x7F|sign; |x| == 464 -> 448;
 // otherwise the nearest code, ties to even, sign kept (also on zero).
 uint8_t ref_e4m3fn(double x) {
@@ -143,7 +144,8 @@ uint8_t ref_e4m3fn_sat(double x) {
   return ref_e4m3fn(x);
 }
 
-// Reference for the cast to e5m2 (algorithms.md 2.3): NaN -> 0x7F|sign, |x| >= 61440 -> inf.
+// Reference for the cast to e5m2 (libquant/NUMERICS.md §2.3): NaN -> 0x7F|sign,
+// |x| >= 61440 -> inf.
 uint8_t ref_e5m2(double x) {
   const uint8_t s = std::signbit(x) ? 0x80 : 0x00;
   if (std::isnan(x)) return 0x7F | s;
@@ -313,7 +315,7 @@ TEST(FloatFormats, RandomAndMidpointF32CastToFp8LikeTheReference) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// algorithms.md section 11 hand vectors
+// libquant/NUMERICS.md §8 hand vectors (E4M3FN and E5M2 encoding tables)
 // ---------------------------------------------------------------------------------------------
 
 TEST(FloatFormats, E4M3FNEncodingTableOfTheSpecHolds) {

@@ -1,6 +1,6 @@
 // Tests for calib/model_config and calib/forward: the CPU forward pass against transformers
 // goldens (testdata/forward/, made by testdata/forward/make_goldens.py), against a naive
-// double-precision reference written here from models_tokenizers.md Part A (tile remainders), RoPE
+// double-precision reference written here from calib/MODELS.md §2-§5 (tile remainders), RoPE
 // scaling against transformers and hand derivations, config parsing and error reporting.
 #include <gtest/gtest.h>
 
@@ -403,7 +403,7 @@ TEST(ForwardErrors, ViewProviderDecodesBf16ExactlyAndRefusesUndecodableDtypes) {
 
 // ---- naive reference: tiling remainders ---------------------------------------------------
 
-// Straight from models_tokenizers.md §A.1-A.5 in double precision, plain loops, no tiling:
+// Straight from calib/MODELS.md §1-§5 in double precision, plain loops, no tiling:
 // the independent check that qtool's blocked GEMMs / attention handle every remainder.
 // Default RoPE only (inv_freq[i] = theta^(-2i/D) in double).
 std::vector<double> reference_logits(const ModelConfig& c, const WeightProvider& wp,

@@ -1,8 +1,9 @@
 // The GPU kernels on a real GPU (libquant/kernels/cuda): every kernel of cuda_registry() against
 // the CPU oracle cpu_ref on the same generated layers and activations -- INT8 int32 accumulators
 // and outputs bit for bit, FP8 (fast accumulation off and on) within gpu::fp8_error_bound and the
-// relative-L2 gate -- at sizes with remainders, M != N and non-uniform scales (kernels.md trap 2:
-// swapped scale vectors only show then), plus a throughput smoke test.
+// relative-L2 gate -- at sizes with remainders, M != N and non-uniform scales
+// (libquant/kernels/KERNELS.md rule 2: swapped scale vectors only show then), plus a throughput
+// smoke test.
 //
 // Every test skips (GTEST_SKIP, with the reason) when no usable CUDA device is found, which is
 // the case in CI and on machines without a GPU. NOT YET RUN ON A GPU when written.

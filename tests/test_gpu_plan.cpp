@@ -166,7 +166,7 @@ TEST(GpuKinds, NamesRoundTripAndPrioritiesPreferPerTensorFp8) {
   EXPECT_FALSE(is_fp8(GemmKind::Int8));
 }
 
-// ---- scale layouts (indices derived by hand from kernels.md 1.4) ---------------------------
+// ---- scale layouts (indices derived by hand from libquant/kernels/KERNELS.md §5.3) -------
 
 TEST(GpuScaleLayout, Blk128LeadingDimensionRoundsTheKBlockCountUpToFour) {
   EXPECT_EQ(blk128_k_blocks(128), 1);

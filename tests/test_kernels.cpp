@@ -1,7 +1,7 @@
 // The kernel architecture of `qtool verify` (libquant/kernels): descriptors, vLLM activation
-// quantization (algorithms.md V1/V2), the float64 reference against hand-derived GEMMs, every
-// other CPU kernel against the reference (INT8 bit for bit, FP8 and weight-only within an
-// error bound derived from K), thread-count invariance, and the registry.
+// quantization (libquant/kernels/KERNELS.md §3, vectors V1/V2), the float64 reference against
+// hand-derived GEMMs, every other CPU kernel against the reference (INT8 bit for bit, FP8 and
+// weight-only within an error bound derived from K), thread-count invariance, and the registry.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -191,9 +191,9 @@ TEST(LinearDescriptor, SegmentIsTheSmallerOfTwoNestedScaleSpans) {
 // ---- activation quantization --------------------------------------------------------------------
 
 TEST(ActivationQuant, Fp8PerTokenMatchesVllmVectorV1) {
-  // algorithms.md V1: token [1, -2, 0.5] -> s = 2/448 = 0.004464285913854837 (f32),
-  // codes [0x76, 0xFE, 0x6E] (x/s = 223.99998 -> 224, -447.99997 -> -448, 111.99999 -> 112);
-  // all-zero token -> s = 1/229376 (f32 bits 0x36924925), codes 0.
+  // libquant/kernels/KERNELS.md §3 vector V1: token [1, -2, 0.5] -> s = 2/448 =
+  // 0.004464285913854837 (f32), codes [0x76, 0xFE, 0x6E] (x/s = 223.99998 -> 224, -447.99997 ->
+  // -448, 111.99999 -> 112); all-zero token -> s = 1/229376 (f32 bits 0x36924925), codes 0.
   LinearDescriptor d = desc(QuantType::Float8E4M3, Strategy::Channel, ActType::Float8E4M3,
                             ActScheme::DynamicToken, 1, 3);
   std::vector<float> x = {1.0f, -2.0f, 0.5f, 0.0f, 0.0f, 0.0f};
@@ -205,8 +205,9 @@ TEST(ActivationQuant, Fp8PerTokenMatchesVllmVectorV1) {
 }
 
 TEST(ActivationQuant, Int8PerTokenMatchesVllmVectorV2) {
-  // algorithms.md V2: same token, s = 2/127 = 0.015748031..., multiplier 127/2 = 63.5:
-  // 63.5 -> 64 (half to even), -127, 31.75 -> 32. All-zero token: multiplier 0, s = 0.
+  // libquant/kernels/KERNELS.md §3 vector V2: same token, s = 2/127 = 0.015748031...,
+  // multiplier 127/2 = 63.5: 63.5 -> 64 (half to even), -127, 31.75 -> 32. All-zero token:
+  // multiplier 0, s = 0.
   LinearDescriptor d = desc(QuantType::Int8, Strategy::Channel, ActType::Int8,
                             ActScheme::DynamicToken, 1, 3);
   std::vector<float> x = {1.0f, -2.0f, 0.5f, 0.0f, 0.0f, 0.0f};

@@ -1,7 +1,7 @@
 // Weight layouts (libquant/kernels/layouts.h): the TN view, pack-quantized <-> GPTQ orientation,
 // and the Marlin repack -- round trips, two independent Marlin implementations agreeing bit for
-// bit, and positions derived by hand from kernels.md 4.2 (closed form and the lane/fragment
-// description of the CUDA kernel).
+// bit, and positions derived by hand from libquant/kernels/KERNELS.md §4.3 (closed form and the
+// lane/fragment description of the CUDA kernel).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,7 +48,7 @@ TEST(TnLayout, PackIsTheIdentityOnCheckpointBytes) {
 
 TEST(CtToGptq, TransposesTheWordMatrixAndRoundTrips) {
   // codes [N=3, K=16] int4; pack-quantized [3, 2] words; GPTQ [2, 3] with word (r, n) holding
-  // q[8r + i][n] in nibble i (kernels.md 4.1).
+  // q[8r + i][n] in nibble i (libquant/kernels/KERNELS.md §4.2).
   std::vector<int8_t> c(48);
   for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<int8_t>(static_cast<int>(i * 5 % 16) - 8);
   std::vector<int32_t> ct = pack_int_codes(c.data(), 3, 16, 4);

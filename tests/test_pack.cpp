@@ -1,4 +1,5 @@
-// pack-quantized layout (formats.md section 2.10), checked against hand-derived words.
+// pack-quantized layout (libquant/NUMERICS.md §5, formats/FORMATS.md §3.2), checked against
+// hand-derived words.
 #include <gtest/gtest.h>
 
 #include "libquant/pack.h"
@@ -6,7 +7,7 @@
 namespace qt {
 
 TEST(PackIntCodes, Int4ElementZeroGoesToTheLeastSignificantNibble) {
-  // formats.md 2.10: values [-8,-7,...,-1] -> 0x76543210.
+  // libquant/NUMERICS.md §5: values [-8,-7,...,-1] -> 0x76543210.
   std::vector<int8_t> v = {-8, -7, -6, -5, -4, -3, -2, -1};
   auto w = pack_int_codes(v.data(), 1, 8, 4);
   ASSERT_EQ(w.size(), 1u);

@@ -1,4 +1,4 @@
-// Weight quantization against the hand-derived vectors of algorithms.md section 11 (derived
+// Weight quantization against the hand-derived vectors of libquant/NUMERICS.md §8 (derived
 // there from the PyTorch/compressed-tensors op sequence, independently of this code) and
 // structural properties. Byte equality with the real compressed-tensors package is in
 // test_ct_goldens.cpp.
@@ -37,7 +37,7 @@ QuantArgs fp8(Strategy s) { return {QuantType::Float8E4M3, s, 0, 0, 0, false}; }
 QuantArgs int8(Strategy s) { return {QuantType::Int8, s, 0, 0, 0, false}; }
 
 TEST(ScaleFromAmax, MatchesTheS1TableForBf16) {
-  // algorithms.md 11 "Scales (S1)": ct FP8 bf16(amax/448), INT8 bf16(amax/127.5).
+  // libquant/NUMERICS.md §8 "S1, scales from amax": ct FP8 bf16(amax/448), INT8 bf16(amax/127.5).
   struct Row { float amax; uint16_t fp8, int8; };
   for (Row r : {Row{3.5f, 0x3C00, 0x3CE1}, Row{1.0f, 0x3B12, 0x3C01}, Row{3.0f, 0x3BDB, 0x3CC1},
                 Row{0.5f, 0x3A92, 0x3B81}, Row{12.25f, 0x3CE0, 0x3DC5}, Row{0.0234375f, 0x385B, 0x3941}}) {

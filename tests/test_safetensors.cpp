@@ -1,5 +1,5 @@
 // SafetensorsFile reader: every class of malformed file is rejected with a message that says
-// what is wrong (formats.md 1.4), valid corner cases are accepted, views are zero-copy.
+// what is wrong (formats/FORMATS.md §1.4), valid corner cases are accepted, views are zero-copy.
 // Files are built by hand here (header text + data bytes), independent of the writer.
 #include <gtest/gtest.h>
 

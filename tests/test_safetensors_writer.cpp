@@ -1,5 +1,6 @@
 // SafetensorsWriter, layout planning, sharding and index files. Expected header bytes come from
-// the reference writer (safetensors 0.8.0 Python `save`, quoted where used) or from formats.md 1.5.
+// the reference writer (safetensors 0.8.0 Python `save`, quoted where used) or from
+// formats/FORMATS.md §1.5.
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
@@ -45,7 +46,8 @@ std::vector<std::string> dir_entries(const fs::path& p) {
 }
 
 TEST(SafetensorsLayout, EmptyFileMatchesTheReferenceBytes) {
-  // formats.md 1.5 / safetensors test_empty: 08 00 00 00 00 00 00 00 7B 7D 20 20 20 20 20 20
+  // formats/FORMATS.md §1.5 / safetensors test_empty:
+  // 08 00 00 00 00 00 00 00 7B 7D 20 20 20 20 20 20
   const auto L = plan_safetensors_layout("x", {}, {});
   const std::string expected("\x08\0\0\0\0\0\0\0{}      ", 16);
   EXPECT_EQ(L.header, expected);

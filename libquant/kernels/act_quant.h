@@ -1,5 +1,5 @@
-// Activation quantization as vLLM performs it at inference (algorithms.md 6.7 and the V1/V2
-// vectors). Shared by every CPU kernel so that kernels differ only in their GEMM.
+// Activation quantization as vLLM performs it at inference (libquant/kernels/KERNELS.md §3,
+// with its vectors V1/V2). Shared by every CPU kernel so that kernels differ only in their GEMM.
 //
 // All arithmetic is f32, one IEEE operation at a time (no FMA contraction, RNE):
 //   FP8 static per-tensor   inv = 1/s;             q = e4m3(clamp(x * inv, +-448))
@@ -15,7 +15,7 @@
 // (float_formats.h) and rni_sat() rounds half to even and saturates to [-128, 127] (PTX
 // cvt.rni.sat.s8.f32). vLLM's CUDA kernels may use approximate division for the per-group path
 // (Triton); this is IEEE division, which can differ from the GPU by 1 ulp before the FP8
-// rounding (algorithms.md section 12).
+// rounding (libquant/kernels/KERNELS.md §3).
 #pragma once
 
 #include <cstdint>

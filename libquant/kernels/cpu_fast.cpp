@@ -1,4 +1,4 @@
-// cpu_fast: BLIS-style packed GEMM with AVX2 micro-kernels (kernels.md 5.3 "Fast path").
+// cpu_fast: BLIS-style packed GEMM with AVX2 micro-kernels (libquant/kernels/KERNELS.md §6.2).
 //
 // pack():  weight codes are regrouped into panels of 16 output columns (cpu_fast_avx2.h) and
 //          stay one byte per element -- never a full f32 copy of the weight; scales become an

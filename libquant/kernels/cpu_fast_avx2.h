@@ -20,8 +20,8 @@ inline constexpr int kNR = 16;  // weight columns per panel
 // True if this CPU (and OS) supports AVX2, FMA and F16C.
 bool cpu_ok();
 
-// kn rows of 16 E4M3 codes -> f32 value * 2^-8, exactly (F16C trick, kernels.md 5.3): the
-// bits ((b & 0x80) << 8) | ((b & 0x7F) << 7) are the f16 encoding of e4m3(b) * 2^-8 for
+// kn rows of 16 E4M3 codes -> f32 value * 2^-8, exactly (F16C trick, libquant/kernels/KERNELS.md
+// §6.2): the bits ((b & 0x80) << 8) | ((b & 0x7F) << 7) are the f16 encoding of e4m3(b) * 2^-8 for
 // normals and subnormals alike; vcvtph2ps widens exactly. Callers fold the 2^8 into the scale.
 void decode_fp8_panel(const uint8_t* src, int64_t kn, float* dst);
 // kn rows of 16 int8 codes -> f32, exactly.

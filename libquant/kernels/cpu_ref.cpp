@@ -1,4 +1,4 @@
-// cpu_ref: the accuracy oracle (kernels.md 5.3 "Reference path"). Deliberately scalar and
+// cpu_ref: the accuracy oracle (libquant/kernels/KERNELS.md §6.1). Deliberately scalar and
 // simple: no SIMD, no blocking, no reassociation.
 //
 // Exactness. Every E4M3 value is an integer multiple of 2^-9 with magnitude <= 448, so a product

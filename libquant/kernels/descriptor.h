@@ -1,5 +1,5 @@
-// What one quantized linear layer computes, independent of any kernel (kernels.md section 7,
-// after vLLM RFC #8913: the checkpoint format is decoupled from the kernel that runs it).
+// What one quantized linear layer computes, independent of any kernel (libquant/kernels/KERNELS.md
+// §1, after vLLM RFC #8913: the checkpoint format is decoupled from the kernel that runs it).
 //
 //   Y[M, N] = dequant(quant_act(X[M, K])) . dequant(W[N, K])^T
 //
@@ -32,7 +32,7 @@ enum class ActType : uint8_t {
   Int8,        // signed codes in [-128, 127]
 };
 
-// How the activation scale is obtained (vLLM's activation QuantKey, kernels.md 7.1).
+// How the activation scale is obtained (vLLM's activation QuantKey, KERNELS.md §1).
 enum class ActScheme : uint8_t {
   None,           // ActType::None
   StaticTensor,   // one calibrated scale stored in the checkpoint (`input_scale`, shape [1])

@@ -1,6 +1,7 @@
 // The GPU half of `qtool verify` (issue #6): cuBLASLt GEMMs on an NVIDIA Hopper GPU (sm_90, CUDA 13),
-// registered like the CPU kernels (kernels.md 7.2) in their own registry, cuda_registry(), so that
-// the CPU verification never picks a GPU kernel by accident (`--device cuda` selects this one).
+// registered like the CPU kernels (libquant/kernels/KERNELS.md §1) in their own registry,
+// cuda_registry(), so that the CPU verification never picks a GPU kernel by accident
+// (`--device cuda` selects this one).
 //
 // Two halves:
 //   * host logic, always compiled and unit-tested on the CPU (gpu_plan.cpp): which GEMM can run
@@ -9,11 +10,11 @@
 //   * execution (libquant/kernels/cuda/, compiled only when CMake finds nvcc and cuBLASLt;
 //     otherwise libquant/kernels/nocuda/gpu_stub.cpp reports "built without CUDA").
 //
-// The GEMM (kernels.md 1.2): cuBLASLt is column-major, so Y[M, N] row-major is computed as
-// Y^T = W . X^T with A = W [N, K] row-major seen as a K x N column-major matrix with OP_T ("TN",
-// the only FP8/INT8 layout on Hopper), B = X [M, K] as K x M with OP_N, D = Y as N x M (ld N).
-// cuBLAS m = N (out features), n = M (tokens), k = K. So every per-output-channel vector (weight
-// scales) belongs to A and every per-token vector (activation scales) to B.
+// The GEMM (libquant/kernels/KERNELS.md §5.1): cuBLASLt is column-major, so Y[M, N] row-major is
+// computed as Y^T = W . X^T with A = W [N, K] row-major seen as a K x N column-major matrix with
+// OP_T ("TN", the only FP8/INT8 layout on Hopper), B = X [M, K] as K x M with OP_N, D = Y as N x M
+// (ld N). cuBLAS m = N (out features), n = M (tokens), k = K. So every per-output-channel vector
+// (weight scales) belongs to A and every per-token vector (activation scales) to B.
 //
 // Activations are quantized on the host by quantize_activations() (act_quant.h), the same
 // function every CPU kernel uses, and the codes and scales uploaded: GPU and CPU kernels see
@@ -90,7 +91,7 @@ int priority(GemmKind k);
 // #8913 can_implement). Rules, in the order checked:
 //   1. the device is usable (dev.error otherwise) and new enough: FP8 per-tensor needs compute
 //      capability >= 8.9; OUTER_VEC_32F and the 128-element block modes exist only on 9.x in
-//      cuBLASLt 13.1 (kernels.md 1.4); INT8 IMMA needs >= 7.5; BF16 >= 8.0;
+//      cuBLASLt 13.1 (KERNELS.md §5.3); INT8 IMMA needs >= 7.5; BF16 >= 8.0 (KERNELS.md §5.2);
 //   2. detail::check_common(d) (the same structural rules as the CPU kernels, so that the
 //      host-side quantize_activations() is valid for d);
 //   3. the scheme: Fp8Tensor: FP8 weights per-tensor x FP8 static/dynamic per-tensor activations;
@@ -100,8 +101,8 @@ int priority(GemmKind k);
 //      Int8: INT8 weights per-tensor or per-channel x INT8 static per-tensor or dynamic per-token
 //      activations (one int32 sum over all of K, then one scale pair per output);
 //      Bf16: never (it computes the unquantized GEMM, not the checkpoint's);
-//   4. alignment (kernels.md 1.1, 2.1): FP8 needs K % 16 == 0 (16-byte rows of A and B) and
-//      N % 8 == 0 (16-byte rows of a BF16 D); INT8 needs K % 4 == 0 and N % 4 == 0;
+//   4. alignment (libquant/kernels/KERNELS.md §5.4): FP8 needs K % 16 == 0 (16-byte rows of A and
+//      B) and N % 8 == 0 (16-byte rows of a BF16 D); INT8 needs K % 4 == 0 and N % 4 == 0;
 //   5. INT8: K <= 131071, so that an int32 accumulator of K products (each |a b| <= 2^14) cannot
 //      overflow.
 std::string can_implement(GemmKind k, const LinearDescriptor& d, const DeviceInfo& dev);
@@ -114,7 +115,7 @@ LinearDescriptor bench_descriptor(GemmKind k, int64_t N, int64_t K);
 // can_implement(k, bench_descriptor(k, N, K), dev), with Bf16's shape rules (K % 8, N % 8, cc >= 8.0).
 std::string shape_reason(GemmKind k, int64_t N, int64_t K, const DeviceInfo& dev);
 
-// ---- cuBLASLt scale tensors (kernels.md 1.4; cuBLAS docs 3.1.4.5) ---------------------------
+// ---- cuBLASLt scale tensors (libquant/kernels/KERNELS.md §5.3; cuBLAS docs 3.1.4.5) ---
 //
 // BLK128x128_32F on A (the weight, cuBLAS m = N): one f32 per 128x128 tile, "K-major" with the
 // K-block count padded to a multiple of 4: tile (nb, kb) at kb + nb * L4, L4 = roundup(ceil(K/128),

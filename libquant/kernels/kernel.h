@@ -1,5 +1,6 @@
-// The kernel interface of `qtool verify` (kernels.md 7.2): a Kernel says whether it can compute
-// a LinearDescriptor, packs the checkpoint's weight into its own layout once, and then runs
+// The kernel interface of `qtool verify` (libquant/kernels/KERNELS.md §1): a Kernel says whether
+// it can compute a LinearDescriptor, packs the checkpoint's weight into its own layout once, and
+// then runs
 //   Y[M, N] = dequant(quant_act(X[M, K])) . dequant(W[N, K])^T
 // for any number of tokens M, the way the deployed (vLLM) path does it:
 //   * activations are quantized per the descriptor by quantize_activations() (act_quant.h):

@@ -1,5 +1,5 @@
 // Weight layouts the kernels consume, each with its exact bit layout and an inverse, so every
-// transform can be checked on a CPU by a round trip (kernels.md 1.2, 3.3, 4.1, 4.2).
+// transform can be checked on a CPU by a round trip (libquant/kernels/KERNELS.md §4, §5.1).
 //
 // Notation: W is the checkpoint weight [N, K] (N = out features, K = in features), row-major.
 #pragma once
@@ -10,7 +10,7 @@
 
 namespace qt::kernels {
 
-// ---- 1. "TN" row-major [N, K]: cuBLASLt FP8/INT8 and vLLM CUTLASS (kernels.md 1.2, 3.3) --------
+// ---- 1. "TN" row-major [N, K]: cuBLASLt FP8/INT8 and vLLM CUTLASS (KERNELS.md §4.1) -----------
 //
 // The checkpoint bytes ARE the kernel-native layout; no byte moves. Element (n, k) lives at byte
 // offset (n * K + k) * elem_bytes. cuBLASLt (column-major) sees the same buffer as a K x N
@@ -34,7 +34,7 @@ struct TnLayout {
 // Identity "pack" (the TN layout is the checkpoint layout): returns a copy of the bytes.
 std::vector<uint8_t> tn_pack(const uint8_t* w, int64_t N, int64_t K, int elem_bytes);
 
-// ---- 2. compressed-tensors pack-quantized and GPTQ orientation (formats.md 2.10, kernels 4.1) ---
+// ---- 2. compressed-tensors pack-quantized and GPTQ orientation (NUMERICS.md §5, KERNELS.md §4.2)
 //
 // pack-quantized: int32 [N, ceil(K*b/32)], element k of row n at word k*b/32, bits (k*b)%32,
 // stored as code + 2^(b-1) (see libquant/pack.h, which implements it).
@@ -44,7 +44,7 @@ std::vector<uint8_t> tn_pack(const uint8_t* w, int64_t N, int64_t K, int elem_by
 std::vector<int32_t> ct_to_gptq(const int32_t* ct_words, int64_t N, int64_t K, int bits);
 std::vector<int32_t> gptq_to_ct(const int32_t* gptq_words, int64_t N, int64_t K, int bits);
 
-// ---- 3. Marlin (kernels.md 4.2; vLLM gptq_marlin_repack, 16-bit-activation variant) ----------
+// ---- 3. Marlin (KERNELS.md §4.3; vLLM gptq_marlin_repack, 16-bit-activation variant) ----------
 //
 // Input q [K, N] unsigned codes (GPTQ orientation, unpacked): int4 = code + 8 (uint4b8), int8 =
 // code + 128 (uint8b128), FP8 = the E4M3 byte. Requires K % 16 == 0 and N % 64 == 0.

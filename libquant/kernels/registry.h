@@ -1,4 +1,4 @@
-// The kernel registry (kernels.md 7.2, after vLLM's choose_mp_linear_kernel /
+// The kernel registry (libquant/kernels/KERNELS.md §1, after vLLM's choose_mp_linear_kernel /
 // choose_scaled_mm_linear_kernel): every built-in kernel in one static table, ordered by
 // priority; select() returns the best kernel that can implement a descriptor together with the
 // reason every other kernel gave (printed by `qtool verify --list-kernels`).

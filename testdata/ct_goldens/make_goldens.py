@@ -122,7 +122,7 @@ def make_inputs_f32() -> dict[str, np.ndarray]:
     c[7, :] = 0.0                              # an all-zero row (per-channel eps scale)
     c[9, 128:136] = -0.0                       # exact -0.0 inside the zero block / group
     c[10, [5, 17, 40]] = -0.0                  # exact -0.0 in an ordinary row
-    c[11, :] = 0.0                             # algorithms.md P1 row (amax 3.5)
+    c[11, :] = 0.0                             # libquant/NUMERICS.md §8 P1 row (amax 3.5)
     c[11, :8] = [-3.5, 1.0, 0.25, 2.0, -0.001, 0.0, 3.0, -1.1]
     c[12, :] = 0.0                             # P2 / D2 row (amax 1.0)
     c[12, :6] = [1.0, -1.0, 0.5, 0.25, 0.1, 0.003]

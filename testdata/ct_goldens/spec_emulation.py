@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent, numpy-only re-statement of the weight-quantization rule in
-/work/shared/reference/algorithms.md §1 (scale = dtype_rne(f32(amax) / D), quotient rounded to
+libquant/NUMERICS.md §3.1 (scale = dtype_rne(f32(amax) / D), quotient rounded to
 the model dtype, clamp, E4M3FN c10 cast or round-half-even, int32 packing), used to check the
 goldens that compressed-tensors produced. It shares no numeric code with torch: bf16 rounding,
 the float8 cast and the packing are written out with integer bit operations here, and
@@ -95,9 +95,10 @@ def eps_of(dt: str) -> np.float32:
 
 
 def e4m3fn_from_f32(x: np.ndarray) -> np.ndarray:
-    """f32 -> float8_e4m3fn byte, round to nearest even, as algorithms.md §2.2 states the c10
-    rule. Only values already clamped to [-448, 448] reach it here; torch 2.15's c10 differs
-    from §2.2 above that range (it saturates to 0x7E/0xFE instead of producing 0x7F/0xFF)."""
+    """f32 -> float8_e4m3fn byte, round to nearest even, as libquant/NUMERICS.md §2.2 states the
+    c10 rule. Only values already clamped to [-448, 448] reach it here; above that range torch
+    2.15's c10 differs from the older rule (it saturates to 0x7E/0xFE instead of producing
+    0x7F/0xFF)."""
     x = np.asarray(x, dtype=np.float32)
     u = x.view(np.uint32).astype(np.int64)
     sign = u & 0x80000000

@@ -1,10 +1,10 @@
 """The compressed-tensors goldens in testdata/ct_goldens, checked three ways:
 
 1. (numpy only) every golden equals an independent re-statement of the rule in
-   algorithms.md §1 (testdata/ct_goldens/spec_emulation.py), byte for byte;
+   libquant/NUMERICS.md §3.1 (testdata/ct_goldens/spec_emulation.py), byte for byte;
 2. (needs compressed-tensors) regenerating them with make_goldens.py gives the same bytes;
-3. (needs compressed-tensors) the hand vectors of algorithms.md §11 (P1, P2, C1, B1, D1-D4, Z1)
-   come out of the real compressed-tensors code as written there.
+3. (needs compressed-tensors) the hand vectors of libquant/NUMERICS.md §8 (P1, P2, C1, B1,
+   D1-D4, Z1) come out of the real compressed-tensors code as written there.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_goldens_equal_the_documented_rule(dtype_dir):
 
 def test_spec_emulation_detects_a_single_rounding_quantizer():
     # The comparison above must be able to fail: quantizing without the model-dtype rounding of
-    # w/scale changes some bf16 codes (algorithms.md §4.5).
+    # w/scale changes some bf16 codes (libquant/NUMERICS.md §3.4).
     inputs = spec_emulation.read_safetensors(GOLDENS / "bf16" / "input.safetensors")
     dt, raw = inputs["a.weight"]
     a, _ = spec_emulation.quantize(dt, raw, "int8-dynamic")

@@ -1,13 +1,13 @@
 // Throughput of the GPU GEMMs (gpu.h bench_gemm) on synthetic device-resident data, following
-// kernels.md 6.4 and traps 12-14: descriptors and the heuristic query outside the timed region;
-// warm-up calls; CUDA events around repeats of several calls; median over repeats; every call
-// on the next of several input/output sets (weights included) whose total exceeds twice the L2
-// cache, so no operand is served from L2. Activation quantization is not included (the codes and
-// scales are already on the device): these are GEMM (INT8: GEMM + dequant) times.
+// libquant/kernels/KERNELS.md §5.7 and rule 11: descriptors and the heuristic query outside the
+// timed region; warm-up calls; CUDA events around repeats of several calls; median over repeats;
+// every call on the next of several input/output sets (weights included) whose total exceeds twice
+// the L2 cache, so no operand is served from L2. Activation quantization is not included (the codes
+// and scales are already on the device): these are GEMM (INT8: GEMM + dequant) times.
 //
-// Data are random, never zeros (zeros run faster on Hopper; METHOD.md): E4M3 codes with
-// magnitudes 2^-3..3.75 and random signs, INT8 codes uniform in [-127, 127], BF16 values uniform
-// in [-1, 1], positive scales.
+// Data are random, never zeros (zeros run faster on Hopper; libquant/kernels/KERNELS.md §5.7): E4M3
+// codes with magnitudes 2^-3..3.75 and random signs, INT8 codes uniform in [-127, 127], BF16 values
+// uniform in [-1, 1], positive scales.
 #include <algorithm>
 #include <cstring>
 

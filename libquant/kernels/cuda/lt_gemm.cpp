@@ -7,7 +7,8 @@ namespace {
 
 template <class T>
 void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T& v, const char* what) {
-  // Attribute sizes are checked by cuBLASLt (kernels.md trap 4): pass exactly the documented type.
+  // Attribute sizes are checked by cuBLASLt (libquant/kernels/KERNELS.md rule 4): pass exactly the
+  // documented type.
   const cublasStatus_t s = lt::api().MatmulDescSetAttribute(d, a, &v, sizeof(T));
   if (s != CUBLAS_STATUS_SUCCESS) lt_fail(std::string("setting ") + what, s);
 }
@@ -50,8 +51,8 @@ LtGemm::LtGemm(const LtProblem& p) : p_(p) {
   const cudaDataType_t ab = p.kind == GemmKind::Bf16 ? CUDA_R_16BF : int8 ? CUDA_R_8I : CUDA_R_8F_E4M3;
   const cudaDataType_t out = int8 ? CUDA_R_32I : (p.f32_out && is_fp8(p.kind)) ? CUDA_R_32F : CUDA_R_16BF;
   try {
-    // Compute and scale types (kernels.md 1.1 item 3, 2.2): FP8/BF16 accumulate in f32 with f32
-    // alpha/beta; INT8 in int32 with int32 alpha/beta (the only IMMA combination with int32 D).
+    // Compute and scale types (libquant/kernels/KERNELS.md §5.2): FP8/BF16 accumulate in f32 with
+    // f32 alpha/beta; INT8 in int32 with int32 alpha/beta (the only IMMA combination with int32 D).
     QT_LT(api.MatmulDescCreate(&desc_, int8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F, int8 ? CUDA_R_32I : CUDA_R_32F));
     set_desc(desc_, CUBLASLT_MATMUL_DESC_TRANSA, static_cast<int32_t>(CUBLAS_OP_T), "TRANSA");
     set_desc(desc_, CUBLASLT_MATMUL_DESC_TRANSB, static_cast<int32_t>(CUBLAS_OP_N), "TRANSB");
@@ -67,7 +68,7 @@ LtGemm::LtGemm(const LtProblem& p) : p_(p) {
         set_desc(desc_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, amode, "A_SCALE_MODE");
         set_desc(desc_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, bmode, "B_SCALE_MODE");
       }
-      // Device pointers passed by address (kernels.md trap 3).
+      // Device pointers passed by address (libquant/kernels/KERNELS.md rule 3).
       set_desc(desc_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(p.a_scale), "A_SCALE_POINTER");
       set_desc(desc_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(p.b_scale), "B_SCALE_POINTER");
       set_desc(desc_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(p.fast_accum ? 1 : 0), "FAST_ACCUM");

@@ -1,12 +1,12 @@
 // One configured cuBLASLt matmul (internal to libquant/kernels/cuda): descriptors, layouts and the
-// heuristic's algorithm, built once and run many times (kernels.md 1.6, trap 12: never query the
-// heuristic inside a timed loop).
+// heuristic's algorithm, built once and run many times (libquant/kernels/KERNELS.md §5.5, rule 11:
+// never query the heuristic inside a timed loop).
 //
-// Orientation (gpu.h, kernels.md 1.2): A = weight [N, K] row-major = (K x N, ld K) with OP_T,
-// B = activations [M, K] row-major = (K x M, ld K) with OP_N, C = D = Y [M, N] row-major = (N x M,
-// ld N). Scale pointers (device memory, read at execution time) are fixed at construction:
-// a_scale belongs to the weight (per-tensor scalar, [N] outer vector, or BLK128x128 tensor),
-// b_scale to the activations (scalar, [M] vector, or VEC128 tensor).
+// Orientation (gpu.h, KERNELS.md §5.1): A = weight [N, K] row-major = (K x N, ld K) with OP_T,
+// B = activations [M, K] row-major = (K x M, ld K) with OP_N, C = D = Y [M, N] row-major
+// = (N x M, ld N). Scale pointers (device memory, read at execution time) are fixed at
+// construction: a_scale belongs to the weight (per-tensor scalar, [N] outer vector, or BLK128x128
+// tensor), b_scale to the activations (scalar, [M] vector, or VEC128 tensor).
 #pragma once
 
 #include <cstdint>
@@ -26,9 +26,9 @@ struct LtProblem {
   const float* b_scale = nullptr;  // FP8 only (device)
 };
 
-// The process's cuBLASLt handle and a 32 MiB workspace (kernels.md 1.6: >= 32 MiB on Hopper,
-// else split-K algorithms disappear), created on first use. All work goes to the legacy default
-// stream, which serializes every user of the shared workspace.
+// The process's cuBLASLt handle and a 32 MiB workspace (KERNELS.md §5.5: 32 MiB on Hopper,
+// else split-K algorithms disappear), created on first use. All work goes to the legacy
+// default stream, which serializes every user of the shared workspace.
 cublasLtHandle_t lt_handle();
 void* lt_workspace();
 inline constexpr size_t kWorkspaceBytes = size_t{32} << 20;

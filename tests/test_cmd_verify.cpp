@@ -49,7 +49,7 @@ TEST(CmdVerify, ExitsZeroWhenEveryGatePassesAndOneWhenOneFails) {
   EXPECT_NE(ok.out.find("result      PASS"), std::string::npos) << ok.out;
   EXPECT_NE(ok.out.find("worst 5 by weight SQNR"), std::string::npos) << ok.out;
   EXPECT_NE(ok.out.find("KL mean"), std::string::npos) << ok.out;
-  EXPECT_NE(ok.err.find("layer 14/14"), std::string::npos) << "progress on stderr: " << ok.err;
+  EXPECT_NE(ok.err.find("layer check 14/14"), std::string::npos) << "progress on stderr: " << ok.err;
 
   // FP8 weights have ~31-35 dB SQNR: a 60 dB gate must fail, naming the worst layer.
   auto bad = run_qtool(args({in.fp8, "--reference", in.tiny, "--min-sqnr", "60"}));

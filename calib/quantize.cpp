@@ -184,6 +184,10 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     out.dry_run = true;
     return out;
   }
+  // The claim on OUT, from now to the publish (formats/output_folder.h): a second run on the same
+  // OUT fails here, before calibrating, and so does an output location that is not writable.
+  const OutputLock lock = OutputLock::acquire(r.output);
+  job.lock = &lock;
 
   const std::string resume = resume_stats_path(r.output);
   // After calibration, a failure keeps the statistics (see resume_stats_path); say where.

@@ -101,7 +101,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   QT_ASSERT(job.smoothing == nullptr || job.stats == &job.smoothing->stats);
 
   // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
-  PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
+  PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite, job.lock);
   const fs::path partial = folder.path();
   // The manifest's input hashes, computed alongside (formats/manifest.h).
   InputHashes hashes(model.checkpoint().shard_paths(), job.hash_inputs);

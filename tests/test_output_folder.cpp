@@ -1,0 +1,230 @@
+// Tests for the output side of every writing command (formats/output_folder.h): the claim on OUT
+// (the lock), the partial folder, and a publish that never destroys what the run did not create.
+// Library-level cases call PartialFolder / OutputLock / run_quantize directly; the CLI cases run
+// the real qtool binary as a second process.
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <string>
+
+#include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "formats/manifest.h"
+#include "formats/model_folder.h"
+#include "formats/output_folder.h"
+#include "formats/tiny_model.h"
+#include "libquant/error.h"
+#include "libquant/schemes.h"
+#include "tests/support/test_support.h"
+
+namespace qt {
+namespace {
+
+namespace fs = std::filesystem;
+using Kind = InputError::Kind;
+
+// Runs fn, expects an InputError of `kind` whose full text is `what`.
+void expect_exact(const std::function<void()>& fn, Kind kind, const std::string& what) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
+    EXPECT_EQ(std::string(e.what()), what);
+    return;
+  }
+  ADD_FAILURE() << "no InputError thrown; expected: " << what;
+}
+
+std::string taken_text(const std::string& out) {
+  return out + ": the output path is taken by something this run did not create (it appeared or changed during the "
+               "run); it was left untouched and this run's output was discarded";
+}
+
+// Every entry of a folder, by name.
+std::vector<std::string> names_in(const fs::path& dir) {
+  std::vector<std::string> v;
+  for (const auto& e : fs::directory_iterator(dir)) v.push_back(e.path().filename().string());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+void make_qtool_output(const fs::path& dir, const std::string& marker) {
+  fs::create_directories(dir);
+  test::write_text(dir / kManifestFile, "{}\n");
+  test::write_text(dir / "marker", marker);
+}
+
+TEST(OutputFolder, AFolderCreatedAtOutDuringTheRunSurvivesAndPublishFailsNamingOut) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  {
+    PartialFolder pf = PartialFolder::create(out, "", false);
+    test::write_text(fs::path(pf.path()) / "model.safetensors", "new");
+    fs::create_directory(out);  // someone else, during the run
+    test::write_text(fs::path(out) / "theirs.txt", "keep me");
+    expect_exact([&] { pf.publish(); }, Kind::Io, taken_text(out));
+  }
+  EXPECT_EQ(test::read_text(fs::path(out) / "theirs.txt"), "keep me");
+  EXPECT_EQ(names_in(d.path()), std::vector<std::string>{"out"});  // no partial folder, no lock file left
+}
+
+TEST(OutputFolder, AnEmptyOutFilledDuringTheRunIsNotReplaced) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  fs::create_directory(out);  // an empty OUT is accepted at the start
+  {
+    PartialFolder pf = PartialFolder::create(out, "", false);
+    test::write_text(fs::path(out) / "theirs.txt", "keep me");
+    expect_exact([&] { pf.publish(); }, Kind::Io, taken_text(out));
+  }
+  EXPECT_EQ(names_in(out), std::vector<std::string>{"theirs.txt"});
+  {
+    fs::remove(fs::path(out) / "theirs.txt");  // still empty at publish: replaced
+    PartialFolder pf = PartialFolder::create(out, "", false);
+    test::write_text(fs::path(pf.path()) / "f", "x");
+    pf.publish();
+  }
+  EXPECT_EQ(test::read_text(fs::path(out) / "f"), "x");
+}
+
+TEST(OutputFolder, AFileCreatedAtOutDuringTheRunIsNotReplaced) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  {
+    PartialFolder pf = PartialFolder::create(out, "", true);
+    test::write_text(out, "a plain file");
+    expect_exact([&] { pf.publish(); }, Kind::Io, taken_text(out));
+  }
+  EXPECT_EQ(test::read_text(out), "a plain file");
+}
+
+TEST(OutputFolder, ASecondClaimOnTheSameOutputFailsNamingOutAndTheFirstRun) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  {
+    OutputLock first = OutputLock::acquire(out);
+    EXPECT_TRUE(first.held());
+    EXPECT_EQ(first.path(), out + ".qtool-lock");
+    EXPECT_EQ(test::read_text(first.path()), std::to_string(::getpid()) + "\n");
+    const std::string msg = out + ": another qtool run (pid " + std::to_string(::getpid()) +
+                            ") is writing this output (it holds " + out +
+                            ".qtool-lock); wait for it or choose another -o";
+    expect_exact([&] { OutputLock::acquire(out); }, Kind::Io, msg);
+    expect_exact([&] { PartialFolder::create(out, "", false); }, Kind::Io, msg);
+    // The holder itself creates its partial folder with its lock.
+    PartialFolder pf = PartialFolder::create(out, "", false, &first);
+    pf.publish();
+    EXPECT_TRUE(first.held());  // a lock handed in stays with its owner
+  }
+  EXPECT_FALSE(fs::exists(out + ".qtool-lock"));  // removed when released
+  OutputLock again = OutputLock::acquire(out + "2");
+  EXPECT_TRUE(again.held());
+}
+
+TEST(OutputFolder, OverwriteReplacesOnlyAQtoolOutputFolder) {
+  test::TempDir d;
+  const fs::path base = fs::canonical(d.path());
+  test::write_text(base / "file", "plain");
+  fs::create_directories(base / "foreign");
+  test::write_text(base / "foreign" / "data.bin", "theirs");
+  fs::create_directory_symlink(base / "foreign", base / "link");
+  const std::string not_qtool =
+      ": exists and is not a qtool output folder (a file, a symlink, or a folder without qtool_manifest.json); "
+      "--overwrite replaces only a folder qtool wrote";
+  for (const char* name : {"file", "foreign"})
+    expect_exact([&] { check_output_folder((base / name).string(), "", true); }, Kind::Usage,
+                 (base / name).string() + not_qtool);
+  EXPECT_FALSE(is_qtool_output_folder((base / "link").string()));
+  EXPECT_EQ(test::read_text(base / "foreign" / "data.bin"), "theirs");
+
+  make_qtool_output(base / "q", "old");
+  {
+    PartialFolder pf = PartialFolder::create((base / "q").string(), "", true);
+    make_qtool_output(pf.path(), "new");
+    pf.publish();
+  }
+  EXPECT_EQ(test::read_text(base / "q" / "marker"), "new");
+  // A qtool output at the start, replaced by a foreign folder during the run: not replaced.
+  {
+    PartialFolder pf = PartialFolder::create((base / "q").string(), "", true);
+    make_qtool_output(pf.path(), "newer");
+    fs::remove(base / "q" / kManifestFile);
+    expect_exact([&] { pf.publish(); }, Kind::Io, taken_text((base / "q").string()));
+  }
+  EXPECT_EQ(test::read_text(base / "q" / "marker"), "new");
+  EXPECT_EQ(names_in(base), (std::vector<std::string>{"file", "foreign", "link", "q"}));
+}
+
+TEST(OutputFolder, TheNoReplaceRenameAndItsFallbackNeverReplaceAnything) {
+  test::TempDir d;
+  const fs::path base = fs::canonical(d.path());
+  for (bool fallback : {false, true}) {
+    const fs::path a = base / "a", b = base / "b";
+    fs::create_directories(a);
+    test::write_text(a / "f", "from");
+    fs::create_directories(b);
+    test::write_text(b / "g", "theirs");
+    const int err = rename_no_replace(a.string(), b.string(), fallback);
+    EXPECT_TRUE(err == EEXIST || err == ENOTEMPTY) << err;
+    EXPECT_EQ(test::read_text(b / "g"), "theirs");
+    EXPECT_EQ(test::read_text(a / "f"), "from");
+    fs::remove_all(b);
+    test::write_text(b, "a file");
+    EXPECT_NE(rename_no_replace(a.string(), b.string(), fallback), 0);
+    EXPECT_EQ(test::read_text(b), "a file");
+    fs::remove(b);
+    EXPECT_EQ(rename_no_replace(a.string(), b.string(), fallback), 0);
+    EXPECT_EQ(test::read_text(b / "f"), "from");
+    EXPECT_FALSE(fs::exists(a));
+    fs::remove_all(b);
+  }
+}
+
+TEST(OutputFolder, AQuantizeRunWhoseOutAppearsMidwayFailsAndLeavesItAlone) {
+  test::TempDir d;
+  write_tiny_model(d.str("m"), {});
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  const ModelFolder m = ModelFolder::open(d.str("m"));
+  calib::PlanOptions po;
+  po.scheme = find_scheme("fp8-dynamic");
+  const calib::QuantPlan plan = calib::build_quant_plan(m.checkpoint().tensors(), po, m.dir());
+  calib::QuantizeJob job;
+  job.output_dir = out;
+  job.hash_inputs = false;
+  bool made = false;
+  job.on_tensor = [&](const calib::TensorProgress&) {
+    if (made) return;
+    made = true;
+    fs::create_directory(out);
+    test::write_text(fs::path(out) / "theirs.txt", "keep me");
+  };
+  calib::preflight_output(m, plan, job);
+  expect_exact([&] { calib::run_quantize(m, plan, job); }, Kind::Io, taken_text(out));
+  EXPECT_EQ(names_in(out), std::vector<std::string>{"theirs.txt"});
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "out"}));
+}
+
+TEST(OutputFolder, TheCliFailsCleanlyWhileAnotherProcessHoldsTheOutput) {
+  test::TempDir d;
+  write_tiny_model(d.str("m"), {});
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  OutputLock other = OutputLock::acquire(out);  // this test process plays the first run
+  for (const char* scheme : {"fp8-dynamic", "fp8-static"}) {
+    auto r = test::run_qtool({"quantize", d.str("m"), "-o", out, "--scheme", scheme, "--num-samples", "2"});
+    EXPECT_EQ(r.exit_code, 7) << r.err;
+    EXPECT_EQ(r.err, "qtool: error: " + out + ": another qtool run (pid " + std::to_string(::getpid()) +
+                         ") is writing this output (it holds " + out + ".qtool-lock); wait for it or choose another -o\n");
+  }
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "out.qtool-lock"}));  // the holder's lock only
+  other.release();
+  auto ok = test::run_qtool({"quantize", d.str("m"), "-o", out, "--scheme", "fp8-dynamic"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "out"}));
+}
+
+}  // namespace
+}  // namespace qt

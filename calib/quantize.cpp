@@ -13,6 +13,7 @@
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
+#include "formats/run_cleanup.h"
 #include "libquant/error.h"
 #include "libquant/parallel.h"
 
@@ -188,10 +189,15 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   // OUT fails here, before calibrating, and so does an output location that is not writable.
   const OutputLock lock = OutputLock::acquire(r.output);
   job.lock = &lock;
+  for (const auto& n : lock.notes()) say(ev.info, n);
 
   const std::string resume = resume_stats_path(r.output);
   // After calibration, a failure keeps the statistics (see resume_stats_path); say where.
   const bool calibrating = needs_stats && r.stats_in.empty();
+  // An interrupt (formats/run_cleanup.h) keeps them too, and says so.
+  const cleanup::KeptOnInterrupt kept_on_interrupt =
+      calibrating ? cleanup::KeptOnInterrupt(resume, "calibration statistics: the same command reuses them")
+                  : cleanup::KeptOnInterrupt();
   auto note_kept = [&] {
     if (calibrating) say(ev.error, fmt::format("calibration statistics are kept in {}: the same command reuses them", resume));
   };

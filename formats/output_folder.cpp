@@ -7,7 +7,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -125,6 +129,52 @@ int rename_no_replace(const std::string& from, const std::string& to, bool force
   return 0;
 }
 
+// ---- leftovers of killed runs ----
+
+namespace {
+
+// Sibling folders `<OUT>.qtool-partial-<pid>` of other processes: removed when that process is
+// gone and the folder carries the marker, otherwise only named. Runs with the lock held, so no
+// live qtool run can be writing one of them.
+std::vector<std::string> clear_stale_partials(const std::string& out) {
+  std::vector<std::string> notes;
+  const fs::path o(out);
+  const std::string prefix = o.filename().string() + ".qtool-partial-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(o.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);
+    if (pid == ::getpid()) continue;
+    const std::string path = e.path().string();
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    const bool alive = ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+    const std::string marker = (e.path() / kPartialMarker).string();
+    const bool marked = ::lstat(marker.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+    if (alive) {
+      notes.push_back(path + ": an unfinished output of process " + digits +
+                      ", which is still running (or its pid was reused); left alone");
+    } else if (!marked) {
+      notes.push_back(path + ": looks like an unfinished output of process " + digits + " but has no " +
+                      kPartialMarker + " marker (an older qtool, or not qtool's); left alone, delete it yourself");
+    } else {
+      std::error_code rec;
+      fs::remove_all(path, rec);
+      if (rec)
+        notes.push_back(path + ": the unfinished output of process " + digits +
+                        " (no longer running) could not be removed: " + rec.message());
+      else
+        notes.push_back("removed the unfinished output of process " + digits + " (no longer running): " + path);
+    }
+  }
+  return notes;
+}
+
+}  // namespace
+
 // ---- the lock ----
 
 std::string output_lock_path(const std::string& out) { return canonical_or_abs(out) + ".qtool-lock"; }
@@ -165,6 +215,8 @@ OutputLock OutputLock::acquire(const std::string& out_arg) {
       const std::string pid = std::to_string(::getpid()) + "\n";
       if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, pid.data(), pid.size(), 0);
       l.fd_ = fd;
+      l.on_interrupt_ = cleanup::OnInterrupt(l.path_, "");
+      l.notes_ = clear_stale_partials(l.out_);
       return l;
     }
     ::close(fd);
@@ -172,7 +224,9 @@ OutputLock OutputLock::acquire(const std::string& out_arg) {
   throw InputError(Kind::Io, l.path_, "", "cannot lock: the lock file keeps being replaced");
 }
 
-OutputLock::OutputLock(OutputLock&& o) noexcept : fd_(o.fd_), out_(std::move(o.out_)), path_(std::move(o.path_)) {
+OutputLock::OutputLock(OutputLock&& o) noexcept
+    : fd_(o.fd_), out_(std::move(o.out_)), path_(std::move(o.path_)), notes_(std::move(o.notes_)),
+      on_interrupt_(std::move(o.on_interrupt_)) {
   o.fd_ = -1;
 }
 
@@ -182,6 +236,8 @@ OutputLock& OutputLock::operator=(OutputLock&& o) noexcept {
     fd_ = o.fd_;
     out_ = std::move(o.out_);
     path_ = std::move(o.path_);
+    notes_ = std::move(o.notes_);
+    on_interrupt_ = std::move(o.on_interrupt_);
     o.fd_ = -1;
   }
   return *this;
@@ -194,6 +250,7 @@ void OutputLock::release() {
   ::unlink(path_.c_str());  // while still holding it (see acquire)
   ::close(fd_);
   fd_ = -1;
+  on_interrupt_.reset();
 }
 
 // ---- the partial folder ----
@@ -205,18 +262,27 @@ PartialFolder PartialFolder::create(const std::string& out_arg, const std::strin
   OutputLock own;
   if (held == nullptr || !held->held() || held->out() != out) own = OutputLock::acquire(out);
   const std::string partial = out + ".qtool-partial-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(partial, ec);
-  fs::create_directories(partial, ec);
-  if (ec) throw InputError(Kind::Io, partial, "", "cannot create folder: " + ec.message());
   PartialFolder pf(out, partial, overwrite);
   pf.own_lock_ = std::move(own);
+  {
+    // Created and registered together: an interrupt sees either nothing or a registered folder.
+    const auto hold = cleanup::hold_off_interrupts();
+    std::error_code ec;
+    fs::remove_all(partial, ec);
+    fs::create_directories(partial, ec);
+    if (ec) {
+      pf.armed_ = false;
+      throw InputError(Kind::Io, partial, "", "cannot create folder: " + ec.message());
+    }
+    pf.on_interrupt_ = cleanup::OnInterrupt(partial, "this run's unfinished output");
+  }
+  write_file_atomic((fs::path(partial) / kPartialMarker).string(), std::to_string(::getpid()) + "\n");
   return pf;
 }
 
 PartialFolder::PartialFolder(PartialFolder&& o) noexcept
     : out_(std::move(o.out_)), partial_(std::move(o.partial_)), overwrite_(o.overwrite_), armed_(o.armed_),
-      own_lock_(std::move(o.own_lock_)) {
+      own_lock_(std::move(o.own_lock_)), on_interrupt_(std::move(o.on_interrupt_)) {
   o.armed_ = false;
 }
 
@@ -229,6 +295,16 @@ PartialFolder::~PartialFolder() {
 
 void PartialFolder::publish() {
   QT_ASSERT(armed_);
+  // Test hook (qtool-quantize(1) ENVIRONMENT): stop here, everything written, until a signal.
+  if (const char* v = std::getenv("QTOOL_FAULT_INJECT"); v && std::string(v) == "wait-before-publish") {
+    std::fprintf(stderr, "qtool: QTOOL_FAULT_INJECT=wait-before-publish: waiting for a signal\n");
+    std::fflush(stderr);
+    for (;;) ::pause();
+  }
+  // An interrupt waits until the output is in place (or publishing failed).
+  const auto hold = cleanup::hold_off_interrupts();
+  if (::unlink((fs::path(partial_) / kPartialMarker).c_str()) != 0 && errno != ENOENT)
+    throw InputError(Kind::Io, partial_, "", std::string("cannot remove the marker file: ") + std::strerror(errno));
   auto put_in_place = [&] {
     const int err = rename_no_replace(partial_, out_);
     if (err == EEXIST || err == ENOTEMPTY || err == ENOTDIR || err == EISDIR) taken(out_);
@@ -269,6 +345,7 @@ void PartialFolder::publish() {
       taken(out_);
   }
   armed_ = false;
+  on_interrupt_.reset();
   own_lock_.release();
   fsync_parent_directory(out_);
 }

@@ -27,9 +27,18 @@
 //    the rename is made safe another way: mkdir(OUT) claims the name (it fails if anything is
 //    there), then rename(2) replaces that empty folder, which the kernel refuses (ENOTEMPTY) if
 //    something was put into it meanwhile.
+//  * Interrupts (formats/run_cleanup.h): the partial folder and the lock file are registered for
+//    removal while they exist; publish runs with interrupt cleanup held off.
+//  * Leftovers of killed runs: when the lock is taken, sibling folders `<OUT>.qtool-partial-<N>`
+//    are looked at. One whose process N is no longer running and that carries the marker file
+//    `.qtool-partial` (written into every partial folder, removed just before publish) is removed;
+//    any other is left alone. Either way notes() says what was found.
 #pragma once
 
 #include <string>
+#include <vector>
+
+#include "formats/run_cleanup.h"
 
 namespace qt {
 
@@ -68,12 +77,19 @@ class OutputLock {
   bool held() const { return fd_ >= 0; }
   const std::string& out() const { return out_; }     // absolute OUT
   const std::string& path() const { return path_; }   // `<OUT>.qtool-lock`
+  // What acquire() found and did about leftover partial folders of killed runs (one line each).
+  const std::vector<std::string>& notes() const { return notes_; }
   void release();
 
  private:
   int fd_ = -1;
   std::string out_, path_;
+  std::vector<std::string> notes_;
+  cleanup::OnInterrupt on_interrupt_;
 };
+
+// The marker file in every partial folder (removed before publish).
+inline constexpr const char* kPartialMarker = ".qtool-partial";
 
 // `<abs(out)>.qtool-lock`.
 std::string output_lock_path(const std::string& out);
@@ -94,6 +110,8 @@ class PartialFolder {
 
   const std::string& path() const { return partial_; }  // where to write
   const std::string& out() const { return out_; }       // the final (absolute) path
+  // The notes of the lock create() took itself (empty when the caller's lock was used).
+  const std::vector<std::string>& notes() const { return own_lock_.notes(); }
 
   // Renames the partial folder to out by the rules above and fsyncs the parent folder. Throws
   // InputError(Io) naming OUT when OUT is something publishing must not replace (then the partial
@@ -107,6 +125,7 @@ class PartialFolder {
   bool overwrite_ = false;
   bool armed_ = true;
   OutputLock own_lock_;  // when create() took the lock itself
+  cleanup::OnInterrupt on_interrupt_;
 };
 
 // Renames `from` to `to` only if nothing exists at `to` (renameat2 RENAME_NOREPLACE, or the

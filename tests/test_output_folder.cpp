@@ -2,9 +2,15 @@
 // (the lock), the partial folder, and a publish that never destroys what the run did not create.
 // Library-level cases call PartialFolder / OutputLock / run_quantize directly; the CLI cases run
 // the real qtool binary as a second process.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cerrno>
 #include <filesystem>
@@ -224,6 +230,133 @@ TEST(OutputFolder, TheCliFailsCleanlyWhileAnotherProcessHoldsTheOutput) {
   auto ok = test::run_qtool({"quantize", d.str("m"), "-o", out, "--scheme", "fp8-dynamic"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "out"}));
+}
+
+// ---- interrupts ----
+
+// The qtool binary as a child process (stdout to /dev/null, stderr to `err`), with `env` added.
+pid_t spawn_qtool(const std::vector<std::string>& args, const std::string& err, const std::string& env) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(e, 2);
+    if (!env.empty()) ::putenv(const_cast<char*>(env.c_str()));
+    std::vector<char*> argv{const_cast<char*>(QTOOL_BINARY)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(QTOOL_BINARY, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits (up to 120 s) until `file` contains `text`.
+bool wait_for_text(const std::string& file, const std::string& text) {
+  for (int i = 0; i < 1200; ++i) {
+    if (test::read_text(file).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+int wait_exit_code(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(Interrupts, SigtermRemovesWhatTheRunCreatedKeepsTheStatisticsAndSaysSo) {
+  test::TempDir d;
+  write_tiny_model(d.str("m"), {});
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  const std::string err = d.str("err.txt");
+  const pid_t pid = spawn_qtool({"quantize", d.str("m"), "-o", out, "--scheme", "fp8-static", "--num-samples", "2",
+                                 "--seq-len", "32", "-q"},
+                                err, "QTOOL_FAULT_INJECT=wait-before-publish");
+  ASSERT_TRUE(wait_for_text(err, "waiting for a signal")) << test::read_text(err);
+  const std::string partial = out + ".qtool-partial-" + std::to_string(pid);
+  EXPECT_TRUE(fs::exists(fs::path(partial) / "config.json"));  // everything written, not published
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(wait_exit_code(pid), 143);
+  EXPECT_EQ(test::read_text(err), "qtool: QTOOL_FAULT_INJECT=wait-before-publish: waiting for a signal\n"
+                                  "qtool: interrupted by SIGTERM\n"
+                                  "qtool: removed " + partial + " (this run's unfinished output)\n"
+                                  "qtool: kept " + out + ".qtool-stats.zst (calibration statistics: the same command reuses them)\n");
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"err.txt", "m", "out.qtool-stats.zst"}));
+}
+
+TEST(Interrupts, SigintDuringAConvertLeavesNothing) {
+  test::TempDir d;
+  write_tiny_model(d.str("m"), {});
+  ASSERT_EQ(test::run_qtool({"quantize", d.str("m"), "-o", d.str("q"), "--scheme", "fp8-dynamic"}).exit_code, 0);
+  const std::string out = fs::canonical(d.path()).string() + "/dq";
+  const std::string err = d.str("err.txt");
+  const pid_t pid = spawn_qtool({"convert", d.str("q"), "-o", out, "--dequantize", "-q"}, err,
+                                "QTOOL_FAULT_INJECT=wait-before-publish");
+  ASSERT_TRUE(wait_for_text(err, "waiting for a signal")) << test::read_text(err);
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(wait_exit_code(pid), 130);
+  EXPECT_EQ(test::read_text(err), "qtool: QTOOL_FAULT_INJECT=wait-before-publish: waiting for a signal\n"
+                                  "qtool: interrupted by SIGINT\n"
+                                  "qtool: removed " + out + ".qtool-partial-" + std::to_string(pid) +
+                                      " (this run's unfinished output)\n");
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"err.txt", "m", "q"}));
+}
+
+TEST(Interrupts, LeftoversOfKilledRunsAreRemovedOnlyWhenTheirProcessIsGoneAndTheyAreMarked) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  const pid_t child = ::fork();  // a pid that is certainly no longer running once reaped
+  if (child == 0) ::_exit(0);
+  wait_exit_code(child);
+  const std::string dead = std::to_string(child), alive = std::to_string(::getppid());
+  const std::string p_dead = out + ".qtool-partial-" + dead, p_unmarked = out + ".qtool-partial-999999999",
+                    p_alive = out + ".qtool-partial-" + alive;
+  for (const auto& p : {p_dead, p_alive}) {
+    fs::create_directories(p);
+    test::write_text(fs::path(p) / kPartialMarker, "x\n");
+    test::write_text(fs::path(p) / "model.safetensors", "partial");
+  }
+  fs::create_directories(p_unmarked);
+  test::write_text(fs::path(p_unmarked) / "mine.txt", "a user's folder with a qtool-like name");
+  fs::create_directories(out + "x.qtool-partial-" + dead);  // another OUT's: not looked at
+  {
+    OutputLock l = OutputLock::acquire(out);
+    std::vector<std::string> notes = l.notes();
+    std::sort(notes.begin(), notes.end());
+    std::vector<std::string> want{
+        p_alive + ": an unfinished output of process " + alive + ", which is still running (or its pid was reused); left alone",
+        p_unmarked + ": looks like an unfinished output of process 999999999" +
+            " but has no .qtool-partial marker (an older qtool, or not qtool's); left alone, delete it yourself",
+        "removed the unfinished output of process " + dead + " (no longer running): " + p_dead};
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(notes, want);
+  }
+  EXPECT_FALSE(fs::exists(p_dead));
+  EXPECT_TRUE(fs::exists(fs::path(p_alive) / "model.safetensors"));
+  EXPECT_EQ(test::read_text(fs::path(p_unmarked) / "mine.txt"), "a user's folder with a qtool-like name");
+  // The CLI says it.
+  fs::create_directories(p_dead);
+  test::write_text(fs::path(p_dead) / kPartialMarker, "x\n");
+  write_tiny_model(d.str("m"), {});
+  auto r = test::run_qtool({"quantize", d.str("m"), "-o", out, "--scheme", "fp8-dynamic"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_CONTAINS(r.err, "removed the unfinished output of process " + dead + " (no longer running): " + p_dead + "\n");
+  EXPECT_FALSE(fs::exists(p_dead));
+}
+
+TEST(Interrupts, ThePublishedOutputHasNoMarkerFile) {
+  test::TempDir d;
+  const std::string out = d.str("out");
+  {
+    PartialFolder pf = PartialFolder::create(out, "", false);
+    EXPECT_EQ(test::read_text(fs::path(pf.path()) / kPartialMarker), std::to_string(::getpid()) + "\n");
+    pf.publish();
+  }
+  EXPECT_TRUE(fs::is_empty(out));
 }
 
 }  // namespace

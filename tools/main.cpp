@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "build_info.h"
+#include "formats/run_cleanup.h"
 #include "libquant/gemm.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -29,6 +30,9 @@ std::string version_text() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread starts: SIGINT/SIGTERM/SIGHUP remove what this run created, a truncated
+  // input is a clean I/O error (formats/run_cleanup.h).
+  qt::cleanup::install_interrupt_handling();
   CLI::App app{"qtool: quantize Hugging Face checkpoints to FP8/INT8 for vLLM, inspect and verify them"};
   app.set_version_flag("-V,--version", version_text());
   app.require_subcommand(1);

@@ -172,6 +172,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   job.command_line = r.command_line;
   job.on_tensor = ev.on_tensor;
   preflight_output(model, plan, job);
+  if (!r.stats_out.empty())  // written right after calibration: checked before it
+    check_writable_folder(std::filesystem::path(canonical_or_abs(r.stats_out)).parent_path().string(),
+                          "the --save-stats location");
   for (const auto& w : plan.warnings) say(ev.warn, "warning: " + w);
 
   if (r.smoothquant) {

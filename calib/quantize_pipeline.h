@@ -79,7 +79,9 @@ float static_input_scale(const ActivationStats& stats, const std::string& module
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
 // Preflight checks that need the file system: OUT is not the input and not inside it, OUT does
-// not exist (unless overwrite), enough free space for plan.output_bytes. Throws InputError(Usage/Io).
+// not exist (unless overwrite), the folder that will hold OUT is writable (not read-only, not
+// permission-denied: checked before any expensive work), enough free space for
+// plan.output_bytes. Throws InputError(Usage/Io).
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
 }  // namespace qt::calib

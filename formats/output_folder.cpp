@@ -62,6 +62,13 @@ Entry entry_at(const std::string& p) {
 
 }  // namespace
 
+void check_writable_folder(const std::string& dir, const std::string& what) {
+  if (::access(dir.c_str(), W_OK | X_OK) == 0) return;
+  const int err = errno;
+  if (err == ENOENT || err == ENOTDIR) throw InputError(Kind::Missing, dir, "", what + " does not exist");
+  throw InputError(Kind::Io, dir, "", what + " is not writable (" + std::strerror(err) + ")");
+}
+
 bool is_qtool_output_folder(const std::string& dir) {
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;

@@ -54,6 +54,11 @@ std::string canonical_or_abs(const std::string& path);
 // `input` may be a file or a folder ("" skips the containment checks).
 void check_output_folder(const std::string& out, const std::string& input, bool overwrite);
 
+// Throws InputError(Io) "DIR: WHAT is not writable (OS error)" when files cannot be created in
+// the folder `dir` (a read-only file system, no write permission), InputError(Missing) "DIR: WHAT
+// does not exist"; checked with access(2), so it writes nothing (also for a dry run).
+void check_writable_folder(const std::string& dir, const std::string& what);
+
 // True if `dir` is a folder (not a symlink) holding a qtool_manifest.json: something qtool wrote.
 bool is_qtool_output_folder(const std::string& dir);
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -230,6 +231,63 @@ TEST(OutputFolder, TheCliFailsCleanlyWhileAnotherProcessHoldsTheOutput) {
   auto ok = test::run_qtool({"quantize", d.str("m"), "-o", out, "--scheme", "fp8-dynamic"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "out"}));
+}
+
+// ---- an unwritable output location: refused before any expensive work ----
+
+// A read-only folder: a read-only tmpfs when root (root ignores permission bits), else mode 0555.
+struct ReadOnlyFolder {
+  std::string path, os_error;
+  bool mounted = false, ok = false;
+  explicit ReadOnlyFolder(const std::string& p) : path(p) {
+    fs::create_directories(p);
+    if (::getuid() == 0) {
+      mounted = ok = ::mount("tmpfs", p.c_str(), "tmpfs", MS_RDONLY, "size=1m") == 0;
+      os_error = std::strerror(EROFS);
+    } else {
+      fs::permissions(p, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                             fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+      ok = true;
+      os_error = std::strerror(EACCES);
+    }
+  }
+  ~ReadOnlyFolder() {
+    if (mounted) ::umount(path.c_str());
+    else fs::permissions(path, fs::perms::owner_all);
+  }
+};
+
+TEST(OutputFolder, AReadOnlyOutputLocationIsRefusedBeforeCalibrating) {
+  test::TempDir d;
+  write_tiny_model(d.str("m"), {});
+  ReadOnlyFolder ro(fs::canonical(d.path()).string() + "/ro");
+  if (!ro.ok) GTEST_SKIP() << "cannot make a read-only folder here";
+  const std::string want = "qtool: error: " + ro.path + ": the output location is not writable (" + ro.os_error + ")\n";
+  for (bool dry : {false, true}) {
+    std::vector<std::string> args{"quantize", d.str("m"), "-o", ro.path + "/out", "--scheme", "fp8-static",
+                                  "--num-samples", "2"};
+    if (dry) args.push_back("--dry-run");
+    auto r = test::run_qtool(args);
+    EXPECT_EQ(r.exit_code, 7);
+    EXPECT_EQ(r.err, want);  // nothing else: no calibration line, no plan
+  }
+  auto s = test::run_qtool({"quantize", d.str("m"), "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "2",
+                            "--save-stats", ro.path + "/stats.zst"});
+  EXPECT_EQ(s.exit_code, 7);
+  EXPECT_EQ(s.err, "qtool: error: " + ro.path + ": the --save-stats location is not writable (" + ro.os_error + ")\n");
+  auto m = test::run_qtool({"quantize", d.str("m"), "-o", d.str("out"), "--scheme", "fp8-static", "--save-stats",
+                            d.str("no/such/stats.zst")});
+  EXPECT_EQ(m.exit_code, 4);
+  EXPECT_EQ(m.err, "qtool: error: " + fs::canonical(d.path()).string() + "/no/such: the --save-stats location does not exist\n");
+  // The lock (taken right before calibrating) says the same where access(2) cannot tell.
+  try {
+    OutputLock::acquire(ro.path + "/out");
+    ADD_FAILURE() << "the lock was created in a read-only folder";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), ro.path + ": the output location is not writable (cannot create out.qtool-lock: " +
+                                         ro.os_error + ")");
+  }
+  EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"m", "ro"}));
 }
 
 // ---- interrupts ----

@@ -148,8 +148,23 @@ std::vector<std::string> clear_stale_partials(const std::string& out) {
   const fs::path o(out);
   const std::string prefix = o.filename().string() + ".qtool-partial-";
   std::error_code ec;
+  const std::string tmp_prefix = "." + o.filename().string() + ".qtool-";
+  auto dead = [](const std::string& digits) {
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+    const long pid = std::stol(digits);
+    return pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  };
   for (const auto& e : fs::directory_iterator(o.parent_path(), ec)) {
     const std::string name = e.path().filename().string();
+    // A temporary file of an atomic write beside OUT (".OUT.qtool-stats.zst.tmp-PID") of a dead run.
+    if (const auto t = name.rfind(".tmp-"); name.rfind(tmp_prefix, 0) == 0 && t != std::string::npos &&
+                                             dead(name.substr(t + 5))) {
+      struct stat st {};
+      if (::lstat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(e.path().c_str()) == 0)
+        notes.push_back("removed a temporary file of process " + name.substr(t + 5) + " (no longer running): " +
+                        e.path().string());
+      continue;
+    }
     if (name.rfind(prefix, 0) != 0) continue;
     const std::string digits = name.substr(prefix.size());
     if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "calib/tokenizer/tokenizer.h"
+#include "formats/input_file.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
 
@@ -15,6 +16,7 @@ namespace qt::calib {
 namespace {
 
 std::string read_all(const std::string& path) {
+  check_input_file(path);  // a FIFO or device would block or never end
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(InputError::Kind::Missing, path, "", "cannot open the calibration dataset");
   std::stringstream ss;

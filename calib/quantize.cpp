@@ -13,6 +13,7 @@
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
+#include "formats/run_cleanup.h"
 #include "libquant/error.h"
 #include "libquant/parallel.h"
 
@@ -171,6 +172,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   job.command_line = r.command_line;
   job.on_tensor = ev.on_tensor;
   preflight_output(model, plan, job);
+  if (!r.stats_out.empty())  // written right after calibration: checked before it
+    check_writable_folder(std::filesystem::path(canonical_or_abs(r.stats_out)).parent_path().string(),
+                          "the --save-stats location");
   for (const auto& w : plan.warnings) say(ev.warn, "warning: " + w);
 
   if (r.smoothquant) {
@@ -184,10 +188,19 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     out.dry_run = true;
     return out;
   }
+  // The claim on OUT, from now to the publish (formats/output_folder.h): a second run on the same
+  // OUT fails here, before calibrating, and so does an output location that is not writable.
+  const OutputLock lock = OutputLock::acquire(r.output);
+  job.lock = &lock;
+  for (const auto& n : lock.notes()) say(ev.info, n);
 
   const std::string resume = resume_stats_path(r.output);
   // After calibration, a failure keeps the statistics (see resume_stats_path); say where.
   const bool calibrating = needs_stats && r.stats_in.empty();
+  // An interrupt (formats/run_cleanup.h) keeps them too, and says so.
+  const cleanup::KeptOnInterrupt kept_on_interrupt =
+      calibrating ? cleanup::KeptOnInterrupt(resume, "calibration statistics: the same command reuses them")
+                  : cleanup::KeptOnInterrupt();
   auto note_kept = [&] {
     if (calibrating) say(ev.error, fmt::format("calibration statistics are kept in {}: the same command reuses them", resume));
   };

@@ -80,6 +80,7 @@ float static_input_scale(const ActivationStats& stats, const std::string& module
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
   check_output_folder(job.output_dir, model.dir(), job.overwrite);
   const fs::path parent = fs::path(canonical_or_abs(job.output_dir)).parent_path();
+  check_writable_folder(parent.string(), "the output location");
   struct statvfs sv {};
   if (::statvfs(parent.c_str(), &sv) == 0) {
     const uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
@@ -101,7 +102,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   QT_ASSERT(job.smoothing == nullptr || job.stats == &job.smoothing->stats);
 
   // Everything goes into <OUT>.qtool-partial-<pid>; removed unless published at the end.
-  PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite);
+  PartialFolder folder = PartialFolder::create(job.output_dir, model.dir(), job.overwrite, job.lock);
   const fs::path partial = folder.path();
   // The manifest's input hashes, computed alongside (formats/manifest.h).
   InputHashes hashes(model.checkpoint().shard_paths(), job.hash_inputs);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "calib/quant_plan.h"
+#include "formats/output_folder.h"
 #include "libquant/activation_stats.h"
 
 namespace qt {
@@ -54,6 +55,9 @@ struct QuantizeJob {
   // input absmax). Not owned; may be null.
   const SmoothingPlan* smoothing = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
+  // The run's claim on OUT, when the caller took it earlier (quantize_model does, before
+  // calibrating); null: run_quantize takes it itself. Not owned.
+  const OutputLock* lock = nullptr;
   // Keys merged into qtool_manifest.json (top level) by whoever prepared the job, e.g. the
   // calibration record of calib/quantize.cpp; every key must be specified in man/qtool-files.5.
   nlohmann::json manifest_extra = nlohmann::json::object();
@@ -75,7 +79,9 @@ float static_input_scale(const ActivationStats& stats, const std::string& module
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
 // Preflight checks that need the file system: OUT is not the input and not inside it, OUT does
-// not exist (unless overwrite), enough free space for plan.output_bytes. Throws InputError(Usage/Io).
+// not exist (unless overwrite), the folder that will hold OUT is writable (not read-only, not
+// permission-denied: checked before any expensive work), enough free space for
+// plan.output_bytes. Throws InputError(Usage/Io).
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
 }  // namespace qt::calib

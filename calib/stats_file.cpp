@@ -9,6 +9,7 @@
 
 #include "formats/atomic_file.h"
 #include "formats/checkpoint.h"
+#include "formats/input_file.h"
 #include "formats/model_folder.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
@@ -54,11 +55,7 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
 }
 
 ActivationStats load_stats(const std::string& path, const std::string& expected, StatsProvenance* prov) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(InputError::Kind::Missing, path, "", "cannot open the statistics file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string raw = ss.str();
+  const std::string raw = read_input_file(path);
   const unsigned long long size = ZSTD_getFrameContentSize(raw.data(), raw.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
     throw InputError(InputError::Kind::BadFile, path, "", "not a qtool statistics file (zstd frame expected)");

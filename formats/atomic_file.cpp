@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "formats/run_cleanup.h"
 #include "libquant/error.h"
 
 namespace qt {
@@ -57,6 +58,7 @@ void pwrite_all(int fd, const void* bytes, size_t size, uint64_t offset, const s
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   const std::string tmp = temp_path_for(path);
+  const cleanup::OnInterrupt on_interrupt(tmp, "");  // an interrupt removes it
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) io_error(path, "", "cannot create temporary file " + tmp, errno);
   try {

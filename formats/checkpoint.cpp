@@ -1,6 +1,7 @@
 #include "formats/checkpoint.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -63,14 +64,21 @@ Checkpoint Checkpoint::open(const std::string& path) {
     c.dir_ = path;
     const fs::path idx = fs::path(path) / kIndexFileName;
     const fs::path single = fs::path(path) / "model.safetensors";
-    if (fs::exists(idx)) {
+    // present(): exists, or cannot be told (a symlink loop): opening it then names the problem.
+    auto present = [](const fs::path& f) {
+      std::error_code fec;
+      return fs::exists(f, fec) || fec.value() == ELOOP;
+    };
+    if (present(idx)) {
       index = idx.string();
-    } else if (fs::exists(single)) {
+    } else if (present(single)) {
       files.push_back(single.string());
     } else {
+      std::error_code fec;  // per entry (a broken entry is skipped, not a listing error)
       for (const auto& e : fs::directory_iterator(path, ec)) {
         const std::string name = e.path().filename().string();
-        if (!name.empty() && name[0] != '.' && name.ends_with(".safetensors") && e.is_regular_file())
+        if (!name.empty() && name[0] != '.' && name.ends_with(".safetensors") &&
+            e.is_regular_file(fec))
           files.push_back(e.path().string());
       }
       if (ec) throw InputError(Kind::Io, path, "", "cannot list folder: " + ec.message());
@@ -139,7 +147,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
 
   for (const auto& [file, names] : by_shard) {
     const std::string shard_path = (fs::path(c.dir_) / file).string();
-    if (!fs::exists(shard_path))
+    std::error_code sec;  // a symlink loop (ELOOP) is reported by open() below, naming the shard
+    if (!fs::exists(shard_path, sec) && sec.value() != ELOOP)
       throw InputError(Kind::Missing, shard_path, "",
                        "shard listed in " + index + " is missing (" + std::to_string(names.size()) +
                            " tensors, e.g. '" + names.front() + "')");

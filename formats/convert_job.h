@@ -42,6 +42,7 @@ struct ConvertSummary {
   uint64_t output_bytes = 0;              // sum of the output tensors' byte sizes
   std::vector<std::string> output_files;  // names relative to the output folder
   std::vector<std::string> notes;         // things the user should know (decisions, losses)
+  std::vector<std::string> output_notes;  // about the output location (leftovers of killed runs); not in the manifest
 };
 
 }  // namespace qt

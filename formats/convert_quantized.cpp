@@ -441,6 +441,7 @@ ConvertSummary convert_quant_layout(const ModelFolder& m, OutputFormat to, std::
   std::vector<TensorSpec> specs;
   for (const auto& it : items) specs.push_back(it.out);
   Writer wr(job, m, specs);
+  sum.output_notes = wr.folder.notes();
   sum.tensors_in = ck.tensors().size();
   sum.tensors_out = items.size();
   for (size_t i = 0; i < items.size(); ++i) {
@@ -513,6 +514,7 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
   std::vector<TensorSpec> specs;
   for (const auto& it : items) specs.push_back(it.out);
   Writer wr(job, m, specs);
+  sum.output_notes = wr.folder.notes();
   sum.tensors_in = ck.tensors().size();
   sum.tensors_out = items.size();
   const size_t es = static_cast<size_t>(dtype_bits(dtype) / 8);

@@ -467,6 +467,7 @@ ConvertSummary convert_gguf_to_hf(const GgufFile& g, DType dtype, const ConvertJ
   InputHashes hashes({g.path()}, job.hash_inputs);  // alongside the conversion (formats/manifest.h)
 
   ConvertSummary sum;
+  sum.output_notes = out.notes();
   sum.tensors_in = g.tensors().size();
   sum.tensors_out = plan.tensors.size();
   sum.notes = plan.notes;

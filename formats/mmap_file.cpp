@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "formats/input_file.h"
+#include "formats/run_cleanup.h"
 #include "libquant/error.h"
 
 namespace qt {
@@ -34,21 +36,12 @@ void advise(const void* base, uint64_t size, uint64_t offset, uint64_t length, i
 }  // namespace
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_os_error(path, "cannot open", errno);
+  const int fd = open_input_file(path);  // refuses FIFOs, devices, folders, symlink loops
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
     throw_os_error(path, "cannot stat", err);
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    throw InputError(InputError::Kind::Missing, path, "", "is a directory, not a file");
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw InputError(InputError::Kind::Io, path, "", "is not a regular file");
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ == 0) {
@@ -64,9 +57,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (p == MAP_FAILED) throw_os_error(path, "cannot memory-map", err);
   map_ = p;
   data_ = static_cast<const uint8_t*>(p);
+  // Inputs changing underneath: qtool assumes its inputs do not change while it runs (it never
+  // writes to them). If another process truncates this file, touching the lost pages raises
+  // SIGBUS; the registration turns that into the I/O error "PATH: cannot read: the file was
+  // truncated while qtool read it ..." (exit 7, after removing what the run created) instead of a
+  // crash (formats/run_cleanup.h). Bytes rewritten in place without a size change are not detected.
+  cleanup::register_mapping(p, static_cast<size_t>(size_), path_);
 }
 
 MappedFile::~MappedFile() {
+  cleanup::unregister_mapping(map_);
   if (map_ != nullptr) ::munmap(map_, static_cast<size_t>(size_));
 }
 

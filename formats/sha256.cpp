@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "formats/input_file.h"
 #include "libquant/error.h"
 
 namespace qt {
@@ -48,9 +49,7 @@ std::string Sha256::hex() {
 }
 
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw InputError(InputError::Kind::Io, path, "", std::string("cannot open: ") + std::strerror(errno));
+  int fd = open_input_file(path);
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   Sha256 h;
   std::vector<uint8_t> buf(size_t{4} << 20);

@@ -99,6 +99,7 @@ int run_convert(const Opts& o) {
   }
   if (pbar) pbar->finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& n : s.output_notes) spdlog::info("{}", n);
   for (const auto& n : s.notes) spdlog::info("note: {}", n);
   if (o.json) {
     nlohmann::json j;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "calib/tokenizer/tokenizer.h"
+#include "formats/input_file.h"
 #include "libquant/error.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -27,15 +28,7 @@ struct TokenizeOptions {
   bool json = false;  // accepted for uniformity: the output is always JSON
 };
 
-std::string read_text_file(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw InputError(InputError::Kind::Missing, path, "", "no such file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(InputError::Kind::Io, path, "", "cannot open for reading");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_text_file(const std::string& path) { return read_input_file(path); }
 
 int run_tokenize(const TokenizeOptions& o) {
   std::error_code ec;

@@ -14,6 +14,7 @@
 
 #include "verify/verify.h"
 #include "verify/verify_cuda.h"
+#include "formats/input_file.h"
 #include "libquant/error.h"
 #include "libquant/parallel.h"
 #include "tools/commands.h"
@@ -41,15 +42,7 @@ struct Opts {
   int bench_repeats = 25;
 };
 
-std::string read_file_text(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw InputError(InputError::Kind::Missing, path, "", "no such file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(InputError::Kind::Io, path, "", "cannot open for reading");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_file_text(const std::string& path) { return read_input_file(path); }
 
 // --token-ids: `qtool tokenize` output ({"ids": [...]}), a flat array of ids (cut into samples of
 // --seq-len), or an array of samples (arrays of ids).

@@ -10,6 +10,7 @@
 #include <exception>
 
 #include "build_info.h"
+#include "formats/run_cleanup.h"
 #include "libquant/gemm.h"
 #include "libquant/parallel.h"
 #include "tools/cli_util.h"
@@ -55,7 +56,10 @@ void default_omp_wait_policy(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  default_omp_wait_policy(argv);
+  default_omp_wait_policy(argv);  // may re-execute qtool: before anything else
+  // Before any thread starts: SIGINT/SIGTERM/SIGHUP remove what this run created, a truncated
+  // input is a clean I/O error (formats/run_cleanup.h).
+  qt::cleanup::install_interrupt_handling();
   CLI::App app{"qtool: quantize Hugging Face checkpoints to FP8/INT8 for vLLM, inspect and verify them"};
   app.set_version_flag("-V,--version", version_text());
   app.require_subcommand(1);

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "calib/tokenizer/tokenizer_detail.h"
+#include "formats/input_file.h"
 #include "libquant/error.h"
 
 namespace qt::calib {
@@ -174,17 +175,7 @@ std::vector<AddedMatcher::Hit> AddedMatcher::split(std::string_view s,
 
 namespace {
 
-std::string read_whole(const std::filesystem::path& p) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(p, ec))
-    throw InputError(Kind::Missing, p.string(), "", "no such file");
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw InputError(Kind::Io, p.string(), "", "cannot open for reading");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw InputError(Kind::Io, p.string(), "", "read failed");
-  return ss.str();
-}
+std::string read_whole(const std::filesystem::path& p) { return read_input_file(p.string()); }
 
 nlohmann::json parse_json(const std::string& text, const std::string& file) {
   try {

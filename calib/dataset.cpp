@@ -3,43 +3,62 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/input_file.h"
+#include "formats/json_util.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
 
 namespace qt::calib {
 namespace {
 
-std::string read_all(const std::string& path) {
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+std::string too_big(uint64_t limit) {
+  return "qtool reads at most " + mib(limit) +
+         " of calibration text (calibration uses a few MB: --num-samples x --seq-len tokens)";
+}
+
+std::string read_all(const std::string& path, uint64_t limit) {
   check_input_file(path);  // a FIFO or device would block or never end
+  std::error_code ec;
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(InputError::Kind::Missing, path, "", "cannot open the calibration dataset");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > limit)
+    throw InputError(InputError::Kind::BadValue, path, "",
+                     "the calibration dataset is " + std::to_string(size) + " bytes; " + too_big(limit));
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
 
-// Streaming zstd decompression (frames may not record their content size).
-std::string zstd_decompress(const std::string& in, const std::string& path) {
+// Streaming zstd decompression (frames may not record their content size), refusing output
+// beyond `limit` bytes as soon as it is reached (a small file can expand to gigabytes).
+std::string zstd_decompress(const std::string& in, const std::string& path, uint64_t limit) {
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   std::string out;
   std::vector<char> buf(ZSTD_DStreamOutSize());
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   size_t ret = 1;
-  while (ib.pos < ib.size) {
+  auto fail = [&](InputError::Kind kind, const std::string& what) {
+    ZSTD_freeDCtx(dctx);
+    throw InputError(kind, path, "", what);
+  };
+  for (;;) {
     ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
     ret = ZSTD_decompressStream(dctx, &ob, &ib);
-    if (ZSTD_isError(ret)) {
-      std::string e = ZSTD_getErrorName(ret);
-      ZSTD_freeDCtx(dctx);
-      throw InputError(InputError::Kind::BadFile, path, "", "not a valid zstd stream: " + e);
-    }
+    if (ZSTD_isError(ret)) fail(InputError::Kind::BadFile, std::string("not a valid zstd stream: ") + ZSTD_getErrorName(ret));
+    if (out.size() + ob.pos > limit)
+      fail(InputError::Kind::BadValue, "the calibration dataset expands to more than " + mib(limit) + "; " + too_big(limit));
     out.append(buf.data(), ob.pos);
+    // Done when all input is consumed and the decoder has nothing left to flush.
+    if (ib.pos == ib.size && ob.pos < ob.size) break;
   }
   ZSTD_freeDCtx(dctx);
   if (ret != 0) throw InputError(InputError::Kind::BadFile, path, "", "truncated zstd stream");
@@ -74,12 +93,20 @@ uint64_t splitmix(uint64_t& s) {
 
 }  // namespace
 
-CalibrationText load_calibration_text(const std::string& path) {
-  std::string raw = read_all(path);
+CalibrationText load_calibration_text(const std::string& path, uint64_t max_bytes) {
+  std::string raw = read_all(path, max_bytes);
   std::string name = path;
-  if (name.ends_with(".zst")) {
-    raw = zstd_decompress(raw, path);
+  const bool compressed = name.ends_with(".zst");
+  if (compressed) {
+    raw = zstd_decompress(raw, path, max_bytes);
     name = name.substr(0, name.size() - 4);
+  }
+  if (const auto bad = find_invalid_utf8(raw)) {
+    const auto line = 1 + std::count(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(*bad), '\n');
+    throw InputError(InputError::Kind::BadFile, path, "",
+                     "not valid UTF-8 at byte offset " + std::to_string(*bad) +
+                         (compressed ? " of the decompressed text" : "") + " (line " + std::to_string(line) +
+                         "); calibration text must be UTF-8");
   }
   CalibrationText t;
   t.source = path;
@@ -108,6 +135,9 @@ CalibrationText load_calibration_text(const std::string& path) {
           if (!m.is_object() || !m.contains("content") || !m["content"].is_string())
             throw InputError(InputError::Kind::BadFile, path + ":" + std::to_string(lineno), "",
                              "each message needs a string \"content\"");
+          if (m.contains("role") && !m["role"].is_string())
+            throw InputError(InputError::Kind::BadFile, path + ":" + std::to_string(lineno), "",
+                             "a message's \"role\" must be a string (got " + json_type_name(m["role"]) + ")");
           doc += m.value("role", std::string("user")) + ": " + m["content"].get<std::string>() + "\n";
         }
         t.documents.push_back(doc);

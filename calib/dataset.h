@@ -23,8 +23,12 @@ struct CalibrationText {
 //     not applied; say so in reports);
 //   anything else (*.txt, *.md, *.txt.zst, ...): plain UTF-8 text, documents separated by one or
 //     more blank lines.
-// A ".zst" suffix means zstd-compressed. Throws InputError naming the file (and line for JSONL).
-CalibrationText load_calibration_text(const std::string& path);
+// A ".zst" suffix means zstd-compressed (decompressed as a stream). The text must be UTF-8.
+// A file, or its decompressed text, larger than `max_bytes` is refused (BadValue) as soon as the
+// limit is passed. Throws InputError naming the file (and line for JSONL; the byte offset for
+// invalid UTF-8).
+inline constexpr uint64_t kMaxCalibrationTextBytes = 1ull << 30;  // 1 GiB
+CalibrationText load_calibration_text(const std::string& path, uint64_t max_bytes = kMaxCalibrationTextBytes);
 
 // The built-in set: varied English prose, code, math and dialogue written for qtool.
 CalibrationText builtin_calibration_text();

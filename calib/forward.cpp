@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <new>
+#include <stdexcept>
 #include <cstring>
 #include <limits>
 
@@ -437,8 +439,33 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
 
 // ---- the forward pass ----------------------------------------------------------------------
 
+namespace {
+ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weights,
+                              const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts);
+}  // namespace
+
 ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
                          const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts) {
+  try {
+    return run_forward_impl(c, weights, samples, opts);
+  } catch (const std::bad_alloc&) {
+  } catch (const std::length_error&) {
+  }
+  // Buffers are sized from config.json: name the values they came from, not a bare "out of memory".
+  int64_t max_t = 0;
+  for (const auto& ids : samples) max_t = std::max<int64_t>(max_t, static_cast<int64_t>(ids.size()));
+  throw InputError(Kind::Io, c.file, "",
+                   "out of memory in the forward pass, whose buffers are sized from hidden_size " +
+                       std::to_string(c.hidden_size) + ", intermediate_size " + std::to_string(c.intermediate_size) +
+                       ", vocab_size " + std::to_string(c.vocab_size) + ", num_attention_heads " +
+                       std::to_string(c.num_heads) + " x head_dim " + std::to_string(c.head_dim) + " and " +
+                       std::to_string(samples.size()) + " samples of up to " + std::to_string(max_t) +
+                       " tokens; check those config values, or lower --num-samples / --seq-len / --calib-memory");
+}
+
+namespace {
+ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weights,
+                              const std::vector<std::vector<int32_t>>& samples, const ForwardOptions& opts) {
   const auto t_start = Clock::now();
   const int threads = resolve_threads(opts.num_threads);
   const std::string& source = opts.source.empty() ? c.file : opts.source;
@@ -471,6 +498,10 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   Loader ld{weights, source};
   LinearRunner lin{opts, threads, {}};
 
+  // The embedding is loaded before anything is allocated from config.json's sizes: its shape
+  // check names a wrong hidden_size / vocab_size instead of a failed allocation.
+  std::vector<float> emb = ld.load("model.embed_tokens.weight", {c.vocab_size, H});
+
   // RoPE tables for positions 0..max_t-1: ang = f32(p) * inv_freq[i] (one f32 product, as
   // transformers' f32 matmul of [D/2,1] x [1,T]); cos/sin in f32, then * attention scaling.
   const RopeTables rt = rope_tables(c);
@@ -490,7 +521,6 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   st.hidden_bytes = hidden.bytes();
   st.hidden_spilled = hidden.spilled();
   {
-    std::vector<float> emb = ld.load("model.embed_tokens.weight", {c.vocab_size, H});
     const auto t0 = Clock::now();
     for (size_t s = 0; s < samples.size(); ++s) {
       const auto& ids = samples[s];
@@ -498,6 +528,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
         std::memcpy(hidden.sample(s) + t * H, emb.data() + static_cast<int64_t>(ids[t]) * H, sizeof(float) * H);
     }
     st.embed_seconds = since(t0);
+    std::vector<float>().swap(emb);
   }
 
   // 2. decoder layers
@@ -565,6 +596,21 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
       // observed above, which is all calibration needs.
       if (opts.on_logits || l + 1 < c.num_layers)
         lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
+      if (opts.check_finite) {
+        const auto bad_h = std::find_if(h, h + T * H, [](float x) { return !std::isfinite(x); });
+        const auto bad_g = std::find_if(g.begin(), g.begin() + T * I, [](float x) { return !std::isfinite(x); });
+        if (bad_h != h + T * H || bad_g != g.begin() + T * I) {
+          const bool in_h = bad_h != h + T * H;
+          const int64_t at = in_h ? (bad_h - h) : (bad_g - g.begin());
+          const float val = in_h ? *bad_h : *bad_g;
+          std::string why = "the calibration forward pass is not finite in this layer (" +
+                            std::string(in_h ? "hidden state" : "MLP activation") + " = " +
+                            (std::isnan(val) ? std::string("nan") : std::string(val > 0 ? "inf" : "-inf")) +
+                            " at sample " + std::to_string(s) + ", token " + std::to_string(at / (in_h ? H : I)) + ")";
+          if (opts.explain_overflow) why += opts.explain_overflow(l);
+          throw InputError(Kind::BadValue, source, "", p.substr(0, p.size() - 1) + ": " + why);
+        }
+      }
     }
     st.layer_seconds += since(t0);
     if (opts.on_layer_done) opts.on_layer_done(l, c.num_layers);
@@ -603,6 +649,8 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   st.seconds = since(t_start);
   return st;
 }
+
+}  // namespace
 
 ForwardStats benchmark_forward(const ModelConfig& cfg, const WeightProvider& weights, int64_t num_samples,
                                int64_t seq_len, int num_threads, uint64_t seed) {

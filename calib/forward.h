@@ -133,6 +133,11 @@ struct ForwardOptions {
   // Where the hidden states of all samples live between layers (calib/hidden_store.h): RAM by
   // default; a temporary file in hidden_spill.dir once they exceed hidden_spill.above_bytes.
   HiddenSpill hidden_spill;
+  // Stop with InputError(BadValue) naming the layer as soon as a layer leaves a hidden state
+  // (or its MLP activation) that is not finite: f32 overflow from outlier weights, or NaN/Inf
+  // weights that slipped through. `explain_overflow(layer)` may add the likely cause.
+  bool check_finite = false;
+  std::function<std::string(int64_t layer)> explain_overflow;
 };
 
 // What a run cost (the benchmark hook): tokens processed and wall-clock seconds per phase.

@@ -1,6 +1,7 @@
 #include "calib/model_config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 
 #include "libquant/error.h"
@@ -10,6 +11,12 @@ namespace {
 
 using json = nlohmann::json;
 using Kind = InputError::Kind;
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 constexpr const char* kSupported =
     "one of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
@@ -76,6 +83,12 @@ void require_positive(int64_t v, const char* key, const std::string& file) {
   if (v <= 0)
     throw InputError(Kind::BadFile, file, "", std::string("config key '") + key + "' must be positive",
                      "> 0", std::to_string(v));
+  // Sizes multiply into buffer sizes (tokens x hidden x 4 bytes ...): bounded so that no product
+  // overflows and an absurd value is named here, not reported as "out of memory" later.
+  constexpr int64_t kMax = (int64_t{1} << 31) - 1;
+  if (v > kMax)
+    throw InputError(Kind::BadFile, file, "", std::string("config key '") + key + "' is too large",
+                     "at most " + std::to_string(kMax), std::to_string(v));
 }
 
 // Reads the three RoPE layouts into one RopeConfig (see header).
@@ -246,6 +259,11 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
     }
     c.head_dim = get_int(cfg, "head_dim", file, def);
     require_positive(c.head_dim, "head_dim", file);
+    if (c.head_dim > 65536)
+      throw InputError(Kind::BadFile, file, "",
+                       def ? "head_dim (hidden_size / num_attention_heads: head_dim is not given) is too large"
+                           : "head_dim is too large",
+                       "at most 65536", std::to_string(c.head_dim));
     if (c.head_dim % 2 != 0)
       throw InputError(Kind::BadFile, file, "", "head_dim must be even for rotary embeddings", "an even number",
                        std::to_string(c.head_dim));
@@ -325,6 +343,24 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
       for (int64_t l = mwl < 0 ? 0 : mwl; l < c.num_layers; ++l) c.sliding_window[static_cast<size_t>(l)] = w;
     }
   }
+  // The rotary tables these parameters give must be usable: each field can be in range while the
+  // combination (or its f32 rounding: rope_theta 1e-300 is 0 in f32) gives a zero, infinite or
+  // NaN frequency or attention scaling, which would make every hidden state NaN.
+  if (!std::isfinite(static_cast<float>(c.rope.theta)) || !(static_cast<float>(c.rope.theta) > 0.0f))
+    throw InputError(Kind::BadFile, file, "", "rope_theta is outside the f32 range", "a positive f32 value",
+                     fmt_double(c.rope.theta));
+  const RopeTables rt = rope_tables(c);
+  if (!std::isfinite(rt.attention_scaling) || !(rt.attention_scaling > 0.0f))
+    throw InputError(Kind::BadFile, file, "",
+                     "the rope parameters (rope_theta, rope_scaling / rope_parameters) give an attention scaling of " +
+                         fmt_double(rt.attention_scaling),
+                     "a positive finite number");
+  for (size_t i = 0; i < rt.inv_freq.size(); ++i)
+    if (!std::isfinite(rt.inv_freq[i]) || !(rt.inv_freq[i] > 0.0f))
+      throw InputError(Kind::BadFile, file, "",
+                       "the rope parameters (rope_theta, rope_scaling / rope_parameters) give rotary frequency " +
+                           std::to_string(i) + " = " + fmt_double(rt.inv_freq[i]),
+                       "a positive finite number");
   return c;
 }
 

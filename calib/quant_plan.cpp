@@ -24,6 +24,16 @@ std::string parent_of(const std::string& module) {
   return p == std::string::npos ? std::string() : module.substr(0, p);
 }
 
+// Names that are Linear projections in every architecture that uses them: a `.weight` of such a
+// module that is not 2-D is a broken checkpoint, not some other kind of layer.
+bool is_projection_name(const std::string& last) {
+  static const std::set<std::string> names = {
+      "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj",
+      "w1", "w2", "w3", "out_proj", "fc1", "fc2", "c_attn", "c_proj", "c_fc", "query_key_value",
+      "dense_h_to_4h", "dense_4h_to_h"};
+  return names.count(last) != 0;
+}
+
 }  // namespace
 
 bool is_linear_weight_name(const std::string& name, const std::vector<int64_t>& shape) {
@@ -76,6 +86,17 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
                      std::string("--format legacy-fp8 needs a per-tensor FP8 scheme (fp8-static); '") +
                          scheme.name + "' is not one");
 
+  // An invalid pattern is reported as such before any matching (not as "matches no module").
+  const PatternSource ignore_src{InputError::Kind::Usage, "", "--ignore"};
+  const PatternSource targets_src{InputError::Kind::Usage, "", "--targets"};
+  for (const auto* list : {&opts.ignore, &opts.targets})
+    for (const auto& p : *list)
+      if (p.rfind("re:", 0) == 0)
+        if (std::string why = regex_problem(p.substr(3)); !why.empty())
+          throw InputError(InputError::Kind::Usage, "", "",
+                           std::string(list == &opts.ignore ? "--ignore" : "--targets") + " '" + p +
+                               "' is not a valid regular expression: " + why);
+
   // Which patterns matched anything (typo protection).
   std::vector<int> ignore_hits(opts.ignore.size(), 0), target_hits(opts.targets.size(), 0);
   std::set<std::string> modules_present;
@@ -83,8 +104,6 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
     if (is_linear_weight_name(t.name, t.shape)) modules_present.insert(t.name.substr(0, t.name.size() - 7));
 
   std::map<std::string, bool> decided;  // module -> quantize
-  DType model_dtype = DType::BF16;
-  bool have_dtype = false;
 
   for (const auto& t : tensors) {
     TensorDecision d;
@@ -98,11 +117,11 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
         target = is_default_target(d.module);
       } else {
         for (size_t i = 0; i < opts.targets.size(); ++i)
-          if (target_matches(opts.targets[i], d.module, false)) { target = true; ++target_hits[i]; }
+          if (target_matches(opts.targets[i], d.module, false, targets_src)) { target = true; ++target_hits[i]; }
       }
       bool ignored = false;
       for (size_t i = 0; i < opts.ignore.size(); ++i)
-        if (target_matches(opts.ignore[i], d.module, false)) { ignored = true; ++ignore_hits[i]; }
+        if (target_matches(opts.ignore[i], d.module, false, ignore_src)) { ignored = true; ++ignore_hits[i]; }
       if (target && !ignored && !(t.dtype == DType::BF16 || t.dtype == DType::F16 || t.dtype == DType::F32)) {
         plan.warnings.push_back(t.name + ": stored as " + std::string(dtype_name(t.dtype)) +
                                 ", not BF16/F16/F32; left unquantized");
@@ -115,12 +134,32 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
                            std::string("scheme ") + scheme.name + " cannot quantize it: " + why +
                                " (add --ignore " + d.module + " to keep it in " +
                                std::string(dtype_short_name(t.dtype)) + ")");
-        if (!have_dtype) { model_dtype = t.dtype; have_dtype = true; }
         d.reason = describe_args(scheme.weights);
       } else {
         d.reason = ignored ? "ignored (--ignore)" : target ? "kept" : "not a target (kept in high precision)";
       }
       decided[d.module] = d.quantize;
+    } else if (ends_with(t.name, ".weight") && t.shape.size() != 2 &&
+               is_projection_name(last_component(t.name.substr(0, t.name.size() - 7)))) {
+      // A Linear projection whose weight is 1-D or 3-D: left as is, it would sit unquantized
+      // next to its quantized siblings (q/k/v, gate/up) while vLLM expects it quantized. Refused
+      // unless --ignore names it (then it is copied like any other kept tensor).
+      const std::string module = t.name.substr(0, t.name.size() - 7);
+      bool target = false, ignored = false;
+      if (opts.targets.empty()) {
+        target = is_default_target(module);
+      } else {
+        for (size_t i = 0; i < opts.targets.size(); ++i)
+          if (target_matches(opts.targets[i], module, false, targets_src)) { target = true; ++target_hits[i]; }
+      }
+      for (size_t i = 0; i < opts.ignore.size(); ++i)
+        if (target_matches(opts.ignore[i], module, false, ignore_src)) { ignored = true; ++ignore_hits[i]; }
+      if (target && !ignored)
+        throw InputError(InputError::Kind::BadFile, t.file, t.name,
+                         "a Linear weight must be 2-D [out_features, in_features], but this one has shape " +
+                             shape_string(t.shape) + "; qtool will not leave it unquantized beside the rest of its "
+                             "layer (vLLM would expect it quantized)");
+      d.reason = "kept";
     } else {
       d.reason = "kept";
     }
@@ -172,7 +211,12 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
   const bool legacy = opts.format == OutputFormat::LegacyFp8;
   const bool packed = scheme.format == CtFormat::PackQuantized;
   const bool static_input = scheme.input && !scheme.input->dynamic;
-  const DType scale_dtype_ct = model_dtype;
+  // Scales are stored in the dtype of the tensor they belong to (compressed-tensors creates each
+  // Linear's weight_scale / input_scale in that Linear's weight dtype, and an attention's
+  // k_scale / v_scale in the dtype of its first parameter, q_proj's weight), so a model that
+  // mixes BF16, F16 and F32 layers gets per-module scale dtypes. Legacy fp8 stores F32 scalars.
+  std::map<std::string, DType> dtype_of;
+  for (const auto& t : tensors) dtype_of[t.name] = t.dtype;
   auto add = [&](OutputTensor o) {
     o.nbytes = *dtype_nbytes(o.dtype, [&] { uint64_t n = 1; for (auto s : o.shape) n *= s; return n; }());
     plan.output_bytes += o.nbytes;
@@ -187,7 +231,7 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       continue;
     }
     plan.quantized_modules.push_back(d.module);
-    const DType sdt = legacy ? DType::F32 : scale_dtype_ct;
+    const DType sdt = legacy ? DType::F32 : t.dtype;
     std::vector<int64_t> sshape;
     switch (scheme.weights.strategy) {
       case Strategy::Tensor: sshape = legacy ? std::vector<int64_t>{} : std::vector<int64_t>{1}; break;
@@ -218,9 +262,11 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       const std::string attn = parent_of(d.module);
       if (attn_seen.insert(attn).second) {
         plan.attention_modules.push_back(attn);
+        const auto q = dtype_of.find(attn + ".q_proj.weight");
+        const DType kv_dt = legacy ? DType::F32 : q != dtype_of.end() ? q->second : t.dtype;
         if (opts.kv_cache_fp8)
           for (const char* kv : {"k_scale", "v_scale"})
-            add({attn + "." + kv, sdt, legacy ? std::vector<int64_t>{} : std::vector<int64_t>{1}, 0,
+            add({attn + "." + kv, kv_dt, legacy ? std::vector<int64_t>{} : std::vector<int64_t>{1}, 0,
                  OutputTensor::Kind::KvScale, "", attn});
       }
     }

@@ -51,7 +51,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
                              CalibrationCost& cost, const std::string& resume, StatsProvenance& prov) {
   const std::string fp = model_fingerprint(model);
   if (!r.stats_in.empty()) {
-    ActivationStats s = load_stats(r.stats_in, fp, &prov);
+    ActivationStats s = load_stats(r.stats_in, fp, &prov, &model);
     say(ev.info, fmt::format("calibration: loaded {} ({} samples x {} tokens from {}, observer {})", r.stats_in,
                              prov.num_samples, prov.seq_len, prov.data_source, prov.observer));
     return s;
@@ -71,7 +71,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
     // Reused only when it is exactly what this run would compute: same model, same text, same
     // samples, same observer. Anything else is recomputed (and the file replaced).
     try {
-      ActivationStats s = load_stats(resume, fp, &prov);
+      ActivationStats s = load_stats(resume, fp, &prov, &model);
       if (prov.data_sha256 == text.sha256 && prov.seq_len == r.seq_len && prov.seed == r.seed &&
           prov.observer == r.observer && prov.num_samples == static_cast<int64_t>(samples.size()) &&
           prov.tokens == tokens) {
@@ -86,7 +86,8 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
       say(ev.warn, fmt::format("warning: {} (from an interrupted run) was made with other calibration settings; calibrating again",
                                resume));
     } catch (const InputError& e) {
-      say(ev.warn, fmt::format("warning: ignoring {} from an interrupted run: {}", resume, e.problem()));
+      // Unreadable or invalid: as if absent (it is replaced once calibration is done).
+      say(ev.warn, fmt::format("warning: ignoring {} from an interrupted run ({}); calibrating again", resume, e.problem()));
     }
   }
   say(ev.info, fmt::format("calibration: {} samples, {} tokens from {} (observer {})", samples.size(), tokens,

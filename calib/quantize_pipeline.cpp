@@ -27,12 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-DType model_dtype_of(const QuantPlan& plan) {
-  for (const auto& o : plan.outputs)
-    if (o.kind == OutputTensor::Kind::WeightScale) return o.dtype;
-  return DType::BF16;
-}
-
 std::string last_component(const std::string& m) {
   auto p = m.rfind('.');
   return p == std::string::npos ? m : m.substr(p + 1);
@@ -94,7 +88,6 @@ void preflight_output(const ModelFolder& model, const QuantPlan& plan, const Qua
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
   const Scheme& scheme = *plan.options.scheme;
   const bool legacy = plan.options.format == OutputFormat::LegacyFp8;
-  const DType model_dtype = model_dtype_of(plan);
   const bool needs_stats = (scheme.input && !scheme.input->dynamic) || plan.options.kv_cache_fp8;
   if (needs_stats && job.stats == nullptr)
     throw InputError(InputError::Kind::Usage, model.dir(), "",
@@ -199,8 +192,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
             break;
           }
           case OutputTensor::Kind::InputScale: {
-            // Computed in the model dtype (like weights), stored in the scale dtype.
-            float s = static_input_scale(*job.stats, d.module, scheme.input->type, model_dtype, model.dir());
+            // Computed and stored in the scale dtype: the Linear's own dtype (F32 in legacy fp8).
+            float s = static_input_scale(*job.stats, d.module, scheme.input->type, o->dtype, model.dir());
             write(o->name, scalar_bytes(o->dtype, s));
             break;
           }
@@ -216,7 +209,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     const bool is_k = last_component(o->name) == "k_scale";
     const auto& m = is_k ? job.stats->k_absmax : job.stats->v_absmax;
     auto it = m.find(o->module);
-    float s = checked_scale(it == m.end() ? NAN : it->second, QuantType::Float8E4M3, model_dtype,
+    float s = checked_scale(it == m.end() ? NAN : it->second, QuantType::Float8E4M3, o->dtype,
                             model.dir(), o->name);
     write(o->name, scalar_bytes(o->dtype, s));
   }

@@ -77,11 +77,18 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     const TensorView& sw = need(model, m.smooth + ".weight");
     // The smoothed channels: a norm's elements, or the smoothed Linear's output rows.
     const size_t C = static_cast<size_t>(sw.shape.empty() ? 0 : sw.shape[0]);
-    if ((m.smooth_is_linear ? sw.shape.size() != 2 : sw.shape.size() != 1) || mn->second.size() != C ||
-        mx->second.size() != C)
-      throw InputError(InputError::Kind::BadFile, model.dir(), m.stats_key,
-                       "per-channel statistics do not match " + m.smooth + ".weight", std::to_string(C) + " channels",
-                       std::to_string(mn->second.size()));
+    if (m.smooth_is_linear ? sw.shape.size() != 2 : sw.shape.size() != 1)
+      throw InputError(InputError::Kind::BadFile, sw.file, sw.name,
+                       std::string("SmoothQuant smooths a ") + (m.smooth_is_linear ? "Linear" : "norm") +
+                           " here, but this tensor is not " + (m.smooth_is_linear ? "2-D" : "1-D"),
+                       m.smooth_is_linear ? "[out, in]" : "[channels]", shape_string(sw.shape));
+    // Each list compared on its own: the message names the one that is wrong and its length.
+    for (const auto* side : {&mn, &mx})
+      if ((*side)->second.size() != C)
+        throw InputError(InputError::Kind::BadFile, model.dir(), m.stats_key,
+                         std::string(side == &mn ? "channel_min" : "channel_max") +
+                             " statistics do not match " + m.smooth + ".weight",
+                         std::to_string(C) + " channels", std::to_string((*side)->second.size()));
     for (size_t j = 0; j < C; ++j) {
       if (!std::isfinite(mn->second[j]) || !std::isfinite(mx->second[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.stats_key,

@@ -2,7 +2,12 @@
 
 #include <zstd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -10,6 +15,7 @@
 #include "formats/atomic_file.h"
 #include "formats/checkpoint.h"
 #include "formats/input_file.h"
+#include "formats/json_util.h"
 #include "formats/model_folder.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
@@ -54,49 +60,155 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   write_file_atomic(path, out);
 }
 
-ActivationStats load_stats(const std::string& path, const std::string& expected, StatsProvenance* prov) {
-  const std::string raw = read_input_file(path);
+namespace {
+
+using nlohmann::json;
+using Kind = InputError::Kind;
+
+// Checks a statistics file's content against the format (man/qtool-files.5) and, when `model`
+// is given, against the model's modules and channel counts. Every message names the key.
+class StatsReader {
+ public:
+  StatsReader(const std::string& path, const ModelFolder* model) : path_(path), model_(model) {}
+
+  [[noreturn]] void bad(const std::string& what) const { throw InputError(Kind::BadFile, path_, "", what); }
+
+  const json& member(const json& j, const char* key, json::value_t want, const char* want_name,
+                     const std::string& where = "") const {
+    const std::string k = where.empty() ? key : where + "." + key;
+    if (!j.contains(key)) bad("'" + k + "' is missing");
+    const json& v = j.at(key);
+    const bool ok = want == json::value_t::number_unsigned ? v.is_number_unsigned() : v.type() == want;
+    if (!ok) bad("'" + k + "' is " + article(json_type_name(v)) + ", not " + want_name);
+    return v;
+  }
+
+  // A float statistic: a JSON number that is finite in f32.
+  float number(const json& v, const std::string& where) const {
+    if (!v.is_number()) bad(where + " is " + article(json_type_name(v)) + ", not a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
+      bad(where + " is " + fmt::format("{}", d) + ", not a finite f32 value");
+    return static_cast<float>(d);
+  }
+
+  // name -> absolute maximum: finite and not negative (0 is what an all-zero input gives; the
+  // quantize step refuses it where a scale is made from it).
+  std::map<std::string, float> absmax_map(const json& j, const char* key, const char* module_suffix) const {
+    const json& m = member(j, key, json::value_t::object, "an object");
+    std::map<std::string, float> out;
+    for (const auto& [name, v] : m.items()) {
+      const std::string where = std::string(key) + " '" + printable(name) + "'";
+      const float f = number(v, where);
+      if (f < 0.0f) bad(where + " is " + fmt::format("{}", f) + "; an absolute maximum cannot be negative");
+      if (model_ && !model_->checkpoint().find(name + module_suffix))
+        bad(where + " names no module of the model (no tensor '" + printable(name + module_suffix) + "')");
+      out.emplace(name, f);
+    }
+    return out;
+  }
+
+  std::map<std::string, std::vector<float>> channel_map(const json& j, const char* key) const {
+    std::map<std::string, std::vector<float>> out;
+    if (!j.contains(key)) return out;  // files written before SmoothQuant support
+    const json& m = member(j, key, json::value_t::object, "an object");
+    for (const auto& [name, v] : m.items()) {
+      const std::string where = std::string(key) + " '" + printable(name) + "'";
+      if (!v.is_array()) bad(where + " is " + article(json_type_name(v)) + ", not an array");
+      std::vector<float> c;
+      c.reserve(v.size());
+      for (size_t i = 0; i < v.size(); ++i) c.push_back(number(v[i], where + " [" + std::to_string(i) + "]"));
+      if (model_) {
+        // A norm's output (X.weight is 1-D: its length) or a Linear's input (X.weight is 2-D:
+        // its in_features).
+        const TensorView* t = model_->checkpoint().find(name + ".weight");
+        if (!t || t->shape.empty() || t->shape.size() > 2)
+          bad(where + " names no norm or Linear of the model (no 1-D or 2-D tensor '" + printable(name) + ".weight')");
+        const int64_t want = t->shape.back();
+        if (static_cast<int64_t>(c.size()) != want)
+          bad(where + " has " + std::to_string(c.size()) + " channels; the model's " + printable(name) +
+              ".weight has " + std::to_string(want));
+      }
+      out.emplace(name, std::move(c));
+    }
+    return out;
+  }
+
+ private:
+  static std::string article(const std::string& type) {
+    if (type == "null") return type;
+    return (type == "integer" || type == "object" || type == "array" ? "an " : "a ") + type;
+  }
+  std::string path_;
+  const ModelFolder* model_;
+};
+
+}  // namespace
+
+ActivationStats load_stats(const std::string& path, const std::string& expected, StatsProvenance* prov,
+                           const ModelFolder* model) {
+  const std::string raw = read_input_file(path);  // refuses FIFOs and devices, names the file
   const unsigned long long size = ZSTD_getFrameContentSize(raw.data(), raw.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
-    throw InputError(InputError::Kind::BadFile, path, "", "not a qtool statistics file (zstd frame expected)");
+    throw InputError(Kind::BadFile, path, "", "not a qtool statistics file (zstd frame expected)");
   std::string text(size, '\0');
   const size_t n = ZSTD_decompress(text.data(), text.size(), raw.data(), raw.size());
-  if (ZSTD_isError(n)) throw InputError(InputError::Kind::BadFile, path, "", std::string("corrupt: ") + ZSTD_getErrorName(n));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(InputError::Kind::BadFile, path, "", std::string("invalid JSON: ") + e.what());
-  }
-  if (j.value("format", "") != "qtool-activation-stats")
-    throw InputError(InputError::Kind::BadFile, path, "", "not a qtool statistics file");
-  const std::string fp = j.value("model_fingerprint", "");
+  if (ZSTD_isError(n)) throw InputError(Kind::BadFile, path, "", std::string("corrupt: ") + ZSTD_getErrorName(n));
+  text.resize(n);
+  JsonParseOptions jo;
+  jo.what = "statistics file";
+  const json j = parse_json_strict(text, path, jo);
+  const StatsReader rd(path, model);
+  if (!j.is_object())
+    rd.bad("not a qtool statistics file (the JSON is " + std::string(j.is_array() || j.is_object() ? "an " : "a ") +
+           json_type_name(j) + ", not an object)");
+  if (!j.contains("format") || j["format"] != "qtool-activation-stats")
+    rd.bad("not a qtool statistics file (no \"format\": \"qtool-activation-stats\")");
+  const json& version = rd.member(j, "version", json::value_t::number_unsigned, "an integer");
+  if (version.get<uint64_t>() != 1)
+    rd.bad("statistics file version " + version.dump() + " is not one this qtool reads (1)");
+  const std::string fp = rd.member(j, "model_fingerprint", json::value_t::string, "a string").get<std::string>();
   if (fp != expected)
-    throw InputError(InputError::Kind::Usage, path, "",
-                     "statistics were gathered on a different model (fingerprint mismatch)", expected, fp);
+    throw InputError(Kind::Usage, path, "", "statistics were gathered on a different model (fingerprint mismatch)",
+                     expected, fp);
   ActivationStats s;
-  try {
-    s.observer = j.value("observer", "static_minmax");
-    s.input_absmax = j.at("input_absmax").get<std::map<std::string, float>>();
-    s.k_absmax = j.at("k_absmax").get<std::map<std::string, float>>();
-    s.v_absmax = j.at("v_absmax").get<std::map<std::string, float>>();
-    // Absent from files written before SmoothQuant support: then empty, and --smoothquant says so.
-    if (j.contains("channel_min")) s.channel_min = j.at("channel_min").get<std::map<std::string, std::vector<float>>>();
-    if (j.contains("channel_max")) s.channel_max = j.at("channel_max").get<std::map<std::string, std::vector<float>>>();
-    if (prov) {
-      const auto& d = j.at("data");
-      prov->model_fingerprint = fp;
-      prov->data_source = d.value("source", "");
-      prov->data_sha256 = d.value("sha256", "");
-      prov->num_samples = d.value("num_samples", 0);
-      prov->seq_len = d.value("seq_len", 0);
-      prov->tokens = d.value("tokens", 0);
-      prov->seed = d.value("seed", 0ull);
-      prov->observer = s.observer;
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(InputError::Kind::BadFile, path, "", std::string("malformed statistics: ") + e.what());
+  if (j.contains("observer"))  // absent from the first files: static_minmax
+    s.observer = rd.member(j, "observer", json::value_t::string, "a string").get<std::string>();
+  if (s.observer.empty()) rd.bad("'observer' is empty");
+  s.input_absmax = rd.absmax_map(j, "input_absmax", ".weight");
+  s.k_absmax = rd.absmax_map(j, "k_absmax", ".k_proj.weight");
+  s.v_absmax = rd.absmax_map(j, "v_absmax", ".v_proj.weight");
+  s.channel_min = rd.channel_map(j, "channel_min");
+  s.channel_max = rd.channel_map(j, "channel_max");
+  for (const auto& [name, mn] : s.channel_min) {
+    const auto it = s.channel_max.find(name);
+    if (it == s.channel_max.end()) rd.bad("channel_min '" + printable(name) + "' has no channel_max");
+    if (it->second.size() != mn.size())
+      rd.bad("channel_min '" + printable(name) + "' has " + std::to_string(mn.size()) + " channels, channel_max " +
+             std::to_string(it->second.size()));
+    for (size_t i = 0; i < mn.size(); ++i)
+      if (mn[i] > it->second[i])
+        rd.bad("channel " + std::to_string(i) + " of '" + printable(name) + "': channel_min " + fmt::format("{}", mn[i]) +
+               " is above channel_max " + fmt::format("{}", it->second[i]));
   }
+  for (const auto& [name, mx] : s.channel_max)
+    if (!s.channel_min.count(name)) rd.bad("channel_max '" + printable(name) + "' has no channel_min");
+  const json& d = rd.member(j, "data", json::value_t::object, "an object");
+  StatsProvenance p;
+  p.model_fingerprint = fp;
+  p.data_source = rd.member(d, "source", json::value_t::string, "a string", "data").get<std::string>();
+  p.data_sha256 = rd.member(d, "sha256", json::value_t::string, "a string", "data").get<std::string>();
+  auto count = [&](const char* key) {
+    const uint64_t v = rd.member(d, key, json::value_t::number_unsigned, "a non-negative integer", "data").get<uint64_t>();
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) rd.bad(std::string("'data.") + key + "' is too large");
+    return static_cast<int64_t>(v);
+  };
+  p.num_samples = count("num_samples");
+  p.seq_len = count("seq_len");
+  p.tokens = count("tokens");
+  p.seed = rd.member(d, "seed", json::value_t::number_unsigned, "a non-negative integer", "data").get<uint64_t>();
+  p.observer = s.observer;
+  if (prov) *prov = p;
   return s;
 }
 

@@ -30,8 +30,12 @@ struct StatsProvenance {
 // Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
 void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);
 // Reads a stats file; refuses one whose model fingerprint differs from `expected_fingerprint`
-// (InputError(Usage) naming both). Returns the provenance through `prov`.
+// (InputError(Usage) naming both). Returns the provenance through `prov`. Everything else is
+// validated too, each problem an InputError(BadFile) naming the file and the key: the JSON shape
+// (man/qtool-files.5), every statistic a finite f32, absolute maxima not negative, channel_min
+// <= channel_max with the same keys and lengths; with `model`, every key names a module of the
+// model and every channel list has the length the model's tensors give.
 ActivationStats load_stats(const std::string& path, const std::string& expected_fingerprint,
-                           StatsProvenance* prov = nullptr);
+                           StatsProvenance* prov = nullptr, const ModelFolder* model = nullptr);
 
 }  // namespace qt::calib

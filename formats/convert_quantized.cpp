@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -59,7 +60,7 @@ std::vector<std::string> weight_modules(const Checkpoint& ck) {
 }
 
 std::vector<std::string> output_ignore(const std::vector<std::string>& source, const Checkpoint& ck,
-                                       const std::set<std::string>& quantized) {
+                                       const std::set<std::string>& quantized, const PatternSource& src) {
   std::vector<std::string> out;
   std::set<std::string> have;
   const std::vector<std::string> linear = weight_modules(ck);
@@ -69,7 +70,7 @@ std::vector<std::string> output_ignore(const std::vector<std::string>& source, c
   for (const auto& e : source) {
     if (e.rfind("re:", 0) == 0) {
       for (const auto& m : linear)
-        if (!quantized.count(m) && target_matches(e, m, true)) add(m);
+        if (!quantized.count(m) && target_matches(e, m, true, src)) add(m);
     } else if (!quantized.count(e)) {
       add(e);
     }
@@ -177,13 +178,17 @@ void report(const ConvertJob& job, size_t index, size_t total, const std::string
 QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
   QuantizedCheckpoint q;
   const std::string cfg = m.config_path();
-  q.info = parse_quant_info(m.config());
+  q.info = parse_quant_info(m.config(), cfg);
   if (q.info.method.empty())
     throw InputError(Kind::Usage, cfg, "", "the checkpoint is not quantized (config.json has no quantization_config)");
   if (q.info.method != "compressed-tensors" && q.info.method != "fp8")
     throw InputError(Kind::Unsupported, cfg, "", "quant_method '" + q.info.method + "' is not supported",
                      "compressed-tensors or fp8");
   q.legacy = q.info.method == "fp8";
+  if (!q.legacy && !q.info.unknown_format.empty())
+    for (const auto& p : q.info.problems)
+      if (p.find("'" + q.info.unknown_format + "' is not a compressed-tensors format") != std::string::npos)
+        throw InputError(Kind::BadFile, cfg, "", "quantization_config: " + p);
   if (q.legacy && !q.info.problems.empty())
     throw InputError(Kind::BadFile, cfg, "", "quantization_config: " + q.info.problems.front());
   const Checkpoint& ck = m.checkpoint();
@@ -219,7 +224,8 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
       const QuantGroup* hit = nullptr;
       for (const auto& g : q.info.groups) {
         bool match = false;
-        for (const auto& tg : g.targets) match |= target_matches(tg, module, true);
+        const PatternSource src{Kind::BadFile, cfg, "config group '" + g.name + "' targets"};
+        for (const auto& tg : g.targets) match |= target_matches(tg, module, true, src);
         if (match) { hit = &g; break; }
       }
       if (!hit)
@@ -408,7 +414,10 @@ ConvertSummary convert_quant_layout(const ModelFolder& m, OutputFormat to, std::
   json config = m.config();
   const json& src_qc = config.contains("quantization_config") ? config["quantization_config"]
                                                                : config["compression_config"]["quantization_config"];
-  std::vector<std::string> ignore = output_ignore(q.info.ignore, ck, quantized);
+  std::vector<std::string> ignore =
+      output_ignore(q.info.ignore, ck, quantized,
+                    PatternSource{Kind::BadFile, m.config_path(),
+                                  q.legacy ? "quantization_config.ignored_layers" : "quantization_config.ignore"});
   json qc;
   if (to_legacy) {
     qc["quant_method"] = "fp8";
@@ -537,6 +546,20 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
     } else {
       const QuantizedModule& qm = *it.qm;
       const int64_t rows = qm.dense_shape[0], cols = qm.dense_shape[1];
+      // Every scale positive and finite: a zero or negative scale would be multiplied in silently
+      // (zeroed or sign-flipped weights), a NaN/Inf would poison the row.
+      {
+        std::vector<float> sv(qm.scale->numel());
+        if (!decode_to_f32(qm.scale->dtype, qm.scale->bytes.data(), sv.size(), sv.data())) sv.clear();
+        for (size_t k = 0; k < sv.size(); ++k)
+          if (!(sv[k] > 0.0f) || !std::isfinite(sv[k])) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%g", static_cast<double>(sv[k]));
+            throw InputError(Kind::BadValue, qm.scale->file, qm.scale->name,
+                             "scale element " + std::to_string(k) + " is " + buf +
+                                 "; a quantization scale must be positive and finite");
+          }
+      }
       const ScaleGrid grid = scale_grid(qm.dense_shape, qm.weights);
       const int64_t sc = cdiv(cols, grid.cols_per);
       const size_t ses = static_cast<size_t>(dtype_bits(qm.scale->dtype) / 8);

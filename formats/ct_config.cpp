@@ -1,6 +1,6 @@
 #include "formats/ct_config.h"
 
-#include <regex>
+#include <algorithm>
 
 #include "libquant/error.h"
 
@@ -135,8 +135,33 @@ std::optional<QuantArgs> parse_args(const json& j, std::string& text, bool& symm
 
 }  // namespace
 
-QuantInfo parse_quant_info(const json& config) {
+const std::vector<std::string> kCtFormats = {
+    "dense",           "sparse-bitmask",  "sparse-24-bitmask",    "int-quantized",        "float-quantized",
+    "naive-quantized", "pack-quantized",  "marlin-24",            "mixed-precision",      "nvfp4-pack-quantized",
+    "mxfp4-pack-quantized", "mxfp6-pack-quantized", "mxfp8-quantized"};
+
+namespace {
+void check_format(const std::string& format, const std::string& where, QuantInfo& info) {
+  if (format.empty() || std::find(kCtFormats.begin(), kCtFormats.end(), format) != kCtFormats.end()) return;
+  std::string list;
+  for (const auto& f : kCtFormats) list += (list.empty() ? "" : ", ") + f;
+  info.problems.push_back(where + " '" + format + "' is not a compressed-tensors format (" + list + ")");
+  if (info.unknown_format.empty()) info.unknown_format = format;
+}
+
+// Adds a problem for each `re:` pattern in `list` that PCRE2 cannot compile.
+void check_patterns(const std::vector<std::string>& list, const std::string& setting,
+                    std::vector<std::string>& problems) {
+  for (const auto& p : list)
+    if (p.rfind("re:", 0) == 0)
+      if (std::string why = regex_problem(p.substr(3)); !why.empty())
+        problems.push_back(setting + " '" + p + "' is not a valid regular expression: " + why);
+}
+}  // namespace
+
+QuantInfo parse_quant_info(const json& config, const std::string& source) {
   QuantInfo info;
+  info.source = source;
   const json* qc = nullptr;
   if (config.contains("quantization_config") && config["quantization_config"].is_object())
     qc = &config["quantization_config"];
@@ -174,6 +199,7 @@ QuantInfo parse_quant_info(const json& config) {
                                                               : json::array();
     if (ig.is_array())
       for (const auto& s : ig) if (s.is_string()) info.ignore.push_back(s.get<std::string>());
+    check_patterns(info.ignore, "ignored_layers", info.problems);
     if (qc->contains("kv_cache_scheme") && !(*qc)["kv_cache_scheme"].is_null()) {
       info.kv_cache = QuantArgs{QuantType::Float8E4M3, Strategy::Tensor, 0, 0, 0, false};
       info.kv_cache_text = "FP8 E4M3 per-tensor (legacy \"static\")";
@@ -186,12 +212,14 @@ QuantInfo parse_quant_info(const json& config) {
                     ? (*qc)["format"].get<std::string>() : std::string();
   if (info.format.empty())
     info.problems.push_back("no global `format`: vLLM finds no W8A8 scheme without it");
+  check_format(info.format, "format", info);
   info.status = qc->value("quantization_status", std::string());
   if (info.status != "compressed")
     info.problems.push_back("quantization_status is '" + info.status +
                             "', not 'compressed': transformers expects fake-quantized dense weights");
   if (qc->contains("ignore") && (*qc)["ignore"].is_array())
     for (const auto& s : (*qc)["ignore"]) if (s.is_string()) info.ignore.push_back(s.get<std::string>());
+  check_patterns(info.ignore, "ignore", info.problems);
   if (qc->contains("config_groups") && (*qc)["config_groups"].is_object()) {
     for (const auto& [name, gj] : (*qc)["config_groups"].items()) {
       QuantGroup g;
@@ -202,6 +230,7 @@ QuantInfo parse_quant_info(const json& config) {
       }
       if (gj.contains("targets") && gj["targets"].is_array())
         for (const auto& t : gj["targets"]) if (t.is_string()) g.targets.push_back(t.get<std::string>());
+      check_patterns(g.targets, "config group '" + name + "' targets", info.problems);
       const std::string where = "group '" + name + "'";
       g.weights = parse_args(gj.value("weights", json(nullptr)), g.weights_text,
                              g.weights_symmetric, info.problems, where + " weights");
@@ -211,6 +240,7 @@ QuantInfo parse_quant_info(const json& config) {
                            g.input_symmetric, info.problems, where + " input_activations");
       g.format = gj.contains("format") && gj["format"].is_string() ? gj["format"].get<std::string>()
                                                                    : info.format;
+      if (g.format != info.format) check_format(g.format, "config group '" + name + "' format", info);
       info.groups.push_back(g);
     }
   }
@@ -222,15 +252,9 @@ QuantInfo parse_quant_info(const json& config) {
   return info;
 }
 
-bool target_matches(const std::string& target, const std::string& module, bool is_linear) {
-  if (target.rfind("re:", 0) == 0) {
-    try {
-      std::regex re(target.substr(3));
-      return std::regex_search(module, re, std::regex_constants::match_continuous);
-    } catch (const std::regex_error&) {
-      return false;
-    }
-  }
+bool target_matches(const std::string& target, const std::string& module, bool is_linear,
+                    const PatternSource& src) {
+  if (target.rfind("re:", 0) == 0) return regex_match_start(target.substr(3), module, src);
   if (target == module) return true;
   // Class targets: vLLM's case-insensitive substring rule ("Linear" covers QKVParallelLinear...).
   if (is_linear && target == "Linear") return true;
@@ -238,11 +262,17 @@ bool target_matches(const std::string& target, const std::string& module, bool i
 }
 
 std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module) {
+  const std::string file = q.source.empty() ? std::string("config.json") : q.source;
+  const PatternSource ignore_src{InputError::Kind::BadFile, file,
+                                 q.method == "fp8" ? "quantization_config.ignored_layers"
+                                                   : "quantization_config.ignore"};
   for (const auto& ig : q.ignore)
-    if (target_matches(ig, module, true)) return std::nullopt;
-  for (const auto& g : q.groups)
+    if (target_matches(ig, module, true, ignore_src)) return std::nullopt;
+  for (const auto& g : q.groups) {
+    const PatternSource src{InputError::Kind::BadFile, file, "config group '" + g.name + "' targets"};
     for (const auto& t : g.targets)
-      if (target_matches(t, module, true)) return &g;
+      if (target_matches(t, module, true, src)) return &g;
+  }
   return std::nullopt;
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/name_pattern.h"
 #include "libquant/schemes.h"
 
 namespace qt {
@@ -60,19 +61,31 @@ struct QuantInfo {
   std::string kv_cache_text;
   std::string legacy_activation_scheme;  // "static" / "dynamic" for quant_method fp8
   std::vector<std::string> problems;     // what looks wrong in the config itself
+  std::string source;                    // the config.json it came from (for error messages)
+  // The first global or per-group `format` that is not one of compressed-tensors' formats
+  // (kCtFormats); also recorded in `problems`. Readers that act on the layout refuse it.
+  std::string unknown_format;
 };
 
-// Parses config["quantization_config"] (or compression_config.quantization_config).
-// Never throws for odd content: problems are collected in QuantInfo::problems.
-QuantInfo parse_quant_info(const nlohmann::json& config);
+// Every `format` value compressed-tensors (0.20) defines (CompressionFormat).
+extern const std::vector<std::string> kCtFormats;
+
+// Parses config["quantization_config"] (or compression_config.quantization_config); `source`
+// is the config file's path, used in errors. Never throws for odd content: problems are
+// collected in QuantInfo::problems (an invalid `re:` pattern is one of them).
+QuantInfo parse_quant_info(const nlohmann::json& config, const std::string& source = {});
 
 // compressed-tensors / vLLM target matching for one module name: exact name, `re:` prefix
-// (Python re.match: anchored at the start only), or a class target ("Linear" matches any
-// Linear-like module; the caller says whether the module is a Linear).
-bool target_matches(const std::string& target, const std::string& module, bool is_linear);
+// (Python re.match: anchored at the start only; see formats/name_pattern.h), or a class target
+// ("Linear" matches any Linear-like module; the caller says whether the module is a Linear).
+// Throws InputError naming `src` for an invalid pattern, an over-long name or a pattern that
+// hits PCRE2's limits.
+bool target_matches(const std::string& target, const std::string& module, bool is_linear,
+                    const PatternSource& src);
 
 // Finds the args that cover `module` in the checkpoint's config (first matching group, unless
-// ignored). nullopt if not covered.
+// ignored). nullopt if not covered. Throws InputError (BadFile, naming q.source) for a `re:`
+// pattern that cannot be matched.
 std::optional<const QuantGroup*> group_for_module(const QuantInfo& q, const std::string& module);
 
 }  // namespace qt

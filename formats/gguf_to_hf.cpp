@@ -139,8 +139,19 @@ struct Meta {
     return v;
   }
   int64_t int_key_or(const std::string& k, int64_t def) const { return has(k) ? int_key(k) : def; }
-  double f32_key_or(const std::string& k, double def) const {
-    return has(k) ? shortest_f32_decimal(g.get_f32(k)) : def;
+  // A float hyper-parameter that must be finite and positive (or, with `zero_ok`, not negative):
+  // JSON has no NaN/Inf (config.json would get a null), and a negative epsilon or rope base makes
+  // no model.
+  double checked_f32_key_or(const std::string& k, double def, bool zero_ok) const {
+    if (!has(k)) return def;
+    const float v = g.get_f32(k);
+    if (!std::isfinite(v) || v < 0.0f || (!zero_ok && v == 0.0f)) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+      throw InputError(Kind::BadFile, g.path(), "", "metadata key '" + k + "' must be a finite " +
+                       (zero_ok ? "non-negative" : "positive") + " number", zero_ok ? ">= 0" : "> 0", buf);
+    }
+    return shortest_f32_decimal(v);
   }
 };
 
@@ -266,8 +277,8 @@ GgufConversionPlan plan_gguf_to_hf(const GgufFile& g) {
   if (n_rot != hp.head_dim)
     throw InputError(Kind::Unsupported, file, "", "rope.dimension_count " + std::to_string(n_rot) +
                      " is not the head dimension " + std::to_string(hp.head_dim) + " (partial rotary is not LlamaForCausalLM)");
-  hp.rms_norm_eps = m.f32_key_or(m.key("attention.layer_norm_rms_epsilon"), 1e-5);
-  hp.rope_theta = m.f32_key_or(m.key("rope.freq_base"), 10000.0);
+  hp.rms_norm_eps = m.checked_f32_key_or(m.key("attention.layer_norm_rms_epsilon"), 1e-5, /*zero_ok=*/true);
+  hp.rope_theta = m.checked_f32_key_or(m.key("rope.freq_base"), 10000.0, /*zero_ok=*/false);
   if (m.has(m.key("expert_count")) && m.int_key(m.key("expert_count")) > 0)
     throw InputError(Kind::Unsupported, file, "", "mixture-of-experts Llama (expert_count > 0) is not supported");
 
@@ -276,7 +287,7 @@ GgufConversionPlan plan_gguf_to_hf(const GgufFile& g) {
   if (m.has(st_key)) {
     const std::string type = g.get_string(st_key);
     if (type == "linear") {
-      hp.rope_scaling = json{{"rope_type", "linear"}, {"factor", m.f32_key_or(m.key("rope.scaling.factor"), 1.0)}};
+      hp.rope_scaling = json{{"rope_type", "linear"}, {"factor", m.checked_f32_key_or(m.key("rope.scaling.factor"), 1.0, /*zero_ok=*/false)}};
     } else if (type != "none") {
       throw InputError(Kind::Unsupported, file, "", "RoPE scaling type '" + type + "' is not supported", "none or linear");
     }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "calib/stats_file.h"
 #include "calib/calibrate.h"
@@ -59,6 +60,38 @@ TEST(CalibrationText, ZstdCompressedFilesGiveTheSameDocuments) {
   test::write_text(d.path() / "a.jsonl.zst", zstd(body));
   EXPECT_EQ(load_calibration_text(d.str("a.jsonl.zst")).documents, load_calibration_text(d.str("a.jsonl")).documents);
   EXPECT_EQ(load_calibration_text(d.str("a.jsonl.zst")).sha256, load_calibration_text(d.str("a.jsonl")).sha256);
+}
+
+TEST(CalibrationText, AChatRecordWithANonStringRoleIsAnErrorNamingFileAndLine) {
+  test::TempDir d;
+  test::write_text(d.path() / "a.jsonl", "{\"text\": \"ok\"}\n{\"messages\": [{\"role\": 7, \"content\": \"hi\"}]}\n");
+  EXPECT_EQ(error_of([&] { load_calibration_text(d.str("a.jsonl")); }),
+            d.str("a.jsonl") + ":2: a message's \"role\" must be a string (got integer)");
+}
+
+TEST(CalibrationText, ASmallZstdFileThatExpandsPastTheLimitIsRefusedWhileStreaming) {
+  test::TempDir d;
+  test::write_text(d.path() / "bomb.txt.zst", zstd(std::string(8u << 20, 'a')));  // 8 MiB of 'a' in ~300 bytes
+  EXPECT_LT(fs::file_size(d.path() / "bomb.txt.zst"), 4096u);
+  EXPECT_EQ(error_of([&] { load_calibration_text(d.str("bomb.txt.zst"), 1u << 20); }),
+            d.str("bomb.txt.zst") + ": the calibration dataset expands to more than 1 MiB; qtool reads at most 1 MiB "
+            "of calibration text (calibration uses a few MB: --num-samples x --seq-len tokens)");
+  test::write_text(d.path() / "big.txt", std::string((1u << 20) + 1, 'a'));
+  EXPECT_EQ(error_of([&] { load_calibration_text(d.str("big.txt"), 1u << 20); }),
+            d.str("big.txt") + ": the calibration dataset is 1048577 bytes; qtool reads at most 1 MiB "
+            "of calibration text (calibration uses a few MB: --num-samples x --seq-len tokens)");
+  EXPECT_EQ(load_calibration_text(d.str("big.txt"), 2u << 20).documents.size(), 1u);  // under the limit: read
+}
+
+TEST(CalibrationText, InvalidUtf8IsReportedWithFileAndByteOffset) {
+  test::TempDir d;
+  test::write_text(d.path() / "a.txt", "fine\nstill fine\nbad \xff byte\n");  // 0xff at offset 20
+  EXPECT_EQ(error_of([&] { load_calibration_text(d.str("a.txt")); }),
+            d.str("a.txt") + ": not valid UTF-8 at byte offset 20 (line 3); calibration text must be UTF-8");
+  test::write_text(d.path() / "a.txt.zst", zstd("ok\n\xc3("));  // a 2-byte sequence cut short at offset 3
+  EXPECT_EQ(error_of([&] { load_calibration_text(d.str("a.txt.zst")); }),
+            d.str("a.txt.zst") + ": not valid UTF-8 at byte offset 3 of the decompressed text (line 2); calibration "
+            "text must be UTF-8");
 }
 
 TEST(CalibrationText, BadInputNamesTheFileAndLine) {
@@ -188,6 +221,97 @@ TEST_F(CalibrateTiny, SavedStatsRoundTripAndAreRefusedForAnotherModel) {
   ModelFolder m2 = ModelFolder::open(dir.str("m2"));
   EXPECT_NE(model_fingerprint(m2), model_fingerprint(m));
   EXPECT_NE(error_of([&] { load_stats(dir.str("s.zst"), model_fingerprint(m2)); }).find("different model"), std::string::npos);
+}
+
+// A statistics file for the tiny model (hidden 128), valid as written, then broken one field at
+// a time. Expected texts written by hand from the format in man/qtool-files.5.
+class StatsFileTiny : public CalibrateTiny {
+ protected:
+  void SetUp() override {
+    CalibrateTiny::SetUp();
+    model.emplace(ModelFolder::open(dir.str("m")));
+    fp = model_fingerprint(*model);
+    good = {{"format", "qtool-activation-stats"},
+            {"version", 1},
+            {"model_fingerprint", fp},
+            {"data", {{"source", "built-in"}, {"sha256", "ab"}, {"num_samples", 4}, {"seq_len", 32}, {"tokens", 128}, {"seed", 0}}},
+            {"observer", "static_minmax"},
+            {"input_absmax", {{"model.layers.0.mlp.up_proj", 3.25}}},
+            {"k_absmax", {{"model.layers.0.self_attn", 1.5}}},
+            {"v_absmax", {{"model.layers.0.self_attn", 0.5}}},
+            {"channel_min", {{"model.layers.0.input_layernorm", std::vector<float>(128, -1.0f)}}},
+            {"channel_max", {{"model.layers.0.input_layernorm", std::vector<float>(128, 2.0f)}}}};
+  }
+  // The error load_stats gives for `j` ("" if none), with the file's path cut to "S".
+  std::string error_for(const nlohmann::json& j) {
+    test::write_text(dir.path() / "s.zst", zstd(j.dump()));
+    std::string e = error_of([&] { load_stats(dir.str("s.zst"), fp, nullptr, &*model); });
+    if (e.rfind(dir.str("s.zst"), 0) == 0) e = "S" + e.substr(dir.str("s.zst").size());
+    return e;
+  }
+  std::optional<ModelFolder> model;
+  std::string fp;
+  nlohmann::json good;
+};
+
+TEST_F(StatsFileTiny, AValidFileLoads) {
+  EXPECT_EQ(error_for(good), "");
+}
+
+TEST_F(StatsFileTiny, NegativeInputAndKvStatisticsAreRefusedNamingFileAndKey) {
+  auto j = good;
+  j["input_absmax"]["model.layers.0.mlp.up_proj"] = -1.5;
+  EXPECT_EQ(error_for(j), "S: input_absmax 'model.layers.0.mlp.up_proj' is -1.5; an absolute maximum cannot be negative");
+  j = good;
+  j["k_absmax"]["model.layers.0.self_attn"] = -0.25;
+  EXPECT_EQ(error_for(j), "S: k_absmax 'model.layers.0.self_attn' is -0.25; an absolute maximum cannot be negative");
+}
+
+TEST_F(StatsFileTiny, NanInfAndOutOfRangeValuesAreRefused) {
+  test::write_text(dir.path() / "s.zst", zstd("{\"format\": \"qtool-activation-stats\", \"input_absmax\": {\"a\": NaN}}"));
+  EXPECT_NE(error_of([&] { load_stats(dir.str("s.zst"), fp, nullptr, &*model); }).find("s.zst: statistics file is not valid JSON"),
+            std::string::npos);
+  auto j = good;
+  j["v_absmax"]["model.layers.0.self_attn"] = 1e39;  // beyond f32: would become inf
+  EXPECT_EQ(error_for(j), "S: v_absmax 'model.layers.0.self_attn' is 1e+39, not a finite f32 value");
+  j = good;
+  j["channel_max"]["model.layers.0.input_layernorm"][5] = nullptr;  // what a NaN becomes in nlohmann's output
+  EXPECT_EQ(error_for(j), "S: channel_max 'model.layers.0.input_layernorm' [5] is null, not a number");
+}
+
+TEST_F(StatsFileTiny, AWrongChannelCountOrOrderIsRefused) {
+  auto j = good;
+  j["channel_min"]["model.layers.0.input_layernorm"] = std::vector<float>(127, -1.0f);
+  EXPECT_EQ(error_for(j),
+            "S: channel_min 'model.layers.0.input_layernorm' has 127 channels; the model's "
+            "model.layers.0.input_layernorm.weight has 128");
+  j = good;
+  j["channel_min"]["model.layers.0.input_layernorm"][3] = 5.0;
+  EXPECT_EQ(error_for(j), "S: channel 3 of 'model.layers.0.input_layernorm': channel_min 5 is above channel_max 2");
+  j = good;
+  j["channel_max"].erase("model.layers.0.input_layernorm");
+  EXPECT_EQ(error_for(j), "S: channel_min 'model.layers.0.input_layernorm' has no channel_max");
+}
+
+TEST_F(StatsFileTiny, AWrongJsonShapeIsRefusedNamingTheKey) {
+  EXPECT_EQ(error_for(nlohmann::json::array({1, 2})), "S: not a qtool statistics file (the JSON is an array, not an object)");
+  auto j = good;
+  j["input_absmax"] = nlohmann::json::array({1.0});
+  EXPECT_EQ(error_for(j), "S: 'input_absmax' is an array, not an object");
+  j = good;
+  j["input_absmax"]["model.layers.0.mlp.up_proj"] = "3.25";
+  EXPECT_EQ(error_for(j), "S: input_absmax 'model.layers.0.mlp.up_proj' is a string, not a number");
+  j = good;
+  j["data"].erase("seed");
+  EXPECT_EQ(error_for(j), "S: 'data.seed' is missing");
+  j = good;
+  j["version"] = 2;
+  EXPECT_EQ(error_for(j), "S: statistics file version 2 is not one this qtool reads (1)");
+  j = good;
+  j["input_absmax"]["model.layers.9.mlp.up_proj"] = 1.0;
+  EXPECT_EQ(error_for(j),
+            "S: input_absmax 'model.layers.9.mlp.up_proj' names no module of the model (no tensor "
+            "'model.layers.9.mlp.up_proj.weight')");
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #include <zstd.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "formats/safetensors.h"
+#include "formats/safetensors_writer.h"
 #include "libquant/float_formats.h"
 #include "libquant/schemes.h"
 #include "tests/support/test_support.h"
@@ -291,6 +293,200 @@ TEST(Cli, SmoothQuantNeedsQuantizedActivationsAndItsOwnFlag) {
   auto tensor_fp8 = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--smoothquant", "--dry-run"});
   ASSERT_EQ(tensor_fp8.exit_code, 0) << tensor_fp8.err;
   EXPECT_NE(tensor_fp8.err.find("It is meant for INT8"), std::string::npos) << tensor_fp8.err;
+}
+
+// A BF16 tiny model with layer 0's q_proj taken from the F32 tiny model and its k_proj and
+// layer 1's down_proj from the F16 one (same seed: the same draws, rounded to each dtype).
+std::string mixed_dtype_tiny(const test::TempDir& d) {
+  const std::string bf = tiny(d, "bf16"), f32 = tiny(d, "f32", {"--dtype", "f32"}), f16 = tiny(d, "f16", {"--dtype", "f16"});
+  const std::map<std::string, std::string> from = {{"model.layers.0.self_attn.q_proj.weight", f32},
+                                                   {"model.layers.0.self_attn.k_proj.weight", f16},
+                                                   {"model.layers.1.mlp.down_proj.weight", f16}};
+  fs::create_directory(d.path() / "mixed");
+  for (const auto& e : fs::directory_iterator(bf))
+    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), d.path() / "mixed" / e.path().filename());
+  SafetensorsFile base = SafetensorsFile::open(bf + "/model.safetensors");
+  std::vector<TensorSpec> specs;
+  std::vector<std::pair<std::string, std::span<const uint8_t>>> data;
+  std::map<std::string, SafetensorsFile> opened;
+  for (const auto& dir : {f32, f16}) opened.emplace(dir, SafetensorsFile::open(dir + "/model.safetensors"));
+  for (const auto& t : base.tensors()) {
+    const TensorView* src = &t;
+    if (auto it = from.find(t.name); it != from.end()) src = opened.at(it->second).find(t.name);
+    specs.push_back({t.name, src->dtype, src->shape});
+    data.emplace_back(t.name, src->bytes);
+  }
+  SafetensorsWriter w(d.str("mixed/model.safetensors"), specs);
+  for (const auto& [n, b] : data) w.write(n, b);
+  w.commit();
+  return d.str("mixed");
+}
+
+TEST(Cli, AModelMixingBf16F16AndF32LayersQuantizesEachTensorFromItsOwnDtype) {
+  test::TempDir d;
+  const std::string in = mixed_dtype_tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-dynamic"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto f32 = run_qtool({"quantize", d.str("f32"), "-o", d.str("out32"), "--scheme", "fp8-dynamic"});
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  auto f16 = run_qtool({"quantize", d.str("f16"), "-o", d.str("out16"), "--scheme", "fp8-dynamic"});
+  ASSERT_EQ(f16.exit_code, 0) << f16.err;
+  // Each module's codes and scales (in its own dtype, as compressed-tensors stores them) are
+  // those of the uniform model it came from.
+  SafetensorsFile m = SafetensorsFile::open(d.str("out/model.safetensors"));
+  SafetensorsFile u32 = SafetensorsFile::open(d.str("out32/model.safetensors"));
+  SafetensorsFile u16 = SafetensorsFile::open(d.str("out16/model.safetensors"));
+  auto same = [&](const SafetensorsFile& u, const std::string& name, DType want) {
+    const TensorView* a = m.find(name);
+    const TensorView* b = u.find(name);
+    ASSERT_NE(a, nullptr) << name;
+    ASSERT_NE(b, nullptr) << name;
+    EXPECT_EQ(a->dtype, want) << name;
+    EXPECT_EQ(a->dtype, b->dtype) << name;
+    EXPECT_TRUE(std::equal(a->bytes.begin(), a->bytes.end(), b->bytes.begin(), b->bytes.end())) << name;
+  };
+  same(u32, "model.layers.0.self_attn.q_proj.weight", DType::F8_E4M3);
+  same(u32, "model.layers.0.self_attn.q_proj.weight_scale", DType::F32);
+  same(u16, "model.layers.0.self_attn.k_proj.weight_scale", DType::F16);
+  same(u16, "model.layers.1.mlp.down_proj.weight_scale", DType::F16);
+  EXPECT_EQ(m.find("model.layers.0.self_attn.v_proj.weight_scale")->dtype, DType::BF16);
+  // Static activations and KV-cache scales: input_scale in the Linear's dtype, k/v_scale in
+  // that of the attention's first parameter (q_proj).
+  auto st = run_qtool({"quantize", in, "-o", d.str("static"), "--scheme", "fp8-static", "--kv-cache", "fp8",
+                       "--num-samples", "4", "--seq-len", "32"});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  SafetensorsFile s = SafetensorsFile::open(d.str("static/model.safetensors"));
+  EXPECT_EQ(s.find("model.layers.0.self_attn.q_proj.input_scale")->dtype, DType::F32);
+  EXPECT_EQ(s.find("model.layers.0.self_attn.k_proj.input_scale")->dtype, DType::F16);
+  EXPECT_EQ(s.find("model.layers.0.self_attn.v_proj.input_scale")->dtype, DType::BF16);
+  EXPECT_EQ(s.find("model.layers.0.self_attn.k_scale")->dtype, DType::F32);
+  EXPECT_EQ(s.find("model.layers.1.self_attn.k_scale")->dtype, DType::BF16);
+}
+
+// A copy of the BF16 tiny model at d/NAME with `edit` applied to one tensor's bytes.
+std::string edited_tiny(const test::TempDir& d, const std::string& name, const std::string& tensor,
+                        const std::function<void(std::vector<uint8_t>&)>& edit) {
+  const std::string src = tiny(d, name + "-src");
+  fs::create_directory(d.path() / name);
+  for (const auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), d.path() / name / e.path().filename());
+  SafetensorsFile f = SafetensorsFile::open(src + "/model.safetensors");
+  std::vector<TensorSpec> specs;
+  for (const auto& t : f.tensors()) specs.push_back({t.name, t.dtype, t.shape});
+  SafetensorsWriter w(d.str(name + "/model.safetensors"), specs);
+  for (const auto& t : f.tensors()) {
+    std::vector<uint8_t> b(t.bytes.begin(), t.bytes.end());
+    if (t.name == tensor) edit(b);
+    w.write(t.name, b);
+  }
+  w.commit();
+  return d.str(name);
+}
+
+void set_bf16(std::vector<uint8_t>& b, size_t i, uint16_t bits) {
+  b[2 * i] = static_cast<uint8_t>(bits & 0xff);
+  b[2 * i + 1] = static_cast<uint8_t>(bits >> 8);
+}
+
+TEST(Cli, ANanOrInfWeightInACalibratedRunIsNamedNotReportedAsAMissingStatistic) {
+  test::TempDir d;
+  const std::string nan_in = edited_tiny(d, "nan", "model.layers.1.mlp.up_proj.weight",
+                                         [](std::vector<uint8_t>& b) { set_bf16(b, 5, 0x7fc0); });
+  auto r = run_qtool({"quantize", nan_in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "2", "--seq-len", "32"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_CONTAINS(r.err, "model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight': weight element 5 is NaN; "
+                         "calibration needs finite weights");
+  const std::string inf_norm = edited_tiny(d, "infnorm", "model.layers.0.input_layernorm.weight",
+                                           [](std::vector<uint8_t>& b) { set_bf16(b, 3, 0x7f80); });
+  r = run_qtool({"quantize", inf_norm, "-o", d.str("out"), "--scheme", "int8-static", "--num-samples", "2", "--seq-len", "32"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_CONTAINS(r.err, "tensor 'model.layers.0.input_layernorm.weight': weight element 3 is +Inf; calibration needs "
+                         "finite weights");
+}
+
+TEST(Cli, AWeightThatOverflowsF32InCalibrationIsNamedWithItsLayer) {
+  test::TempDir d;
+  // Row 0 of layer 0's up_proj at the largest finite BF16 value (3.39e38): finite, but any input
+  // of magnitude > 1 overflows the f32 dot product.
+  const std::string in = edited_tiny(d, "big", "model.layers.0.mlp.up_proj.weight", [](std::vector<uint8_t>& b) {
+    for (size_t i = 0; i < 128; ++i) set_bf16(b, i, 0x7f7f);
+  });
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "2", "--seq-len", "32"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_CONTAINS(r.err, "model.layers.0: the calibration forward pass is not finite in this layer (");
+  EXPECT_CONTAINS(r.err, "; its largest weight is 3.38953e+38 in model.layers.0.mlp.up_proj.weight (f32 arithmetic "
+                         "overflows on weights that large)");
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
+}
+
+TEST(Cli, ConfigValuesThatBreakCalibrationAreNamedBeforeCalibrating) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const json good = json::parse(test::read_text(fs::path(in) / "config.json"));
+  auto with = [&](const std::string& key, const json& v) {
+    json c = good;
+    c[key] = v;
+    test::write_text(fs::path(in) / "config.json", c.dump(2));
+    return run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "2", "--seq-len", "32"});
+  };
+  auto r = with("num_hidden_layers", 1);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_CONTAINS(r.err, "config.json: num_hidden_layers is 1, but the checkpoint has 2 layers (model.layers.0 .. model.layers.1)");
+  r = with("rope_theta", 1e-300);  // positive in double, 0 in f32: every angle NaN
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_CONTAINS(r.err, "config.json: rope_theta is outside the f32 range (expected a positive f32 value, got 1e-300)");
+  EXPECT_EQ(r.err.find("calibration: layer"), std::string::npos) << r.err;
+  // Huge sizes: named as config values, never a bare "out of memory".
+  r = with("hidden_size", 3000000000LL);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_CONTAINS(r.err, "config.json: config key 'hidden_size' is too large (expected at most 2147483647, got 3000000000)");
+  json c = good;
+  c["hidden_size"] = 1 << 30;
+  c["head_dim"] = 32;
+  test::write_text(fs::path(in) / "config.json", c.dump(2));
+  r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "2", "--seq-len", "32"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_CONTAINS(r.err, "tensor 'model.embed_tokens.weight': tensor shape does not match config.json");
+  EXPECT_EQ(r.err.find("out of memory"), std::string::npos) << r.err;
+}
+
+TEST(Cli, AnInvalidResumeFileIsTreatedAsAbsentAndSaidSoInOneLine) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  test::write_text(d.path() / "out.qtool-stats.zst", "garbage, not zstd");
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "int8-static", "--num-samples", "4",
+                      "--seq-len", "32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find(".qtool-stats.zst from an interrupted run (not a qtool statistics file (zstd frame "
+                       "expected)); calibrating again\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(d.path() / "out.qtool-stats.zst"));
+}
+
+TEST(Cli, AStatisticsFileWithANegativeValueIsRefusedNamingTheFile) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  auto r = run_qtool({"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples", "4",
+                      "--seq-len", "32", "--save-stats", d.str("s.zst")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Flip the sign of one input statistic (decompress, edit, compress).
+  const std::string raw = test::read_text(d.path() / "s.zst");
+  std::string text(ZSTD_getFrameContentSize(raw.data(), raw.size()), '\0');
+  text.resize(ZSTD_decompress(text.data(), text.size(), raw.data(), raw.size()));
+  json j = json::parse(text);
+  const std::string key = j["input_absmax"].begin().key();
+  const float v = j["input_absmax"][key].get<float>();
+  j["input_absmax"][key] = -v;
+  const std::string edited = j.dump();
+  std::string z(ZSTD_compressBound(edited.size()), '\0');
+  z.resize(ZSTD_compress(z.data(), z.size(), edited.data(), edited.size(), 3));
+  test::write_text(d.path() / "s.zst", z);
+  auto bad = run_qtool({"quantize", in, "-o", d.str("out2"), "--scheme", "fp8-static", "--stats", d.str("s.zst")});
+  EXPECT_EQ(bad.exit_code, 3) << bad.err;
+  EXPECT_NE(bad.err.find(d.str("s.zst") + ": input_absmax '" + key + "' is -"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("; an absolute maximum cannot be negative"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(d.path() / "out2"));
 }
 
 TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {

@@ -597,6 +597,31 @@ TEST(GgufToHf, RefusesWhatItCannotConvertNamingTheKeyOrTensor) {
     s.extra_tensors = [](GgufBuilder& b) { b.tensor("rope_freqs.weight", {2}, {3.0f, 1.0f}); };
     expect_error(plan(s), Kind::Unsupported, {"rope_freqs.weight"});
   }
+  // Float hyper-parameters: JSON has no NaN/Inf (config.json would get null) and a negative
+  // epsilon or rope base makes no model.
+  {
+    TinyGgufSpec s;
+    s.skip = {"rms"};
+    s.extra_keys = [](GgufBuilder& b) { b.f32("llama.attention.layer_norm_rms_epsilon", std::nanf("")); };
+    expect_error(plan(s), Kind::BadFile,
+                 {"built.gguf: metadata key 'llama.attention.layer_norm_rms_epsilon' must be a finite non-negative "
+                  "number (expected >= 0, got nan)"});
+  }
+  {
+    TinyGgufSpec s;
+    s.skip = {"rms"};
+    s.extra_keys = [](GgufBuilder& b) { b.f32("llama.attention.layer_norm_rms_epsilon", -1e-5f); };
+    expect_error(plan(s), Kind::BadFile, {"must be a finite non-negative number (expected >= 0, got -1e-05)"});
+  }
+  for (const float theta : {0.0f, -10000.0f, INFINITY}) {
+    TinyGgufSpec s;
+    s.extra_keys = [theta](GgufBuilder& b) { b.f32("llama.rope.freq_base", theta); };
+    char got[32];
+    std::snprintf(got, sizeof got, "%g", static_cast<double>(theta));
+    expect_error(plan(s), Kind::BadFile,
+                 {"metadata key 'llama.rope.freq_base' must be a finite positive number (expected > 0, got " +
+                  std::string(got) + ")"});
+  }
   auto tok = [](const TinyGgufSpec& s) { return [s] { build_hf_tokenizer(open_built(tiny_gguf(s))); }; };
   {
     TinyGgufSpec s;
@@ -836,6 +861,53 @@ TEST(ConvertQuantized, LegacyFp8ToCompressedTensorsAndBackIsByteExact) {
   EXPECT_EQ(read_json(d.path() / "back/config.json"), want);
 }
 
+TEST(CtConfig, AnInvalidIgnorePatternInACheckpointIsAProblemAndAnErrorNamingTheFile) {
+  json cfg = {{"quantization_config",
+               {{"quant_method", "compressed-tensors"},
+                {"format", "float-quantized"},
+                {"quantization_status", "compressed"},
+                {"ignore", {"lm_head", "re:.*mlp.(gate"}},
+                {"config_groups",
+                 {{"group_0",
+                   {{"targets", {"Linear", "re:*x"}},
+                    {"weights", {{"num_bits", 8}, {"type", "float"}, {"strategy", "channel"}}}}}}}}}};
+  const QuantInfo info = parse_quant_info(cfg, "/m/config.json");
+  EXPECT_EQ(info.problems,
+            (std::vector<std::string>{
+                "ignore 're:.*mlp.(gate' is not a valid regular expression: missing closing parenthesis at offset 11",
+                "config group 'group_0' targets 're:*x' is not a valid regular expression: quantifier does not "
+                "follow a repeatable item at offset 0"}));
+  try {
+    group_for_module(info, "model.layers.0.mlp.up_proj");
+    ADD_FAILURE() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::BadFile);
+    EXPECT_EQ(std::string(e.what()),
+              "/m/config.json: quantization_config.ignore 're:.*mlp.(gate' is not a valid regular expression: "
+              "missing closing parenthesis at offset 11");
+  }
+}
+
+TEST(CtConfig, AnUnknownFormatIsAProblemAndConvertRefusesIt) {
+  test::TempDir d;
+  write_checkpoint(d.path() / "legacy", fp8_tensor_checkpoint(true, DType::F32, 1), legacy_config());
+  auto r = run_qtool({"convert", d.str("legacy"), "-o", d.str("ct"), "--format", "compressed-tensors"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json cfg = read_json(d.path() / "ct/config.json");
+  cfg["quantization_config"]["format"] = "float-quantised";
+  test::write_text(d.path() / "ct/config.json", cfg.dump(2));
+  const QuantInfo info = parse_quant_info(cfg);
+  EXPECT_EQ(info.unknown_format, "float-quantised");
+  const std::string problem =
+      "format 'float-quantised' is not a compressed-tensors format (dense, sparse-bitmask, sparse-24-bitmask, "
+      "int-quantized, float-quantized, naive-quantized, pack-quantized, marlin-24, mixed-precision, "
+      "nvfp4-pack-quantized, mxfp4-pack-quantized, mxfp6-pack-quantized, mxfp8-quantized)";
+  EXPECT_EQ(info.problems, std::vector<std::string>{problem});
+  auto back = run_qtool({"convert", d.str("ct"), "-o", d.str("back"), "--format", "legacy-fp8"});
+  EXPECT_EQ(back.exit_code, 3) << back.err;
+  EXPECT_CONTAINS(back.err, "config.json: quantization_config: " + problem);
+}
+
 TEST(ConvertQuantized, CompressedTensorsBf16ScalesSurviveTheLegacyF32RoundTrip) {
   test::TempDir d;
   const auto ts = fp8_tensor_checkpoint(false, DType::BF16, 2);
@@ -1049,6 +1121,43 @@ INSTANTIATE_TEST_SUITE_P(EveryDataFreeScheme, DequantizeScheme, ::testing::Value
                            for (auto& c : n) if (c == '-') c = '_';
                            return n;
                          });
+
+TEST(ConvertQuantized, DequantizeRefusesAZeroNegativeOrNanScaleNamingTheTensor) {
+  for (const float bad : {0.0f, -0.02f, std::nanf("")}) {
+    test::TempDir d;
+    auto ts = fp8_tensor_checkpoint(true, DType::F32, 8);
+    for (auto& t : ts)
+      if (t.spec.name == "model.layers.0.mlp.up_proj.weight_scale") std::memcpy(t.bytes.data(), &bad, 4);
+    write_checkpoint(d.path() / "legacy", ts, legacy_config());
+    char got[32];
+    std::snprintf(got, sizeof got, "%g", static_cast<double>(bad));
+    const InputError e = expect_error(
+        [&] { dequantize_model(ModelFolder::open(d.str("legacy")), DType::BF16, job_for(d.path() / "out")); },
+        Kind::BadValue, {});
+    EXPECT_EQ(e.tensor(), "model.layers.0.mlp.up_proj.weight_scale");
+    EXPECT_EQ(e.problem(), "scale element 0 is " + std::string(got) + "; a quantization scale must be positive and finite");
+    EXPECT_FALSE(fs::exists(d.path() / "out"));
+  }
+}
+
+TEST(ConvertQuantized, InspectScalesFlagsANegativeScaleAsAFinding) {
+  test::TempDir d;
+  auto ts = fp8_tensor_checkpoint(true, DType::F32, 8);
+  const float bad = -0.02f;
+  for (auto& t : ts)
+    if (t.spec.name == "model.layers.0.mlp.up_proj.weight_scale") std::memcpy(t.bytes.data(), &bad, 4);
+  write_checkpoint(d.path() / "legacy", ts, legacy_config());
+  auto r = run_qtool({"inspect", d.str("legacy"), "--scales", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  const json want = {{"severity", "error"},
+                     {"where", "model.layers.0.mlp.up_proj.weight_scale"},
+                     {"message", "scale has 1 negative values; a quantization scale is positive (a negative one flips the "
+                                 "sign of what it scales)"}};
+  bool found = false;
+  for (const auto& f : j["findings"]) found |= f == want;
+  EXPECT_TRUE(found) << j["findings"].dump(1);
+}
 
 TEST(ConvertQuantized, DequantizesLegacyFp8AsCodeTimesScaleRoundedToBf16) {
   test::TempDir d;

@@ -4,6 +4,8 @@
 // weight-only within an error bound derived from K), thread-count invariance, and the registry.
 #include <gtest/gtest.h>
 
+#include <cpuid.h>
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -25,8 +27,9 @@ namespace {
 
 bool avx2_cpu() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  unsigned a = 0, b = 0, c = 0, d = 0;  // F16C: CPUID.1:ECX bit 29 (clang < 16 lacks the builtin name)
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 // ---- a generated quantized layer ----------------------------------------------------------------

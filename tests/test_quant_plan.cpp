@@ -177,6 +177,78 @@ TEST(QuantPlan, APatternThatMatchesNothingIsAUsageError) {
   EXPECT_EQ(e.problem(), "--ignore 're:.*mlp.dwon_proj' matches no Linear module");
 }
 
+// Expected texts: PCRE2 10.42's own messages; the offsets counted by hand (the end of the pattern
+// for an unclosed group). Python's re.match gives the same True/False for every pattern below
+// (checked with CPython 3.11: re.match("layers", "model.layers.0") is None, and so on).
+TEST(QuantPlan, AnInvalidPatternIsReportedAsInvalidWithPcre2sMessage) {
+  PlanOptions o = opts("fp8-dynamic");
+  o.ignore = {"re:model.(layers"};
+  InputError e = plan_error(llama_like(), o);
+  EXPECT_EQ(e.kind(), Kind::Usage);
+  EXPECT_EQ(e.problem(),
+            "--ignore 're:model.(layers' is not a valid regular expression: missing closing parenthesis at offset 13");
+  o.ignore.clear();
+  o.targets = {"re:[z-a]"};
+  e = plan_error(llama_like(), o);
+  EXPECT_EQ(e.problem(),
+            "--targets 're:[z-a]' is not a valid regular expression: range out of order in character class at offset 3");
+}
+
+TEST(QuantPlan, PatternsMatchLikePythonReMatchAnchoredAtTheStartOnly) {
+  const PatternSource src{Kind::Usage, "", "--ignore"};
+  EXPECT_FALSE(target_matches("re:layers", "model.layers.0.mlp.up_proj", false, src));
+  EXPECT_TRUE(target_matches("re:model\\.layers", "model.layers.0.mlp.up_proj", false, src));  // not anchored at the end
+  EXPECT_TRUE(target_matches("re:.*up_proj$", "model.layers.0.mlp.up_proj", false, src));
+  EXPECT_FALSE(target_matches("re:.*up$", "model.layers.0.mlp.up_proj", false, src));
+  EXPECT_TRUE(target_matches("Linear", "model.layers.0.mlp.up_proj", true, src));
+  EXPECT_FALSE(target_matches("Linear", "model.layers.0.mlp.up_proj", false, src));
+}
+
+TEST(QuantPlan, APatternThatBacktracksForeverIsACleanErrorNamingPatternAndModule) {
+  auto t = llama_like();
+  const std::string module = "model." + std::string(40, 'a') + "z.b";
+  t.push_back(TensorView{module + ".weight", DType::BF16, {256, 256}, {}, "m.safetensors"});
+  PlanOptions o = opts("fp8-dynamic");
+  o.ignore = {"re:model\\.(a+)+b"};  // exponential backtracking in a backtracking engine
+  const InputError e = plan_error(t, o);
+  EXPECT_EQ(e.kind(), Kind::Usage);
+  EXPECT_EQ(e.problem(), "--ignore 're:model\\.(a+)+b' needs too much backtracking on module name '" + module +
+                             "' (match limit exceeded); simplify the pattern");
+}
+
+TEST(QuantPlan, AModuleNameLongerThanTheBoundIsRefusedNotMatched) {
+  auto t = llama_like();
+  const std::string module(100000, 'm');  // std::regex overflowed the stack on this
+  t.push_back(TensorView{module + ".weight", DType::BF16, {256, 256}, {}, "m.safetensors"});
+  PlanOptions o = opts("fp8-dynamic");
+  o.ignore = {"re:.*x"};
+  const InputError e = plan_error(t, o);
+  EXPECT_EQ(e.kind(), Kind::Usage);
+  EXPECT_EQ(e.problem(), "module name '" + std::string(200, 'm') +
+                             "...' is 100000 bytes long; qtool matches names of at most 4096 bytes against --ignore 're:.*x'");
+}
+
+TEST(QuantPlan, ALinearWeightThatIsNot2dIsRefusedNamingTheTensor) {
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{256}, std::vector<int64_t>{2, 128, 256}}) {
+    auto t = llama_like();
+    t[3].shape = shape;  // model.layers.0.self_attn.k_proj.weight
+    const InputError e = plan_error(t, opts("fp8-dynamic"));
+    EXPECT_EQ(e.kind(), Kind::BadFile);
+    EXPECT_EQ(e.file(), "m.safetensors");
+    EXPECT_EQ(e.tensor(), "model.layers.0.self_attn.k_proj.weight");
+    EXPECT_EQ(e.problem(), "a Linear weight must be 2-D [out_features, in_features], but this one has shape " +
+                               shape_string(shape) +
+                               "; qtool will not leave it unquantized beside the rest of its layer (vLLM would "
+                               "expect it quantized)");
+  }
+  // Named in --ignore (with its siblings): copied as it is.
+  auto t = llama_like();
+  t[3].shape = {256};
+  PlanOptions o = opts("fp8-dynamic");
+  o.ignore = {"re:.*self_attn\\.[qkv]_proj"};
+  EXPECT_EQ(build_quant_plan(t, o, "m").decisions[3].reason, "kept");
+}
+
 TEST(QuantPlan, TargetsReplaceTheDefaultRule) {
   PlanOptions o = opts("fp8-dynamic");
   o.targets = {"model.layers.0.mlp.down_proj", "lm_head"};

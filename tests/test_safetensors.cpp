@@ -234,6 +234,18 @@ TEST(SafetensorsReader, RejectsAnUnknownDtypeWithAHint) {
   EXPECT_CONTAINS(e.what(), "unknown dtype 'bf16' (dtype names are upper case: 'BF16')");
 }
 
+TEST(SafetensorsReader, ANulOrNewlineInATensorNameIsShownEscapedByTheCli) {
+  // JSON "\u0000" is a legal string character: the name holds a real NUL byte.
+  const auto bytes = st_bytes("{" + entry("a\\u0000b\\nc", "F8_E4M3FN", "[1]", 0, 1) + "}", 1);
+  auto e = open_error(bytes);
+  EXPECT_EQ(e.tensor(), std::string("a\0b\nc", 5));  // the library keeps the name as read
+  TempDir dir;
+  test::write_file(dir.path() / "bad.safetensors", bytes);
+  const auto r = test::run_qtool({"inspect", dir.str("bad.safetensors")});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_CONTAINS(r.err, "tensor 'a\\x00b\\x0ac': unknown dtype 'F8_E4M3FN'");
+}
+
 TEST(SafetensorsReader, RejectsAnExtraField) {
   const std::string h =
       "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"offsets\":[0,1]}}";

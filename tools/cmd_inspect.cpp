@@ -134,6 +134,10 @@ int run_inspect(const Opts& o) {
         if (s.nan || s.inf || s.zero)
           r.findings.push_back({"error", n, "scale has " + std::to_string(s.zero) + " zero, " + std::to_string(s.nan) +
                                                 " NaN, " + std::to_string(s.inf) + " Inf values"});
+        if (s.negative)
+          r.findings.push_back({"error", n, "scale has " + std::to_string(s.negative) +
+                                                " negative values; a quantization scale is positive (a negative one "
+                                                "flips the sign of what it scales)"});
       }
       scales.push_back(e);
     }

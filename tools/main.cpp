@@ -53,6 +53,26 @@ void default_omp_wait_policy(char** argv) {
 #endif
 }
 
+// An InputError's message with control bytes (a NUL or newline inside a tensor name read from a
+// file, an escape sequence) shown as \xNN: one line on the terminal, nothing cut off at a NUL
+// (what() is a C string, so the message is rebuilt from its parts).
+void print_error(const qt::InputError& e) {
+  static const char* kHex = "0123456789abcdef";
+  const std::string full = qt::InputError::compose(e.file(), e.tensor(), e.problem(), e.expected(), e.got());
+  std::string out;
+  for (const char ch : full) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  std::fprintf(stderr, "qtool: error: %s\n", out.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,7 +100,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);  // prints help/version/usage error
     return (rc == 0) ? qt::kExitOk : qt::kExitUsage;
   } catch (const qt::InputError& e) {
-    std::fprintf(stderr, "qtool: error: %s\n", e.what());
+    print_error(e);
     return qt::exit_code_for(e.kind());
   }
 
@@ -92,7 +112,7 @@ int main(int argc, char** argv) {
   try {
     return run ? run() : qt::kExitUsage;
   } catch (const qt::InputError& e) {
-    std::fprintf(stderr, "qtool: error: %s\n", e.what());
+    print_error(e);
     return qt::exit_code_for(e.kind());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "qtool: error: out of memory\n");

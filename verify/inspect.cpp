@@ -48,7 +48,10 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     r.torch_dtype = config.contains("torch_dtype") && config["torch_dtype"].is_string()
                         ? config["torch_dtype"].get<std::string>()
                         : config.value("dtype", std::string());
-    r.quant = parse_quant_info(config);
+    std::error_code ec;
+    r.quant = parse_quant_info(config, std::filesystem::is_directory(path, ec)
+                                           ? (std::filesystem::path(path) / "config.json").string()
+                                           : path);
   }
   for (const auto& s : ckpt.shard_paths()) r.shards.push_back(s);
   {
@@ -171,6 +174,7 @@ bool tensor_stats(const TensorView& t, TensorStats& s, size_t first_n) {
     if (std::isnan(x)) { s.nan++; continue; }
     if (std::isinf(x)) { s.inf++; continue; }
     if (x == 0.0f) s.zero++;
+    if (x < 0.0f) s.negative++;
     if (first) { s.min = s.max = x; first = false; }
     s.min = std::min<double>(s.min, x);
     s.max = std::max<double>(s.max, x);

@@ -62,6 +62,7 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const nlohmann::json& c
 // Statistics of one tensor's values (reads its data).
 struct TensorStats {
   uint64_t numel = 0, nan = 0, inf = 0, zero = 0;
+  uint64_t negative = 0;           // finite values below zero (-0.0 counts as zero)
   double min = 0, max = 0, mean = 0, std = 0, absmax = 0;
   std::vector<float> first;        // the first few values
 };

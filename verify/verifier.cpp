@@ -99,7 +99,11 @@ class Verifier {
     qm_.emplace(ModelFolder::open(o_.quant_dir));
     r_.quant_dir = o_.quant_dir;
     r_.reference_dir = o_.reference_dir;
-    q_ = parse_quant_info(qm_->config());
+    q_ = parse_quant_info(qm_->config(), qm_->config_path());
+    if (!q_.unknown_format.empty())
+      throw InputError(Kind::BadFile, qm_->config_path(), "",
+                       "quantization_config format '" + q_.unknown_format +
+                           "' is not a compressed-tensors format; vLLM cannot load it");
     if (q_.method.empty())
       throw InputError(Kind::Usage, qm_->config_path(), "",
                        "the model is not quantized (config.json has no quantization_config); verify takes the "

@@ -196,7 +196,7 @@ CudaVerifyReport verify_cuda(const CudaVerifyOptions& o) {
   if (!o.list_only) gpu::require_device();  // exit 5 before any work, naming what is missing
   r.quant_dir = o.quant_dir;
   const ModelFolder mf = ModelFolder::open(o.quant_dir);
-  const QuantInfo q = parse_quant_info(mf.config());
+  const QuantInfo q = parse_quant_info(mf.config(), mf.config_path());
   if (q.method.empty())
     throw InputError(Kind::Usage, mf.config_path(), "",
                      "the model is not quantized (config.json has no quantization_config); verify takes the quantized folder");

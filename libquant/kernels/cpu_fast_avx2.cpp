@@ -4,6 +4,7 @@
 // COMDAT folding. Only raw pointers cross the boundary.
 #include "libquant/kernels/cpu_fast_avx2.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define QT_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -12,9 +13,11 @@ namespace qt::kernels::avx2 {
 
 bool cpu_ok() {
   __builtin_cpu_init();
-  // libgcc's checks include the OS's XSAVE support for the AVX register state.
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  // libgcc's checks include the OS's XSAVE support for the AVX register state. F16C is read from
+  // CPUID leaf 1 (ECX bit 29) directly: clang before 16 rejects __builtin_cpu_supports("f16c").
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 QT_AVX2 void decode_fp8_panel(const uint8_t* src, int64_t kn, float* dst) {

@@ -113,7 +113,9 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       d.linear_like = true;
       d.module = t.name.substr(0, t.name.size() - 7);
       bool target = false;
-      if (opts.targets.empty()) {
+      if (opts.target_set) {
+        target = opts.target_set->count(d.module) > 0;
+      } else if (opts.targets.empty()) {
         target = is_default_target(d.module);
       } else {
         for (size_t i = 0; i < opts.targets.size(); ++i)

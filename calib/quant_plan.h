@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct PlanOptions {
   OutputFormat format = OutputFormat::CompressedTensors;
   std::vector<std::string> ignore;    // exact module names or "re:" patterns
   std::vector<std::string> targets;   // empty = default rule
+  // Exact module names to quantize, replacing `targets` and the default rule when set (--like:
+  // a set, as a list of thousands of exact names would be matched name by name). Not owned.
+  const std::set<std::string>* target_set = nullptr;
   bool kv_cache_fp8 = false;          // k_scale / v_scale per attention module
 };
 

@@ -3,18 +3,23 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
 #include "calib/stats_file.h"
+#include "calib/stats_merge.h"
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/run_cleanup.h"
 #include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/quantize.h"
 #include "libquant/parallel.h"
 
 namespace qt::calib {
@@ -125,6 +130,180 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   return run.stats;
 }
 
+// --calib-shard K/N: the same selection as a single run, shard K of it calibrated and saved with
+// its shard information; nothing else is written (calib/stats_merge.h).
+void calibrate_shard(const ModelFolder& model, const QuantizeRequest& r, const QuantizeEvents& ev, QuantizeOutcome& out) {
+  if (r.observer != "static_minmax")
+    throw InputError(InputError::Kind::Usage, "", "",
+                     "--calib-shard: the moving-average observer '" + r.observer +
+                         "' depends on every sample before it, so its shards cannot be merged; use static_minmax");
+  if (r.stats_out.empty())
+    throw InputError(InputError::Kind::Usage, "", "", "--calib-shard needs --save-stats FILE (the shard's statistics)");
+  if (!r.stats_in.empty())
+    throw InputError(InputError::Kind::Usage, "", "", "--calib-shard calibrates; it cannot take --stats");
+  const Tokenizer tok = Tokenizer::from_dir(model.dir());
+  const CalibrationText text = r.dataset.empty() ? builtin_calibration_text() : load_calibration_text(r.dataset);
+  const auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
+  const StatsShard sh = make_shard(r.calib_shard_index, r.calib_shard_count, samples);
+  const std::vector<std::vector<int32_t>> part(samples.begin() + sh.first, samples.begin() + sh.end);
+  int64_t tokens = 0;
+  for (const auto& s : part) tokens += static_cast<int64_t>(s.size());
+  say(ev.info, fmt::format("calibration shard {}/{}: samples {}..{} of {} ({} tokens) from {} (observer {})", sh.index,
+                           sh.count, sh.first, sh.end - 1, samples.size(), tokens, text.source, r.observer));
+  CalibrateOptions co;
+  co.observer = r.observer;
+  co.num_threads = r.threads;
+  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.stats_out)).parent_path().string();
+  co.hidden_spill.above_bytes = r.calib_memory_bytes;
+  co.on_layer_done = ev.on_calib_layer;
+  CalibrationRun run = calibrate(model, part, co);
+  out.calibration = {run.seconds, run.samples, run.tokens};
+  StatsProvenance prov;
+  prov.model_fingerprint = model_fingerprint(model);
+  prov.data_source = text.source;
+  prov.data_sha256 = text.sha256;
+  prov.observer = r.observer;
+  prov.num_samples = run.samples;
+  prov.seq_len = r.seq_len;
+  prov.tokens = run.tokens;
+  prov.seed = r.seed;
+  save_shard_stats(r.stats_out, run.stats, prov, sh);
+  say(ev.info, fmt::format("calibration shard {}/{}: {:.1f} s; statistics saved to {} (merge all {} with qtool stats merge)",
+                           sh.index, sh.count, run.seconds, r.stats_out, sh.count));
+  out.shard_only = true;
+  out.shard_first = sh.first;
+  out.shard_end = sh.end;
+  out.shard_selection = sh.selection_samples;
+}
+
+// --like --check-scales: a short calibration of NEW (smoothed statistics when QUANT's factors
+// were applied), each static scale it asks for against the one QUANT fixed.
+std::vector<ScaleCheck> check_static_scales(const ModelFolder& model, const QuantizeRequest& r, const QuantizeEvents& ev,
+                                            const QuantPlan& plan, const QuantizeJob& job, QuantizeOutcome& out) {
+  const Tokenizer tok = Tokenizer::from_dir(model.dir());
+  const CalibrationText text = r.dataset.empty() ? builtin_calibration_text() : load_calibration_text(r.dataset);
+  const auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
+  CalibrateOptions co;
+  co.observer = "static_minmax";  // the range the activations need, whatever QUANT's observer
+  co.num_threads = r.threads;
+  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
+  co.hidden_spill.above_bytes = r.calib_memory_bytes;
+  co.on_layer_done = ev.on_calib_layer;
+  const CalibrationRun run = calibrate(model, samples, co);
+  out.calibration = {run.seconds, run.samples, run.tokens};
+  say(ev.info, fmt::format("check-scales: {} samples, {} tokens from {} in {:.1f} s", run.samples, run.tokens, text.source,
+                           run.seconds));
+  const ActivationStats st = job.smoothing ? smoothed_input_stats(model, *job.smoothing, run.stats) : run.stats;
+  // The pipeline's rule for the dtype scales are computed in: that of the weight scales.
+  DType model_dtype = DType::BF16;
+  for (const auto& o : plan.outputs)
+    if (o.kind == OutputTensor::Kind::WeightScale) { model_dtype = o.dtype; break; }
+  std::vector<ScaleCheck> checks;
+  for (const OutputTensor& o : plan.outputs) {
+    if (o.kind != OutputTensor::Kind::InputScale && o.kind != OutputTensor::Kind::KvScale) continue;
+    ScaleCheck c;
+    c.tensor = o.name;
+    const auto& bytes = job.fixed_scales.at(o.name);
+    const bool ok = decode_to_f32(o.dtype, bytes.data(), 1, &c.quant_scale);
+    QT_ASSERT(ok);
+    if (o.kind == OutputTensor::Kind::InputScale) {
+      c.needed_scale = static_input_scale(st, o.module, plan.options.scheme->input->type, model_dtype, model.dir());
+    } else {
+      const bool is_k = o.name.size() >= 8 && o.name.compare(o.name.size() - 8, 8, ".k_scale") == 0;
+      const auto& m = is_k ? st.k_absmax : st.v_absmax;
+      auto it = m.find(o.module);
+      if (it == m.end() || !(it->second > 0) || !std::isfinite(it->second))
+        throw InputError(InputError::Kind::BadValue, model.dir(), o.name, "check-scales: no usable calibration statistic");
+      c.needed_scale = scale_from_amax(it->second, QuantType::Float8E4M3, model_dtype);
+    }
+    c.ratio = static_cast<double>(c.needed_scale) / c.quant_scale;
+    checks.push_back(c);
+  }
+  return checks;
+}
+
+// --like QUANT: the recipe, the fit check, QUANT's static scales and smoothing factors, then the
+// pipeline; no calibration (calib/like.h).
+QuantizeOutcome quantize_like(const QuantizeRequest& r, const QuantizeEvents& ev) {
+  if (r.threads > 0) set_default_threads(r.threads);
+  ModelFolder model = ModelFolder::open(r.model);
+  const auto& cfg = model.config();
+  if (cfg.contains("quantization_config") || cfg.contains("compression_config"))
+    throw InputError(InputError::Kind::Unsupported, model.dir() + "/config.json", "",
+                     "the model is already quantized (config.json has a quantization_config); quantize an unquantized "
+                     "BF16/F16/F32 checkpoint");
+  ModelFolder quant = ModelFolder::open(r.like);
+  const LikeRecipe recipe = read_like_recipe(quant);
+  check_like_fit(model, quant, recipe);
+  say(ev.info, fmt::format("like {}: scheme {}{}{}{}, {} quantized modules", quant.dir(), recipe.scheme->name,
+                           recipe.format == OutputFormat::LegacyFp8 ? " (legacy-fp8)" : "",
+                           recipe.kv_cache_fp8 ? ", kv-cache fp8" : "",
+                           recipe.smoothing_file.empty() ? "" : ", SmoothQuant factors", recipe.quantized_modules.size()));
+
+  PlanOptions po;
+  po.scheme = recipe.scheme;
+  po.format = recipe.format;
+  const std::set<std::string> modules(recipe.quantized_modules.begin(), recipe.quantized_modules.end());
+  po.target_set = &modules;  // exactly the modules QUANT quantized
+  po.kv_cache_fp8 = recipe.kv_cache_fp8;
+  QuantizeOutcome out;
+  out.like = quant.dir();
+  out.plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+  const QuantPlan& plan = out.plan;
+  if (plan.quantized_modules.size() != recipe.quantized_modules.size())
+    throw InputError(InputError::Kind::Unsupported, model.dir(), "",
+                     "--like: the plan quantizes " + std::to_string(plan.quantized_modules.size()) + " modules, " +
+                         quant.dir() + " " + std::to_string(recipe.quantized_modules.size()));
+  QuantizeJob job;
+  job.output_dir = r.output;
+  job.max_shard_bytes = r.max_shard_bytes;
+  job.allow_nonfinite = r.allow_nonfinite;
+  job.overwrite = r.overwrite;
+  job.hash_inputs = r.hash_inputs;
+  job.command_line = r.command_line;
+  job.on_tensor = ev.on_tensor;
+  // QUANT's static scales, byte for byte, checked against what the plan writes.
+  for (const OutputTensor& o : plan.outputs) {
+    if (o.kind != OutputTensor::Kind::InputScale && o.kind != OutputTensor::Kind::KvScale) continue;
+    const TensorView* t = quant.checkpoint().find(o.name);
+    if (!t)
+      throw InputError(InputError::Kind::Missing, quant.dir(), o.name, "--like: the scheme needs this static scale, which the checkpoint lacks");
+    if (t->dtype != o.dtype || t->bytes.size() != o.nbytes)
+      throw InputError(InputError::Kind::Unsupported, t->file, o.name, "--like: scale stored unlike the model's dtype",
+                       std::string(dtype_name(o.dtype)) + " " + shape_string(o.shape),
+                       std::string(dtype_name(t->dtype)) + " " + shape_string(t->shape));
+    job.fixed_scales[o.name].assign(t->bytes.begin(), t->bytes.end());
+  }
+  preflight_output(model, plan, job);
+  for (const auto& w : plan.warnings) say(ev.warn, "warning: " + w);
+  ActivationStats stats;  // no statistics: only the observer the config names
+  stats.observer = recipe.observer;
+  job.stats = &stats;
+  if (!recipe.smoothing_file.empty()) {
+    out.smoothing = smoothing_plan_from_file(model, recipe.smoothing_file, stats);
+    out.smoothing_layers = out.smoothing->mappings.size();
+    job.smoothing = &*out.smoothing;
+    job.stats = &out.smoothing->stats;
+  }
+  job.manifest_extra["like"] = {{"checkpoint", canonical_or_abs(quant.dir())},
+                                {"scheme", recipe.scheme->name},
+                                {"static_scales", job.fixed_scales.size()},
+                                {"smoothing_factors", recipe.smoothing_file.empty() ? "" : kSmoothingFactorsFile}};
+  if (r.dry_run) {
+    out.dry_run = true;
+    return out;
+  }
+  if (r.drift)
+    job.on_quantized = [&](const TensorDecision& d, const TensorView& w, const QuantizedWeight&) {
+      out.drift.push_back(weight_drift(quant, recipe, d.module, w));
+    };
+  const auto t0 = std::chrono::steady_clock::now();
+  out.summary = run_quantize(model, plan, job);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (r.check_scales && !job.fixed_scales.empty()) out.scale_checks = check_static_scales(model, r, ev, plan, job, out);
+  return out;
+}
+
 }  // namespace
 
 std::string resume_stats_path(const std::string& output) {
@@ -133,6 +312,7 @@ std::string resume_stats_path(const std::string& output) {
 }
 
 QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& ev) {
+  if (!r.like.empty()) return quantize_like(r, ev);
   const Scheme* scheme = r.scheme;
   QT_ASSERT(scheme != nullptr);
   if (r.threads > 0) set_default_threads(r.threads);
@@ -164,6 +344,11 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   QuantizeOutcome out;
   out.plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
   const QuantPlan& plan = out.plan;
+  if (r.calib_shard_count > 0) {
+    if (!r.dry_run) calibrate_shard(model, r, ev, out);
+    out.dry_run = r.dry_run;
+    return out;
+  }
   QuantizeJob job;
   job.output_dir = r.output;
   job.max_shard_bytes = r.max_shard_bytes;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "calib/like.h"
 #include "calib/quant_plan.h"
 #include "calib/quantize_pipeline.h"
 #include "calib/smoothing.h"
@@ -27,7 +28,14 @@ namespace qt::calib {
 struct QuantizeRequest {
   std::string model;                 // input model folder
   std::string output;                // OUT
-  const Scheme* scheme = nullptr;
+  const Scheme* scheme = nullptr;   // ignored with `like`
+  // --like QUANT (calib/like.h): scheme, format, targets, static scales, KV scales and SmoothQuant
+  // factors all come from QUANT, and nothing is calibrated; the options that would choose them
+  // must be left at their defaults (the CLI refuses them).
+  std::string like;
+  bool drift = true;                 // with `like`: the per-layer drift report
+  bool check_scales = false;         // with `like`: calibrate NEW briefly (dataset, num_samples,
+                                     // seq_len, seed below) and compare with QUANT's static scales
   OutputFormat format = OutputFormat::CompressedTensors;
   std::vector<std::string> ignore, targets;  // exact names or "re:" patterns
   bool kv_cache_fp8 = false;
@@ -37,6 +45,9 @@ struct QuantizeRequest {
   std::string stats_in;              // --stats: use these instead of calibrating
   std::string stats_out;             // --save-stats
   std::string observer = "static_minmax";
+  // --calib-shard K/N (calib/stats_merge.h): calibrate on shard K (0-based) of N of the sample
+  // selection, save the statistics to stats_out, write nothing else (output may be empty).
+  int64_t calib_shard_index = 0, calib_shard_count = 0;  // count 0: not sharded
   int64_t num_samples = 64, seq_len = 512;
   uint64_t seed = 0;
   uint64_t calib_memory_bytes = uint64_t{4} << 30;  // hidden states above this go to a file
@@ -77,6 +88,11 @@ struct QuantizeOutcome {
   std::optional<SmoothingPlan> smoothing;  // after calibration (not for a dry run)
   size_t smoothing_layers = 0;             // mappings found (also for a dry run)
   double seconds = 0;                      // the pipeline (writing), not calibration
+  std::string like;                        // --like: QUANT's folder
+  bool shard_only = false;                 // --calib-shard: statistics saved, nothing else written
+  int64_t shard_first = 0, shard_end = 0, shard_selection = 0;  // its samples [first, end) of selection
+  std::vector<LayerDrift> drift;           // --like: per quantized module, plan order
+  std::vector<ScaleCheck> scale_checks;    // --like --check-scales: every static scale, plan order
 };
 
 // Runs the flow. Throws InputError (Usage for impossible options, Unsupported for an already

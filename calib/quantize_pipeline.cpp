@@ -164,6 +164,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
       sum.zero_groups += q.zero_groups;
       prog.amax = q.amax;
       prog.zero_groups = q.zero_groups;
+      if (job.on_quantized) job.on_quantized(d, t, q);
       for (const OutputTensor* o : outs_of_source.at(d.name)) {
         switch (o->kind) {
           case OutputTensor::Kind::QuantWeight:
@@ -192,6 +193,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
             break;
           }
           case OutputTensor::Kind::InputScale: {
+            if (auto fx = job.fixed_scales.find(o->name); fx != job.fixed_scales.end()) {
+              QT_ASSERT(fx->second.size() == o->nbytes);
+              write(o->name, fx->second);
+              break;
+            }
             // Computed and stored in the scale dtype: the Linear's own dtype (F32 in legacy fp8).
             float s = static_input_scale(*job.stats, d.module, scheme.input->type, o->dtype, model.dir());
             write(o->name, scalar_bytes(o->dtype, s));
@@ -206,6 +212,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   }
   // KV-cache scales: amax / 448 of post-RoPE K and of V (formats/FORMATS.md §3.4, rule 16).
   for (const OutputTensor* o : kv_outputs) {
+    if (auto fx = job.fixed_scales.find(o->name); fx != job.fixed_scales.end()) {
+      QT_ASSERT(fx->second.size() == o->nbytes);
+      write(o->name, fx->second);
+      continue;
+    }
     const bool is_k = last_component(o->name) == "k_scale";
     const auto& m = is_k ? job.stats->k_absmax : job.stats->v_absmax;
     auto it = m.find(o->module);

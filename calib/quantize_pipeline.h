@@ -15,12 +15,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "calib/quant_plan.h"
 #include "formats/output_folder.h"
 #include "libquant/activation_stats.h"
+#include "libquant/quantize.h"
 
 namespace qt {
 class ModelFolder;
@@ -58,6 +60,13 @@ struct QuantizeJob {
   // The run's claim on OUT, when the caller took it earlier (quantize_model does, before
   // calibrating); null: run_quantize takes it itself. Not owned.
   const OutputLock* lock = nullptr;
+  // Static scales taken as they are instead of computed from `stats` (`--like`): output tensor
+  // name (M.input_scale, A.k_scale, A.v_scale) -> its stored bytes, which must have the output's
+  // dtype and size. `stats` must still be set (its observer goes into the config).
+  std::map<std::string, std::vector<uint8_t>> fixed_scales;
+  // Called after each weight is quantized with the bytes it was quantized from (smoothed when
+  // SmoothQuant rewrote it) and the result, on the pipeline's thread (e.g. the drift report).
+  std::function<void(const TensorDecision&, const TensorView&, const QuantizedWeight&)> on_quantized;
   // Keys merged into qtool_manifest.json (top level) by whoever prepared the job, e.g. the
   // calibration record of calib/quantize.cpp; every key must be specified in man/qtool-files.5.
   nlohmann::json manifest_extra = nlohmann::json::object();

@@ -188,4 +188,91 @@ std::string smoothing_factors_json(const SmoothingPlan& plan) {
   return j.dump() + "\n";
 }
 
+SmoothingPlan smoothing_plan_from_file(const ModelFolder& model, const std::string& path, const ActivationStats& stats) {
+  const nlohmann::json j = read_json_file(path);
+  if (!j.is_object() || j.value("format", "") != "qtool-smoothing-factors" || !j.contains("mappings") ||
+      !j["mappings"].is_array())
+    throw InputError(InputError::Kind::BadFile, path, "", "not a qtool smoothing factors file (format qtool-smoothing-factors)");
+  SmoothingPlan plan;
+  plan.stats = stats;
+  plan.min_factor = INFINITY;
+  plan.max_factor = 0;
+  try {
+    plan.alpha = j.at("alpha").get<double>();
+    plan.which = j.value("mappings_set", "all") == "norms" ? SmoothingMappings::Norms : SmoothingMappings::All;
+    for (const auto& mj : j["mappings"]) {
+      SmoothingMapping m;
+      m.smooth = mj.at("smooth").get<std::string>();
+      m.balance = mj.at("balance").get<std::vector<std::string>>();
+      std::vector<float> s = mj.at("factors").get<std::vector<float>>();
+      const TensorView* sw = model.checkpoint().find(m.smooth + ".weight");
+      if (!sw)
+        throw InputError(InputError::Kind::Unsupported, path, m.smooth,
+                         "the model has no " + m.smooth + ".weight to smooth with these factors");
+      need(model, sw->name);
+      m.smooth_is_linear = sw->shape.size() == 2;
+      m.stats_key = m.smooth_is_linear ? (m.balance.empty() ? m.smooth : m.balance[0]) : m.smooth;
+      if (sw->shape.empty() || static_cast<size_t>(sw->shape[0]) != s.size())
+        throw InputError(InputError::Kind::Unsupported, path, m.smooth,
+                         "factor count does not match " + sw->name + " " + shape_string(sw->shape),
+                         std::to_string(sw->shape.empty() ? 0 : sw->shape[0]), std::to_string(s.size()));
+      for (size_t c = 0; c < s.size(); ++c)
+        if (!std::isfinite(s[c]) || !(s[c] > 0))
+          throw InputError(InputError::Kind::BadValue, path, m.smooth,
+                           "smoothing factor of channel " + std::to_string(c) + " is not a finite positive number");
+      for (const auto& lin : m.balance) {
+        const TensorView& w = need(model, lin + ".weight");
+        if (w.shape.size() != 2 || static_cast<size_t>(w.shape[1]) != s.size())
+          throw InputError(InputError::Kind::Unsupported, path, lin,
+                           "balance Linear's input size does not match the factors of " + m.smooth,
+                           "[*, " + std::to_string(s.size()) + "]", shape_string(w.shape));
+        plan.column_factors[lin + ".weight"] = m.smooth;
+      }
+      plan.divide_factors[m.smooth + ".weight"] = m.smooth;
+      if (const TensorView* bias = model.checkpoint().find(m.smooth + ".bias")) {
+        if (bias->shape != std::vector<int64_t>{static_cast<int64_t>(s.size())})
+          throw InputError(InputError::Kind::BadFile, bias->file, bias->name, "bias does not match its weight's outputs",
+                           "[" + std::to_string(s.size()) + "]", shape_string(bias->shape));
+        need(model, bias->name);
+        plan.divide_factors[bias->name] = m.smooth;
+      }
+      for (float v : s) {
+        plan.min_factor = std::min(plan.min_factor, v);
+        plan.max_factor = std::max(plan.max_factor, v);
+      }
+      plan.factors[m.smooth] = std::move(s);
+      plan.mappings.push_back(std::move(m));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(InputError::Kind::BadFile, path, "", std::string("malformed smoothing factors: ") + e.what());
+  }
+  if (plan.mappings.empty()) plan.min_factor = 0;
+  return plan;
+}
+
+ActivationStats smoothed_input_stats(const ModelFolder& model, const SmoothingPlan& plan, const ActivationStats& raw) {
+  ActivationStats out = raw;
+  for (const SmoothingMapping& m : plan.mappings) {
+    auto mn = raw.channel_min.find(m.stats_key), mx = raw.channel_max.find(m.stats_key);
+    if (mn == raw.channel_min.end() || mx == raw.channel_max.end())
+      throw InputError(InputError::Kind::Usage, model.dir(), m.stats_key, "no per-channel activation range for SmoothQuant");
+    const std::vector<float>& s = plan.factors.at(m.smooth);
+    if (mn->second.size() != s.size() || mx->second.size() != s.size())
+      throw InputError(InputError::Kind::BadFile, model.dir(), m.stats_key, "per-channel statistics do not match the factors",
+                       std::to_string(s.size()) + " channels", std::to_string(mn->second.size()));
+    float amax;
+    if (m.smooth_is_linear) {
+      amax = divided_input_absmax(mn->second, mx->second, s);
+    } else {
+      const TensorView& sw = need(model, m.smooth + ".weight");
+      const std::vector<uint8_t> gs_bytes = divide_norm_weight(sw, s);
+      TensorView smoothed = sw;
+      smoothed.bytes = gs_bytes;
+      amax = smoothed_input_absmax(mn->second, mx->second, decode_tensor_f32(sw), decode_tensor_f32(smoothed));
+    }
+    for (const auto& lin : m.balance) out.input_absmax[lin] = amax;
+  }
+  return out;
+}
+
 }  // namespace qt::calib

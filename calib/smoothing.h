@@ -101,4 +101,18 @@ inline constexpr const char* kSmoothingFactorsFile = "qtool_smoothing.json";
 // The JSON text of that file for `plan`.
 std::string smoothing_factors_json(const SmoothingPlan& plan);
 
+// A plan for `model` from a factors file another checkpoint carries (`qtool quantize --like`):
+// the same mappings and factors (f32 values exactly as written), applied to `model`'s tensors,
+// with `stats` as the plan's statistics (min/max factor recomputed; max_range_reduction 0, as
+// no activation ranges are known). Throws InputError naming the file and the module: BadFile
+// (not a factors file, malformed), Unsupported (a mapping whose smooth or balance tensor `model`
+// lacks, or whose factor count differs from its channel count).
+SmoothingPlan smoothing_plan_from_file(const ModelFolder& model, const std::string& path, const ActivationStats& stats);
+
+// `raw` (static_minmax statistics of the unsmoothed `model`) with every balance Linear's
+// input_absmax replaced by its input absmax once `plan`'s factors are applied, exactly as
+// plan_smoothing computes it (what a static input scale of the smoothed model needs). Throws
+// InputError(Usage) naming the module when `raw` lacks a mapping's per-channel range.
+ActivationStats smoothed_input_stats(const ModelFolder& model, const SmoothingPlan& plan, const ActivationStats& raw);
+
 }  // namespace qt::calib

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "calib/quantize.h"
+#include "calib/stats_merge.h"
 #include "libquant/error.h"
 #include "libquant/schemes.h"
 #include "tools/cli_util.h"
@@ -31,6 +32,9 @@ struct Opts {
   std::string smoothquant_mappings = "all";
   std::string calib_memory = "4GiB";
   int threads = 0;
+  std::string like, calib_shard;
+  bool no_drift = false, check_scales = false;
+  std::vector<std::string> set_by_user;  // options given on the command line (for --like's conflicts)
 };
 
 std::string scheme_help() {
@@ -69,6 +73,20 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.dry_run = o.dry_run;
   r.command_line = command_line();
   r.threads = o.threads;
+  r.like = o.like;
+  if (!o.calib_shard.empty()) {
+    const auto [k, n] = calib::parse_shard_spec(o.calib_shard);
+    r.calib_shard_index = k;
+    r.calib_shard_count = n;
+  } else if (o.out.empty()) {
+    throw InputError(InputError::Kind::Usage, "", "", "--output is required (only a --calib-shard run writes no output folder)");
+  }
+  r.drift = !o.no_drift;
+  r.check_scales = o.check_scales;
+  if (!o.like.empty() && !o.set_by_user.empty())
+    throw InputError(InputError::Kind::Usage, "", "",
+                     "--like takes the scheme, format, targets, KV-cache scales and SmoothQuant factors from " + o.like +
+                         "; drop " + o.set_by_user[0]);
   return r;
 }
 
@@ -105,6 +123,18 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
   const calib::QuantizeSummary& s = out.summary;
   const calib::CalibrationCost& c = out.calibration;
   const char* scheme = out.plan.options.scheme->name;
+  // --check-scales: the scales that no longer cover are warnings (stderr), with --json too.
+  if (!out.scale_checks.empty()) {
+    size_t short_of = 0;
+    for (const auto& k : out.scale_checks)
+      if (k.ratio > 1.0) {
+        ++short_of;
+        spdlog::warn("check-scales: {} = {:.6g} no longer covers the model's activations: they need {:.6g} ({:.3g}x)",
+                     k.tensor, k.quant_scale, k.needed_scale, k.ratio);
+      }
+    spdlog::info("check-scales: {} of {} static scales of {} no longer cover the model's activations{}", short_of,
+                 out.scale_checks.size(), out.like, short_of ? " (they clip; recalibrate)" : "");
+  }
   if (o.json) {
     nlohmann::json j;
     j["output"] = o.out;
@@ -123,14 +153,42 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
                           {"min_factor", out.smoothing->min_factor}, {"max_factor", out.smoothing->max_factor},
                           {"max_range_reduction", out.smoothing->max_range_reduction}};
     j["files"] = s.output_files;
+    if (!out.like.empty()) {
+      j["like"] = out.like;
+      nlohmann::json d = nlohmann::json::array();
+      for (const auto& l : out.drift)
+        d.push_back({{"module", l.module}, {"rel_l2", l.rel_l2}, {"max_abs", l.max_abs}, {"clipped", l.clipped},
+                     {"elements", l.elements}, {"amax_new", l.amax_new}, {"amax_quant", l.amax_quant}});
+      j["drift"] = d;
+      if (!out.scale_checks.empty()) {
+        nlohmann::json c = nlohmann::json::array();
+        for (const auto& k : out.scale_checks)
+          c.push_back({{"tensor", k.tensor}, {"quant_scale", k.quant_scale}, {"needed_scale", k.needed_scale},
+                       {"ratio", k.ratio}, {"covered", k.ratio <= 1.0}});
+        j["check_scales"] = c;
+      }
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return;
+  }
+  if (!out.drift.empty()) {
+    // One line per module: NEW against QUANT's dequantized weight (calib/like.h).
+    const calib::LayerDrift* worst = &out.drift[0];
+    int64_t clipping = 0;
+    for (const auto& l : out.drift) {
+      spdlog::info("drift: {} rel_l2 {:.4g} max_abs {:.4g} amax {:.4g} -> {:.4g} clipped {}/{}", l.module, l.rel_l2,
+                   l.max_abs, l.amax_quant, l.amax_new, l.clipped, l.elements);
+      if (l.rel_l2 > worst->rel_l2) worst = &l;
+      clipping += l.clipped > 0;
+    }
+    spdlog::info("drift: largest in {} (rel_l2 {:.4g}); {} of {} modules have weights beyond the range of {}'s weight scale",
+                 worst->module, worst->rel_l2, clipping, out.drift.size(), out.like);
   }
   const double secs = out.seconds;
   spdlog::info("done: {} of {} tensors quantized ({}), {} -> {} in {} shard(s), {:.1f} s ({:.0f} MB/s); wrote {}",
                s.tensors_quantized, s.tensors_total, scheme, human_bytes(s.input_bytes), human_bytes(s.output_bytes),
                s.shards, secs, secs > 0 ? s.input_bytes / secs / 1e6 : 0.0, o.out);
-  if (c.tokens > 0)
+  if (c.tokens > 0 && out.like.empty())
     spdlog::info("calibration took {:.1f} s ({} samples, {} tokens, {:.0f} tokens/s) before quantization", c.seconds,
                  c.samples, c.tokens, c.seconds > 0 ? c.tokens / c.seconds : 0.0);
   if (s.zero_groups) spdlog::info("note: {} all-zero scale groups got the dtype's epsilon as scale", s.zero_groups);
@@ -168,6 +226,18 @@ int run_quantize_cmd(const Opts& o) {
   const calib::QuantizeOutcome out = calib::quantize_model(req, ev);
   calib_bar.finish();
   bar.finish();
+  if (out.shard_only) {
+    if (o.json) {
+      nlohmann::json j;
+      j["statistics"] = o.stats_out;
+      j["shard"] = {{"index", req.calib_shard_index}, {"count", req.calib_shard_count}, {"first", out.shard_first},
+                    {"end", out.shard_end}, {"selection_samples", out.shard_selection}};
+      j["calibration"] = {{"seconds", out.calibration.seconds}, {"samples", out.calibration.samples},
+                          {"tokens", out.calibration.tokens}};
+      std::printf("%s\n", j.dump(2).c_str());
+    }
+    return 0;
+  }
   if (out.dry_run)
     print_dry_run(o, out);
   else
@@ -181,7 +251,7 @@ void register_quantize(CLI::App& app, RunFn& run) {
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint into a vLLM-loadable one");
   sub->add_option("MODEL", o->model, "Input model folder (config.json + safetensors)")->required();
-  sub->add_option("-o,--output", o->out, "Output folder (must not exist, or be empty)")->required();
+  sub->add_option("-o,--output", o->out, "Output folder (must not exist, or be empty); required except with --calib-shard");
   std::vector<std::string> names;
   for (const auto& s : all_schemes()) names.push_back(s.name);
   sub->add_option("-s,--scheme", o->scheme, scheme_help())->capture_default_str()->check(one_of(names, "scheme"));
@@ -216,13 +286,36 @@ void register_quantize(CLI::App& app, RunFn& run) {
       ->capture_default_str();
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
+  cal->add_option("--calib-shard", o->calib_shard,
+                  "K/N: calibrate only on part K (0-based) of N of the sample selection and save the statistics with "
+                  "--save-stats; nothing else is written. Merge the N files with `qtool stats merge` (static_minmax only)");
   sub->add_option("-j,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();
   sub->add_flag("--dry-run", o->dry_run, "Plan and preflight only: print what would be done, write nothing");
   sub->add_flag("--json", o->json, "Machine-readable summary on stdout");
   sub->add_flag("--allow-nonfinite", o->allow_nonfinite, "Quantize weights containing NaN/Inf instead of refusing");
   sub->add_flag("--overwrite", o->overwrite, "Replace an existing output folder (only after success)");
   sub->add_flag("--no-hash", o->no_hash, "Skip the sha256 of input shards in the manifest");
-  sub->callback([&run, o] { run = [o] { return run_quantize_cmd(*o); }; });
+  auto* lk = sub->add_option("--like", o->like,
+                  "Quantize with the recipe of this quantized checkpoint (scheme, format, quantized modules, static "
+                  "input and KV-cache scales, SmoothQuant factors); no calibration. MODEL must have the same "
+                  "architecture and tensors");
+  sub->add_flag("--no-drift", o->no_drift, "With --like: skip the per-layer drift report (MODEL's weights against "
+                                           "the checkpoint's dequantized ones)")->needs(lk);
+  sub->add_flag("--check-scales", o->check_scales,
+                "With --like: after writing, calibrate MODEL briefly (--dataset, --num-samples, --seq-len, --seed) and "
+                "report which static input / KV-cache scales of the checkpoint no longer cover MODEL's activations")
+      ->needs(lk);
+  sub->callback([&run, o, sub] {
+    // Options --like decides itself.
+    o->set_by_user.clear();
+    for (const char* opt : {"--scheme", "--format", "--ignore", "--targets", "--kv-cache", "--smoothquant", "--dataset",
+                            "--num-samples", "--seq-len", "--seed", "--observer", "--stats", "--save-stats", "--calib-shard"}) {
+      const std::string n = opt;
+      const bool check_option = n == "--dataset" || n == "--num-samples" || n == "--seq-len" || n == "--seed";
+      if (sub->count(opt) > 0 && !(o->check_scales && check_option)) o->set_by_user.push_back(opt);
+    }
+    run = [o] { return run_quantize_cmd(*o); };
+  });
 }
 
 }  // namespace qt

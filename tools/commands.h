@@ -21,6 +21,7 @@ void register_convert(CLI::App& app, RunFn& run);
 void register_inspect(CLI::App& app, RunFn& run);
 void register_quantize(CLI::App& app, RunFn& run);
 void register_schemes(CLI::App& app, RunFn& run);
+void register_stats(CLI::App& app, RunFn& run);
 void register_tiny_model(CLI::App& app, RunFn& run);
 void register_tokenize(CLI::App& app, RunFn& run);
 void register_verify(CLI::App& app, RunFn& run);
@@ -31,6 +32,7 @@ inline constexpr CommandEntry kCommands[] = {
     {"inspect", register_inspect},
     {"verify", register_verify},
     {"schemes", register_schemes},
+    {"stats", register_stats},
     {"convert", register_convert},
     {"tiny-model", register_tiny_model},
     {"tokenize", register_tokenize},

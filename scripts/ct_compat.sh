@@ -16,7 +16,7 @@
 # What it does: `qtool tiny-model`, then `qtool quantize` once per scheme of `qtool schemes
 # --json`; three variants of every output that differ only in config.json:
 #   asis      qtool's output as written (global `format` only)
-#   pergroup  + `format` copied into every config group (what llm-compressor >= 0.12 writes)
+#   pergroup  + `format` copied into every config group (what llm-compressor 0.14 writes)
 #   grouponly per-group `format` and no global `format`
 # Then one venv per release: a shared base venv holds torch (CPU use; the PyPI wheel) and each
 # release venv sees it through a .pth file, so only compressed-tensors, transformers and their

@@ -426,11 +426,7 @@ ConvertSummary convert_quant_layout(const ModelFolder& m, OutputFormat to, std::
     if (w.strategy == Strategy::Block) qc["weight_block_size"] = json::array({w.block_rows, w.block_cols});
     if (kv) qc["kv_cache_scheme"] = "static";
   } else {
-    json group;
-    group["targets"] = json::array({"Linear"});
-    group["weights"] = quant_args_json(w, "minmax");
-    group["input_activations"] = quant_args_json(*in, "static_minmax");
-    group["output_activations"] = nullptr;
+    const json group = make_ct_group(w, in, "static_minmax", CtFormat::FloatQuantized);
     qc["quant_method"] = "compressed-tensors";
     qc["format"] = std::string(ct_format_name(CtFormat::FloatQuantized));
     qc["quantization_status"] = "compressed";

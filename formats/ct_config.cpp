@@ -32,13 +32,19 @@ json quant_args_json(const QuantArgs& a, const std::string& observer) {
   return j;
 }
 
-json make_ct_quant_config(const Scheme& scheme, const CtWriteOptions& opts) {
+json make_ct_group(const QuantArgs& weights, const std::optional<QuantArgs>& input,
+                   const std::string& input_observer, CtFormat format) {
   json group;
   group["targets"] = json::array({"Linear"});
-  group["weights"] = quant_args_json(scheme.weights, "minmax");
-  group["input_activations"] =
-      scheme.input ? quant_args_json(*scheme.input, opts.activation_observer) : json(nullptr);
+  group["weights"] = quant_args_json(weights, "minmax");
+  group["input_activations"] = input ? quant_args_json(*input, input_observer) : json(nullptr);
   group["output_activations"] = nullptr;
+  group["format"] = std::string(ct_format_name(format));
+  return group;
+}
+
+json make_ct_quant_config(const Scheme& scheme, const CtWriteOptions& opts) {
+  const json group = make_ct_group(scheme.weights, scheme.input, opts.activation_observer, scheme.format);
 
   json q;
   q["quant_method"] = "compressed-tensors";

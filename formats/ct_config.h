@@ -36,6 +36,13 @@ nlohmann::json make_ct_quant_config(const Scheme& scheme, const CtWriteOptions& 
 nlohmann::json make_legacy_fp8_config(const Scheme& scheme, const CtWriteOptions& opts);
 // One QuantArgs object in the compatible key set.
 nlohmann::json quant_args_json(const QuantArgs& a, const std::string& observer);
+// One config group ("group_0") targeting Linear: weights, input activations (null when
+// weight-only), no output activations, and the group's own `format`, the same value as the
+// global key. Both are written on evidence (formats/FORMATS.md §2.6): vLLM reads a group's
+// `format` first (its fused-MoE path reads only that one), and compressed-tensors 0.13 with
+// transformers 4.x needs the global one.
+nlohmann::json make_ct_group(const QuantArgs& weights, const std::optional<QuantArgs>& input,
+                             const std::string& input_observer, CtFormat format);
 
 // ---- reading -------------------------------------------------------------------------------
 

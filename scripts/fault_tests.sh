@@ -124,7 +124,9 @@ for delay in 0.3 1.0 2.0; do
     [ "$(cat "$OUT/theirs.txt" 2>/dev/null)" = theirs ] || { fail "$name" "the foreign file is gone"; continue; }
     [ "$(ls -A "$OUT")" = theirs.txt ] || { fail "$name" "OUT has more than the foreign file: $(ls -A "$OUT")"; continue; }
     [ "$rc" != 0 ] || { fail "$name" "the run reported success"; continue; }
-    grep -q "$OUT: the output path is taken" "$W/err.txt" || { fail "$name" "message: $(cat "$W/err.txt")"; continue; }
+    # Refused when the run creates its partial folder (after calibrating) or at publish.
+    grep -q -e "$OUT: the output path is taken" -e "$OUT: output folder exists and is not empty" "$W/err.txt" ||
+      { fail "$name" "message: $(cat "$W/err.txt")"; continue; }
     [ -z "$(leftovers | sed 's/^out \(out.qtool-stats.zst \)\?$//')" ] || { fail "$name" "left: $(leftovers)"; continue; }
     pass "$name (exit $rc, foreign folder intact)"
   else

@@ -26,7 +26,7 @@ M=$WORK/model-$SIZE
 [ -f "$M/config.json" ] || $Q tiny-model "$M" "${DIMS[@]}"
 [ -f "$WORK/quant-$SIZE/config.json" ] || $Q -q quantize "$M" -o "$WORK/quant-$SIZE" --scheme fp8-static --kv-cache fp8 \
     --num-samples 1 --seq-len 16 --save-stats "$WORK/stats-$SIZE-all.zst" --no-hash
-du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %d\n", s}'
+du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %.0f\n", s}'
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 warm() { cat "$M"/*.safetensors "$WORK/quant-$SIZE"/*.safetensors > /dev/null; }
 for round in 1 2 3; do

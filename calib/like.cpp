@@ -177,7 +177,8 @@ LayerDrift weight_drift(const ModelFolder& quant, const LikeRecipe& r, const std
   // Beyond the largest code by more than rounding: code_max + half the top step (FP8: 448 + 16).
   const float lim = e.weights.is_float() ? 464.0f : code_max(e.weights.type) + 0.5f;
   const size_t wbytes = dtype_bits(w.dtype) / 8, cbytes = 1;
-  std::vector<double> diff2(N), ref2(N), maxd(N);
+  std::vector<double> diff2(N), ref2(N);
+  std::vector<float> maxd(N);
   std::vector<float> amax_n(N), amax_q(N);
   std::vector<int64_t> clip(N);
 #pragma omp parallel
@@ -188,19 +189,28 @@ LayerDrift weight_drift(const ModelFolder& quant, const LikeRecipe& r, const std
       decode_to_f32(w.dtype, w.bytes.data() + static_cast<size_t>(i * K) * wbytes, K, a.data());
       decode_to_f32(l.ref.code_dtype, l.ref.codes + static_cast<size_t>(i * K) * cbytes, K, c.data());
       const float* srow = scales.data() + (i / grid.rows_per) * scols;
-      double d2 = 0, r2 = 0, md = 0;
-      float an = 0, aq = 0;
+      double d2 = 0, r2 = 0;
+      float md = 0, an = 0, aq = 0;
       int64_t cl = 0;
-      for (int64_t j = 0; j < K; ++j) {
-        const float s = srow[j / grid.cols_per];
-        const float deq = c[j] * s;
-        const double d = static_cast<double>(a[j]) - deq;
-        d2 += d * d;
-        r2 += static_cast<double>(deq) * deq;
-        md = std::max(md, std::fabs(d));
-        an = std::max(an, std::fabs(a[j]));
-        aq = std::max(aq, std::fabs(deq));
-        if (std::fabs(a[j]) > lim * s) ++cl;
+      // One scale group at a time, in f32 within the group (a report, not a checkpoint value),
+      // vectorised; the order is fixed by the code, so the result is the same at any thread count.
+      for (int64_t g0 = 0; g0 < K; g0 += grid.cols_per) {
+        const int64_t g1 = std::min(K, g0 + grid.cols_per);
+        const float s = srow[g0 / grid.cols_per], lim_s = lim * s;
+        float gd2 = 0, gr2 = 0, gmd = 0, gan = 0, gaq = 0;
+        int32_t gcl = 0;
+#pragma omp simd reduction(+ : gd2, gr2, gcl) reduction(max : gmd, gan, gaq)
+        for (int64_t j = g0; j < g1; ++j) {
+          const float deq = c[j] * s, d = a[j] - deq, aa = std::fabs(a[j]);
+          gd2 += d * d;
+          gr2 += deq * deq;
+          gmd = std::max(gmd, std::fabs(d));
+          gan = std::max(gan, aa);
+          gaq = std::max(gaq, std::fabs(deq));
+          gcl += aa > lim_s ? 1 : 0;
+        }
+        d2 += gd2, r2 += gr2, cl += gcl;
+        md = std::max(md, gmd), an = std::max(an, gan), aq = std::max(aq, gaq);
       }
       diff2[i] = d2, ref2[i] = r2, maxd[i] = md, amax_n[i] = an, amax_q[i] = aq, clip[i] = cl;
     }
@@ -211,7 +221,7 @@ LayerDrift weight_drift(const ModelFolder& quant, const LikeRecipe& r, const std
   double D = 0, R = 0;
   for (int64_t i = 0; i < N; ++i) {
     D += diff2[i], R += ref2[i];
-    d.max_abs = std::max(d.max_abs, maxd[i]);
+    d.max_abs = std::max(d.max_abs, static_cast<double>(maxd[i]));
     d.amax_new = std::max(d.amax_new, amax_n[i]);
     d.amax_quant = std::max(d.amax_quant, amax_q[i]);
     d.clipped += clip[i];

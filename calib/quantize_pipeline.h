@@ -15,11 +15,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "calib/quant_plan.h"
 #include "libquant/activation_stats.h"
+#include "libquant/quantize.h"
 
 namespace qt {
 class ModelFolder;
@@ -53,6 +55,9 @@ struct QuantizeJob {
   // quantized when the plan says so). With it, `stats` must be smoothing->stats (the smoothed
   // input absmax). Not owned; may be null.
   const SmoothingPlan* smoothing = nullptr;
+  // Codes and scales computed beforehand (GPTQ, calib/gptq.h), by module name; a quantized
+  // module found here is written from them instead of round-to-nearest. Not owned; may be null.
+  const std::map<std::string, QuantizedWeight>* precomputed = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
   // Keys merged into qtool_manifest.json (top level) by whoever prepared the job, e.g. the
   // calibration record of calib/quantize.cpp; every key must be specified in man/qtool-files.5.

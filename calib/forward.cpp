@@ -262,31 +262,59 @@ std::vector<float> concat(const std::vector<float>& a, const std::vector<float>&
   return r;
 }
 
+// The row-major f32 Linear weights of one layer (kept only when the layer is rewritten).
+struct LayerLinears {
+  std::vector<float> q, k, v, o, gate, up, down;
+};
+
+void pack_qkv(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
+  const int64_t H = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  if (w.fused) {
+    w.qkv = pack_linear({{r.q.data(), qd}, {r.k.data(), kvd}, {r.v.data(), kvd}}, H, threads);
+  } else {
+    w.q = pack_linear({{r.q.data(), qd}}, H, threads);
+    w.k = pack_linear({{r.k.data(), kvd}}, H, threads);
+    w.v = pack_linear({{r.v.data(), kvd}}, H, threads);
+  }
+}
+void pack_o(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
+  w.o = pack_linear({{r.o.data(), c.hidden_size}}, c.q_dim(), threads);
+}
+void pack_gate_up(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  if (w.fused) {
+    w.gu = pack_glu(r.gate.data(), r.up.data(), I, H, threads);
+  } else {
+    w.gate = pack_linear({{r.gate.data(), I}}, H, threads);
+    w.up = pack_linear({{r.up.data(), I}}, H, threads);
+  }
+}
+void pack_down(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
+  w.down = pack_linear({{r.down.data(), c.hidden_size}}, c.intermediate_size, threads);
+}
+void free_vec(std::vector<float>& v) { std::vector<float>().swap(v); }
+
 // Loads layer l's tensors (checking shapes), packs the Linears and drops the row-major copies:
-// peak ~2x one layer's f32 parameters while packing.
-LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads) {
+// peak ~2x one layer's f32 parameters while packing. With `keep`, the row-major Linear weights
+// are kept there instead (for ForwardOptions::rewrite_layer).
+LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads,
+                        LayerLinears* keep = nullptr) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  LayerLinears tmp;
+  LayerLinears& r = keep ? *keep : tmp;
   LayerWeights w;
   w.fused = fused;
   w.in_norm = ld.load(p + "input_layernorm.weight", {H});
   w.post_norm = ld.load(p + "post_attention_layernorm.weight", {H});
-  {
-    const auto q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
-    const auto k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
-    const auto v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
-    if (fused) {
-      w.qkv = pack_linear({{q.data(), qd}, {k.data(), kvd}, {v.data(), kvd}}, H, threads);
-    } else {
-      w.q = pack_linear({{q.data(), qd}}, H, threads);
-      w.k = pack_linear({{k.data(), kvd}}, H, threads);
-      w.v = pack_linear({{v.data(), kvd}}, H, threads);
-    }
-  }
-  {
-    const auto o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
-    w.o = pack_linear({{o.data(), H}}, qd, threads);
-  }
+  r.q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
+  r.k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
+  r.v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
+  pack_qkv(w, r, c, threads);
+  if (!keep) free_vec(r.q), free_vec(r.k), free_vec(r.v);
+  r.o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
+  pack_o(w, r, c, threads);
+  if (!keep) free_vec(r.o);
   if (c.qkv_bias) {
     w.qb = ld.load(p + "self_attn.q_proj.bias", {qd});
     w.kb = ld.load(p + "self_attn.k_proj.bias", {kvd});
@@ -298,20 +326,13 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     w.q_norm = ld.load(p + "self_attn.q_norm.weight", {c.head_dim});
     w.k_norm = ld.load(p + "self_attn.k_norm.weight", {c.head_dim});
   }
-  {
-    const auto g = ld.load(p + "mlp.gate_proj.weight", {I, H});
-    const auto u = ld.load(p + "mlp.up_proj.weight", {I, H});
-    if (fused) {
-      w.gu = pack_glu(g.data(), u.data(), I, H, threads);
-    } else {
-      w.gate = pack_linear({{g.data(), I}}, H, threads);
-      w.up = pack_linear({{u.data(), I}}, H, threads);
-    }
-  }
-  {
-    const auto d = ld.load(p + "mlp.down_proj.weight", {H, I});
-    w.down = pack_linear({{d.data(), H}}, I, threads);
-  }
+  r.gate = ld.load(p + "mlp.gate_proj.weight", {I, H});
+  r.up = ld.load(p + "mlp.up_proj.weight", {I, H});
+  pack_gate_up(w, r, c, threads);
+  if (!keep) free_vec(r.gate), free_vec(r.up);
+  r.down = ld.load(p + "mlp.down_proj.weight", {H, I});
+  pack_down(w, r, c, threads);
+  if (!keep) free_vec(r.down);
   if (c.mlp_bias) {
     w.gb = ld.load(p + "mlp.gate_proj.bias", {I});
     w.ub = ld.load(p + "mlp.up_proj.bias", {I});
@@ -319,6 +340,15 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     if (fused) w.gu_b = concat(w.gb, w.ub);
   }
   return w;
+}
+
+// Packs the (rewritten) Linears of `r` into `w` again, replacing the old packed copies.
+void repack_layer(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
+  for (PackedLinear* pl : {&w.qkv, &w.gu, &w.q, &w.k, &w.v, &w.gate, &w.up, &w.o, &w.down}) *pl = PackedLinear{};
+  pack_qkv(w, r, c, threads);
+  pack_o(w, r, c, threads);
+  pack_gate_up(w, r, c, threads);
+  pack_down(w, r, c, threads);
 }
 
 const float* ptr_or_null(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
@@ -536,8 +566,11 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
   const bool fused = !opts.transform;
   PackedKV kvp;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
+  const bool rewrite = static_cast<bool>(opts.rewrite_layer);
+  std::vector<float> hcopy;  // observation pass of a rewritten layer: the hidden state it must not change
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerWeights w = load_layer(ld, c, l, fused, threads);
+    LayerLinears raw;
+    LayerWeights w = load_layer(ld, c, l, fused, threads, rewrite ? &raw : nullptr);
     const auto t0 = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string attn_name = p + "self_attn";
@@ -547,8 +580,10 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
     const std::vector<std::string> qkv_names{nq, nk, nv}, gu_names{ng, nu};
     const std::string in_norm_name = p + "input_layernorm", post_norm_name = p + "post_attention_layernorm";
     const int64_t W = c.sliding_window[static_cast<size_t>(l)];
-    for (size_t s = 0; s < samples.size(); ++s) {
-      float* h = hidden.sample(s);
+    // One sample through the layer, h updated in place. observe: call the observer (and, when
+    // the outputs are discarded anyway, skip the last GEMM). run_down: compute down_proj.
+    auto run_sample = [&](size_t s, float* h, bool observe, bool run_down) {
+      Observer* const obs = observe ? opts.observer : nullptr;
       const int64_t T = static_cast<int64_t>(samples[s].size());
       xn.resize(static_cast<size_t>(T * H));
       q.resize(static_cast<size_t>(T * qd));
@@ -560,7 +595,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
 
       // attention block
       rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
-      lin.observe(in_norm_name, qkv_names, xn.data(), T, H);
+      if (obs) lin.observe(in_norm_name, qkv_names, xn.data(), T, H);
       if (fused) {
         lin.run(nq, xn.data(), T, w.qkv, w.qkv_b, {{q.data(), qd, qd}, {k.data(), kvd, kvd}, {v.data(), kvd, kvd}});
       } else {
@@ -574,15 +609,15 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
       }
       rope(q.data(), T, c.num_heads, D, cos_t, sin_t, threads);
       rope(k.data(), T, c.num_kv_heads, D, cos_t, sin_t, threads);
-      if (opts.observer) opts.observer->on_kv(attn_name, k.data(), v.data(), T, kvd);
+      if (obs) obs->on_kv(attn_name, k.data(), v.data(), T, kvd);
       pack_kv(k.data(), v.data(), T, c.num_kv_heads, D, kvp, threads);
       attention(q.data(), kvp, attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale, threads);
-      lin.observe(no, attn.data(), T, qd);
+      if (obs) lin.observe(no, attn.data(), T, qd);
       lin.run(no, attn.data(), T, w.o, w.ob, {{h, H, H}}, /*add_to_output=*/true);  // h += o_proj(attn)
 
       // MLP block
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
-      lin.observe(post_norm_name, gu_names, xn.data(), T, H);
+      if (obs) lin.observe(post_norm_name, gu_names, xn.data(), T, H);
       if (fused) {
         lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{g.data(), I, I}});  // g = silu(gate) * up
       } else {
@@ -590,12 +625,8 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
         lin.run(nu, xn.data(), T, w.up, w.ub, {{u.data(), I, I}});
         silu_mul(g.data(), u.data(), T * I, threads);
       }
-      lin.observe(nd, g.data(), T, I);
-      // The last layer's output feeds only the final norm and lm_head: without logits nobody
-      // reads it, so its down_proj (a third of the layer's MLP) is skipped -- its input has been
-      // observed above, which is all calibration needs.
-      if (opts.on_logits || l + 1 < c.num_layers)
-        lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
+      if (obs) lin.observe(nd, g.data(), T, I);
+      if (run_down) lin.run(nd, g.data(), T, w.down, w.db, {{h, H, H}}, /*add_to_output=*/true);  // h += down(m)
       if (opts.check_finite) {
         const auto bad_h = std::find_if(h, h + T * H, [](float x) { return !std::isfinite(x); });
         const auto bad_g = std::find_if(g.begin(), g.begin() + T * I, [](float x) { return !std::isfinite(x); });
@@ -610,6 +641,33 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
           if (opts.explain_overflow) why += opts.explain_overflow(l);
           throw InputError(Kind::BadValue, source, "", p.substr(0, p.size() - 1) + ": " + why);
         }
+      }
+    };
+    // The last layer's output feeds only the final norm and lm_head: without logits nobody
+    // reads it, so its down_proj (a third of the layer's MLP) is skipped -- its input has been
+    // observed, which is all calibration needs.
+    const bool need_output = opts.on_logits || l + 1 < c.num_layers;
+    if (!rewrite) {
+      for (size_t s = 0; s < samples.size(); ++s) run_sample(s, hidden.sample(s), true, need_output);
+    } else {
+      // 1. observation pass on a copy of each hidden state (its outputs are not used);
+      for (size_t s = 0; s < samples.size(); ++s) {
+        const size_t n = samples[s].size() * static_cast<size_t>(H);
+        hcopy.assign(hidden.sample(s), hidden.sample(s) + n);
+        run_sample(s, hcopy.data(), true, false);
+      }
+      std::vector<float>().swap(hcopy);
+      // 2. the caller rewrites the weights; 3. propagation pass with them.
+      const auto tr = Clock::now();
+      const std::vector<LayerLinear> linears{
+          {nq, qd, H, &raw.q},   {nk, kvd, H, &raw.k}, {nv, kvd, H, &raw.v},   {no, H, qd, &raw.o},
+          {ng, I, H, &raw.gate}, {nu, I, H, &raw.up},  {nd, H, I, &raw.down}};
+      opts.rewrite_layer(l, linears);
+      st.rewrite_seconds += since(tr);
+      if (need_output) {
+        repack_layer(w, raw, c, threads);
+        raw = LayerLinears{};
+        for (size_t s = 0; s < samples.size(); ++s) run_sample(s, hidden.sample(s), false, true);
       }
     }
     st.layer_seconds += since(t0);

@@ -118,6 +118,14 @@ using ActivationTransform =
 using LogitsCallback = std::function<void(size_t sample, int64_t first_token, const float* logits,
                                           int64_t tokens, int64_t vocab)>;
 
+// One decoder Linear's weight as the forward pass holds it: row-major f32 [out, in] (decoded
+// from the checkpoint), which the ForwardOptions::rewrite_layer hook may overwrite in place.
+struct LayerLinear {
+  std::string module;  // "model.layers.3.self_attn.q_proj"
+  int64_t out = 0, in = 0;
+  std::vector<float>* weight = nullptr;
+};
+
 struct ForwardOptions {
   Observer* observer = nullptr;        // not owned; may be null
   ActivationTransform transform;       // empty: inputs unchanged
@@ -138,6 +146,14 @@ struct ForwardOptions {
   // weights that slipped through. `explain_overflow(layer)` may add the likely cause.
   bool check_finite = false;
   std::function<std::string(int64_t layer)> explain_overflow;
+  // Sequential weight rewriting (GPTQ, calib/gptq.h). When set, each decoder layer runs over
+  // every sample twice: an observation pass (the observer sees every Linear input; the hidden
+  // states are not changed, and the layer's last GEMM is skipped), then rewrite_layer(l, linears)
+  // may overwrite the layer's seven Linear weights in place, then a propagation pass with the
+  // rewritten weights and no observer produces the hidden states layer l + 1 reads -- as
+  // llm-compressor's sequential pipeline does with propagate_error (its default). Called from
+  // the thread that called run_forward.
+  std::function<void(int64_t layer, const std::vector<LayerLinear>& linears)> rewrite_layer;
 };
 
 // What a run cost (the benchmark hook): tokens processed and wall-clock seconds per phase.
@@ -149,6 +165,7 @@ struct ForwardStats {
   double embed_seconds = 0.0;      // gathering embeddings (excluding weight loading)
   double layer_seconds = 0.0;      // decoder layers (excluding weight loading)
   double head_seconds = 0.0;       // final norm + lm_head + on_logits (excluding weight loading)
+  double rewrite_seconds = 0.0;    // inside ForwardOptions::rewrite_layer (part of layer_seconds)
   uint64_t hidden_bytes = 0;       // the hidden states of all samples
   bool hidden_spilled = false;     // ...kept in a temporary file rather than RAM
   double tokens_per_second() const { return seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0; }

@@ -74,10 +74,20 @@ std::vector<std::string> fused_siblings(const std::string& module) {
   return {};
 }
 
+Scheme PlanOptions::effective_scheme() const {
+  QT_ASSERT(scheme != nullptr);
+  Scheme s = *scheme;
+  if (group_size > 0) {
+    QT_ASSERT(s.weights.strategy == Strategy::Group);
+    s.weights.group_size = group_size;
+  }
+  return s;
+}
+
 QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOptions& opts,
                            const std::string& model_path) {
   QT_ASSERT(opts.scheme != nullptr);
-  const Scheme& scheme = *opts.scheme;
+  const Scheme scheme = opts.effective_scheme();
   QuantPlan plan;
   plan.options = opts;
 
@@ -131,11 +141,20 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       }
       d.quantize = target && !ignored;
       if (d.quantize) {
-        if (std::string why = check_weight_shape(t.shape, scheme.weights); !why.empty())
+        if (std::string why = check_weight_shape(t.shape, scheme.weights); !why.empty()) {
+          // A smaller group that divides the input dimension is the usual fix (SmolLM2: 576).
+          std::string hint;
+          if (scheme.weights.strategy == Strategy::Group && t.shape.size() == 2)
+            for (int64_t g : kGroupSizes)
+              if (g < scheme.weights.group_size && t.shape[1] % g == 0) {
+                hint = "--group-size " + std::to_string(g) + " fits it, or ";
+                break;
+              }
           throw InputError(InputError::Kind::Unsupported, model_path, t.name,
-                           std::string("scheme ") + scheme.name + " cannot quantize it: " + why +
-                               " (add --ignore " + d.module + " to keep it in " +
+                           std::string("scheme ") + scheme.name + " cannot quantize it: " + why + " (" + hint +
+                               "add --ignore " + d.module + " to keep it in " +
                                std::string(dtype_short_name(t.dtype)) + ")");
+        }
         d.reason = describe_args(scheme.weights);
       } else {
         d.reason = ignored ? "ignored (--ignore)" : target ? "kept" : "not a target (kept in high precision)";

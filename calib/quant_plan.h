@@ -23,6 +23,10 @@
 
 namespace qt::calib {
 
+// The group sizes --group-size accepts, largest first (what vLLM's Marlin WNA16 kernels take
+// besides channel-wise: 128, 64 and 32 all run; compressed-tensors accepts any divisor).
+inline constexpr int64_t kGroupSizes[] = {128, 64, 32};
+
 struct PlanOptions {
   const Scheme* scheme = nullptr;
   OutputFormat format = OutputFormat::CompressedTensors;
@@ -32,6 +36,12 @@ struct PlanOptions {
   // a set, as a list of thousands of exact names would be matched name by name). Not owned.
   const std::set<std::string>* target_set = nullptr;
   bool kv_cache_fp8 = false;          // k_scale / v_scale per attention module
+  // --group-size: replaces the scheme's weight group size (schemes with Strategy::Group weights
+  // only; quantize_model checks); 0 = the scheme's own (128 for w4a16).
+  int64_t group_size = 0;
+
+  // *scheme with the overrides above applied (a copy: the table row itself is never changed).
+  Scheme effective_scheme() const;
 };
 
 // One tensor the output checkpoint will hold.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
+#include "calib/gptq.h"
 #include "calib/stats_file.h"
 #include "calib/stats_merge.h"
 #include "calib/tokenizer/tokenizer.h"
@@ -49,6 +51,21 @@ std::string human_size(uint64_t b) {
   return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
+// The calibration samples (token ids) of --dataset (or the built-in text), --num-samples,
+// --seq-len and --seed; warns when the text gives fewer samples than asked.
+std::vector<std::vector<int32_t>> calibration_samples(const ModelFolder& model, const QuantizeRequest& r,
+                                                      const QuantizeEvents& ev, CalibrationText& text) {
+  const Tokenizer tok = Tokenizer::from_dir(model.dir());
+  text = r.dataset.empty() ? builtin_calibration_text() : load_calibration_text(r.dataset);
+  auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
+  if (static_cast<int64_t>(samples.size()) < r.num_samples)
+    say(ev.warn, fmt::format("warning: --num-samples {} asked for, but the calibration text ({}) gives only {} samples of at most {} tokens "
+                             "(documents cut into chunks of --seq-len, chunks under 16 tokens dropped); using {}. "
+                             "A larger --dataset or a smaller --seq-len gives more",
+                             r.num_samples, text.source, samples.size(), r.seq_len, samples.size()));
+  return samples;
+}
+
 // Calibration statistics: loaded from --stats, reused from an interrupted run, or measured by
 // running the model on the calibration text (--dataset, or the built-in set); saved with
 // --save-stats and (until OUT is published) at `resume`.
@@ -61,16 +78,10 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
                              prov.num_samples, prov.seq_len, prov.data_source, prov.observer));
     return s;
   }
-  const Tokenizer tok = Tokenizer::from_dir(model.dir());
-  const CalibrationText text = r.dataset.empty() ? builtin_calibration_text() : load_calibration_text(r.dataset);
-  const auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
+  CalibrationText text;
+  const auto samples = calibration_samples(model, r, ev, text);
   int64_t tokens = 0;
   for (const auto& s : samples) tokens += static_cast<int64_t>(s.size());
-  if (static_cast<int64_t>(samples.size()) < r.num_samples)
-    say(ev.warn, fmt::format("warning: --num-samples {} asked for, but the calibration text ({}) gives only {} samples of at most {} tokens "
-                             "(documents cut into chunks of --seq-len, chunks under 16 tokens dropped); using {}. "
-                             "A larger --dataset or a smaller --seq-len gives more",
-                             r.num_samples, text.source, samples.size(), r.seq_len, samples.size()));
   std::error_code ec;
   if (std::filesystem::exists(resume, ec)) {
     // Reused only when it is exactly what this run would compute: same model, same text, same
@@ -326,6 +337,35 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     throw InputError(InputError::Kind::Usage, "", "",
                      std::string("--smoothquant needs a scheme that quantizes activations; ") + scheme->name +
                          " is weight-only (smoothing would only make its weights harder to quantize)");
+  if (r.group_size != 0) {
+    if (scheme->weights.strategy != Strategy::Group)
+      throw InputError(InputError::Kind::Usage, "", "",
+                       std::string("--group-size applies to schemes with group-wise weight scales (w4a16); ") +
+                           scheme->name + " has " + describe_args(scheme->weights) + " weights");
+    if (std::find(std::begin(kGroupSizes), std::end(kGroupSizes), r.group_size) == std::end(kGroupSizes))
+      throw InputError(InputError::Kind::Usage, "", "", "--group-size " + std::to_string(r.group_size) +
+                       " is not supported", "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
+  }
+  const bool gptq = r.algorithm == WeightAlgorithm::Gptq;
+  if (gptq) {
+    auto refuse = [&](const std::string& why) {
+      throw InputError(InputError::Kind::Usage, "", "", "--algorithm gptq " + why);
+    };
+    if (scheme->weights.is_float())
+      refuse(std::string("needs integer weights (w4a16, w8a16, int8-dynamic); ") + scheme->name + " has " +
+             describe_args(scheme->weights) + " weights, which qtool rounds to nearest (GPTQ's error feedback "
+             "is implemented for integer codes)");
+    if (scheme->needs_calibration)
+      refuse(std::string("with ") + scheme->name + " is not supported yet: its static input scales would have to be "
+             "observed in the same layer-by-layer pass; use int8-dynamic, or --algorithm rtn");
+    if (r.kv_cache_fp8) refuse("with --kv-cache fp8 is not supported yet (the KV scales would need the same pass)");
+    if (r.smoothquant) refuse("with --smoothquant is not supported yet");
+    if (!r.stats_in.empty() || !r.stats_out.empty())
+      refuse("runs the model itself: --stats and --save-stats (activation statistics) do not apply");
+    if (!(r.gptq.dampening_frac >= 0.0 && r.gptq.dampening_frac < 1.0))
+      refuse("--dampening-frac must be in [0, 1), got " + fmt::format("{}", r.gptq.dampening_frac));
+    if (r.gptq.block_size < 1) refuse("--gptq-block-size must be at least 1");
+  }
   const bool needs_stats = scheme->needs_calibration || r.kv_cache_fp8 || !r.stats_out.empty() || r.smoothquant;
 
   ModelFolder model = ModelFolder::open(r.model);
@@ -341,6 +381,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   po.ignore = r.ignore;
   po.targets = r.targets;
   po.kv_cache_fp8 = r.kv_cache_fp8;
+  po.group_size = r.group_size;
   QuantizeOutcome out;
   out.plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
   const QuantPlan& plan = out.plan;
@@ -415,6 +456,58 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
                                sp.alpha, r.smoothing_mappings == SmoothingMappings::Norms ? "norms" : "all",
                                sp.mappings.size(), sp.min_factor, sp.max_factor, sp.max_range_reduction));
     }
+  }
+
+  GptqRun gptq_run;
+  if (gptq) {
+    CalibrationText text;
+    const auto samples = calibration_samples(model, r, ev, text);
+    int64_t tokens = 0;
+    for (const auto& s : samples) tokens += static_cast<int64_t>(s.size());
+    say(ev.info, fmt::format("gptq: {} samples, {} tokens from {}; dampening_frac {}, block_size {}, actorder {}",
+                             samples.size(), tokens, text.source, r.gptq.dampening_frac, r.gptq.block_size,
+                             actorder_name(r.gptq.actorder)));
+    GptqRunOptions go;
+    go.gptq = r.gptq;
+    go.num_threads = r.threads;
+    go.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
+    go.hidden_spill.above_bytes = r.calib_memory_bytes;
+    go.on_layer_done = ev.on_calib_layer;
+    gptq_run = run_gptq(model, plan, samples, go);
+    if (gptq_run.hidden_spilled)
+      say(ev.info, fmt::format("gptq: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
+                               human_size(gptq_run.hidden_bytes), go.hidden_spill.dir, r.calib_memory_text));
+    for (const auto& m : gptq_run.rtn_fallback)
+      say(ev.warn, fmt::format("warning: gptq: the Hessian of {} is not positive definite even after dampening; "
+                               "{} was rounded to nearest (a larger --dampening-frac or more --num-samples may help)", m, m));
+    GptqCost& g = out.gptq;
+    g.seconds = gptq_run.seconds;
+    g.forward_seconds = gptq_run.forward_seconds;
+    g.hessian_seconds = gptq_run.hessian_seconds;
+    g.solve_seconds = gptq_run.solve_seconds;
+    g.update_seconds = gptq_run.update_seconds;
+    g.samples = gptq_run.samples;
+    g.tokens = gptq_run.tokens;
+    g.modules = static_cast<int64_t>(gptq_run.weights.size());
+    g.dead_columns = gptq_run.dead_columns;
+    g.peak_hessian_bytes = gptq_run.peak_hessian_bytes;
+    g.rtn_fallback = gptq_run.rtn_fallback;
+    say(ev.info, fmt::format("gptq: {:.1f} s (forward {:.1f} s, Hessians {:.1f} s, factorization {:.1f} s, column updates "
+                             "{:.1f} s); peak Hessian memory {}",
+                             g.seconds, g.forward_seconds, g.hessian_seconds, g.solve_seconds, g.update_seconds,
+                             human_size(g.peak_hessian_bytes)));
+    job.precomputed = &gptq_run.weights;
+    job.manifest_extra["algorithm"] = "gptq";
+    job.manifest_extra["gptq"] = {
+        {"dampening_frac", r.gptq.dampening_frac}, {"block_size", r.gptq.block_size},
+        {"actorder", actorder_name(r.gptq.actorder)}, {"samples", gptq_run.samples},
+        {"samples_requested", r.num_samples}, {"tokens", gptq_run.tokens}, {"seq_len", r.seq_len}, {"seed", r.seed},
+        {"data_source", text.source}, {"data_sha256", text.sha256}, {"dead_columns", gptq_run.dead_columns},
+        {"rtn_fallback", gptq_run.rtn_fallback},
+        {"method", "llm-compressor 0.14 GPTQModifier arithmetic: H = 2/N sum X^T X per input (q/k/v and gate/up "
+                   "share one), round-to-nearest scales, dead columns zeroed, damping on the diagonal, upper Cholesky "
+                   "of H^-1 (f64), block-wise column updates (f32); sequential: layer l+1 calibrated on the outputs "
+                   "of the quantized layers before it"}};
   }
 
   const auto t0 = std::chrono::steady_clock::now();

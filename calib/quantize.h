@@ -22,8 +22,13 @@
 #include "calib/quantize_pipeline.h"
 #include "calib/smoothing.h"
 #include "libquant/activation_stats.h"
+#include "libquant/gptq.h"
 
 namespace qt::calib {
+
+// How weights are rounded: round-to-nearest (data-free, byte-identical to compressed-tensors), or
+// GPTQ (calib/gptq.h: calibration text, layer by layer, llm-compressor 0.14's GPTQModifier).
+enum class WeightAlgorithm { Rtn, Gptq };
 
 struct QuantizeRequest {
   std::string model;                 // input model folder
@@ -39,6 +44,7 @@ struct QuantizeRequest {
   OutputFormat format = OutputFormat::CompressedTensors;
   std::vector<std::string> ignore, targets;  // exact names or "re:" patterns
   bool kv_cache_fp8 = false;
+  int64_t group_size = 0;            // --group-size (32, 64, 128; group schemes only); 0 = the scheme's
 
   // Calibration (static schemes, --kv-cache fp8, --smoothquant, --save-stats).
   std::string dataset;               // "" = the built-in text
@@ -52,6 +58,11 @@ struct QuantizeRequest {
   uint64_t seed = 0;
   uint64_t calib_memory_bytes = uint64_t{4} << 30;  // hidden states above this go to a file
   std::string calib_memory_text = "4GiB";           // as the user wrote it (for messages)
+
+  // --algorithm gptq and its parameters (--dampening-frac, --gptq-block-size, --actorder). GPTQ
+  // uses the calibration settings above (--dataset, --num-samples, --seq-len, --seed).
+  WeightAlgorithm algorithm = WeightAlgorithm::Rtn;
+  GptqOptions gptq;
 
   // SmoothQuant.
   bool smoothquant = false;
@@ -80,11 +91,20 @@ struct CalibrationCost {
   int64_t samples = 0, tokens = 0;
 };
 
+// What GPTQ cost and found (zero unless --algorithm gptq ran).
+struct GptqCost {
+  double seconds = 0, forward_seconds = 0, hessian_seconds = 0, solve_seconds = 0, update_seconds = 0;
+  int64_t samples = 0, tokens = 0, modules = 0, dead_columns = 0;
+  uint64_t peak_hessian_bytes = 0;
+  std::vector<std::string> rtn_fallback;
+};
+
 struct QuantizeOutcome {
   QuantPlan plan;
   bool dry_run = false;
   QuantizeSummary summary;                 // empty for a dry run
   CalibrationCost calibration;
+  GptqCost gptq;
   std::optional<SmoothingPlan> smoothing;  // after calibration (not for a dry run)
   size_t smoothing_layers = 0;             // mappings found (also for a dry run)
   double seconds = 0;                      // the pipeline (writing), not calibration

@@ -86,7 +86,7 @@ void preflight_output(const ModelFolder& model, const QuantPlan& plan, const Qua
 }
 
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
-  const Scheme& scheme = *plan.options.scheme;
+  const Scheme scheme = plan.options.effective_scheme();
   const bool legacy = plan.options.format == OutputFormat::LegacyFp8;
   const bool needs_stats = (scheme.input && !scheme.input->dynamic) || plan.options.kv_cache_fp8;
   if (needs_stats && job.stats == nullptr)
@@ -157,9 +157,19 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
       prog.to_dtype = prog.from_dtype;
       prog.out_bytes = t.bytes.size();
     } else {
-      QuantizeOptions qo;
-      qo.allow_nonfinite = job.allow_nonfinite;
-      QuantizedWeight q = quantize_weight(t, scheme.weights, qo);
+      QuantizedWeight rtn;
+      const QuantizedWeight* qp = nullptr;
+      if (job.precomputed) {
+        auto it = job.precomputed->find(d.module);
+        if (it != job.precomputed->end()) qp = &it->second;
+      }
+      if (!qp) {
+        QuantizeOptions qo;
+        qo.allow_nonfinite = job.allow_nonfinite;
+        rtn = quantize_weight(t, scheme.weights, qo);
+        qp = &rtn;
+      }
+      const QuantizedWeight& q = *qp;
       sum.tensors_quantized++;
       sum.zero_groups += q.zero_groups;
       prog.amax = q.amax;
@@ -255,6 +265,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   json manifest = manifest_base(job.command_line, hashes);
   manifest["scheme"] = scheme.name;
   manifest["format"] = legacy ? "legacy-fp8" : "compressed-tensors";
+  if (scheme.weights.strategy == Strategy::Group) manifest["group_size"] = scheme.weights.group_size;
+  manifest["algorithm"] = "rtn";  // manifest_extra says "gptq" (and its parameters) when GPTQ ran
   manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";
   manifest["numerics"] = "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
   if (job.stats) manifest["activation_observer"] = job.stats->observer;

@@ -56,6 +56,9 @@ struct QuantizeJob {
   // quantized when the plan says so). With it, `stats` must be smoothing->stats (the smoothed
   // input absmax). Not owned; may be null.
   const SmoothingPlan* smoothing = nullptr;
+  // Codes and scales computed beforehand (GPTQ, calib/gptq.h), by module name; a quantized
+  // module found here is written from them instead of round-to-nearest. Not owned; may be null.
+  const std::map<std::string, QuantizedWeight>* precomputed = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
   // The run's claim on OUT, when the caller took it earlier (quantize_model does, before
   // calibrating); null: run_quantize takes it itself. Not owned.

@@ -1,7 +1,9 @@
 // Byte equality with the real compressed-tensors package: for every scheme and model dtype,
 // qtool's weight codes, packed words, scales and weight_shape must equal, byte for byte, what
 // compressed-tensors 0.20 wrote (testdata/ct_goldens/README.md says how the goldens were made:
-// `python3 testdata/ct_goldens/make_goldens.py`, llm-compressor's model-free path on the CPU).
+// `python3 testdata/ct_goldens/make_goldens.py`, llm-compressor's model-free path on the CPU), and
+// w4a16 at group sizes 64 and 32 (--group-size) as compressed-tensors 0.19 wrote them
+// (make_group_goldens.py).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -16,7 +18,9 @@
 namespace qt {
 namespace {
 
-struct Case { std::string dtype, scheme; };
+// group: 0 = the scheme's own args; else w4a16 at --group-size `group`, golden file
+// "<scheme>-g<group>.safetensors" (testdata/ct_goldens/make_group_goldens.py).
+struct Case { std::string dtype, scheme; int64_t group = 0; };
 
 class CtGoldens : public ::testing::TestWithParam<Case> {};
 
@@ -26,9 +30,13 @@ TEST_P(CtGoldens, EveryTensorIsByteIdentical) {
   const Case c = GetParam();
   const auto dir = test::source_path("testdata/ct_goldens/" + c.dtype);
   SafetensorsFile in = SafetensorsFile::open((dir / "input.safetensors").string());
-  SafetensorsFile gold = SafetensorsFile::open((dir / (c.scheme + ".safetensors")).string());
-  const Scheme* s = find_scheme(c.scheme);
-  ASSERT_NE(s, nullptr);
+  const std::string file = c.scheme + (c.group ? "-g" + std::to_string(c.group) : "") + ".safetensors";
+  SafetensorsFile gold = SafetensorsFile::open((dir / file).string());
+  const Scheme* sc = find_scheme(c.scheme);
+  ASSERT_NE(sc, nullptr);
+  Scheme scheme = *sc;
+  if (c.group) scheme.weights.group_size = c.group;
+  const Scheme* s = &scheme;
   const bool packed = s->format == CtFormat::PackQuantized;
   size_t checked = 0;
   for (const TensorView& w : in.tensors()) {
@@ -36,6 +44,7 @@ TEST_P(CtGoldens, EveryTensorIsByteIdentical) {
     if (!check_weight_shape(w.shape, s->weights).empty()) {
       // The goldens skip what compressed-tensors rejects (w4a16 with in % 128 != 0).
       EXPECT_EQ(gold.find(m + ".weight_scale"), nullptr) << m;
+      EXPECT_EQ(c.group, 0) << "every golden input fits groups of 64 and 32: " << m;
       continue;
     }
     QuantizedWeight q = quantize_weight(w, s->weights);
@@ -77,14 +86,17 @@ TEST_P(CtGoldens, EveryTensorIsByteIdentical) {
 
 std::vector<Case> all_cases() {
   std::vector<Case> v;
-  for (const char* d : {"bf16", "fp16", "fp32"})
+  for (const char* d : {"bf16", "fp16", "fp32"}) {
     for (const Scheme& s : all_schemes()) v.push_back({d, s.name});
+    for (int64_t g : {64, 32}) v.push_back({d, "w4a16", g});
+  }
   return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(AllSchemesAllDtypes, CtGoldens, ::testing::ValuesIn(all_cases()),
                          [](const auto& info) {
                            std::string n = info.param.dtype + "_" + info.param.scheme;
+                           if (info.param.group) n += "_group" + std::to_string(info.param.group);
                            for (auto& ch : n) if (ch == '-') ch = '_';
                            return n;
                          });

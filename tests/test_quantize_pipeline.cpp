@@ -282,5 +282,96 @@ TEST(QuantizeModel, FewerSamplesThanAskedAreAnnouncedAndRecordedInTheManifest) {
   EXPECT_EQ(man.at("calibration").at("tokens"), o.calibration.tokens);
 }
 
+// SmolLM2-135M's hidden size 576 is not a multiple of 128; a tiny model with hidden size 192
+// stands in for it (192 = 3 x 64).
+std::string tiny_hidden_192(const test::TempDir& d) {
+  TinyModelOptions o;
+  o.hidden_size = 192;
+  o.intermediate_size = 256;
+  write_tiny_model(d.str("m192"), o);
+  return d.str("m192");
+}
+
+TEST(QuantizeModel, W4a16OnAHiddenSizeGroup128CannotTakeNamesTheGroupSizeThatFits) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny_hidden_192(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("w4a16");
+  try {
+    quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Unsupported);
+    EXPECT_EQ(e.tensor(), "model.layers.0.mlp.gate_proj.weight");  // the first in the file's (sorted) order
+    EXPECT_EQ(e.problem(), "scheme w4a16 cannot quantize it: input dimension 192 is not a multiple of the group size "
+                           "128 (--group-size 64 fits it, or add --ignore model.layers.0.mlp.gate_proj to keep it in bf16)");
+  }
+}
+
+TEST(QuantizeModel, GroupSize64WritesGroupsOf64AndRecordsThemInConfigAndManifest) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny_hidden_192(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("w4a16");
+  r.group_size = 64;
+  r.hash_inputs = false;
+  const QuantizeOutcome o = quantize_model(r);
+  EXPECT_EQ(o.summary.tensors_quantized, 14u);
+  const Checkpoint out = Checkpoint::open(d.str("out"));
+  const TensorView* sc = out.find("model.layers.0.self_attn.q_proj.weight_scale");
+  ASSERT_NE(sc, nullptr);
+  EXPECT_EQ(sc->shape, (std::vector<int64_t>{192, 3}));
+  const TensorView* sd = out.find("model.layers.1.mlp.down_proj.weight_scale");
+  ASSERT_NE(sd, nullptr);
+  EXPECT_EQ(sd->shape, (std::vector<int64_t>{192, 4}));
+  // The bytes are what quantize_weight gives at group 64 (itself byte-equal to compressed-tensors,
+  // test_ct_goldens.cpp).
+  const ModelFolder m = ModelFolder::open(r.model);
+  QuantArgs g64 = find_scheme("w4a16")->weights;
+  g64.group_size = 64;
+  const QuantizedWeight q = quantize_weight(*m.checkpoint().find("model.layers.1.mlp.down_proj.weight"), g64);
+  EXPECT_TRUE(std::equal(q.scale_bytes.begin(), q.scale_bytes.end(), sd->bytes.begin(), sd->bytes.end()));
+  const nlohmann::json cfg = nlohmann::json::parse(test::read_text(d.path() / "out" / "config.json"));
+  EXPECT_EQ(cfg.at("quantization_config").at("config_groups").at("group_0").at("weights").at("group_size"), 64);
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "out" / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("group_size"), 64);
+}
+
+TEST(QuantizeModel, GroupSizeWithAPerChannelSchemeIsAUsageError) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("w8a16");
+  r.group_size = 64;
+  try {
+    quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Usage);
+    EXPECT_EQ(e.problem(), "--group-size applies to schemes with group-wise weight scales (w4a16); w8a16 has INT8 "
+                           "per-channel weights");
+  }
+}
+
+TEST(QuantizeModel, AGroupSizeVllmDoesNotRunIsAUsageError) {
+  test::TempDir d;
+  QuantizeRequest r;
+  r.model = tiny(d);
+  r.output = d.str("out");
+  r.scheme = find_scheme("w4a16");
+  r.group_size = 48;
+  try {
+    quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Usage);
+    EXPECT_EQ(e.problem(), "--group-size 48 is not supported");
+    EXPECT_EQ(e.expected(), "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
+  }
+}
+
 }  // namespace
 }  // namespace qt::calib

@@ -178,6 +178,7 @@ int run_inspect(const Opts& o) {
     std::printf("  ignore       %s\n", ig.empty() ? "(none)" : ig.c_str());
     std::printf("  kv cache     %s\n", r.quant.kv_cache ? r.quant.kv_cache_text.c_str() : "not quantized");
     if (!r.smoothing.empty()) std::printf("  smoothing    SmoothQuant, %s\n", r.smoothing.c_str());
+    if (!r.algorithm.empty()) std::printf("  rounding     %s\n", r.algorithm.c_str());
   }
   std::printf("coverage       %zu Linear modules quantized, %zu in high precision\n", r.quantized_modules, r.high_precision_modules);
   size_t shown = 0;

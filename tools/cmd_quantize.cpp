@@ -11,6 +11,7 @@
 #include "calib/quantize.h"
 #include "calib/stats_merge.h"
 #include "libquant/error.h"
+#include "libquant/gptq.h"
 #include "libquant/schemes.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -35,6 +36,10 @@ struct Opts {
   std::string like, calib_shard;
   bool no_drift = false, check_scales = false;
   std::vector<std::string> set_by_user;  // options given on the command line (for --like's conflicts)
+  int64_t group_size = 0;
+  std::string algorithm = "rtn", actorder = "static";
+  double dampening_frac = 0.01;
+  int64_t gptq_block_size = 128;
 };
 
 std::string scheme_help() {
@@ -54,6 +59,19 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.ignore = o.ignore;
   r.targets = o.targets;
   r.kv_cache_fp8 = o.kv_cache == "fp8";
+  r.group_size = o.group_size;
+  r.algorithm = o.algorithm == "gptq" ? calib::WeightAlgorithm::Gptq : calib::WeightAlgorithm::Rtn;
+  if (o.actorder == "group" || o.actorder == "dynamic")
+    throw InputError(InputError::Kind::Usage, "", "",
+                     "--actorder " + o.actorder + " is not supported: llm-compressor 0.14 refuses it too (deprecated; it "
+                     "writes a g_idx tensor that makes vLLM reorder activations at run time)", "static, weight or none");
+  r.gptq.actorder = *parse_actorder(o.actorder);
+  r.gptq.dampening_frac = o.dampening_frac;
+  r.gptq.block_size = o.gptq_block_size;
+  if (r.algorithm == calib::WeightAlgorithm::Rtn && (o.actorder != "static" || o.dampening_frac != 0.01 ||
+                                                    o.gptq_block_size != 128))
+    throw InputError(InputError::Kind::Usage, "", "",
+                     "--actorder, --dampening-frac and --gptq-block-size apply to --algorithm gptq only");
   r.dataset = o.dataset;
   r.stats_in = o.stats_in;
   r.stats_out = o.stats_out;
@@ -139,6 +157,7 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
     nlohmann::json j;
     j["output"] = o.out;
     j["scheme"] = scheme;
+    if (o.group_size) j["group_size"] = o.group_size;
     j["tensors"] = s.tensors_total;
     j["quantized"] = s.tensors_quantized;
     j["shards"] = s.shards;
@@ -147,6 +166,22 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
     j["zero_groups"] = s.zero_groups;
     j["seconds"] = out.seconds;
     if (c.tokens > 0) j["calibration"] = {{"seconds", c.seconds}, {"samples", c.samples}, {"tokens", c.tokens}};
+    if (out.gptq.modules > 0) j["algorithm"] = "gptq";
+    if (out.gptq.modules > 0)
+      j["gptq"] = {{"seconds", out.gptq.seconds},
+                   {"forward_seconds", out.gptq.forward_seconds},
+                   {"hessian_seconds", out.gptq.hessian_seconds},
+                   {"solve_seconds", out.gptq.solve_seconds},
+                   {"update_seconds", out.gptq.update_seconds},
+                   {"samples", out.gptq.samples},
+                   {"tokens", out.gptq.tokens},
+                   {"modules", out.gptq.modules},
+                   {"dead_columns", out.gptq.dead_columns},
+                   {"peak_hessian_bytes", out.gptq.peak_hessian_bytes},
+                   {"rtn_fallback", out.gptq.rtn_fallback},
+                   {"dampening_frac", o.dampening_frac},
+                   {"block_size", o.gptq_block_size},
+                   {"actorder", o.actorder}};
     if (out.smoothing)
       j["smoothquant"] = {{"alpha", out.smoothing->alpha}, {"mappings", o.smoothquant_mappings},
                           {"smoothed_layers", out.smoothing->mappings.size()},
@@ -191,6 +226,12 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
   if (c.tokens > 0 && out.like.empty())
     spdlog::info("calibration took {:.1f} s ({} samples, {} tokens, {:.0f} tokens/s) before quantization", c.seconds,
                  c.samples, c.tokens, c.seconds > 0 ? c.tokens / c.seconds : 0.0);
+  if (out.gptq.modules > 0)
+    spdlog::info("gptq took {:.1f} s before writing: forward {:.1f} s, Hessians {:.1f} s, factorization {:.1f} s, "
+                 "column updates {:.1f} s ({} modules, {} samples, {} tokens; dampening_frac {}, block_size {}, actorder {})",
+                 out.gptq.seconds, out.gptq.forward_seconds, out.gptq.hessian_seconds, out.gptq.solve_seconds,
+                 out.gptq.update_seconds, out.gptq.modules, out.gptq.samples, out.gptq.tokens, o.dampening_frac,
+                 o.gptq_block_size, o.actorder);
   if (s.zero_groups) spdlog::info("note: {} all-zero scale groups got the dtype's epsilon as scale", s.zero_groups);
 }
 
@@ -259,6 +300,10 @@ void register_quantize(CLI::App& app, RunFn& run) {
       ->capture_default_str()->check(CLI::IsMember({"compressed-tensors", "legacy-fp8"}));
   sub->add_option("--ignore", o->ignore, "Keep these modules unquantized: exact names or re:REGEX (repeatable)");
   sub->add_option("--targets", o->targets, "Quantize only these modules: exact names or re:REGEX (default: decoder Linear layers)");
+  sub->add_option("--group-size", o->group_size,
+                  "Input columns per weight scale for group schemes (w4a16): 32, 64 or 128 (default: the "
+                  "scheme's, 128); a smaller group fits hidden sizes such as 576 and costs one scale per group")
+      ->check(CLI::IsMember({32, 64, 128}));
   sub->add_option("--kv-cache", o->kv_cache, "KV-cache scales: none, or fp8 (calibrated k_scale/v_scale per attention layer)")
       ->capture_default_str()->check(CLI::IsMember({"none", "fp8"}));
   auto* sq = sub->add_flag("--smoothquant", o->smoothquant,
@@ -273,6 +318,22 @@ void register_quantize(CLI::App& app, RunFn& run) {
                   "default); all: also up_proj -> down_proj")
       ->capture_default_str()->check(CLI::IsMember({"all", "norms"}))->needs(sq);
   sub->add_option("--max-shard-size", o->max_shard, "Largest output shard")->capture_default_str();
+  auto* gp = sub->add_option_group("algorithm", "How weights are rounded");
+  gp->add_option("--algorithm", o->algorithm,
+                 "rtn: round-to-nearest, data-free, byte-identical to compressed-tensors; gptq: GPTQ with the "
+                 "arithmetic of llm-compressor 0.14's GPTQModifier, layer by layer on the calibration text "
+                 "(integer weights: w4a16, w8a16, int8-dynamic)")
+      ->capture_default_str()->check(CLI::IsMember({"rtn", "gptq"}));
+  gp->add_option("--dampening-frac", o->dampening_frac,
+                 "GPTQ: fraction of the Hessian's mean diagonal added to its diagonal (llm-compressor's dampening_frac)")
+      ->capture_default_str();
+  gp->add_option("--gptq-block-size", o->gptq_block_size,
+                 "GPTQ: columns per block of lazy updates (llm-compressor's block_size)")
+      ->capture_default_str();
+  gp->add_option("--actorder", o->actorder,
+                 "GPTQ: column order; static (llm-compressor's default, an alias of weight): by descending Hessian "
+                 "diagonal, scales and format unchanged (no g_idx); none: in order")
+      ->capture_default_str()->check(CLI::IsMember({"static", "weight", "none", "group", "dynamic"}));
   auto* cal = sub->add_option_group("calibration", "Static schemes and --kv-cache fp8 run the model on calibration text");
   cal->add_option("--dataset", o->dataset, "Calibration text: .txt, .jsonl (\"text\" or chat \"messages\"), optionally .zst (default: the built-in set)");
   cal->add_option("--num-samples", o->num_samples, "Calibration samples")->capture_default_str()->check(CLI::PositiveNumber);

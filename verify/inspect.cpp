@@ -12,6 +12,7 @@
 #include "formats/model_folder.h"
 #include "formats/quantized_linear.h"
 #include "calib/smoothing.h"
+#include "formats/manifest.h"
 #include "calib/quant_plan.h"
 #include "libquant/float_formats.h"
 
@@ -66,6 +67,27 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
         r.smoothing = buf;
       } catch (const std::exception& e) {
         r.findings.push_back({"warning", calib::kSmoothingFactorsFile, std::string("unreadable smoothing factors: ") + e.what()});
+      }
+    }
+  }
+
+  {
+    std::error_code ec;
+    const std::filesystem::path man = std::filesystem::path(path) / kManifestFile;
+    if (std::filesystem::is_directory(path, ec) && std::filesystem::exists(man, ec)) {
+      try {
+        const json mj = read_json_file(man.string());
+        if (mj.value("algorithm", std::string("rtn")) == "gptq" && mj.contains("gptq")) {
+          const json& g = mj.at("gptq");
+          char buf[192];
+          std::snprintf(buf, sizeof buf, "GPTQ (dampening_frac %g, block_size %lld, actorder %s; %lld samples, %lld tokens)",
+                        g.at("dampening_frac").get<double>(), static_cast<long long>(g.at("block_size").get<int64_t>()),
+                        g.at("actorder").get<std::string>().c_str(), static_cast<long long>(g.at("samples").get<int64_t>()),
+                        static_cast<long long>(g.at("tokens").get<int64_t>()));
+          r.algorithm = buf;
+        }
+      } catch (const std::exception& e) {
+        r.findings.push_back({"warning", kManifestFile, std::string("unreadable manifest: ") + e.what()});
       }
     }
   }
@@ -218,6 +240,7 @@ json report_to_json(const InspectReport& r) {
   q["ignore"] = r.quant.ignore;
   q["kv_cache"] = r.quant.kv_cache ? json(r.quant.kv_cache_text) : json(nullptr);
   q["smoothing"] = r.smoothing.empty() ? json(nullptr) : json(r.smoothing);
+  if (!r.algorithm.empty()) q["algorithm"] = r.algorithm;
   json groups = json::array();
   for (const auto& g : r.quant.groups)
     groups.push_back({{"name", g.name}, {"targets", g.targets}, {"weights", g.weights_text},

@@ -52,6 +52,10 @@ struct InspectReport {
   // SmoothQuant applied by qtool (PATH is a folder holding qtool_smoothing.json): "alpha 0.8, 90
   // smoothed layers (qtool_smoothing.json)"; empty otherwise.
   std::string smoothing;
+  // How the weights were rounded, when qtool_manifest.json (PATH a folder) names an algorithm other
+  // than round-to-nearest: "GPTQ (dampening_frac 0.01, block_size 128, actorder static; 64 samples,
+  // 32768 tokens)". Empty for round-to-nearest and for folders without a manifest.
+  std::string algorithm;
   std::vector<Finding> findings;
 };
 

@@ -1,0 +1,123 @@
+#include "calib/gptq.h"
+
+#include <chrono>
+#include <memory>
+#include <set>
+
+#include "calib/forward.h"
+#include "calib/model_config.h"
+#include "formats/checkpoint.h"
+#include "formats/model_folder.h"
+#include "libquant/error.h"
+
+namespace qt::calib {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Accumulates the Hessians of the current layer's quantized Linears. A shared input (q/k/v,
+// gate/up) is one Hessian, keyed by its producer (the norm); an own input is keyed by the module.
+class HessianObserver : public Observer {
+ public:
+  HessianObserver(std::set<std::string> targets, int threads) : targets_(std::move(targets)), threads_(threads) {}
+
+  void on_linear_input(const std::string& module, const float* x, int64_t tokens, int64_t in) override {
+    if (targets_.count(module)) add(module, {module}, x, tokens, in);
+  }
+  void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules, const float* x,
+                              int64_t tokens, int64_t in) override {
+    std::vector<std::string> wanted;
+    for (const auto& m : modules)
+      if (targets_.count(m)) wanted.push_back(m);
+    if (!wanted.empty()) add(producer, wanted, x, tokens, in);
+  }
+
+  // The Hessian of `module`'s input, or null if it saw none.
+  const Hessian* of(const std::string& module) const {
+    auto k = key_of_.find(module);
+    if (k == key_of_.end()) return nullptr;
+    return hessians_.at(k->second).get();
+  }
+  uint64_t bytes() const {
+    uint64_t b = 0;
+    for (const auto& [k, h] : hessians_) b += h->bytes();
+    return b;
+  }
+  void clear() { hessians_.clear(), key_of_.clear(); }
+  double seconds = 0;
+
+ private:
+  void add(const std::string& key, const std::vector<std::string>& modules, const float* x, int64_t tokens, int64_t in) {
+    const auto t0 = Clock::now();
+    auto& h = hessians_[key];
+    if (!h) h = std::make_unique<Hessian>(in);
+    for (const auto& m : modules) key_of_[m] = key;
+    h->add_sample(x, tokens, threads_);
+    seconds += since(t0);
+  }
+  std::set<std::string> targets_;
+  int threads_;
+  std::map<std::string, std::unique_ptr<Hessian>> hessians_;
+  std::map<std::string, std::string> key_of_;
+};
+
+}  // namespace
+
+GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vector<std::vector<int32_t>>& samples,
+                 const GptqRunOptions& opts) {
+  const auto t_start = Clock::now();
+  const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
+  const Checkpoint& ck = model.checkpoint();
+  const QuantArgs args = plan.options.effective_scheme().weights;
+  const std::set<std::string> targets(plan.quantized_modules.begin(), plan.quantized_modules.end());
+
+  GptqRun run;
+  HessianObserver hess(targets, opts.num_threads);
+  ForwardOptions fo;
+  fo.observer = &hess;
+  fo.num_threads = opts.num_threads;
+  fo.on_layer_done = opts.on_layer_done;
+  fo.hidden_spill = opts.hidden_spill;
+  fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
+  fo.source = model.dir();
+  fo.rewrite_layer = [&](int64_t, const std::vector<LayerLinear>& linears) {
+    run.peak_hessian_bytes = std::max(run.peak_hessian_bytes, hess.bytes());
+    for (const LayerLinear& l : linears) {
+      if (!targets.count(l.module)) continue;
+      const Hessian* h = hess.of(l.module);
+      if (!h || h->samples() == 0)
+        throw InputError(InputError::Kind::BadValue, model.dir(), l.module + ".weight",
+                         "GPTQ: the module saw no calibration tokens");
+      const TensorView* tv = ck.find(l.module + ".weight");
+      QT_ASSERT(tv != nullptr);
+      GptqResult g = gptq_quantize(*tv, args, *h, opts.gptq, opts.num_threads);
+      run.solve_seconds += g.solve_seconds;
+      run.update_seconds += g.update_seconds;
+      run.dead_columns += g.dead_columns;
+      run.loss[l.module] = g.loss;
+      if (g.rtn_fallback) run.rtn_fallback.push_back(l.module);
+      QT_ASSERT(l.weight->size() == g.dequant.size());
+      *l.weight = std::move(g.dequant);
+      run.weights[l.module] = std::move(g.q);
+    }
+    hess.clear();
+  };
+  ForwardStats fs = run_forward(cfg, make_view_weight_provider([&ck](const std::string& n) { return ck.find(n); }, model.dir()),
+                                samples, fo);
+  for (const auto& m : plan.quantized_modules)
+    if (!run.weights.count(m))
+      throw InputError(InputError::Kind::Unsupported, model.dir(), m + ".weight",
+                       "GPTQ: the forward pass never reached this module (only decoder-layer Linears can be quantized with "
+                       "--algorithm gptq; use --ignore to keep it)");
+  run.samples = fs.samples;
+  run.tokens = fs.tokens;
+  run.hessian_seconds = hess.seconds;
+  run.seconds = since(t_start);
+  run.forward_seconds = fs.seconds - fs.rewrite_seconds - hess.seconds;
+  run.hidden_bytes = fs.hidden_bytes;
+  run.hidden_spilled = fs.hidden_spilled;
+  return run;
+}
+
+}  // namespace qt::calib

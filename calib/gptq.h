@@ -1,0 +1,66 @@
+// GPTQ over a model folder (`qtool quantize --algorithm gptq`): the calibration side of
+// libquant/gptq.h, as llm-compressor 0.14's GPTQModifier runs it under its sequential pipeline.
+//
+// The forward pass (calib/forward.h) runs layer by layer with ForwardOptions::rewrite_layer:
+//   1. observation pass of layer l over every sample: each quantized Linear's input is added to
+//      its Hessian, sum 2 X^T X per sample (one Hessian per input: q/k/v share the
+//      input_layernorm output's, gate/up the post_attention_layernorm output's; o_proj and
+//      down_proj have their own);
+//   2. every quantized Linear of layer l is solved (libquant/gptq.h) and its forward weight is
+//      replaced by the dequantized result dtype(code * scale); the layer's Hessians are freed;
+//   3. propagation pass: layer l with the quantized weights over every sample gives the inputs
+//      of layer l + 1.
+// So layer l + 1 is calibrated on the outputs of the already-quantized layers 0..l (llm-compressor's
+// propagate_error = True, its default), while inside one layer every Hessian comes from the
+// layer's unquantized weights (llm-compressor quantizes a layer's modules only after its
+// calibration pass). Memory: the hidden states (calib/hidden_store.h) plus one layer's weights,
+// twice (row-major and packed), plus one layer's Hessians in f64 (the peak is reported), plus the
+// codes of every quantized weight so far (one byte per weight) until the pipeline writes them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "calib/hidden_store.h"
+#include "calib/quant_plan.h"
+#include "libquant/gptq.h"
+
+namespace qt {
+class ModelFolder;
+}
+
+namespace qt::calib {
+
+struct GptqRunOptions {
+  GptqOptions gptq;
+  int num_threads = 0;
+  HiddenSpill hidden_spill;
+  std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
+};
+
+struct GptqRun {
+  std::map<std::string, QuantizedWeight> weights;  // module -> codes + scales, for the pipeline
+  std::map<std::string, double> loss;              // module -> GPTQ loss (sum err^2 / 2)
+  std::vector<std::string> rtn_fallback;           // modules whose Hessian could not be factored
+  int64_t dead_columns = 0;                        // over all modules
+  int64_t samples = 0, tokens = 0;
+  double seconds = 0;             // the whole run
+  double forward_seconds = 0;     // both passes of every layer, weight loading included
+  double hessian_seconds = 0;     // X^T X accumulation
+  double solve_seconds = 0;       // dampening + Cholesky + inverse + Cholesky
+  double update_seconds = 0;      // GPTQ's column loop and block updates
+  uint64_t peak_hessian_bytes = 0;  // one layer's Hessians (f64), the largest layer
+  uint64_t hidden_bytes = 0;
+  bool hidden_spilled = false;
+};
+
+// Runs GPTQ for every module plan.quantized_modules names, with the plan's effective weight
+// args (integer, per-channel or per-group). Throws InputError for an unsupported architecture,
+// bad samples (forward.h), or a weight GPTQ refuses (libquant/gptq.h).
+GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan,
+                 const std::vector<std::vector<int32_t>>& samples, const GptqRunOptions& opts);
+
+}  // namespace qt::calib

@@ -262,7 +262,7 @@ std::vector<float> concat(const std::vector<float>& a, const std::vector<float>&
 
 // Loads layer l's tensors (checking shapes), packs the Linears and drops the row-major copies:
 // peak ~2x one layer's f32 parameters while packing.
-LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads) {
+LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads, GemmPrecision prec) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   LayerWeights w;
@@ -274,16 +274,16 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     const auto k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
     const auto v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
     if (fused) {
-      w.qkv = pack_linear({{q.data(), qd}, {k.data(), kvd}, {v.data(), kvd}}, H, threads);
+      w.qkv = pack_linear({{q.data(), qd}, {k.data(), kvd}, {v.data(), kvd}}, H, threads, prec);
     } else {
-      w.q = pack_linear({{q.data(), qd}}, H, threads);
-      w.k = pack_linear({{k.data(), kvd}}, H, threads);
-      w.v = pack_linear({{v.data(), kvd}}, H, threads);
+      w.q = pack_linear({{q.data(), qd}}, H, threads, prec);
+      w.k = pack_linear({{k.data(), kvd}}, H, threads, prec);
+      w.v = pack_linear({{v.data(), kvd}}, H, threads, prec);
     }
   }
   {
     const auto o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
-    w.o = pack_linear({{o.data(), H}}, qd, threads);
+    w.o = pack_linear({{o.data(), H}}, qd, threads, prec);
   }
   if (c.qkv_bias) {
     w.qb = ld.load(p + "self_attn.q_proj.bias", {qd});
@@ -300,15 +300,15 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     const auto g = ld.load(p + "mlp.gate_proj.weight", {I, H});
     const auto u = ld.load(p + "mlp.up_proj.weight", {I, H});
     if (fused) {
-      w.gu = pack_glu(g.data(), u.data(), I, H, threads);
+      w.gu = pack_glu(g.data(), u.data(), I, H, threads, prec);
     } else {
-      w.gate = pack_linear({{g.data(), I}}, H, threads);
-      w.up = pack_linear({{u.data(), I}}, H, threads);
+      w.gate = pack_linear({{g.data(), I}}, H, threads, prec);
+      w.up = pack_linear({{u.data(), I}}, H, threads, prec);
     }
   }
   {
     const auto d = ld.load(p + "mlp.down_proj.weight", {H, I});
-    w.down = pack_linear({{d.data(), H}}, I, threads);
+    w.down = pack_linear({{d.data(), H}}, I, threads, prec);
   }
   if (c.mlp_bias) {
     w.gb = ld.load(p + "mlp.gate_proj.bias", {I});
@@ -506,7 +506,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
   PackedKV kvp;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerWeights w = load_layer(ld, c, l, fused, threads);
+    LayerWeights w = load_layer(ld, c, l, fused, threads, opts.precision);
     const auto t0 = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string attn_name = p + "self_attn";
@@ -579,7 +579,7 @@ ForwardStats run_forward(const ModelConfig& c, const WeightProvider& weights,
     PackedLinear lm;
     {
       const auto lm_rows = ld.load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
-      lm = pack_linear({{lm_rows.data(), c.vocab_size}}, H, threads);
+      lm = pack_linear({{lm_rows.data(), c.vocab_size}}, H, threads, opts.precision);
     }
     const auto t0 = Clock::now();
     const int64_t chunk = opts.logits_chunk_tokens > 0 ? opts.logits_chunk_tokens : max_t;

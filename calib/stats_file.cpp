@@ -40,6 +40,7 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   j["data"] = {{"source", p.data_source}, {"sha256", p.data_sha256}, {"num_samples", p.num_samples},
                {"seq_len", p.seq_len}, {"tokens", p.tokens}, {"seed", p.seed}};
   j["observer"] = stats.observer;
+  if (p.calib_precision != "f32") j["calib_precision"] = p.calib_precision;
   j["input_absmax"] = stats.input_absmax;
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
@@ -96,6 +97,7 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
       prov->tokens = d.value("tokens", 0);
       prov->seed = d.value("seed", 0ull);
       prov->observer = s.observer;
+      prov->calib_precision = j.value("calib_precision", "f32");
     }
   } catch (const nlohmann::json::exception& e) {
     throw InputError(InputError::Kind::BadFile, path, "", std::string("malformed statistics: ") + e.what());

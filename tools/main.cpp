@@ -8,7 +8,7 @@
 #include <exception>
 
 #include "build_info.h"
-#include "libquant/gemm.h"
+#include "libquant/cpu_isa.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -21,7 +21,7 @@ namespace {
 
 std::string version_text() {
   std::string s = std::string("qtool ") + QTOOL_VERSION_STRING + "\n";
-  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " avx2=" + (qt::linear_uses_avx2() ? "yes" : "no") + " (run-time)\n";
+  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " isa=" + qt::isa_name(qt::active_isa()) + " (run-time; bf16 GEMM: " + qt::gemm_path_name(true) + ")\n";
   s += std::string("build: ") + QTOOL_BUILD_TYPE + ", " + QTOOL_COMPILER;
   return s;
 }

@@ -1,6 +1,7 @@
 // Calibration forward throughput: qtool's layer-by-layer CPU forward pass (calib/forward.h) over
 // N samples x L tokens of a model folder, observing every Linear input like calibration does.
-// Prints one JSON line. Usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS]
+// Prints one JSON line. Usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS] [f32|bf16]
+// (QTOOL_ISA=avx2 etc. caps the ISA path, libquant/cpu_isa.h; the line names the path used.)
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -9,9 +10,11 @@
 #include "calib/forward.h"
 #include "calib/model_config.h"
 #include "formats/model_folder.h"
+#include "libquant/cpu_isa.h"
+#include "libquant/gemm.h"
 
 int main(int argc, char** argv) {
-  if (argc < 4) { std::fprintf(stderr, "usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS]\n"); return 2; }
+  if (argc < 4) { std::fprintf(stderr, "usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS] [f32|bf16]\n"); return 2; }
   using namespace qt;
   ModelFolder m = ModelFolder::open(argv[1]);
   const int64_t n = std::atoll(argv[2]), len = std::atoll(argv[3]);
@@ -32,6 +35,7 @@ int main(int argc, char** argv) {
   calib::ForwardOptions fo;
   fo.observer = &obs;
   fo.num_threads = threads;
+  if (argc > 5 && !parse_precision(argv[5], fo.precision)) { std::fprintf(stderr, "precision: f32 or bf16\n"); return 2; }
   fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
   calib::ForwardStats st = calib::run_forward(cfg, weights, samples, fo);
   // Matmul FLOPs per token: 2 x (Linear parameters of the decoder); attention: 4 x seq x q_dim per
@@ -42,8 +46,10 @@ int main(int argc, char** argv) {
   const double attn = 2.0 * cfg.num_layers * 2.0 * (len / 2.0) * cfg.q_dim();
   const double flops = (lin + attn) * static_cast<double>(st.tokens);
   std::printf("{\"engine\": \"qtool\", \"samples\": %lld, \"seq_len\": %lld, \"tokens\": %lld, \"seconds\": %.3f, "
-              "\"tokens_per_s\": %.1f, \"gflops\": %.1f, \"layer_seconds\": %.3f, \"weight_seconds\": %.3f}\n",
+              "\"tokens_per_s\": %.1f, \"gflops\": %.1f, \"layer_seconds\": %.3f, \"weight_seconds\": %.3f, "
+              "\"precision\": \"%s\", \"isa\": \"%s\"}\n",
               (long long)n, (long long)len, (long long)st.tokens, st.seconds, st.tokens_per_second(),
-              flops / st.seconds / 1e9, st.layer_seconds, st.weight_seconds);
+              flops / st.seconds / 1e9, st.layer_seconds, st.weight_seconds, precision_name(fo.precision),
+              gemm_path_name(fo.precision == GemmPrecision::BF16));
   return 0;
 }

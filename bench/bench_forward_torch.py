@@ -2,7 +2,9 @@
 """PyTorch CPU baseline for the calibration forward: transformers' model of the same folder, f32,
 the same token ids (written by bench_forward), forward hooks recording every Linear input's
 absmax (what calibration needs), no logits kept. Prints one JSON line.
-Usage: bench_forward_torch.py MODEL_DIR SAMPLES SEQ_LEN THREADS IDS_FILE [BATCH]"""
+Usage: bench_forward_torch.py MODEL_DIR SAMPLES SEQ_LEN THREADS IDS_FILE [BATCH] [float32|bfloat16]
+(bfloat16: the model's weights and activations in bf16 -- PyTorch's fastest CPU setting where
+the CPU has AVX512-BF16 or AMX; oneDNN/MKL-DNN kernels)."""
 import json, sys, time
 import numpy as np
 import torch
@@ -10,9 +12,10 @@ from transformers import AutoModelForCausalLM
 
 model_dir, n, seq, threads, ids_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 batch = int(sys.argv[6]) if len(sys.argv) > 6 else 8
+dtype = getattr(torch, sys.argv[7]) if len(sys.argv) > 7 else torch.float32
 torch.set_num_threads(threads)
 ids = torch.from_numpy(np.fromfile(ids_file, dtype=np.int32).reshape(n, seq).astype(np.int64))
-model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="sdpa")
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
 model.eval()
 amax = {}
 def hook(name):
@@ -30,4 +33,5 @@ with torch.no_grad():
         body(input_ids=ids[b:b + batch])
 dt = time.perf_counter() - t0
 print(json.dumps({"engine": "pytorch", "torch": torch.__version__, "samples": n, "seq_len": seq, "tokens": n * seq,
-                  "seconds": round(dt, 3), "tokens_per_s": round(n * seq / dt, 1), "batch": batch, "threads": threads}))
+                  "seconds": round(dt, 3), "tokens_per_s": round(n * seq / dt, 1), "batch": batch, "threads": threads,
+                  "dtype": str(dtype).replace("torch.", "")}))

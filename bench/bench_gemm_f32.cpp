@@ -1,13 +1,15 @@
 // The forward pass's packed f32 GEMM (libquant/gemm.h) alone, on one calibration sample's Linears:
 // T tokens x the (N, K) shapes of a Llama layer. Best of R repeats per shape (the machine is
 // shared; the best run is the least disturbed), GFLOP/s = 2 T N K / seconds. One JSON line per
-// shape. Usage: bench_gemm_f32 [T=512] [THREADS=0] [REPEATS=20] [H=768] [I=2048] [KV=256]
+// shape. Usage: bench_gemm_f32 [T=512] [THREADS=0] [REPEATS=20] [H=768] [I=2048] [KV=256] [f32|bf16]
+// (QTOOL_ISA caps the ISA path, libquant/cpu_isa.h; the last line names the path used.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "libquant/cpu_isa.h"
 #include "libquant/gemm.h"
 
 #include <immintrin.h>
@@ -52,12 +54,14 @@ __attribute__((target("avx2,fma"))) static double fma_peak_gflops(int threads) {
 }
 
 int main(int argc, char** argv) {
-  using namespace qt::calib;
+  using namespace qt;
   const int64_t T = argc > 1 ? std::atoll(argv[1]) : 512;
   const int threads = argc > 2 ? std::atoi(argv[2]) : 0;
   const int reps = argc > 3 ? std::atoi(argv[3]) : 20;
   const int64_t H = argc > 4 ? std::atoll(argv[4]) : 768, I = argc > 5 ? std::atoll(argv[5]) : 2048,
                 KV = argc > 6 ? std::atoll(argv[6]) : 256;
+  qt::GemmPrecision prec = qt::GemmPrecision::F32;
+  if (argc > 7 && !qt::parse_precision(argv[7], prec)) return 2;
   struct Shape { const char* name; int64_t n, k; };
   const Shape shapes[] = {{"qkv", H + 2 * KV, H}, {"o", H, H}, {"gate_up", 2 * I, H}, {"down", H, I}};
   double total_flop = 0, total_s = 0;
@@ -66,7 +70,7 @@ int main(int argc, char** argv) {
     uint32_t r = 1;
     for (auto& v : w) v = static_cast<float>((r = r * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
     for (auto& v : x) v = static_cast<float>((r = r * 1664525u + 1013904223u) >> 8) * 0x1p-24f - 0.5f;
-    const PackedLinear p = pack_linear({{w.data(), s.n}}, s.k, threads);
+    const PackedLinear p = pack_linear({{w.data(), s.n}}, s.k, threads, prec);
     double best = 1e30;
     for (int i = 0; i < reps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -78,6 +82,6 @@ int main(int argc, char** argv) {
     std::printf("{\"shape\": \"%s\", \"T\": %lld, \"N\": %lld, \"K\": %lld, \"ms\": %.3f, \"gflops\": %.1f}\n", s.name,
                 static_cast<long long>(T), static_cast<long long>(s.n), static_cast<long long>(s.k), best * 1e3, flop / best * 1e-9);
   }
-  std::printf("{\"shape\": \"layer\", \"gflops\": %.1f, \"avx2\": %s, \"fma_peak_gflops\": %.1f}\n",
-              total_flop / total_s * 1e-9, linear_uses_avx2() ? "true" : "false", fma_peak_gflops(threads));
+  std::printf("{\"shape\": \"layer\", \"gflops\": %.1f, \"path\": \"%s\", \"fma_peak_gflops\": %.1f}\n",
+              total_flop / total_s * 1e-9, qt::gemm_path_name(prec == qt::GemmPrecision::BF16), fma_peak_gflops(threads));
 }

@@ -75,6 +75,7 @@ CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector
     throw InputError(InputError::Kind::Usage, "", "", "unknown observer '" + opts.observer + "'",
                      "static_minmax or minmax");
   fo.num_threads = opts.num_threads;
+  fo.precision = opts.precision;
   fo.on_layer_done = opts.on_layer_done;
   fo.hidden_spill = opts.hidden_spill;
   fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);

@@ -10,6 +10,7 @@
 
 #include "calib/hidden_store.h"
 #include "libquant/activation_stats.h"
+#include "libquant/gemm.h"
 
 namespace qt {
 class ModelFolder;
@@ -26,6 +27,7 @@ struct CalibrateOptions {
   std::string observer = "static_minmax";
   float ema_c = 0.01f;
   int num_threads = 0;
+  GemmPrecision precision = GemmPrecision::F32;  // the forward's Linears (calib/forward.h)
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
   HiddenSpill hidden_spill;  // see ForwardOptions::hidden_spill
 };

@@ -252,6 +252,7 @@ struct LayerWeights {
   std::vector<float> qb, kb, vb, gb, ub;
   PackedLinear o, down;
   std::vector<float> ob, db;
+  GemmPrecision prec = GemmPrecision::F32;  // how the Linears are packed (f32 or bf16, gemm.h)
 };
 
 std::vector<float> concat(const std::vector<float>& a, const std::vector<float>& b,
@@ -270,34 +271,34 @@ struct LayerLinears {
 void pack_qkv(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
   const int64_t H = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   if (w.fused) {
-    w.qkv = pack_linear({{r.q.data(), qd}, {r.k.data(), kvd}, {r.v.data(), kvd}}, H, threads);
+    w.qkv = pack_linear({{r.q.data(), qd}, {r.k.data(), kvd}, {r.v.data(), kvd}}, H, threads, w.prec);
   } else {
-    w.q = pack_linear({{r.q.data(), qd}}, H, threads);
-    w.k = pack_linear({{r.k.data(), kvd}}, H, threads);
-    w.v = pack_linear({{r.v.data(), kvd}}, H, threads);
+    w.q = pack_linear({{r.q.data(), qd}}, H, threads, w.prec);
+    w.k = pack_linear({{r.k.data(), kvd}}, H, threads, w.prec);
+    w.v = pack_linear({{r.v.data(), kvd}}, H, threads, w.prec);
   }
 }
 void pack_o(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
-  w.o = pack_linear({{r.o.data(), c.hidden_size}}, c.q_dim(), threads);
+  w.o = pack_linear({{r.o.data(), c.hidden_size}}, c.q_dim(), threads, w.prec);
 }
 void pack_gate_up(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   if (w.fused) {
-    w.gu = pack_glu(r.gate.data(), r.up.data(), I, H, threads);
+    w.gu = pack_glu(r.gate.data(), r.up.data(), I, H, threads, w.prec);
   } else {
-    w.gate = pack_linear({{r.gate.data(), I}}, H, threads);
-    w.up = pack_linear({{r.up.data(), I}}, H, threads);
+    w.gate = pack_linear({{r.gate.data(), I}}, H, threads, w.prec);
+    w.up = pack_linear({{r.up.data(), I}}, H, threads, w.prec);
   }
 }
 void pack_down(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
-  w.down = pack_linear({{r.down.data(), c.hidden_size}}, c.intermediate_size, threads);
+  w.down = pack_linear({{r.down.data(), c.hidden_size}}, c.intermediate_size, threads, w.prec);
 }
 void free_vec(std::vector<float>& v) { std::vector<float>().swap(v); }
 
 // Loads layer l's tensors (checking shapes), packs the Linears and drops the row-major copies:
 // peak ~2x one layer's f32 parameters while packing. With `keep`, the row-major Linear weights
-// are kept there instead (for ForwardOptions::rewrite_layer).
-LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads,
+// are kept there instead (for ForwardOptions::rewrite_layer). `prec`: f32 or bf16 packing (gemm.h).
+LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads, GemmPrecision prec,
                         LayerLinears* keep = nullptr) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
@@ -305,6 +306,7 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
   LayerLinears& r = keep ? *keep : tmp;
   LayerWeights w;
   w.fused = fused;
+  w.prec = prec;
   w.in_norm = ld.load(p + "input_layernorm.weight", {H});
   w.post_norm = ld.load(p + "post_attention_layernorm.weight", {H});
   r.q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
@@ -570,7 +572,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
   std::vector<float> hcopy;  // observation pass of a rewritten layer: the hidden state it must not change
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerLinears raw;
-    LayerWeights w = load_layer(ld, c, l, fused, threads, rewrite ? &raw : nullptr);
+    LayerWeights w = load_layer(ld, c, l, fused, threads, opts.precision, rewrite ? &raw : nullptr);
     const auto t0 = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string attn_name = p + "self_attn";
@@ -683,7 +685,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
     PackedLinear lm;
     {
       const auto lm_rows = ld.load(tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
-      lm = pack_linear({{lm_rows.data(), c.vocab_size}}, H, threads);
+      lm = pack_linear({{lm_rows.data(), c.vocab_size}}, H, threads, opts.precision);
     }
     const auto t0 = Clock::now();
     const int64_t chunk = opts.logits_chunk_tokens > 0 ? opts.logits_chunk_tokens : max_t;

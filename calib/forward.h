@@ -29,9 +29,16 @@
 //            subtraction, masked keys contribute exactly 0
 //   MLP      down(silu(gate) * up), silu(z) = z / (1 + exp(-z))
 //
-// Determinism: results are bit-identical for any thread count, and on any x86-64 CPU (AVX2 or
-// not: the vector kernels and their scalar twins round identically, and forward.cpp itself is
-// compiled for baseline x86-64). Every parallel loop splits its work into fixed-size tasks that
+// bf16 precision (ForwardOptions::precision, `--calib-precision bf16`): every Linear runs
+// gemm.h's bf16 GEMM (weights and the Linear's input rounded to bf16, products accumulated in
+// f32, output f32); everything else -- norms, RoPE, attention (Q K^T and P V stay f32: ~5 % of the
+// FLOPs at 512 tokens), softmax, SiLU, residuals -- stays as above. Observers see the f32 input
+// before its rounding to bf16.
+//
+// Determinism: results are bit-identical for any thread count, and on any x86-64 CPU (AVX-512,
+// AVX2 or neither: the vector kernels and their scalar twins round identically, and forward.cpp
+// itself is compiled for baseline x86-64) -- per precision: bf16 gives other (equally
+// deterministic) bits than f32; its AVX512-BF16 kernel and scalar emulation agree bit for bit. Every parallel loop splits its work into fixed-size tasks that
 // do not depend on the thread count, and each output element is produced by exactly one task in
 // a fixed operation order.
 //
@@ -48,6 +55,7 @@
 #include "calib/hidden_store.h"
 #include "calib/model_config.h"
 #include "libquant/activation_stats.h"
+#include "libquant/gemm.h"
 #include "libquant/tensor_view.h"
 
 namespace qt::calib {
@@ -135,6 +143,7 @@ struct ForwardOptions {
   // checkpoint should pass cfg.lm_head_tied(checkpoint has "lm_head.weight").
   std::optional<bool> lm_head_tied;
   int num_threads = 0;                 // OpenMP threads; 0 = the OpenMP default
+  GemmPrecision precision = GemmPrecision::F32;  // the Linears' GEMM (see bf16 precision above)
   // Progress: called after each layer (0-based index) has run on every sample.
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
   std::string source;                  // names the model in errors (e.g. the model folder)

@@ -19,6 +19,7 @@
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/run_cleanup.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/quantize.h"
@@ -89,7 +90,8 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
     try {
       ActivationStats s = load_stats(resume, fp, &prov, &model);
       if (prov.data_sha256 == text.sha256 && prov.seq_len == r.seq_len && prov.seed == r.seed &&
-          prov.observer == r.observer && prov.num_samples == static_cast<int64_t>(samples.size()) &&
+          prov.observer == r.observer && prov.calib_precision == precision_name(r.calib_precision) &&
+          prov.num_samples == static_cast<int64_t>(samples.size()) &&
           prov.tokens == tokens) {
         say(ev.info, fmt::format("calibration: reusing the statistics an interrupted run saved in {} ({} samples, {} tokens)",
                                  resume, prov.num_samples, prov.tokens));
@@ -106,11 +108,13 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
       say(ev.warn, fmt::format("warning: ignoring {} from an interrupted run ({}); calibrating again", resume, e.problem()));
     }
   }
-  say(ev.info, fmt::format("calibration: {} samples, {} tokens from {} (observer {})", samples.size(), tokens,
-                           text.source, r.observer));
+  say(ev.info, fmt::format("calibration: {} samples, {} tokens from {} (observer {}, {} forward on {})", samples.size(),
+                           tokens, text.source, r.observer, precision_name(r.calib_precision),
+                           gemm_path_name(r.calib_precision == GemmPrecision::BF16)));
   CalibrateOptions co;
   co.observer = r.observer;
   co.num_threads = r.threads;
+  co.precision = r.calib_precision;
   // Hidden states above --calib-memory go to a temporary file beside OUT (where the output's
   // disk space is checked anyway).
   co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
@@ -128,6 +132,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   prov.data_source = text.source;
   prov.data_sha256 = text.sha256;
   prov.observer = r.observer;
+  prov.calib_precision = precision_name(r.calib_precision);
   prov.num_samples = run.samples;
   prov.seq_len = r.seq_len;
   prov.tokens = run.tokens;
@@ -441,6 +446,12 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
                                          {"tokens", prov.tokens}, {"seq_len", prov.seq_len}, {"seed", prov.seed},
                                          {"data_source", prov.data_source}, {"data_sha256", prov.data_sha256},
                                          {"statistics", r.stats_in.empty() ? "calibrated" : r.stats_in}};
+    // The forward's compute precision and the kernels' ISA path (libquant/cpu_isa.h): results are
+    // reproducible per precision; the ISA path changes no bit (recorded for the reader).
+    if (r.stats_in.empty())
+      job.manifest_extra["calibration"]["forward"] = {
+          {"precision", prov.calib_precision},
+          {"isa", gemm_path_name(prov.calib_precision == "bf16")}};
     if (r.smoothquant) {
       try {
         out.smoothing = plan_smoothing(model, stats, r.smoothing_strength, r.smoothing_mappings);

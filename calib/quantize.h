@@ -7,7 +7,7 @@
 // Statistics reuse ("a run that dies is not lost"): as soon as calibration ends, the statistics
 // are saved to resume_stats_path(OUT) (beside OUT, like the partial folder) and removed once OUT
 // is published. A later run of the same command with the same calibration settings (same model
-// fingerprint, text sha256, samples, tokens, seq-len, seed, observer) reuses them instead of
+// fingerprint, text sha256, samples, tokens, seq-len, seed, observer, precision) reuses them instead of
 // calibrating again; any other settings recalibrate and replace the file.
 #pragma once
 
@@ -23,6 +23,7 @@
 #include "calib/smoothing.h"
 #include "libquant/activation_stats.h"
 #include "libquant/gptq.h"
+#include "libquant/gemm.h"
 
 namespace qt::calib {
 
@@ -54,6 +55,8 @@ struct QuantizeRequest {
   // --calib-shard K/N (calib/stats_merge.h): calibrate on shard K (0-based) of N of the sample
   // selection, save the statistics to stats_out, write nothing else (output may be empty).
   int64_t calib_shard_index = 0, calib_shard_count = 0;  // count 0: not sharded
+  // The forward's Linears in f32 (exact reference) or bf16 (bf16 products, f32 sums; calib/forward.h).
+  GemmPrecision calib_precision = GemmPrecision::F32;
   int64_t num_samples = 64, seq_len = 512;
   uint64_t seed = 0;
   uint64_t calib_memory_bytes = uint64_t{4} << 30;  // hidden states above this go to a file

@@ -47,6 +47,7 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   j["data"] = {{"source", p.data_source}, {"sha256", p.data_sha256}, {"num_samples", p.num_samples},
                {"seq_len", p.seq_len}, {"tokens", p.tokens}, {"seed", p.seed}};
   j["observer"] = stats.observer;
+  if (p.calib_precision != "f32") j["calib_precision"] = p.calib_precision;
   j["input_absmax"] = stats.input_absmax;
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
@@ -208,6 +209,11 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
   p.tokens = count("tokens");
   p.seed = rd.member(d, "seed", json::value_t::number_unsigned, "a non-negative integer", "data").get<uint64_t>();
   p.observer = s.observer;
+  if (j.contains("calib_precision")) {  // absent: f32 (written only for bf16)
+    p.calib_precision = rd.member(j, "calib_precision", json::value_t::string, "a string").get<std::string>();
+    if (p.calib_precision != "f32" && p.calib_precision != "bf16")
+      rd.bad("'calib_precision' is '" + printable(p.calib_precision) + "', not f32 or bf16");
+  }
   if (prov) *prov = p;
   return s;
 }

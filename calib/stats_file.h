@@ -23,6 +23,9 @@ std::string model_fingerprint(const ModelFolder& model);
 // Provenance stored with saved statistics.
 struct StatsProvenance {
   std::string model_fingerprint, data_source, data_sha256, observer;
+  // The forward's GEMM precision, "f32" or "bf16" (--calib-precision); stored only when bf16, so
+  // f32 statistics files keep their bytes.
+  std::string calib_precision = "f32";
   int64_t num_samples = 0, seq_len = 0, tokens = 0;
   uint64_t seed = 0;
 };

@@ -5,10 +5,22 @@
 //   y[t][n] = fl(b[n] + acc)  when a bias is given, else acc, where
 //   acc = fma(x[t][K-1], W[n][K-1], ... fma(x[t][1], W[n][1], fma(x[t][0], W[n][0], 0.0f)))
 // i.e. one f32 fused multiply-add chain per output, k in increasing order, rounded to f32 at
-// every step. The AVX2 micro-kernel (libquant/kernels/cpu_fast_avx2.h f32_tile) and the scalar
-// fallback (std::fma) compute exactly that chain, so the result does not depend on the CPU's SIMD
-// width, the cache blocking, the task partition or the thread count -- only on the inputs.
+// every step. The AVX-512 micro-kernel (libquant/kernels/gemm_avx512.h, 12 x 16 tiles), the AVX2
+// one (cpu_fast_avx2.h f32_tile, 6 x 16) and the scalar fallback (std::fma) compute exactly that
+// chain, so the result does not depend on the CPU's ISA path (cpu_isa.h), SIMD width, the cache
+// blocking, the task partition or the thread count -- only on the inputs.
 // (PyTorch/MKL sum K in blocks; results differ from theirs by normal f32 rounding, ~sqrt(K) ulp.)
+//
+// bf16 precision (PackedLinear::precision == GemmPrecision::BF16, pack_linear's last argument):
+// W and x are rounded to bf16 (round to nearest even; f32 subnormals become zero, as the
+// AVX512-BF16 conversion does), products are exact in f32 and accumulated in f32 over k pairs:
+//   acc = 0; for p = 0, 1, ...: acc = ftz(fma(x[2p+1], W[2p+1], acc)); acc = ftz(fma(x[2p], W[2p], acc))
+// (an odd K gets a zero pair partner), then the bias and residual as above. That is vdpbf16ps's
+// documented arithmetic; the AVX512-BF16 kernel and the scalar emulation give the same bits
+// (tests), again at any thread count. It differs from the f32 chain by the rounding of x (and of
+// W, exact for bf16 checkpoints). Derivation: |bf16(x) bf16(w) - x w| <= (2 * 2^-8 + 2^-16) |x w|
+// (unit roundoff 2^-8 each), and each f32 chain is within K 2^-24 sum |terms| of its exact sum, so
+//   |y_bf16 - y_f32| <= (2^-7 + 2^-16 + 2.01 K 2^-24) sum_k |x_k W_k| + K 2^-126   (tests check).
 //
 // Layout of PackedLinear::panels: the N output rows of W (the concatenation of `parts`) are cut
 // into panels of 16 consecutive rows; panel p holds [K][16] floats (W[16p + j][k] at k*16 + j),
@@ -16,17 +28,26 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace qt {
 
+enum class GemmPrecision { F32, BF16 };
+// "f32" / "bf16" (the --calib-precision values), and back (false for anything else).
+const char* precision_name(GemmPrecision p);
+bool parse_precision(const std::string& name, GemmPrecision& out);
+
 struct PackedLinear {
+  GemmPrecision precision = GemmPrecision::F32;
   int64_t out = 0;             // N: output features (sum of the parts' rows; I for a GLU pair)
   int64_t in = 0;              // K: input features
   // A gated pair from pack_glu: panels alternate gate rows [16p, 16p+16) and up rows [16p,
   // 16p+16) (2 * ceil(I/16) panels) and linear_packed outputs silu(gate) * up, I columns.
   bool glu = false;
-  std::vector<float> panels;   // ceil(N/16) * K * 16 floats (GLU: 2 * ceil(I/16) * K * 16)
+  std::vector<float> panels;   // ceil(N/16) * K * 16 floats (GLU: 2 * ceil(I/16) * K * 16); F32 only
+  // BF16 only: the same panels with k pairs side by side, [ceil(K/2)][16][2] bf16 bits each.
+  std::vector<uint16_t> panels_bf16;
 };
 
 // One row-major [rows, in] weight matrix (not owned; read during pack_linear only).
@@ -41,13 +62,15 @@ struct WeightPart {
 // Packs the row-wise concatenation of `parts` (all with `in` columns) -- e.g. q/k/v or gate/up,
 // so that one GEMM computes them side by side: output columns [0, rows0) are part 0, etc.
 // Parallel over panels (OpenMP, `threads`, 0 = default); the result is independent of it.
-PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads = 0);
+PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads = 0,
+                         GemmPrecision precision = GemmPrecision::F32);
 
 // The MLP's gate and up projections (each row-major [I, in]) packed as one GLU pair (see
 // PackedLinear::glu): one GEMM then gives m = silu(gate(x) + bg) * (up(x) + bu) without writing
 // gate and up out -- bit-identical to computing them separately and applying vmath.h's
 // silu_mul_f32 (the bias is I gate values then I up values).
-PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads = 0);
+PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads = 0,
+                      GemmPrecision precision = GemmPrecision::F32);
 
 // Where a GEMM's output columns go: `cols` consecutive columns into y (row stride ldy >= cols).
 struct OutputColumns {
@@ -79,11 +102,19 @@ void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn
 // The scalar reference of linear_packed on the unpacked W[N, K] (tests): the same FMA chain.
 void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,
                 float* y, int64_t ldy);
+// The same for bf16 precision (the emulated vdpbf16ps chain above).
+void linear_ref_bf16(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,
+                     float* y, int64_t ldy);
+// bf16 bits of x rounded to nearest even (subnormals to signed zero, NaN stays a quiet NaN), and
+// back (exact).
+uint16_t bf16_round(float x);
+float bf16_to_f32(uint16_t b);
 
-// Whether linear_packed runs the AVX2 micro-kernel on this CPU (else the scalar fallback).
+// Whether linear_packed runs a SIMD micro-kernel (AVX2 or AVX-512) on this CPU (else the scalar
+// fallback); libquant/cpu_isa.h says which.
 bool linear_uses_avx2();
-// Test hook: make linear_packed use the scalar fallback even where AVX2 is available (process
-// wide; not for concurrent use with running GEMMs).
+// Test hook: make linear_packed use the scalar fallback (f32 and bf16) even where SIMD is
+// available (process wide; not for concurrent use with running GEMMs).
 void linear_force_scalar(bool on);
 
 }  // namespace qt

@@ -1,5 +1,5 @@
 // Vectorised elementwise math of the forward pass: exp (softmax) and SiLU-times-up (MLP), with an
-// AVX2+FMA body picked at run time and a scalar twin that performs the same IEEE operations in
+// AVX-512 or AVX2+FMA body picked at run time (libquant/cpu_isa.h) and a scalar twin that performs the same IEEE operations in
 // the same order, so both give the same bits (tests check) and results do not depend on the CPU.
 //
 // exp_f32 (Cephes-style range reduction + degree-5 polynomial, every step an f32 FMA or
@@ -22,7 +22,7 @@ void exp_f32(const float* x, float* y, int64_t n);
 // multiply, in this order). out may alias g or u.
 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n);
 
-// Test hook: use the scalar twin even where AVX2+FMA is available (process wide).
+// Test hook: use the scalar twin even where AVX2 / AVX-512 is available (process wide).
 void vmath_force_scalar(bool on);
 
 }  // namespace qt

@@ -18,6 +18,7 @@
 
 #include "calib/observers.h"
 #include "calib/forward.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/gemm.h"
 #include "libquant/vmath.h"
 #include "calib/model_config.h"
@@ -552,29 +553,41 @@ TEST(ForwardReference, MatchesNaiveDoublePrecisionReferenceAcrossTileRemainders)
 
 // Big enough that every kernel really forks (the golden models are below the fork thresholds),
 // with remainders in every tile; logits and every statistic must be bit-identical.
-TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndWithoutAvx2) {
-  const ModelConfig c = ModelConfig::from_json(
+ModelConfig determinism_config() {
+  return ModelConfig::from_json(
       json{{"architectures", {"MistralForCausalLM"}}, {"hidden_size", 136}, {"intermediate_size", 392},
            {"num_hidden_layers", 2}, {"num_attention_heads", 8}, {"num_key_value_heads", 2},
            {"head_dim", 16}, {"vocab_size", 520}, {"sliding_window", 100}},
       "determinism.json");
-  const WeightProvider wp = qt::calib::synthetic_weight_provider(c, 7);
+}
+
+std::vector<std::vector<int32_t>> determinism_tokens() {
   std::vector<std::vector<int32_t>> toks(2);
   for (int t = 0; t < 300; ++t) toks[0].push_back((t * 31 + 5) % 520);
   for (int t = 0; t < 77; ++t) toks[1].push_back((t * 13 + 2) % 520);
-  auto once = [&](int threads) {
-    std::pair<std::vector<float>, qt::ActivationStats> r;
-    AbsMaxObserver obs;
-    ForwardOptions o;
-    o.observer = &obs;
-    o.num_threads = threads;
-    o.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t v) {
-      r.first.insert(r.first.end(), l, l + n * v);
-    };
-    qt::calib::run_forward(c, wp, toks, o);
-    r.second = obs.stats();
-    return r;
+  return toks;
+}
+
+// Logits and statistics of one run on the determinism model.
+std::pair<std::vector<float>, qt::ActivationStats> determinism_run(int threads, qt::GemmPrecision prec) {
+  const ModelConfig c = determinism_config();
+  const WeightProvider wp = qt::calib::synthetic_weight_provider(c, 7);
+  std::pair<std::vector<float>, qt::ActivationStats> r;
+  AbsMaxObserver obs;
+  ForwardOptions o;
+  o.observer = &obs;
+  o.num_threads = threads;
+  o.precision = prec;
+  o.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t v) {
+    r.first.insert(r.first.end(), l, l + n * v);
   };
+  qt::calib::run_forward(c, wp, determinism_tokens(), o);
+  r.second = obs.stats();
+  return r;
+}
+
+TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndOnEveryIsaPath) {
+  auto once = [](int threads) { return determinism_run(threads, qt::GemmPrecision::F32); };
   const auto a = once(1);
   ASSERT_EQ(a.first.size(), 377u * 520u);
   for (int threads : {2, 3, 4}) {
@@ -593,6 +606,51 @@ TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndWithoutAvx2) {
   EXPECT_EQ(std::memcmp(a.first.data(), s.first.data(), a.first.size() * 4), 0) << "scalar kernels";
   EXPECT_EQ(a.second.input_absmax, s.second.input_absmax) << "scalar kernels";
   EXPECT_EQ(a.second.k_absmax, s.second.k_absmax) << "scalar kernels";
+  // Capped at each ISA path this CPU has (AVX2 on an AVX-512 machine, ...): same bits.
+  for (qt::Isa isa : {qt::Isa::Scalar, qt::Isa::Avx2, qt::Isa::Avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(qt::cpu_isa())) continue;  // this CPU lacks it
+    qt::isa_cap_for_tests(isa);
+    const auto p = once(2);
+    qt::isa_cap_for_tests(qt::Isa::Avx512);
+    EXPECT_EQ(std::memcmp(a.first.data(), p.first.data(), a.first.size() * 4), 0) << qt::isa_name(isa);
+    EXPECT_EQ(a.second.input_absmax, p.second.input_absmax) << qt::isa_name(isa);
+  }
+}
+
+// bf16 precision: deterministic at any thread count, the AVX512-BF16 kernel and the scalar
+// emulation give the same bits, and every statistic stays close to the f32 run's (the bf16
+// rounding of each Linear's input and weight, ~2^-8 relative per product, compounded over 2
+// layers; measured here: see RecordProperty).
+TEST(ForwardBf16, IsBitIdenticalForAnyThreadCountAndWithOrWithoutAvx512Bf16) {
+  const auto a = determinism_run(1, qt::GemmPrecision::BF16);
+  for (int threads : {2, 3}) {
+    const auto b = determinism_run(threads, qt::GemmPrecision::BF16);
+    EXPECT_EQ(std::memcmp(a.first.data(), b.first.data(), a.first.size() * 4), 0) << threads << " threads";
+    EXPECT_EQ(a.second.input_absmax, b.second.input_absmax) << threads << " threads";
+  }
+  qt::linear_force_scalar(true);
+  const auto s = determinism_run(2, qt::GemmPrecision::BF16);
+  qt::linear_force_scalar(false);
+  EXPECT_EQ(std::memcmp(a.first.data(), s.first.data(), a.first.size() * 4), 0) << "scalar emulation";
+  EXPECT_EQ(a.second.input_absmax, s.second.input_absmax) << "scalar emulation";
+}
+
+TEST(ForwardBf16, StatisticsStayWithinAFewBf16UlpsOfTheF32Run) {
+  const auto f = determinism_run(2, qt::GemmPrecision::F32);
+  const auto b = determinism_run(2, qt::GemmPrecision::BF16);
+  ASSERT_EQ(f.second.input_absmax.size(), b.second.input_absmax.size());
+  double worst = 0;
+  for (const auto& [name, v] : f.second.input_absmax) {
+    const float w = b.second.input_absmax.at(name);
+    const double rel = std::fabs(static_cast<double>(w) - v) / v;
+    worst = std::max(worst, rel);
+    // 2^-6 = 2 bf16 ulps at most, relative (layer 0's q/k/v input is the embedding: exact).
+    EXPECT_LE(rel, 0x1p-6) << name << ": f32 " << v << ", bf16 " << w;
+  }
+  EXPECT_EQ(f.second.input_absmax.at("model.layers.0.self_attn.q_proj"),
+            b.second.input_absmax.at("model.layers.0.self_attn.q_proj"));  // before any GEMM
+  EXPECT_GT(worst, 0.0);  // the bf16 run really differs
+  RecordProperty("worst_relative_absmax_difference", std::to_string(worst));
 }
 
 TEST(ForwardReference, SyntheticProviderIsDeterministicAndShapedByTheConfig) {

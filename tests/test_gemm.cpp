@@ -1,9 +1,11 @@
 // The calibration forward's packed f32 GEMM (libquant/gemm.h): bit-identical to the scalar FMA chain
-// it documents (AVX2 micro-kernel and scalar fallback alike) over sizes that hit every remainder
+// it documents (AVX-512 and AVX2 micro-kernels and the scalar fallback alike) over sizes that hit every remainder
 // (rows vs the 6-row tile and 96-row task, columns vs the 16-column panel and 128-column task, K
 // vs the 8-wide vector and the 1024 K block); close to a float64 product within a bound derived
 // from K; fused parts, split outputs and the residual add exactly equal to the separate steps;
-// independent of the thread count.
+// independent of the thread count. The bf16 GEMM: the AVX512-BF16 kernel bit-identical to its
+// scalar emulation, the emulation to the documented vdpbf16ps chain, within the derived bound of
+// the float64 product. Paths this CPU lacks are skipped with the reason.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,7 +13,9 @@
 #include <random>
 #include <vector>
 
+#include "libquant/cpu_isa.h"
 #include "libquant/gemm.h"
+#include "libquant/kernels/gemm_avx512.h"
 #include "libquant/vmath.h"
 
 namespace qt {
@@ -39,10 +43,16 @@ std::vector<Dims> sweep() {
   return d;
 }
 
-class GemmKernel : public ::testing::TestWithParam<bool> {
+// One ISA path at a time (cpu_isa.h cap); a path above what this CPU has is skipped.
+class GemmKernel : public ::testing::TestWithParam<Isa> {
  protected:
-  void SetUp() override { linear_force_scalar(GetParam()); }
-  void TearDown() override { linear_force_scalar(false); }
+  void SetUp() override {
+    if (static_cast<int>(cpu_isa()) < static_cast<int>(GetParam()))
+      GTEST_SKIP() << "this CPU lacks " << isa_name(GetParam()) << " (best path here: " << isa_name(cpu_isa()) << ")";
+    isa_cap_for_tests(GetParam());
+    ASSERT_EQ(active_isa(), GetParam()) << "QTOOL_ISA caps the path below the one under test";
+  }
+  void TearDown() override { isa_cap_for_tests(Isa::Avx512); }
 };
 
 TEST_P(GemmKernel, EqualsTheScalarFmaChainBitForBitAtEverySize) {
@@ -61,8 +71,150 @@ TEST_P(GemmKernel, EqualsTheScalarFmaChainBitForBitAtEverySize) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Avx2AndScalar, GemmKernel, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "ScalarFallback" : "Dispatched"; });
+TEST_P(GemmKernel, AttentionTileEqualsTheScalarFmaChainForEveryRowCount) {
+  const int64_t K = 77, lda = 90;
+  const auto a = random_vec(static_cast<size_t>(kTileRows * lda), 90);
+  const auto b = random_vec(static_cast<size_t>(K * kTileCols), 91);
+  const auto c0 = random_vec(static_cast<size_t>(kTileRows * kTileCols), 92);
+  for (int rows = 1; rows <= kTileRows; ++rows)
+    for (bool accumulate : {false, true}) {
+      std::vector<float> got(c0), want(c0);
+      gemm_tile(rows, a.data(), lda, b.data(), K, got.data(), accumulate);
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < kTileCols; ++j) {
+          float s = accumulate ? c0[r * kTileCols + j] : 0.0f;
+          for (int64_t k = 0; k < K; ++k) s = std::fma(a[r * lda + k], b[k * kTileCols + j], s);
+          want[r * kTileCols + j] = s;
+        }
+      ASSERT_TRUE(same_bits(got, want)) << "rows " << rows << (accumulate ? " accumulate" : "");
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryIsa, GemmKernel, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+// ---- bf16 ----------------------------------------------------------------------------------
+
+float f32_of_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+TEST(Bf16, RoundingIsToNearestEvenWithSubnormalsToZeroAndQuietNaN) {
+  EXPECT_EQ(bf16_round(1.0f), 0x3F80);
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-8f), 0x3F80);        // halfway between 1 and 1 + 2^-7: even
+  EXPECT_EQ(bf16_round(1.0f + 3 * 0x1p-8f), 0x3F82);    // halfway between 0x3F81 and 0x3F82: even
+  EXPECT_EQ(bf16_round(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);  // above halfway
+  EXPECT_EQ(bf16_round(-2.0f), 0xC000);
+  EXPECT_EQ(bf16_round(f32_of_bits(0x7F7FFFFFu)), 0x7F80);  // FLT_MAX rounds to +inf
+  EXPECT_EQ(bf16_round(f32_of_bits(0x00000001u)), 0x0000);  // subnormal -> +0
+  EXPECT_EQ(bf16_round(f32_of_bits(0x807FFFFFu)), 0x8000);  // -subnormal -> -0
+  EXPECT_EQ(bf16_round(f32_of_bits(0x7F800001u)), 0x7FC0);  // signalling NaN -> quiet NaN
+  EXPECT_EQ(bf16_to_f32(0x3F81), 1.0078125f);
+}
+
+TEST(Bf16, HardwareConversionEqualsTheScalarRounding) {
+  if (!kernels::avx512::bf16_ok()) GTEST_SKIP() << "this CPU lacks AVX512-BF16";
+  std::vector<float> x;
+  for (uint32_t u = 0; u < 0xFFFFFFFFu - 65521u; u += 65521u) x.push_back(f32_of_bits(u));  // every exponent, both signs
+  for (uint32_t u : {0x00000001u, 0x807FFFFFu, 0x7F800000u, 0xFF800000u, 0x7F800001u, 0x7FC00000u, 0x3F808000u,
+                     0x3F818000u, 0x7F7FFFFFu})
+    x.push_back(f32_of_bits(u));
+  for (size_t n : {x.size(), size_t{1}, size_t{17}, size_t{33}}) {
+    std::vector<uint16_t> got(n);
+    kernels::avx512::f32_to_bf16(x.data(), got.data(), static_cast<int64_t>(n));
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], bf16_round(x[i])) << "x = " << x[i];
+  }
+}
+
+// Dispatched (AVX512-BF16 where present) and scalar emulation both equal linear_ref_bf16, the
+// documented chain, at every size.
+class Bf16Gemm : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam() && !bf16_hardware()) GTEST_SKIP() << "this CPU lacks AVX512-BF16 (the emulation is tested)";
+    linear_force_scalar(GetParam());
+  }
+  void TearDown() override { linear_force_scalar(false); }
+};
+
+TEST_P(Bf16Gemm, EqualsTheDocumentedVdpbf16psChainBitForBitAtEverySize) {
+  for (const Dims& d : sweep()) {
+    SCOPED_TRACE("T=" + std::to_string(d.T) + " N=" + std::to_string(d.N) + " K=" + std::to_string(d.K));
+    const auto x = random_vec(static_cast<size_t>(d.T * d.K), 1);
+    const auto w = random_vec(static_cast<size_t>(d.N * d.K), 2);
+    const auto b = random_vec(static_cast<size_t>(d.N), 3);
+    const PackedLinear p = pack_linear({{w.data(), d.N}}, d.K, 2, GemmPrecision::BF16);
+    for (const float* bias : {static_cast<const float*>(nullptr), b.data()}) {
+      std::vector<float> got(static_cast<size_t>(d.T * d.N), NAN), want(got.size(), NAN);
+      linear_packed(x.data(), d.T, p, bias, got.data(), d.N, 2);
+      linear_ref_bf16(x.data(), d.T, w.data(), d.N, d.K, bias, want.data(), d.N);
+      ASSERT_TRUE(same_bits(got, want)) << (bias ? "with bias" : "no bias");
+    }
+  }
+}
+
+TEST_P(Bf16Gemm, GluPairAndThreadCountsGiveTheSameBitsAsSeparateGemms) {
+  const int64_t T = 130, I = 70, K = 301;
+  const auto x = random_vec(static_cast<size_t>(T * K), 70, -3.0f, 3.0f);
+  const auto wg = random_vec(static_cast<size_t>(I * K), 71), wu = random_vec(static_cast<size_t>(I * K), 72);
+  std::vector<float> g(static_cast<size_t>(T * I)), u(g.size()), want(g.size()), got1(g.size()), got3(g.size());
+  linear_packed(x.data(), T, pack_linear({{wg.data(), I}}, K, 1, GemmPrecision::BF16), nullptr, g.data(), I, 1);
+  linear_packed(x.data(), T, pack_linear({{wu.data(), I}}, K, 1, GemmPrecision::BF16), nullptr, u.data(), I, 1);
+  silu_mul_f32(g.data(), u.data(), want.data(), static_cast<int64_t>(g.size()));
+  const PackedLinear glu = pack_glu(wg.data(), wu.data(), I, K, 3, GemmPrecision::BF16);
+  linear_packed(x.data(), T, glu, nullptr, got1.data(), I, 1);
+  linear_packed(x.data(), T, glu, nullptr, got3.data(), I, 3);
+  EXPECT_TRUE(same_bits(got1, want));
+  EXPECT_TRUE(same_bits(got3, want));
+}
+
+INSTANTIATE_TEST_SUITE_P(HardwareAndEmulation, Bf16Gemm, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ScalarEmulation" : "Dispatched"; });
+
+// The bound derived in gemm.h: |y_bf16 - y_f32| <= (2^-7 + 2^-16 + 2.01 K 2^-24) S + K 2^-126,
+// S = sum |x_k w_k|; checked against the float64 product (which the f32 result is within
+// K 2^-24 S of, so the bf16 result is within the sum of the two of it).
+TEST(Bf16, IsWithinTheDerivedBoundOfAFloat64Product) {
+  const int64_t T = 37, N = 70, K = 2048;
+  const auto x = random_vec(static_cast<size_t>(T * K), 4);
+  const auto w = random_vec(static_cast<size_t>(N * K), 5);
+  std::vector<float> y(static_cast<size_t>(T * N));
+  linear_packed(x.data(), T, pack_linear({{w.data(), N}}, K, 0, GemmPrecision::BF16), nullptr, y.data(), N);
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      double exact = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double prod = static_cast<double>(x[t * K + k]) * w[n * K + k];
+        exact += prod, mag += std::fabs(prod);
+      }
+      const double bound = (0x1p-7 + 0x1p-16 + 3.01 * K * 0x1p-24) * mag + K * 0x1p-126;
+      worst = std::max(worst, std::fabs(y[t * N + n] - exact) / mag);
+      ASSERT_NEAR(y[t * N + n], exact, bound) << t << "," << n;
+    }
+  RecordProperty("worst_relative_to_sum_of_magnitudes", std::to_string(worst));
+}
+
+TEST(Bf16, BfloatInputsGiveTheF32ChainUpToTheSumOrder) {
+  // Weights and activations already bf16: the products are the f32 chain's products, so the two
+  // GEMMs differ only by the pair order of the additions (within 2 K 2^-24 of S).
+  const int64_t T = 13, N = 33, K = 515;
+  auto x = random_vec(static_cast<size_t>(T * K), 6);
+  auto w = random_vec(static_cast<size_t>(N * K), 7);
+  for (auto& v : x) v = bf16_to_f32(bf16_round(v));
+  for (auto& v : w) v = bf16_to_f32(bf16_round(v));
+  std::vector<float> yb(static_cast<size_t>(T * N)), yf(yb.size());
+  linear_packed(x.data(), T, pack_linear({{w.data(), N}}, K, 0, GemmPrecision::BF16), nullptr, yb.data(), N);
+  linear_packed(x.data(), T, pack_linear({{w.data(), N}}, K), nullptr, yf.data(), N);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      double mag = 0;
+      for (int64_t k = 0; k < K; ++k) mag += std::fabs(static_cast<double>(x[t * K + k]) * w[n * K + k]);
+      ASSERT_NEAR(yb[t * N + n], yf[t * N + n], 2.0 * K * 0x1p-24 * mag);
+    }
+}
 
 // The independent reference: the same product in float64. An f32 FMA chain over K terms is
 // within K * 2^-24 * sum |x_k w_k| of the exact value (one rounding per step, each relative to

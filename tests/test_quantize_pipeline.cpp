@@ -17,6 +17,8 @@
 #include "calib/quant_plan.h"
 #include "calib/quantize.h"
 #include "calib/quantize_pipeline.h"
+#include "calib/stats_file.h"
+#include "libquant/cpu_isa.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
 #include "formats/tiny_model.h"
@@ -370,6 +372,28 @@ TEST(QuantizeModel, AGroupSizeVllmDoesNotRunIsAUsageError) {
     EXPECT_EQ(e.kind(), Kind::Usage);
     EXPECT_EQ(e.problem(), "--group-size 48 is not supported");
     EXPECT_EQ(e.expected(), "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
+
+TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndTheStatistics) {
+  test::TempDir d;
+  const std::string model = tiny(d);
+  for (GemmPrecision prec : {GemmPrecision::F32, GemmPrecision::BF16}) {
+    const std::string name = precision_name(prec);
+    SCOPED_TRACE(name);
+    QuantizeRequest r;
+    r.model = model;
+    r.output = d.str("out-" + name);
+    r.scheme = find_scheme("fp8-static");
+    r.num_samples = 2;
+    r.seq_len = 16;
+    r.calib_precision = prec;
+    r.stats_out = d.str("s-" + name + ".zst");
+    quantize_model(r, {});
+    const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / ("out-" + name) / "qtool_manifest.json"));
+    EXPECT_EQ(man.at("calibration").at("forward").at("precision"), name);
+    EXPECT_EQ(man.at("calibration").at("forward").at("isa"), gemm_path_name(prec == GemmPrecision::BF16));
+    StatsProvenance prov;
+    load_stats(r.stats_out, model_fingerprint(ModelFolder::open(model)), &prov);
+    EXPECT_EQ(prov.calib_precision, name);
   }
 }
 

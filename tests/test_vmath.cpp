@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "libquant/cpu_isa.h"
 #include "libquant/vmath.h"
 #include "libquant/float_formats.h"
 
@@ -38,10 +39,15 @@ std::vector<float> edge_inputs() {
           std::numeric_limits<float>::denorm_min(), 0.5f * 0.693147f, -0.5f * 0.693147f, 44.0f, -44.0f, 7.0f};
 }
 
-class Vmath : public ::testing::TestWithParam<bool> {
+// One ISA path at a time (cpu_isa.h cap); a path above what this CPU has is skipped.
+class Vmath : public ::testing::TestWithParam<Isa> {
  protected:
-  void SetUp() override { vmath_force_scalar(GetParam()); }
-  void TearDown() override { vmath_force_scalar(false); }
+  void SetUp() override {
+    if (static_cast<int>(cpu_isa()) < static_cast<int>(GetParam()))
+      GTEST_SKIP() << "this CPU lacks " << isa_name(GetParam()) << " (best path here: " << isa_name(cpu_isa()) << ")";
+    isa_cap_for_tests(GetParam());
+  }
+  void TearDown() override { isa_cap_for_tests(Isa::Avx512); }
 };
 
 TEST_P(Vmath, ExpIsWithinTwoUlpOfTheExactValue) {
@@ -88,10 +94,34 @@ TEST_P(Vmath, SiluMulIsWithinFourUlpOfTheFloat64Formula) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Avx2AndScalar, Vmath, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "ScalarTwin" : "Dispatched"; });
+INSTANTIATE_TEST_SUITE_P(EveryIsa, Vmath, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+TEST(VmathTwins, Avx512AndScalarGiveTheSameBitsAtEveryLength) {
+  if (cpu_isa() != Isa::Avx512) GTEST_SKIP() << "this CPU lacks AVX-512 F";
+  auto x = exp_inputs();
+  const auto e = edge_inputs();
+  x.insert(x.begin(), e.begin(), e.end());
+  for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{33}, x.size()}) {
+    std::vector<float> a(n), b(n), sa(n), sb(n);
+    std::vector<float> u(n, 1.5f);
+    isa_cap_for_tests(Isa::Avx512);
+    exp_f32(x.data(), a.data(), static_cast<int64_t>(n));
+    silu_mul_f32(x.data(), u.data(), sa.data(), static_cast<int64_t>(n));
+    isa_cap_for_tests(Isa::Scalar);
+    exp_f32(x.data(), b.data(), static_cast<int64_t>(n));
+    silu_mul_f32(x.data(), u.data(), sb.data(), static_cast<int64_t>(n));
+    isa_cap_for_tests(Isa::Avx512);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(f32_bits(a[i]), f32_bits(b[i])) << "exp x=" << x[i];
+      ASSERT_EQ(f32_bits(sa[i]), f32_bits(sb[i])) << "silu x=" << x[i];
+    }
+  }
+}
 
 TEST(VmathTwins, Avx2AndScalarGiveTheSameBitsAtEveryLength) {
+  if (static_cast<int>(cpu_isa()) < static_cast<int>(Isa::Avx2)) GTEST_SKIP() << "this CPU lacks AVX2";
+  isa_cap_for_tests(Isa::Avx2);
   auto x = exp_inputs();
   const auto e = edge_inputs();
   x.insert(x.begin(), e.begin(), e.end());
@@ -110,6 +140,7 @@ TEST(VmathTwins, Avx2AndScalarGiveTheSameBitsAtEveryLength) {
       ASSERT_EQ(f32_bits(sa[i]), f32_bits(sb[i])) << "silu x=" << x[i];
     }
   }
+  isa_cap_for_tests(Isa::Avx512);
 }
 
 TEST(VmathTwins, OutputMayAliasTheInput) {

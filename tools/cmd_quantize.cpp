@@ -32,6 +32,7 @@ struct Opts {
   double smoothing_strength = 0.8;  // llm-compressor W8A8 examples; its modifier default is 0.5
   std::string smoothquant_mappings = "all";
   std::string calib_memory = "4GiB";
+  std::string calib_precision = "f32";
   int threads = 0;
   std::string like, calib_shard;
   bool no_drift = false, check_scales = false;
@@ -81,6 +82,8 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.seed = o.seed;
   r.calib_memory_bytes = parse_size(o.calib_memory, "--calib-memory");
   r.calib_memory_text = o.calib_memory;
+  if (!parse_precision(o.calib_precision, r.calib_precision))
+    throw InputError(InputError::Kind::Usage, "", "", "unknown --calib-precision '" + o.calib_precision + "'", "f32 or bf16");
   r.smoothquant = o.smoothquant;
   r.smoothing_strength = o.smoothing_strength;
   r.smoothing_mappings = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
@@ -345,6 +348,10 @@ void register_quantize(CLI::App& app, RunFn& run) {
                   "Hidden states of all samples (samples x tokens x hidden x 4 B) above this size are kept in a "
                   "temporary file next to OUT instead of RAM")
       ->capture_default_str();
+  cal->add_option("--calib-precision", o->calib_precision,
+                  "Precision of the calibration forward's matrix products: f32 (exact reference) or bf16 (bf16 "
+                  "weights and activations, f32 sums; its GEMM ~1.6-2.5x faster on AVX512-BF16 CPUs, emulated and slow elsewhere)")
+      ->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
   cal->add_option("--calib-shard", o->calib_shard,

@@ -13,6 +13,7 @@
 #include "formats/run_cleanup.h"
 #include "libquant/gemm.h"
 #include "libquant/parallel.h"
+#include "libquant/cpu_isa.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/exit_codes.h"
@@ -25,7 +26,7 @@ namespace {
 
 std::string version_text() {
   std::string s = std::string("qtool ") + QTOOL_VERSION_STRING + "\n";
-  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " avx2=" + (qt::linear_uses_avx2() ? "yes" : "no") + " (run-time)\n";
+  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " isa=" + qt::isa_name(qt::active_isa()) + " (run-time; bf16 GEMM: " + qt::gemm_path_name(true) + ")\n";
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   s += std::string("threads: ") + std::to_string(qt::resolve_threads(0)) + " by default (-j to change), OMP_WAIT_POLICY=" +
        (wait ? wait : "(unset)") + "\n";

@@ -1,10 +1,12 @@
-// Packed f32 GEMM of the forward pass (gemm.h). BLIS-style loop nest around the 6x16 f32
-// micro-kernel that cpu_fast already has (libquant/kernels/cpu_fast_avx2.h): W is packed once
-// per layer (gemm.h layout); each task runs every (K block, 16-column panel, 6-row tile) of its
-// block through the micro-kernel, which reads x's rows in place (6 streams), so one panel's K
-// block is reused by all tiles of the task while the task's x block stays in L2. Why not Eigen:
-// its per-call packing of both operands cost ~10 % of the forward pass, while the weight is the
-// same for every calibration sample (bench/RESULTS.md).
+// Packed f32 GEMM of the forward pass (gemm.h). BLIS-style loop nest around a micro-kernel picked
+// at run time (libquant/cpu_isa.h): AVX-512 12 x 16 (kernels/gemm_avx512.h), AVX2 6 x 16 (the one
+// cpu_fast already has, libquant/kernels/cpu_fast_avx2.h), or the scalar twin; all three compute
+// the same FMA chains. W is packed once per layer (gemm.h layout); each task runs every (K block,
+// 16-column panel, row tile) of its block through the micro-kernel, which reads x's rows in place,
+// so one panel's K block is reused by all tiles of the task while the task's x block stays in L2.
+// bf16 precision: the same loop nest over bf16 panels and a bf16 copy of x, with the AVX512-BF16
+// kernel or its scalar emulation. Why not Eigen: its per-call packing of both operands cost ~10 %
+// of the forward pass, while the weight is the same for every calibration sample (bench/RESULTS.md).
 #include "libquant/gemm.h"
 #include "libquant/parallel.h"
 
@@ -18,32 +20,78 @@
 #include <omp.h>
 #endif
 
+#include "libquant/cpu_isa.h"
 #include "libquant/vmath.h"
 #include "libquant/error.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
+#include "libquant/kernels/gemm_avx512.h"
 
 namespace qt {
 namespace {
 
 namespace avx2 = qt::kernels::avx2;
-constexpr int64_t kMR = avx2::kMR;  // 6 rows per micro-tile
+namespace avx512 = qt::kernels::avx512;
 constexpr int64_t kNR = avx2::kNR;  // 16 columns per panel
+static_assert(avx512::kNR == kNR, "one panel layout for every ISA");
+constexpr int64_t kMaxMR = avx512::kMR;  // the largest row tile (12); AVX2 and scalar use 6
 
 // Task and cache blocking (measured on the 2-core Zen 3 machine, bench/RESULTS.md). Results do
 // not depend on them (see the numerics in gemm.h).
-constexpr int64_t kTaskRows = 96;     // x rows per task (16 micro-tiles)
+constexpr int64_t kTaskRows = 96;     // x rows per task (16 AVX2 / 8 AVX-512 micro-tiles)
 constexpr int64_t kTaskPanels = 8;    // 16-column panels per task (128 outputs)
+static_assert(kTaskRows % 12 == 0 && kTaskRows % 6 == 0, "whole tiles per task");
 // K per micro-kernel call. Blocking K for L1 (256: a 16 KB panel block) measured no better
 // than streaming the panel from L2 (hardware prefetch keeps up), so only very long K is cut.
+// Even, so that a bf16 k pair never straddles two blocks.
 constexpr int64_t kKBlock = 1024;
 constexpr int64_t kMinParallelFlops = int64_t{1} << 20;
 
 }  // namespace
 
+const char* precision_name(GemmPrecision p) { return p == GemmPrecision::BF16 ? "bf16" : "f32"; }
+
+bool parse_precision(const std::string& name, GemmPrecision& out) {
+  if (name == "f32") return out = GemmPrecision::F32, true;
+  if (name == "bf16") return out = GemmPrecision::BF16, true;
+  return false;
+}
+
+uint16_t bf16_round(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);  // zero, subnormal
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // quiet NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even (overflow to inf is correct)
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float bf16_to_f32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 namespace {
 
-// Scalar twin of avx2::f32_tile_rows: C[r][j] (=|+=) sum_k A[r * lda + k] * B[k][j], one
-// std::fma chain per output in increasing k, hence bit-identical to the AVX2 kernel.
+// The f32 value with subnormals flushed to (signed) zero: vdpbf16ps's inputs and outputs.
+inline float ftz(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7F800000u) == 0) u &= 0x80000000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// One vdpbf16ps lane step: acc + a[1] b[1], then + a[0] b[0]; the products of two bf16 are exact
+// in f32, so each step is one fma rounded to nearest even, flushed to zero.
+inline float dp_pair(float acc, const uint16_t* a, const uint16_t* b) {
+  acc = ftz(std::fma(ftz(bf16_to_f32(a[1])), ftz(bf16_to_f32(b[1])), acc));
+  return ftz(std::fma(ftz(bf16_to_f32(a[0])), ftz(bf16_to_f32(b[0])), acc));
+}
+
+// Scalar twin of avx2::f32_tile_rows / avx512::f32_tile_rows: C[r][j] (=|+=) sum_k A[r * lda + k]
+// * B[k][j], one std::fma chain per output in increasing k, hence bit-identical to both.
 void f32_tile_scalar(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool acc) {
   for (int r = 0; r < rows; ++r)
     for (int64_t j = 0; j < kNR; ++j) {
@@ -53,44 +101,65 @@ void f32_tile_scalar(int rows, const float* A, int64_t lda, const float* B, int6
     }
 }
 
+// Scalar emulation of avx512::bf16_tile_rows (same bits).
+void bf16_tile_scalar(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                      bool acc) {
+  for (int r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < kNR; ++j) {
+      float s = acc ? C[r * kNR + j] : 0.0f;
+      for (int64_t p = 0; p < kpn; ++p) s = dp_pair(s, A + r * lda + 2 * p, B + (p * kNR + j) * 2);
+      C[r * kNR + j] = s;
+    }
+}
+
 std::atomic<bool> g_force_scalar{false};
 
-bool use_avx2() {
-  static const bool ok = avx2::cpu_ok();
-  return ok && !g_force_scalar.load(std::memory_order_relaxed);
-}
+Isa gemm_isa() { return g_force_scalar.load(std::memory_order_relaxed) ? Isa::Scalar : active_isa(); }
+bool bf16_hw() { return !g_force_scalar.load(std::memory_order_relaxed) && bf16_hardware(); }
 
 }  // namespace
 
-bool linear_uses_avx2() { return use_avx2(); }
+bool linear_uses_avx2() { return gemm_isa() != Isa::Scalar; }
 void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool accumulate) {
-  QT_ASSERT(rows >= 1 && rows <= kMR);
-  if (use_avx2()) avx2::f32_tile_rows(rows, A, lda, B, kn, C, accumulate);
-  else f32_tile_scalar(rows, A, lda, B, kn, C, accumulate);
+  QT_ASSERT(rows >= 1 && rows <= kTileRows);
+  switch (gemm_isa()) {
+    case Isa::Avx512: avx512::f32_tile_rows(rows, A, lda, B, kn, C, accumulate); break;
+    case Isa::Avx2: avx2::f32_tile_rows(rows, A, lda, B, kn, C, accumulate); break;
+    default: f32_tile_scalar(rows, A, lda, B, kn, C, accumulate); break;
+  }
 }
 
 void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
 // Panels from row pointers: slot (panel pi, column j) holds row[pi * 16 + j] (nullptr: zeros).
-std::vector<float> pack_rows(const std::vector<const float*>& row, int64_t in, int threads) {
+// f32: [k][16] per panel; bf16: [k/2][16][2] per panel, K padded to even with zeros.
+void pack_rows(const std::vector<const float*>& row, int64_t in, int threads, PackedLinear& p) {
   const int64_t npanels = static_cast<int64_t>(row.size()) / kNR;
-  std::vector<float> panels(static_cast<size_t>(npanels * in * kNR), 0.0f);
+  const bool bf16 = p.precision == GemmPrecision::BF16;
+  const int64_t kp = (in + 1) / 2;
+  if (bf16) p.panels_bf16.assign(static_cast<size_t>(npanels * kp * kNR * 2), 0);
+  else p.panels.assign(static_cast<size_t>(npanels * in * kNR), 0.0f);
   const int nth = resolve_threads(threads);
   (void)nth;
 #pragma omp parallel for schedule(static) num_threads(nth) if (npanels * kNR * in >= (int64_t{1} << 18))
   for (int64_t pi = 0; pi < npanels; ++pi) {
-    float* dst = panels.data() + pi * in * kNR;
     for (int64_t j = 0; j < kNR; ++j) {
       const float* src = row[static_cast<size_t>(pi * kNR + j)];
-      if (src)
+      if (!src) continue;
+      if (bf16) {
+        uint16_t* dst = p.panels_bf16.data() + pi * kp * kNR * 2;
+        for (int64_t k = 0; k < in; ++k) dst[((k / 2) * kNR + j) * 2 + (k % 2)] = bf16_round(src[k]);
+      } else {
+        float* dst = p.panels.data() + pi * in * kNR;
         for (int64_t k = 0; k < in; ++k) dst[k * kNR + j] = src[k];
+      }
     }
   }
-  return panels;
 }
 
-PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads) {
+PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads, GemmPrecision precision) {
   PackedLinear p;
+  p.precision = precision;
   p.in = in;
   for (const auto& part : parts) p.out += part.rows;
   QT_ASSERT(in > 0 && p.out > 0);
@@ -99,12 +168,13 @@ PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int t
   int64_t n = 0;
   for (const auto& part : parts)
     for (int64_t r = 0; r < part.rows; ++r) row[static_cast<size_t>(n++)] = part.w + r * (part.ld ? part.ld : in);
-  p.panels = pack_rows(row, in, threads);
+  pack_rows(row, in, threads, p);
   return p;
 }
 
-PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads) {
+PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads, GemmPrecision precision) {
   PackedLinear p;
+  p.precision = precision;
   p.in = in, p.out = I, p.glu = true;
   QT_ASSERT(in > 0 && I > 0);
   const int64_t pairs = (I + kNR - 1) / kNR;
@@ -114,13 +184,14 @@ PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in,
     row[static_cast<size_t>((2 * pair) * kNR + j)] = gate + i * in;
     row[static_cast<size_t>((2 * pair + 1) * kNR + j)] = up + i * in;
   }
-  p.panels = pack_rows(row, in, threads);
+  pack_rows(row, in, threads, p);
   return p;
 }
 
 void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float* bias,
                    const std::vector<OutputColumns>& outs, bool add_to_output, int threads) {
   const int64_t K = W.in, N = W.out;
+  const bool bf16 = W.precision == GemmPrecision::BF16;
   {
     int64_t cols = 0;
     for (const auto& o : outs) QT_ASSERT(o.cols > 0 && o.ldy >= o.cols), cols += o.cols;
@@ -138,37 +209,64 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       for (int64_t j = 0; j < outs[s].cols; ++j) seg_of[static_cast<size_t>(n++)] = static_cast<int32_t>(s);
     }
   }
-  const int64_t npanels = static_cast<int64_t>(W.panels.size()) / (K * kNR);
+  const int64_t Kp = (K + 1) / 2;  // bf16 k pairs
+  const int64_t npanels = bf16 ? static_cast<int64_t>(W.panels_bf16.size()) / (Kp * kNR * 2)
+                               : static_cast<int64_t>(W.panels.size()) / (K * kNR);
   static_assert(kTaskPanels % 2 == 0, "GLU pairs must not straddle tasks");
   const int64_t row_tasks = (T + kTaskRows - 1) / kTaskRows;
   const int64_t col_tasks = (npanels + kTaskPanels - 1) / kTaskPanels;
   const int64_t tasks = row_tasks * col_tasks;
-  const bool avx = use_avx2();
+  const Isa isa = gemm_isa();
+  const bool hw16 = bf16 && bf16_hw();
+  // Rows per micro-tile: 12 where 32 vector registers hold 12 accumulators, else 6.
+  const int64_t mr = bf16 || isa == Isa::Avx512 ? kMaxMR : 6;
   const int nth = resolve_threads(threads);
   (void)nth;
-#pragma omp parallel num_threads(nth) if (tasks > 1 && T * K * N >= kMinParallelFlops)
+  const bool par = tasks > 1 && T * K * N >= kMinParallelFlops;
+  // bf16: x rounded to bf16 once per call, rows of 2 Kp (an odd K's pair partner is 0).
+  std::unique_ptr<uint16_t[]> xb;
+  if (bf16) {
+    xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
+#pragma omp parallel for schedule(static) num_threads(nth) if (par)
+    for (int64_t t = 0; t < T; ++t) {
+      uint16_t* dst = xb.get() + t * 2 * Kp;
+      if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
+      else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
+      if (K % 2) dst[K] = 0;
+    }
+  }
+#pragma omp parallel num_threads(nth) if (par)
   {
-    // Per-thread accumulators of a task, [panel][tile][6][16], reused across tasks (no
+    // Per-thread accumulators of a task, [panel][tile][mr][16], reused across tasks (no
     // zero-fill: the first K block writes before anything reads). x is read in place by the
-    // micro-kernel (6 row streams), so no packing of x.
-    const int64_t tiles_max = (kTaskRows + kMR - 1) / kMR;
-    std::unique_ptr<float[]> acc(new float[static_cast<size_t>(kTaskPanels * tiles_max * kMR * kNR)]);
+    // micro-kernel (mr row streams), so no packing of x.
+    std::unique_ptr<float[]> acc(new float[static_cast<size_t>(kTaskPanels * kTaskRows * kNR)]);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t t0 = (task / col_tasks) * kTaskRows, p0 = (task % col_tasks) * kTaskPanels;
       const int64_t mt = std::min(kTaskRows, T - t0), np = std::min(kTaskPanels, npanels - p0);
-      const int64_t tiles = (mt + kMR - 1) / kMR;
-      const int64_t tile_floats = kMR * kNR;
+      const int64_t tiles = (mt + mr - 1) / mr;
+      const int64_t tile_floats = mr * kNR;
       for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
         const int64_t kn = std::min(kKBlock, K - k0);
         for (int64_t q = 0; q < np; ++q) {
-          const float* panel = W.panels.data() + ((p0 + q) * K + k0) * kNR;
           for (int64_t i = 0; i < tiles; ++i) {
-            const int rows = static_cast<int>(std::min(kMR, mt - i * kMR));
-            const float* a = x + (t0 + i * kMR) * K + k0;
+            const int rows = static_cast<int>(std::min(mr, mt - i * mr));
             float* c = acc.get() + (q * tiles + i) * tile_floats;
-            if (avx) avx2::f32_tile_rows(rows, a, K, panel, kn, c, k0 > 0);
-            else f32_tile_scalar(rows, a, K, panel, kn, c, k0 > 0);  // same bits
+            if (bf16) {
+              const uint16_t* panel = W.panels_bf16.data() + ((p0 + q) * Kp + k0 / 2) * kNR * 2;
+              const uint16_t* a = xb.get() + (t0 + i * mr) * 2 * Kp + k0;
+              if (hw16) avx512::bf16_tile_rows(rows, a, 2 * Kp, panel, (kn + 1) / 2, c, k0 > 0);
+              else bf16_tile_scalar(rows, a, 2 * Kp, panel, (kn + 1) / 2, c, k0 > 0);  // same bits
+              continue;
+            }
+            const float* panel = W.panels.data() + ((p0 + q) * K + k0) * kNR;
+            const float* a = x + (t0 + i * mr) * K + k0;
+            switch (isa) {  // same bits on every path
+              case Isa::Avx512: avx512::f32_tile_rows(rows, a, K, panel, kn, c, k0 > 0); break;
+              case Isa::Avx2: avx2::f32_tile_rows(rows, a, K, panel, kn, c, k0 > 0); break;
+              default: f32_tile_scalar(rows, a, K, panel, kn, c, k0 > 0); break;
+            }
           }
         }
       }
@@ -180,7 +278,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
           for (int64_t i = 0; i < tiles; ++i) {
-            const int64_t rows = std::min(kMR, mt - i * kMR);
+            const int64_t rows = std::min(mr, mt - i * mr);
             const float* cg = acc.get() + (q * tiles + i) * tile_floats;
             const float* cu = acc.get() + ((q + 1) * tiles + i) * tile_floats;
             for (int64_t r = 0; r < rows; ++r) {
@@ -188,7 +286,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
                 g[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
                 u[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
               }
-              silu_mul_f32(g, u, o.y + (t0 + i * kMR + r) * o.ldy + n0, nn);
+              silu_mul_f32(g, u, o.y + (t0 + i * mr + r) * o.ldy + n0, nn);
             }
           }
         }
@@ -205,10 +303,10 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
           const int64_t oc = n0 + j0 - seg_c0[static_cast<size_t>(sg)];
           const float* b = bias ? bias + n0 + j0 : nullptr;
           for (int64_t i = 0; i < tiles; ++i) {
-            const int64_t rows = std::min(kMR, mt - i * kMR);
+            const int64_t rows = std::min(mr, mt - i * mr);
             const float* c = acc.get() + (q * tiles + i) * tile_floats + j0;
             for (int64_t r = 0; r < rows; ++r) {
-              float* yr = o.y + (t0 + i * kMR + r) * o.ldy + oc;
+              float* yr = o.y + (t0 + i * mr + r) * o.ldy + oc;
               const float* cr = c + r * kNR;
               if (add_to_output) {
                 if (b) for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + (cr[j] + b[j]);
@@ -237,6 +335,20 @@ void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K,
     for (int64_t n = 0; n < N; ++n) {
       float s = 0.0f;
       for (int64_t k = 0; k < K; ++k) s = std::fma(x[t * K + k], w[n * K + k], s);
+      y[t * ldy + n] = bias ? s + bias[n] : s;
+    }
+}
+
+void linear_ref_bf16(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,
+                     float* y, int64_t ldy) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; k += 2) {
+        const uint16_t a[2] = {bf16_round(x[t * K + k]), k + 1 < K ? bf16_round(x[t * K + k + 1]) : uint16_t{0}};
+        const uint16_t b[2] = {bf16_round(w[n * K + k]), k + 1 < K ? bf16_round(w[n * K + k + 1]) : uint16_t{0}};
+        s = dp_pair(s, a, b);
+      }
       y[t * ldy + n] = bias ? s + bias[n] : s;
     }
 }

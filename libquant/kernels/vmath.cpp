@@ -1,24 +1,23 @@
-// Scalar twins and run-time dispatch of vmath.h. The scalar code spells every FMA with std::fma
-// and is compiled for baseline x86-64 (no contraction possible), so it rounds exactly like the
-// AVX2 body in vmath_avx2.cpp.
+// Scalar twins and run-time dispatch of vmath.h (libquant/cpu_isa.h picks AVX-512, AVX2 or
+// scalar). The scalar code spells every FMA with std::fma and is compiled for baseline x86-64 (no
+// contraction possible), so it rounds exactly like the AVX2 body in vmath_avx2.cpp and the
+// AVX-512 body in vmath_avx512.cpp.
 #include "libquant/vmath.h"
 
 #include <atomic>
 #include <cmath>
 #include <cstring>
 
+#include "libquant/cpu_isa.h"
 #include "libquant/kernels/vmath_avx2.h"
-#include "libquant/kernels/cpu_fast_avx2.h"
+#include "libquant/kernels/vmath_avx512.h"
 
 namespace qt {
 namespace {
 
 std::atomic<bool> g_force_scalar{false};
 
-bool use_avx2() {
-  static const bool ok = qt::kernels::avx2::cpu_ok();
-  return ok && !g_force_scalar.load(std::memory_order_relaxed);
-}
+Isa vmath_isa() { return g_force_scalar.load(std::memory_order_relaxed) ? Isa::Scalar : active_isa(); }
 
 float exp_scalar(float x) {
   using namespace vmath_const;
@@ -51,12 +50,20 @@ float exp_scalar(float x) {
 void vmath_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
 void exp_f32(const float* x, float* y, int64_t n) {
-  if (use_avx2()) return vmath_avx2::exp_f32(x, y, n);
+  switch (vmath_isa()) {
+    case Isa::Avx512: return vmath_avx512::exp_f32(x, y, n);
+    case Isa::Avx2: return vmath_avx2::exp_f32(x, y, n);
+    default: break;
+  }
   for (int64_t i = 0; i < n; ++i) y[i] = exp_scalar(x[i]);
 }
 
 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n) {
-  if (use_avx2()) return vmath_avx2::silu_mul_f32(g, u, out, n);
+  switch (vmath_isa()) {
+    case Isa::Avx512: return vmath_avx512::silu_mul_f32(g, u, out, n);
+    case Isa::Avx2: return vmath_avx2::silu_mul_f32(g, u, out, n);
+    default: break;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float z = g[i];
     out[i] = (z / (1.0f + exp_scalar(-z))) * u[i];

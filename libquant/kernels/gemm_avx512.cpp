@@ -1,0 +1,130 @@
+// AVX-512 micro-kernels of the forward pass's GEMM (gemm_avx512.h). As in cpu_fast_avx2.cpp,
+// every function that uses AVX-512 carries the target attribute itself and only raw pointers
+// cross the boundary, so no AVX-512 code can leak into the baseline x86-64 rest of the binary.
+#include "libquant/kernels/gemm_avx512.h"
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#define QT_AVX512 __attribute__((target("avx512f")))
+#define QT_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+namespace qt::kernels::avx512 {
+
+bool cpu_ok() {
+  __builtin_cpu_init();
+  // libgcc's check includes the OS's XSAVE support for the opmask and ZMM state.
+  return __builtin_cpu_supports("avx512f");
+}
+
+bool bf16_ok() {
+  __builtin_cpu_init();
+  return cpu_ok() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
+// Accumulators as named variables (an array of __m512 would live in memory, as with AVX2).
+#define QT_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+template <int R>
+QT_AVX512 static void f32_tile_r(const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool acc) {
+#define QT_DECL(r) __m512 c##r = _mm512_setzero_ps(); const float* a##r = A + (r < R ? r : 0) * lda; (void)a##r;
+  QT_ROWS12(QT_DECL)
+#undef QT_DECL
+  if (acc) {
+#define QT_LOAD(r) if constexpr (r < R) c##r = _mm512_loadu_ps(C + 16 * r);
+    QT_ROWS12(QT_LOAD)
+#undef QT_LOAD
+  }
+  for (int64_t k = 0; k < kn; ++k) {
+    const __m512 b = _mm512_loadu_ps(B + 16 * k);
+#define QT_FMA(r) if constexpr (r < R) c##r = _mm512_fmadd_ps(_mm512_set1_ps(a##r[k]), b, c##r);
+    QT_ROWS12(QT_FMA)
+#undef QT_FMA
+  }
+#define QT_STORE(r) if constexpr (r < R) _mm512_storeu_ps(C + 16 * r, c##r);
+  QT_ROWS12(QT_STORE)
+#undef QT_STORE
+}
+
+QT_AVX512 void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C,
+                             bool acc) {
+  switch (rows) {
+    case 1: f32_tile_r<1>(A, lda, B, kn, C, acc); break;
+    case 2: f32_tile_r<2>(A, lda, B, kn, C, acc); break;
+    case 3: f32_tile_r<3>(A, lda, B, kn, C, acc); break;
+    case 4: f32_tile_r<4>(A, lda, B, kn, C, acc); break;
+    case 5: f32_tile_r<5>(A, lda, B, kn, C, acc); break;
+    case 6: f32_tile_r<6>(A, lda, B, kn, C, acc); break;
+    case 7: f32_tile_r<7>(A, lda, B, kn, C, acc); break;
+    case 8: f32_tile_r<8>(A, lda, B, kn, C, acc); break;
+    case 9: f32_tile_r<9>(A, lda, B, kn, C, acc); break;
+    case 10: f32_tile_r<10>(A, lda, B, kn, C, acc); break;
+    case 11: f32_tile_r<11>(A, lda, B, kn, C, acc); break;
+    default: f32_tile_r<12>(A, lda, B, kn, C, acc); break;
+  }
+}
+
+template <int R>
+QT_AVX512BF16 static void bf16_tile_r(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                                      bool acc) {
+#define QT_DECL(r) __m512 c##r = _mm512_setzero_ps(); const uint16_t* a##r = A + (r < R ? r : 0) * lda; (void)a##r;
+  QT_ROWS12(QT_DECL)
+#undef QT_DECL
+  if (acc) {
+#define QT_LOAD(r) if constexpr (r < R) c##r = _mm512_loadu_ps(C + 16 * r);
+    QT_ROWS12(QT_LOAD)
+#undef QT_LOAD
+  }
+  for (int64_t p = 0; p < kpn; ++p) {
+    const __m512bh b = (__m512bh)_mm512_loadu_si512(B + 32 * p);
+    // (a[2p], a[2p+1]) of row r as one 32-bit lane, broadcast.
+#define QT_DP(r)                                                                           \
+  if constexpr (r < R) {                                                                   \
+    int32_t pair;                                                                          \
+    std::memcpy(&pair, a##r + 2 * p, sizeof pair);                                         \
+    c##r = _mm512_dpbf16_ps(c##r, (__m512bh)_mm512_set1_epi32(pair), b);                   \
+  }
+    QT_ROWS12(QT_DP)
+#undef QT_DP
+  }
+#define QT_STORE(r) if constexpr (r < R) _mm512_storeu_ps(C + 16 * r, c##r);
+  QT_ROWS12(QT_STORE)
+#undef QT_STORE
+}
+
+QT_AVX512BF16 void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn,
+                                  float* C, bool acc) {
+  switch (rows) {
+    case 1: bf16_tile_r<1>(A, lda, B, kpn, C, acc); break;
+    case 2: bf16_tile_r<2>(A, lda, B, kpn, C, acc); break;
+    case 3: bf16_tile_r<3>(A, lda, B, kpn, C, acc); break;
+    case 4: bf16_tile_r<4>(A, lda, B, kpn, C, acc); break;
+    case 5: bf16_tile_r<5>(A, lda, B, kpn, C, acc); break;
+    case 6: bf16_tile_r<6>(A, lda, B, kpn, C, acc); break;
+    case 7: bf16_tile_r<7>(A, lda, B, kpn, C, acc); break;
+    case 8: bf16_tile_r<8>(A, lda, B, kpn, C, acc); break;
+    case 9: bf16_tile_r<9>(A, lda, B, kpn, C, acc); break;
+    case 10: bf16_tile_r<10>(A, lda, B, kpn, C, acc); break;
+    case 11: bf16_tile_r<11>(A, lda, B, kpn, C, acc); break;
+    default: bf16_tile_r<12>(A, lda, B, kpn, C, acc); break;
+  }
+}
+
+QT_AVX512BF16 void f32_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    // cvtne2ps2bf16(a, b): the low 16 results from b, the high 16 from a.
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    _mm512_storeu_si512(y + i, (__m512i)v);
+  }
+  for (; i < n; i += 16) {
+    const int64_t m = n - i < 16 ? n - i : 16;
+    const __mmask16 k = static_cast<__mmask16>((1u << m) - 1u);
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i));
+    _mm256_mask_storeu_epi16(y + i, k, (__m256i)v);
+  }
+}
+
+}  // namespace qt::kernels::avx512

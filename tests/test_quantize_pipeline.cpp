@@ -372,6 +372,8 @@ TEST(QuantizeModel, AGroupSizeVllmDoesNotRunIsAUsageError) {
     EXPECT_EQ(e.kind(), Kind::Usage);
     EXPECT_EQ(e.problem(), "--group-size 48 is not supported");
     EXPECT_EQ(e.expected(), "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
+  }
+}
 
 TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndTheStatistics) {
   test::TempDir d;

@@ -226,6 +226,7 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       if (!decided.count(m) && !ends_with(m, "norm")) ignore_set.insert(m);
     }
   ignore_set.insert("lm_head");
+  plan.model_dtype = model_dtype;
   plan.ignore_written.assign(ignore_set.begin(), ignore_set.end());
 
   // Outputs, in input order.
@@ -264,15 +265,24 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
         break;
       case Strategy::Token: QT_ASSERT(false);
     }
+    const bool fp4 = scheme.weights.type == QuantType::Float4E2M1;
     if (packed) {
       add({d.module + ".weight_packed", DType::I32,
            {t.shape[0], (t.shape[1] * scheme.weights.num_bits() + 31) / 32}, 0,
+           OutputTensor::Kind::PackedWeight, t.name, d.module});
+    } else if (fp4) {  // nvfp4- / mxfp4-pack-quantized: two E2M1 codes per byte
+      add({d.module + ".weight_packed", DType::U8, {t.shape[0], t.shape[1] / 2}, 0,
            OutputTensor::Kind::PackedWeight, t.name, d.module});
     } else {
       add({d.module + ".weight", scheme.weights.is_float() ? DType::F8_E4M3 : DType::I8, t.shape, 0,
            OutputTensor::Kind::QuantWeight, t.name, d.module});
     }
-    add({d.module + ".weight_scale", sdt, sshape, 0, OutputTensor::Kind::WeightScale, t.name, d.module});
+    const DType wsdt = scheme.weights.scale_format == ScaleFormat::Nvfp4 ? DType::F8_E4M3
+                       : scheme.weights.scale_format == ScaleFormat::E8M0 ? DType::U8 : sdt;
+    add({d.module + ".weight_scale", wsdt, sshape, 0, OutputTensor::Kind::WeightScale, t.name, d.module});
+    if (scheme.weights.scale_format == ScaleFormat::Nvfp4)
+      add({d.module + ".weight_global_scale", DType::F32, {1}, 0, OutputTensor::Kind::GlobalScale, t.name,
+           d.module});
     if (packed)
       add({d.module + ".weight_shape", DType::I64, {2}, 0, OutputTensor::Kind::WeightShape, t.name, d.module});
     if (static_input)

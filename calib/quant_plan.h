@@ -53,9 +53,10 @@ struct OutputTensor {
   enum class Kind {
     Copy,          // bytes of input tensor `source` unchanged
     QuantWeight,   // codes of `source` (F8_E4M3 / I8)
-    PackedWeight,  // int32 words of `source`'s codes (pack-quantized)
+    PackedWeight,  // int32 words of `source`'s codes (pack-quantized); U8 bytes, two FP4 codes each (FP4 formats)
     WeightScale,   // scales of `source`
     WeightShape,   // I64 [2] = source shape (pack-quantized)
+    GlobalScale,   // F32 [1] NVFP4 weight_global_scale of `source` (shared by a fused set)
     InputScale,    // static activation scale of module `module` (calibrated)
     KvScale,       // k_scale / v_scale of attention module `module` (calibrated)
   } kind = Kind::Copy;
@@ -81,6 +82,7 @@ struct QuantPlan {
   std::vector<std::string> attention_modules;  // for kv scales / reporting
   uint64_t input_bytes = 0, output_bytes = 0;
   std::vector<std::string> warnings;
+  DType model_dtype = DType::BF16;  // dtype of the (first) quantized weight
 };
 
 // Builds the plan. Throws InputError(Usage/Unsupported) naming the tensor for anything that

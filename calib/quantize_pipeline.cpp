@@ -18,6 +18,7 @@
 #include "calib/smoothing.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 #include "libquant/pack.h"
 #include "libquant/quantize.h"
 
@@ -128,6 +129,26 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     else outs_of_source[o.source].push_back(&o);
   }
 
+  // NVFP4: a fused set (q/k/v, gate/up) shares one global scale, derived from the max |w| over
+  // all its quantized members (llm-compressor fuses their weight observers). Each member's
+  // absmax is read once, when the set is first met.
+  std::map<std::string, float> member_amax;
+  std::map<std::string, bool> quantized_module;
+  std::map<std::string, const TensorView*> weight_of_module;
+  for (const auto& d : plan.decisions)
+    if (d.quantize) { quantized_module[d.module] = true; weight_of_module[d.module] = by_name.at(d.name); }
+  auto fused_amax = [&](const std::string& module) {
+    float m = 0.0f;
+    for (const auto& sib : fused_siblings(module)) {
+      if (sib == module || !quantized_module.count(sib)) continue;
+      auto it = member_amax.find(sib);
+      if (it == member_amax.end())
+        it = member_amax.emplace(sib, tensor_absmax(*weight_of_module.at(sib), job.allow_nonfinite)).first;
+      m = std::max(m, it->second);
+    }
+    return m;
+  };
+
   QuantizeSummary sum;
   sum.tensors_total = plan.decisions.size();
   sum.input_bytes = plan.input_bytes;
@@ -166,6 +187,7 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
       if (!qp) {
         QuantizeOptions qo;
         qo.allow_nonfinite = job.allow_nonfinite;
+        if (scheme.weights.scale_format == ScaleFormat::Nvfp4) qo.group_amax_override = fused_amax(d.module);
         rtn = quantize_weight(t, scheme.weights, qo);
         qp = &rtn;
       }
@@ -182,6 +204,12 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
             prog.to_dtype = std::string(dtype_short_name(o->dtype));
             break;
           case OutputTensor::Kind::PackedWeight: {
+            if (scheme.weights.type == QuantType::Float4E2M1) {
+              auto bytes = pack_e2m1(q.codes.data(), t.shape[0], t.shape[1]);
+              write(o->name, bytes);
+              prog.to_dtype = "fp4";
+              break;
+            }
             auto words = pack_int_codes(reinterpret_cast<const int8_t*>(q.codes.data()), t.shape[0],
                                         t.shape[1], scheme.weights.num_bits());
             write(o->name, {reinterpret_cast<const uint8_t*>(words.data()), words.size() * 4});
@@ -197,6 +225,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
               write(o->name, {reinterpret_cast<const uint8_t*>(s.data()), s.size() * 4});
             }
             break;
+          case OutputTensor::Kind::GlobalScale: {
+            QT_ASSERT(q.has_global_scale);
+            write(o->name, scalar_bytes(DType::F32, q.global_scale));
+            break;
+          }
           case OutputTensor::Kind::WeightShape: {
             int64_t shp[2] = {t.shape[0], t.shape[1]};
             write(o->name, {reinterpret_cast<const uint8_t*>(shp), sizeof shp});
@@ -268,7 +301,9 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
   if (scheme.weights.strategy == Strategy::Group) manifest["group_size"] = scheme.weights.group_size;
   manifest["algorithm"] = "rtn";  // manifest_extra says "gptq" (and its parameters) when GPTQ ran
   manifest["kv_cache"] = plan.options.kv_cache_fp8 ? "fp8" : "none";
-  manifest["numerics"] = "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
+  manifest["numerics"] = scheme.weights.microscale()
+                            ? "compressed-tensors 0.20 (NVFP4 / MX scales and FP4 rounding, libquant/NUMERICS.md)"
+                            : "compressed-tensors >= 0.17 (scale = dtype(amax / D), dtype-rounded quotient, RNE)";
   if (job.stats) manifest["activation_observer"] = job.stats->observer;
   if (job.smoothing) {
     manifest["smoothquant"] = {{"alpha", job.smoothing->alpha},

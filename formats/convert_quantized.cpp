@@ -239,6 +239,10 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
         throw InputError(Kind::BadFile, cfg, "", "config group '" + hit->name + "' weights use the token strategy");
     }
 
+    if (qm.weights.microscale())
+      throw InputError(Kind::Unsupported, t.file, t.name,
+                       "converting " + describe_args(qm.weights) + " checkpoints is not supported yet");
+
     // The codes.
     if (const TensorView* w = ck.find(module + ".weight")) {
       qm.codes = w;

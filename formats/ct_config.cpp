@@ -18,7 +18,7 @@ json quant_args_json(const QuantArgs& a, const std::string& observer) {
   switch (a.strategy) {
     case Strategy::Tensor: strat = "tensor"; break;
     case Strategy::Channel: strat = "channel"; break;
-    case Strategy::Group: strat = "group"; break;
+    case Strategy::Group: strat = a.scale_format == ScaleFormat::Nvfp4 ? "tensor_group" : "group"; break;
     case Strategy::Block: strat = "block"; break;
     case Strategy::Token: strat = "token"; break;
   }
@@ -29,6 +29,10 @@ json quant_args_json(const QuantArgs& a, const std::string& observer) {
   j["actorder"] = nullptr;
   j["observer"] = a.dynamic ? json(nullptr) : json(observer);
   j["observer_kwargs"] = json::object();
+  // The FP4 / MX presets set scale_dtype (compressed-tensors >= 0.13 reads it, and needs
+  // "torch.uint8" to recognise MX scales); every older scheme keeps the old key set.
+  if (a.scale_format == ScaleFormat::Nvfp4) j["scale_dtype"] = "torch.float8_e4m3fn";
+  else if (a.scale_format == ScaleFormat::E8M0) j["scale_dtype"] = "torch.uint8";
   return j;
 }
 
@@ -98,7 +102,12 @@ std::optional<QuantArgs> parse_args(const json& j, std::string& text, bool& symm
   }
   QuantArgs a;
   a.dynamic = dynamic;
+  const std::string scale_dtype = j.contains("scale_dtype") && j["scale_dtype"].is_string()
+                                      ? j["scale_dtype"].get<std::string>() : std::string();
+  if (strategy == "tensor_group") a.scale_format = ScaleFormat::Nvfp4;
+  else if (scale_dtype == "torch.uint8" && type == "float") a.scale_format = ScaleFormat::E8M0;
   if (type == "float" && bits == 8) a.type = QuantType::Float8E4M3;
+  else if (type == "float" && bits == 4) a.type = QuantType::Float4E2M1;
   else if (type == "int" && bits == 8) a.type = QuantType::Int8;
   else if (type == "int" && bits == 4) a.type = QuantType::Int4;
   else {

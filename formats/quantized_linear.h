@@ -27,6 +27,12 @@ struct QuantizedLinearEntry {
   std::string scale_tensor;           // P.weight_scale (or _inv)
   std::string input_scale_tensor;     // P.input_scale or "" (dynamic / weight-only)
   bool packed = false;
+  // NVFP4 / MXFP4 weight-only layers: P.weight_packed is U8 (two E2M1 codes per byte). The
+  // descriptor then describes the equivalent layer the CPU kernels run exactly: every E2M1 value
+  // is an E4M3 value, and each group's effective scale (FP8 scale / global scale, or 2^(E-127))
+  // is handed over as an F32 scale (load_quantized_linear converts both).
+  bool fp4_packed = false;
+  std::string global_scale_tensor;    // P.weight_global_scale (NVFP4) or ""
 };
 
 // Every quantized Linear covered by the config, in checkpoint order. Modules stored quantized
@@ -37,7 +43,8 @@ std::vector<QuantizedLinearEntry> find_quantized_linears(const Checkpoint& ckpt,
 // One layer's codes (unpacked for pack-quantized) and a kernel-facing reference to them. Owns
 // the unpacked codes; otherwise points into the checkpoint's memory map (which must outlive it).
 struct LoadedLinear {
-  std::vector<uint8_t> unpacked;      // pack-quantized only
+  std::vector<uint8_t> unpacked;      // pack-quantized only (FP4: E4M3 bytes of the E2M1 codes)
+  std::vector<float> scales_f32;      // FP4 layers: effective F32 group scales
   kernels::QuantizedWeightRef ref;
 };
 LoadedLinear load_quantized_linear(const Checkpoint& ckpt, const QuantizedLinearEntry& e);

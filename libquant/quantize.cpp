@@ -8,6 +8,7 @@
 
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 
 namespace qt {
 namespace {
@@ -90,14 +91,17 @@ float scale_divisor(QuantType t) {
     case QuantType::Float8E4M3: return 448.0f;  // (448 - -448) / 2
     case QuantType::Int8: return 127.5f;        // (127 - -128) / 2, not 127 (NUMERICS.md §3.2)
     case QuantType::Int4: return 7.5f;          // (7 - -8) / 2
+    case QuantType::Float4E2M1: return 6.0f;    // (6 - -6) / 2 (NVFP4's local scale divisor)
   }
   return 1.0f;
 }
 float code_max(QuantType t) {
-  return t == QuantType::Float8E4M3 ? 448.0f : t == QuantType::Int8 ? 127.0f : 7.0f;
+  return t == QuantType::Float8E4M3 ? 448.0f : t == QuantType::Int8 ? 127.0f
+         : t == QuantType::Float4E2M1 ? 6.0f : 7.0f;
 }
 float code_min(QuantType t) {
-  return t == QuantType::Float8E4M3 ? -448.0f : t == QuantType::Int8 ? -128.0f : -8.0f;
+  return t == QuantType::Float8E4M3 ? -448.0f : t == QuantType::Int8 ? -128.0f
+         : t == QuantType::Float4E2M1 ? -6.0f : -8.0f;
 }
 
 float scale_from_amax(float amax, QuantType t, DType model_dtype) {
@@ -175,6 +179,9 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
   if (std::string why = check_weight_shape(w.shape, args); !why.empty())
     throw InputError(InputError::Kind::Unsupported, w.file, w.name,
                      "cannot quantize with " + describe_args(args) + ": " + why);
+
+  if (args.microscale()) return quantize_microscale(w, args, opts);
+  QT_ASSERT(args.type != QuantType::Float4E2M1);
 
   const DType M = w.dtype;
   const QuantType qt = args.type;

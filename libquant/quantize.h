@@ -39,6 +39,9 @@ struct QuantizedWeight {
   DType scale_dtype = DType::BF16;
   std::vector<int64_t> scale_shape;
   std::vector<uint8_t> scale_bytes;
+  // NVFP4 only: the FP32 global scale (weight_global_scale) the group scales are relative to.
+  bool has_global_scale = false;
+  float global_scale = 0;
   // Statistics for logs and reports.
   float amax = 0;            // max |w| over the tensor
   int64_t zero_groups = 0;   // groups whose scale fell back to eps
@@ -49,6 +52,9 @@ struct QuantizeOptions {
   // Overrides the tensor's max |w| used for Strategy::Tensor (e.g. the max over a fused q/k/v
   // group); 0 = use the tensor's own. Has no effect for other strategies.
   float tensor_amax_override = 0;
+  // NVFP4: max |w| over the fused set (q/k/v, gate/up) the global scale is derived from, when it
+  // is larger than the tensor's own; 0 = the tensor's own (llm-compressor fuses the observers).
+  float group_amax_override = 0;
 };
 
 // Shape requirements of `args` for a weight of shape `shape`; empty string if fine, else why not

@@ -8,12 +8,17 @@ namespace {
 constexpr QuantArgs fp8(Strategy s) { return {QuantType::Float8E4M3, s, 0, 0, 0, false}; }
 constexpr QuantArgs int8(Strategy s) { return {QuantType::Int8, s, 0, 0, 0, false}; }
 constexpr QuantArgs dyn(QuantArgs a) { a.dynamic = true; return a; }
+constexpr QuantArgs micro(QuantType t, int64_t g, ScaleFormat f) {
+  return {t, Strategy::Group, g, 0, 0, false, f};
+}
 
 // The table. Presets follow compressed-tensors' (quant_scheme.py): FP8 = tensor/tensor static,
 // FP8_DYNAMIC = channel/token, FP8_BLOCK = block 128x128 / group 128 dynamic, W8A8 (INT8) =
 // channel/token; W8A16 is per-channel here (compressed-tensors <= 0.15 preset; 0.16+ uses
-// group 128), W4A16 = int4 group 128.
-const std::array<Scheme, 8> kSchemes = {{
+// group 128), W4A16 = int4 group 128. NVFP4A16 = fp4 tensor_group 16 with FP8 scales, MXFP4A16 =
+// fp4 group 32 with uint8 (E8M0) scales, MXFP8 = fp8 group 32 E8M0 weights and activations
+// (compressed-tensors 0.20 quant_scheme.py).
+const std::array<Scheme, 11> kSchemes = {{
     {"fp8-dynamic", "FP8 E4M3 weights per-channel; FP8 activations dynamic per-token",
      fp8(Strategy::Channel), dyn(fp8(Strategy::Token)), CtFormat::FloatQuantized, false, false,
      "CompressedTensorsW8A8Fp8 (SM>=89), weight-only Marlin below"},
@@ -39,6 +44,16 @@ const std::array<Scheme, 8> kSchemes = {{
     {"fp8-w8a16", "FP8 E4M3 weights per-channel; activations unquantized (weight-only)",
      fp8(Strategy::Channel), std::nullopt, CtFormat::NaiveQuantized, false, false,
      "CompressedTensorsW8A16Fp8 Marlin (SM>=80)"},
+    {"nvfp4a16", "FP4 E2M1 weights in groups of 16, FP8 E4M3 group scales, FP32 global scale; activations unquantized",
+     micro(QuantType::Float4E2M1, 16, ScaleFormat::Nvfp4), std::nullopt, CtFormat::Nvfp4PackQuantized,
+     false, false, "CompressedTensorsW4A16Fp4 (FP4 Marlin below SM100)"},
+    {"mxfp4a16", "FP4 E2M1 weights in groups of 32, E8M0 power-of-two scales; activations unquantized",
+     micro(QuantType::Float4E2M1, 32, ScaleFormat::E8M0), std::nullopt, CtFormat::Mxfp4PackQuantized,
+     false, false, "CompressedTensorsW4A16Mxfp4"},
+    {"mxfp8", "FP8 E4M3 weights in groups of 32, E8M0 scales; FP8 activations dynamic per-group of 32 (E8M0)",
+     micro(QuantType::Float8E4M3, 32, ScaleFormat::E8M0),
+     [] { QuantArgs a = micro(QuantType::Float8E4M3, 32, ScaleFormat::E8M0); a.dynamic = true; return a; }(),
+     CtFormat::Mxfp8Quantized, false, false, "CompressedTensorsW8A8MXFp8 (recent vLLM)"},
 }};
 
 }  // namespace
@@ -49,6 +64,9 @@ std::string_view ct_format_name(CtFormat f) {
     case CtFormat::IntQuantized: return "int-quantized";
     case CtFormat::PackQuantized: return "pack-quantized";
     case CtFormat::NaiveQuantized: return "naive-quantized";
+    case CtFormat::Nvfp4PackQuantized: return "nvfp4-pack-quantized";
+    case CtFormat::Mxfp4PackQuantized: return "mxfp4-pack-quantized";
+    case CtFormat::Mxfp8Quantized: return "mxfp8-quantized";
   }
   return "?";
 }
@@ -75,6 +93,7 @@ std::string quant_type_name(QuantType t) {
     case QuantType::Float8E4M3: return "FP8 E4M3";
     case QuantType::Int8: return "INT8";
     case QuantType::Int4: return "INT4";
+    case QuantType::Float4E2M1: return "FP4 E2M1";
   }
   return "?";
 }
@@ -86,7 +105,11 @@ std::string describe_args(const QuantArgs& a) {
   switch (a.strategy) {
     case Strategy::Tensor: s += " per-tensor"; break;
     case Strategy::Channel: s += " per-channel"; break;
-    case Strategy::Group: s += " per-group of " + std::to_string(a.group_size); break;
+    case Strategy::Group:
+      s += " per-group of " + std::to_string(a.group_size);
+      if (a.scale_format == ScaleFormat::Nvfp4) s += " (FP8 E4M3 scales, FP32 global scale)";
+      else if (a.scale_format == ScaleFormat::E8M0) s += " (E8M0 scales)";
+      break;
     case Strategy::Block:
       s += " " + std::to_string(a.block_rows) + "x" + std::to_string(a.block_cols) + " blocks";
       break;

@@ -17,6 +17,14 @@ enum class QuantType : uint8_t {
   Float8E4M3,  // OCP float8 e4m3fn, max 448 (safetensors F8_E4M3)
   Int8,        // signed, [-128, 127]
   Int4,        // signed, [-8, 7]; stored packed 8 per int32 word (pack-quantized)
+  Float4E2M1,  // OCP FP4 E2M1 {0, 0.5, 1, 1.5, 2, 3, 4, 6} and negatives; 2 codes per byte
+};
+
+// How the scales of a Group strategy are formed and stored (libquant/NUMERICS.md, "FP4 and MX").
+enum class ScaleFormat : uint8_t {
+  ModelDtype,  // dtype(amax / D) in the model dtype (every FP8/INT scheme)
+  Nvfp4,       // FP8 E4M3 group scales under one FP32 global scale per tensor (ct "tensor_group")
+  E8M0,        // MX: power-of-two scales stored as biased uint8 exponents (ct scale_dtype uint8)
 };
 
 // Which elements share one scale (compressed-tensors `strategy`).
@@ -35,13 +43,20 @@ struct QuantArgs {
   int64_t block_rows = 0;   // Strategy::Block
   int64_t block_cols = 0;
   bool dynamic = false;     // activations: scale computed at inference, nothing stored
+  ScaleFormat scale_format = ScaleFormat::ModelDtype;
 
-  int num_bits() const { return type == QuantType::Int4 ? 4 : 8; }
-  bool is_float() const { return type == QuantType::Float8E4M3; }
+  int num_bits() const { return (type == QuantType::Int4 || type == QuantType::Float4E2M1) ? 4 : 8; }
+  bool is_float() const { return type == QuantType::Float8E4M3 || type == QuantType::Float4E2M1; }
+  bool microscale() const { return scale_format != ScaleFormat::ModelDtype; }
 };
 
 // compressed-tensors CompressionFormat written as `format` (formats/FORMATS.md §2.3).
-enum class CtFormat : uint8_t { FloatQuantized, IntQuantized, PackQuantized, NaiveQuantized };
+enum class CtFormat : uint8_t {
+  FloatQuantized, IntQuantized, PackQuantized, NaiveQuantized,
+  Nvfp4PackQuantized,  // "nvfp4-pack-quantized": weight_packed U8, weight_scale F8_E4M3, weight_global_scale F32
+  Mxfp4PackQuantized,  // "mxfp4-pack-quantized": weight_packed U8, weight_scale U8 (E8M0)
+  Mxfp8Quantized,      // "mxfp8-quantized": weight F8_E4M3, weight_scale U8 (E8M0)
+};
 std::string_view ct_format_name(CtFormat f);
 
 struct Scheme {

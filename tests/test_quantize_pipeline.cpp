@@ -6,6 +6,8 @@
 // writes what the plan says, where it says, and nothing else.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -23,6 +25,7 @@
 #include "formats/safetensors.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
+#include "libquant/microscale.h"
 #include "libquant/parallel.h"
 #include "libquant/quantize.h"
 #include "libquant/schemes.h"
@@ -102,6 +105,66 @@ TEST(QuantizePipeline, QuantizedCodesAndScalesAreLibquantsForThatTensor) {
   ASSERT_TRUE(codes && scale);
   EXPECT_TRUE(std::equal(q.codes.begin(), q.codes.end(), codes->bytes.begin(), codes->bytes.end()));
   EXPECT_TRUE(std::equal(q.scale_bytes.begin(), q.scale_bytes.end(), scale->bytes.begin(), scale->bytes.end()));
+}
+
+TEST(QuantizePipeline, Nvfp4FusedSetsShareTheGlobalScaleOfTheirLargestMember) {
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const PlannedRun r = quantize_tiny(in, d.str("out"), "nvfp4a16");
+  const Checkpoint out = Checkpoint::open(d.str("out"));
+  const Checkpoint src = Checkpoint::open(in);
+  ASSERT_EQ(out.tensors().size(), r.plan.outputs.size());
+  auto gs_of = [&](const std::string& m) {
+    const TensorView* t = out.find(m + ".weight_global_scale");
+    EXPECT_NE(t, nullptr) << m;
+    float v = 0;
+    if (t) std::memcpy(&v, t->bytes.data(), 4);
+    return v;
+  };
+  for (const std::vector<std::string>& set :
+       std::vector<std::vector<std::string>>{{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}}) {
+    const std::string parent = set[0] == "q_proj" ? "model.layers.0.self_attn." : "model.layers.0.mlp.";
+    float amax = 0;
+    for (const auto& m : set) amax = std::max(amax, tensor_absmax(*src.find(parent + m + ".weight")));
+    for (const auto& m : set) {
+      EXPECT_EQ(gs_of(parent + m), nvfp4_global_scale(amax, DType::BF16)) << m;
+      // Codes and group scales are libquant's for that shared global scale.
+      QuantizeOptions qo;
+      qo.group_amax_override = amax;
+      const QuantizedWeight q = quantize_weight(*src.find(parent + m + ".weight"), find_scheme("nvfp4a16")->weights, qo);
+      const TensorView* packed = out.find(parent + m + ".weight_packed");
+      const TensorView* scale = out.find(parent + m + ".weight_scale");
+      ASSERT_TRUE(packed && scale) << m;
+      EXPECT_EQ(packed->dtype, DType::U8);
+      EXPECT_EQ(scale->dtype, DType::F8_E4M3);
+      const auto want = pack_e2m1(q.codes.data(), q.shape[0], q.shape[1]);
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), packed->bytes.begin(), packed->bytes.end())) << m;
+      EXPECT_TRUE(std::equal(q.scale_bytes.begin(), q.scale_bytes.end(), scale->bytes.begin(), scale->bytes.end())) << m;
+    }
+  }
+  // down_proj is in no fused set: its own global scale.
+  const std::string down = "model.layers.0.mlp.down_proj";
+  EXPECT_EQ(gs_of(down), nvfp4_global_scale(tensor_absmax(*src.find(down + ".weight")), DType::BF16));
+  const nlohmann::json cfg = nlohmann::json::parse(test::read_text(d.path() / "out" / "config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["format"], "nvfp4-pack-quantized");
+  EXPECT_EQ(cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"], "tensor_group");
+}
+
+TEST(QuantizePipeline, MxSchemesWriteE8M0ScalesAndNoGlobalScale) {
+  for (const char* scheme : {"mxfp4a16", "mxfp8"}) {
+    test::TempDir d;
+    const std::string in = tiny(d, DType::F16);
+    const PlannedRun r = quantize_tiny(in, d.str("out"), scheme);
+    const Checkpoint out = Checkpoint::open(d.str("out"));
+    ASSERT_EQ(out.tensors().size(), r.plan.outputs.size()) << scheme;
+    const std::string m = "model.layers.1.self_attn.o_proj";
+    const TensorView* scale = out.find(m + ".weight_scale");
+    ASSERT_NE(scale, nullptr) << scheme;
+    EXPECT_EQ(scale->dtype, DType::U8) << scheme;
+    EXPECT_EQ(scale->shape, (std::vector<int64_t>{128, 4})) << scheme;
+    EXPECT_EQ(out.find(m + ".weight_global_scale"), nullptr) << scheme;
+    EXPECT_NE(out.find(std::string(m) + (std::string(scheme) == "mxfp8" ? ".weight" : ".weight_packed")), nullptr);
+  }
 }
 
 TEST(QuantizePipeline, SmallShardCapSplitsTheOutputAndTheIndexNamesEveryTensorOnce) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "formats/checkpoint.h"
@@ -12,6 +13,7 @@
 #include "formats/model_folder.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 #include "libquant/pack.h"
 #include "libquant/quantize.h"
 #include "tools/cli_util.h"
@@ -58,7 +60,31 @@ int print_tensor(const Checkpoint& ck, const verify::InspectReport& r, const Opt
   if (!module.empty()) {
     const TensorView* sc = ck.find(module + ".weight_scale");
     auto g = group_for_module(r.quant, module);
-    if (sc && g && (*g)->weights && dtype_is_float(sc->dtype)) {
+    if (sc && g && (*g)->weights && (*g)->weights->microscale()) {
+      // NVFP4 / MX: FP4 codes two per byte (or FP8 codes), FP8 or E8M0 group scales.
+      const QuantArgs a = *(*g)->weights;
+      const bool fp4 = a.type == QuantType::Float4E2M1;
+      std::vector<int64_t> shape = t->shape;
+      if (fp4 && shape.size() == 2) shape[1] *= 2;
+      float gs = 1.0f;
+      if (const TensorView* gt = ck.find(module + ".weight_global_scale"); gt && gt->dtype == DType::F32 && gt->numel() == 1)
+        std::memcpy(&gs, gt->bytes.data(), 4);
+      if (shape.size() == 2 && shape[1] % a.group_size == 0 &&
+          sc->numel() == static_cast<uint64_t>(shape[0] * (shape[1] / a.group_size))) {
+        std::vector<uint8_t> codes = fp4 ? unpack_e2m1(t->bytes.data(), shape[0], shape[1])
+                                         : std::vector<uint8_t>(t->bytes.begin(), t->bytes.end());
+        std::vector<float> deq(codes.size());
+        dequantize_microscale(codes.data(), shape, sc->bytes.data(), a, gs, deq.data());
+        deq.resize(std::min<size_t>(deq.size(), 8));
+        j["dequantized_first"] = deq;
+        std::vector<float> cv;
+        for (size_t i = 0; i < std::min<size_t>(codes.size(), 8); ++i)
+          cv.push_back(fp4 ? f32_from_e2m1(codes[i]) : f32_from_e4m3fn(codes[i]));
+        j["codes_first"] = cv;
+        j["logical_shape"] = shape;
+        j["scheme"] = (*g)->weights_text;
+      }
+    } else if (sc && g && (*g)->weights && dtype_is_float(sc->dtype)) {
       const QuantArgs a = *(*g)->weights;
       std::vector<int64_t> shape = t->shape;
       std::vector<uint8_t> codes;
@@ -92,6 +118,11 @@ int print_tensor(const Checkpoint& ck, const verify::InspectReport& r, const Opt
     std::printf("first    ");
     for (float v : s.first) std::printf("%.6g ", v);
     std::printf("\n");
+  }
+  if (j.contains("codes_first")) {
+    std::printf("codes    ");
+    for (float v : j["codes_first"]) std::printf("%.6g ", v);
+    std::printf("(decoded; logical shape %s)\n", shape_string(j["logical_shape"].get<std::vector<int64_t>>()).c_str());
   }
   if (j.contains("dequantized_first")) {
     std::printf("scheme   %s\ndequant  ", j["scheme"].get<std::string>().c_str());
@@ -128,7 +159,16 @@ int run_inspect(const Opts& o) {
       if (!is_scale) continue;
       verify::TensorStats s;
       json e{{"name", n}, {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}};
-      if (verify::tensor_stats(t, s, t.numel() <= 16 ? 16 : 0)) {
+      // MX scales are U8 biased exponents (E8M0): summarise the powers of two they stand for.
+      std::vector<float> e8m0;
+      TensorView decoded = t;
+      if (t.dtype == DType::U8 && n.ends_with(".weight_scale")) {
+        for (uint8_t b : t.bytes) e8m0.push_back(f32_from_e8m0(b));
+        decoded.dtype = DType::F32;
+        decoded.bytes = {reinterpret_cast<const uint8_t*>(e8m0.data()), e8m0.size() * 4};
+        e["encoding"] = "E8M0 (2^(byte-127))";
+      }
+      if (verify::tensor_stats(decoded, s, t.numel() <= 16 ? 16 : 0)) {
         e["min"] = s.min; e["max"] = s.max; e["zero"] = s.zero; e["nan"] = s.nan; e["inf"] = s.inf;
         if (t.numel() <= 16) e["values"] = s.first;
         if (s.nan || s.inf || s.zero)

@@ -2,7 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "libquant/schemes.h"
 #include "tools/commands.h"
@@ -37,10 +39,19 @@ void register_schemes(CLI::App& app, RunFn& run) {
         std::printf("%s\n", a.dump(2).c_str());
         return 0;
       }
-      std::printf("%-13s %-34s %-34s %-16s %s\n", "SCHEME", "WEIGHTS", "INPUT ACTIVATIONS", "FORMAT", "CALIBRATION");
+      // Column widths from the longest entry of each column.
+      int wn = 6, ww = 7, wi = 17, wf = 6;
+      for (const auto& s : all_schemes()) {
+        wn = std::max(wn, static_cast<int>(std::strlen(s.name)));
+        ww = std::max(ww, static_cast<int>(describe_args(s.weights).size()));
+        wi = std::max(wi, static_cast<int>((s.input ? describe_args(*s.input) : std::string("none (weight-only)")).size()));
+        wf = std::max(wf, static_cast<int>(ct_format_name(s.format).size()));
+      }
+      std::printf("%-*s %-*s %-*s %-*s %s\n", wn, "SCHEME", ww, "WEIGHTS", wi, "INPUT ACTIVATIONS", wf, "FORMAT",
+                  "CALIBRATION");
       for (const auto& s : all_schemes())
-        std::printf("%-13s %-34s %-34s %-16s %s\n", s.name, describe_args(s.weights).c_str(),
-                    s.input ? describe_args(*s.input).c_str() : "none (weight-only)",
+        std::printf("%-*s %-*s %-*s %-*s %s\n", wn, s.name, ww, describe_args(s.weights).c_str(), wi,
+                    s.input ? describe_args(*s.input).c_str() : "none (weight-only)", wf,
                     std::string(ct_format_name(s.format)).c_str(), s.needs_calibration ? "yes" : "no");
       return 0;
     };

@@ -16,6 +16,7 @@ GateValues default_gates(const LinearDescriptor& d) {
   //    INT8 W8A8 a little more, W4A16 RTN ~1e-2 to 5e-2. The KL gates sit ~10x above those.
   GateValues g;
   const bool act = !d.weight_only();
+  if (d.weight_fp4_values) return {12.0, 0.35, 0.10, 0.75, "FP4 W4A16 default"};
   switch (d.weight_type) {
     case QuantType::Float8E4M3:
       g = {25.0, act ? 0.10 : 0.08, 0.02, 0.90, act ? "FP8 W8A8 default" : "FP8 W8A16 default"};
@@ -25,6 +26,9 @@ GateValues default_gates(const LinearDescriptor& d) {
       break;
     case QuantType::Int4:
       g = {12.0, 0.35, 0.10, 0.75, "INT4 W4A16 default"};
+      break;
+    case QuantType::Float4E2M1:  // never in a descriptor (see weight_fp4_values)
+      g = {12.0, 0.35, 0.10, 0.75, "FP4 W4A16 default"};
       break;
   }
   return g;

@@ -107,6 +107,8 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
       auto g = group_for_module(r.quant, strip(t.name, ".weight_packed"));
       if (g && (*g)->weights) bits = (*g)->weights->num_bits();
       n = n * static_cast<uint64_t>(32 / bits);
+    } else if (t.name.ends_with(".weight_packed") && t.dtype == DType::U8) {
+      n *= 2;  // two FP4 codes per byte
     }
     if (t.name.ends_with("_scale") || t.name.ends_with(".weight_shape") || t.name.ends_with("_zero_point") ||
         t.name.ends_with(".weight_g_idx"))
@@ -136,7 +138,11 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     const TensorView* is = by_name.count(m + ".input_scale") ? by_name[m + ".input_scale"] : nullptr;
     const bool low_dtype = w && (w->dtype == DType::F8_E4M3 || w->dtype == DType::I8 || w->dtype == DType::F8_E5M2);
     c.quantized = wp != nullptr || low_dtype || ws != nullptr;
-    if (wp) {
+    if (wp && wp->dtype == DType::U8) {
+      c.weight_dtype = "U8 (FP4 packed)";
+      c.shape = wp->shape;
+      if (c.shape.size() == 2) c.shape[1] *= 2;
+    } else if (wp) {
       c.weight_dtype = "I32 (packed)";
       c.shape = wp->shape;
       if (by_name.count(m + ".weight_shape"))
@@ -180,6 +186,38 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
     for (const auto& sib : calib::fused_siblings(m))
       if (q_of.count(sib) && q_of[sib] != q && m < sib)
         r.findings.push_back({"error", m, "fused with " + sib + " but stored differently (vLLM refuses mixed schemes in one fused layer)"});
+  // NVFP4: vLLM runs q/k/v (gate/up) as one matrix with one weight_global_scale; members written
+  // with different global scales dequantize wrongly (llm-compressor fuses them; NUMERICS.md §10.3).
+  // Reads the 4-byte scalars only.
+  auto global_scale_of = [&](const std::string& m) -> std::optional<float> {
+    auto it = by_name.find(m + ".weight_global_scale");
+    if (it == by_name.end() || it->second->dtype != DType::F32 || it->second->numel() != 1) return std::nullopt;
+    float v;
+    std::memcpy(&v, it->second->bytes.data(), 4);
+    return v;
+  };
+  std::set<std::string> seen_sets;
+  for (const auto& [m, q] : q_of) {
+    const auto set = calib::fused_siblings(m);
+    if (set.empty() || !seen_sets.insert(set.front()).second) continue;
+    std::string listing;
+    std::optional<float> first;
+    bool differ = false;
+    for (const auto& member : set) {
+      const auto g = global_scale_of(member);
+      if (!g) continue;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.9g", *g);
+      listing += (listing.empty() ? "" : ", ") + member.substr(member.rfind('.') + 1) + " " + buf;
+      if (first && *first != *g) differ = true;
+      if (!first) first = g;
+    }
+    if (differ)
+      r.findings.push_back({"error", set.front() + ".weight_global_scale",
+                            "weight_global_scale differs across the fused set (" + listing +
+                                "): vLLM keeps one global scale per fused layer, so the others dequantize "
+                                "wrongly (quantize the set with one shared global scale)"});
+  }
   return r;
 }
 

@@ -72,7 +72,7 @@ int64_t LinearDescriptor::num_segments() const {
 
 std::string LinearDescriptor::describe() const {
   std::string s = "N=" + std::to_string(N) + " K=" + std::to_string(K) + "; weights " +
-                  quant_type_name(weight_type);
+                  (weight_fp4_values ? std::string("FP4 E2M1 (as E4M3 codes)") : quant_type_name(weight_type));
   switch (weight_strategy) {
     case Strategy::Tensor: s += " per-tensor"; break;
     case Strategy::Channel: s += " per-channel"; break;
@@ -106,6 +106,9 @@ LinearDescriptor descriptor_from_args(const QuantArgs& w, const std::optional<Qu
     unsupported("a linear layer needs N >= 1 and K >= 1, got N=" + std::to_string(N) +
                 " K=" + std::to_string(K));
   if (w.strategy == Strategy::Token) unsupported("weights cannot be quantized per-token");
+  if (w.microscale() || w.type == QuantType::Float4E2M1)
+    unsupported("FP4 / MX weights (" + describe_args(w) +
+                ") reach the kernels only as their exact FP8 + F32-scale equivalent (formats/quantized_linear.h)");
   LinearDescriptor d;
   d.N = N;
   d.K = K;
@@ -122,7 +125,9 @@ LinearDescriptor descriptor_from_args(const QuantArgs& w, const std::optional<Qu
     case QuantType::Float8E4M3: d.act_type = ActType::Float8E4M3; break;
     case QuantType::Int8: d.act_type = ActType::Int8; break;
     case QuantType::Int4: unsupported("INT4 activations are not supported (no W*A4 GEMM)");
+    case QuantType::Float4E2M1: unsupported("FP4 activations are not supported yet (no W*A4 GEMM)");
   }
+  if (in->microscale()) unsupported("MX / NVFP4-scaled activations are not simulated yet");
   switch (in->strategy) {
     case Strategy::Tensor:
       d.act_scheme = in->dynamic ? ActScheme::DynamicTensor : ActScheme::StaticTensor;

@@ -52,6 +52,9 @@ struct LinearDescriptor {
   int64_t block_rows = 0, block_cols = 0;        // Strategy::Block: scale tile (rows x cols)
   bool weight_zero_points = false;               // asymmetric weights (never produced by qtool)
   DType weight_scale_dtype = DType::BF16;        // as stored (BF16, F16 or F32)
+  // NVFP4 / MXFP4 layers reach the kernels as FP8 codes (every E2M1 value is an E4M3 value) with
+  // F32 group scales; this flag keeps that fact for gates and descriptions.
+  bool weight_fp4_values = false;
 
   // Activations.
   ActType act_type = ActType::None;

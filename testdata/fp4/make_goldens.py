@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Golden NVFP4 / MXFP4 / MXFP8 weight outputs from the real compressed-tensors package.
+
+Usage (from the repository root, in a venv with compressed-tensors 0.20.1 and torch):
+    python3 testdata/fp4/make_goldens.py            # (re)write the goldens
+    python3 testdata/fp4/make_goldens.py --check    # regenerate in memory, compare bytes
+
+Versions used for the committed files: compressed-tensors 0.20.1, torch 2.x from PyPI (the
+exact versions are printed on stderr and recorded in testdata/fp4/README.md), run on the CPU.
+
+Writes, for each model dtype D in {bf16, fp16, fp32}:
+    testdata/fp4/D/input.safetensors        the unquantized weights (generated, fixed seed)
+    testdata/fp4/D/<scheme>.safetensors     exactly the tensors compressed-tensors writes for them
+and testdata/fp4/<scheme>.config.json      ct's QuantizationConfig for the preset (compressed)
+
+Every numeric step is compressed-tensors' own code, in the order llm-compressor's data-free entry
+point `model_free_ptq` uses it (process_file for GROUP schemes, process_file_microscale_scheme for
+NVFP4's TENSOR_GROUP), on the CPU:
+  1. torch.nn.Linear(in, out, bias=False, dtype=D); weight copied in
+  2. ct initialize_module_for_quantization(module, scheme, force_zero_point=False)
+  3. NVFP4 only: the weight observer's global statistic. llm-compressor's observer takes
+     torch.amin / torch.amax over the whole weight (in D) and calls ct generate_gparam(min, max);
+     for the fused sets q/k/v and gate/up, llm-compressor fuses the observers (Observer.fuse), so
+     the min / max are taken over all members together -- re-stated below in a few lines.
+     The result is stored with update_offload_parameter(module, "weight_global_scale", gs).
+  4. per-group min / max (torch.amin / amax over groups of group_size, in D) and ct
+     calculate_qparams(min, max, args, global_scale=module.weight_global_scale or None)
+  5. update_offload_parameter(module, "weight_scale", scale); status FROZEN
+  6. ct compress_module(module) -> NVFP4PackedCompressor / MXFP4PackedCompressor /
+     MXFP8QuantizationCompressor .compress
+  7. module.state_dict(prefix="<name minus .weight>.")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save
+
+import compressed_tensors
+from compressed_tensors.compressors import compress_module
+from compressed_tensors.offload import update_offload_parameter
+from compressed_tensors.quantization import (
+    QuantizationConfig,
+    QuantizationScheme,
+    QuantizationStatus,
+    initialize_module_for_quantization,
+    preset_name_to_scheme,
+)
+from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+
+HERE = Path(__file__).resolve().parent
+SEED = 20261206
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# qtool scheme -> (ct preset, expected compressed-tensors format)
+SCHEMES = {
+    "nvfp4a16": ("NVFP4A16", "nvfp4-pack-quantized"),
+    "mxfp4a16": ("MXFP4A16", "mxfp4-pack-quantized"),
+    "mxfp8": ("MXFP8", "mxfp8-quantized"),
+}
+# llm-compressor's fused sets (model_free/microscale.py DEFAULT_FUSED_MAPPINGS, the ones used here)
+FUSED = [["layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight",
+          "layers.0.self_attn.v_proj.weight"],
+         ["layers.0.mlp.gate_proj.weight", "layers.0.mlp.up_proj.weight"]]
+
+
+def scheme_for(qtool_name: str) -> QuantizationScheme:
+    return preset_name_to_scheme(SCHEMES[qtool_name][0], ["Linear"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+def make_inputs_f32() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    w = {}
+    # a: Gaussian with outlier columns.
+    a = rng.normal(0.0, 0.02, size=(32, 128)).astype(np.float32)
+    a[:, [3, 70]] *= 25.0
+    w["a.weight"] = a
+    # t: hand-picked values. Every value is exact in bf16 and fp16.
+    t = np.zeros((16, 64), dtype=np.float32)
+    # row 0: FP4 ties of x/scale once the group max is 6 (scale 1): 0.25 0.75 1.25 1.75 2.5 3.5 5
+    t[0, :16] = [6.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, -0.25, -0.75, -1.25, -1.75, -2.5,
+                 -3.5, -5.0, -6.0]
+    t[0, 16:32] = [6.0, 0.26, 0.74, 1.26, 1.74, 2.51, 3.49, 5.01, -0.1, -0.0, 0.0, 0.5, 1.0,
+                   1.5, 2.0, 3.0]
+    t[1, :] = 0.0                           # an all-zero row
+    t[2, :32] = -0.0                        # signed zeros
+    t[3, :] = np.linspace(-1.0, 1.0, 64, dtype=np.float32)
+    t[4, :8] = [1.75, 1.0, 0.5, -1.7421875, 0.0, 0.0, 0.0, 0.0]  # MX exponent round-up at 1.75
+    t[5, :8] = [448.0, 1.0, -2.0, 3.0, 0, 0, 0, 0]               # large group max
+    t[6, :8] = [3.0, 1.0, -0.5, 0.1, 0, 0, 0, 0]
+    t[7, :] = 1e-3                           # small group max
+    t[8, :4] = [2.0 ** -20, -(2.0 ** -21), 0.0, 2.0 ** -22]      # very small (fp16 subnormal)
+    t[9, 32:48] = 0.001                      # one non-zero group among zeros
+    t[10, :] = rng.normal(0.0, 0.5, size=64).astype(np.float32)
+    t[11, :16] = [0.1] * 16
+    t[12, :16] = [-7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    w["t.weight"] = t
+    # z: an all-zero tensor.
+    w["z.weight"] = np.zeros((4, 32), dtype=np.float32)
+    # fused sets with different absmax per member (shared NVFP4 global scale).
+    w["layers.0.self_attn.q_proj.weight"] = rng.normal(0.0, 0.02, size=(64, 64)).astype(np.float32)
+    w["layers.0.self_attn.k_proj.weight"] = rng.normal(0.0, 0.05, size=(32, 64)).astype(np.float32)
+    w["layers.0.self_attn.v_proj.weight"] = rng.normal(0.0, 0.01, size=(32, 64)).astype(np.float32)
+    w["layers.0.mlp.gate_proj.weight"] = rng.normal(0.0, 0.03, size=(96, 64)).astype(np.float32)
+    w["layers.0.mlp.up_proj.weight"] = rng.normal(0.0, 0.3, size=(96, 64)).astype(np.float32)
+    w["layers.0.mlp.down_proj.weight"] = rng.normal(0.0, 0.02, size=(64, 96)).astype(np.float32)
+    return w
+
+
+def make_inputs(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(dtype).contiguous() for k, v in make_inputs_f32().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The model-free path
+# ---------------------------------------------------------------------------------------------
+
+def new_module(weight: torch.Tensor, scheme: QuantizationScheme) -> torch.nn.Linear:
+    out_f, in_f = weight.shape
+    m = torch.nn.Linear(in_f, out_f, bias=False, dtype=weight.dtype)
+    m.weight.data.copy_(weight)
+    initialize_module_for_quantization(m, scheme, force_zero_point=False)
+    return m
+
+
+def global_minmax(weights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observer (memoryless_minmax) global statistic over a fused set: amin / amax of each
+    member reshaped to (1, 1, -1), combined with torch.minimum / torch.maximum."""
+    mn = mx = None
+    for w in weights:
+        obs = w.reshape((1, 1, -1))
+        a, b = torch.amin(obs, dim=(0, -1)), torch.amax(obs, dim=(0, -1))
+        mn = a if mn is None else torch.minimum(mn, a)
+        mx = b if mx is None else torch.maximum(mx, b)
+    return mn, mx
+
+
+@torch.no_grad()
+def quantize_set(names: list[str], inputs: dict[str, torch.Tensor], qname: str) -> dict:
+    scheme = scheme_for(qname)
+    args = scheme.weights
+    mods = {n: new_module(inputs[n], scheme_for(qname)) for n in names}
+    gs = None
+    if args.strategy == "tensor_group":
+        mn, mx = global_minmax([inputs[n] for n in names])
+        gs = generate_gparam(mn, mx)
+    out = {}
+    for n, m in mods.items():
+        if gs is not None:
+            update_offload_parameter(m, "weight_global_scale", gs)
+        obs = m.weight.unflatten(-1, (-1, args.group_size)).unsqueeze(0)
+        min_vals = torch.amin(obs, dim=(0, -1))
+        max_vals = torch.amax(obs, dim=(0, -1))
+        scale, zp = calculate_qparams(min_vals, max_vals, m.quantization_scheme.weights,
+                                      global_scale=getattr(m, "weight_global_scale", None))
+        update_offload_parameter(m, "weight_scale", scale)
+        m.quantization_status = QuantizationStatus.FROZEN
+        compress_module(m)
+        fmt = m.quantization_scheme.format.value
+        if fmt != SCHEMES[qname][1]:
+            raise RuntimeError(f"{n}: ct chose {fmt}, expected {SCHEMES[qname][1]}")
+        prefix = n.removesuffix(".weight") + "."
+        out.update({k: v.detach().contiguous() for k, v in m.state_dict(prefix=prefix).items()
+                    if not k[len(prefix):].startswith(("input_", "output_"))})
+    return out
+
+
+def build_all() -> dict[str, dict[str, bytes]]:
+    files: dict[str, dict[str, bytes]] = {}
+    for dname, dtype in DTYPES.items():
+        inputs = make_inputs(dtype)
+        files[dname] = {"input.safetensors": save(inputs)}
+        for qname in SCHEMES:
+            out = {}
+            fused = {n for s in FUSED for n in s} if scheme_for(qname).weights.strategy == "tensor_group" else set()
+            for s in FUSED:
+                if fused:
+                    out.update(quantize_set(s, inputs, qname))
+            for n in inputs:
+                if n not in fused:
+                    out.update(quantize_set([n], inputs, qname))
+            files[dname][f"{qname}.safetensors"] = save(out)
+    cfgs = {}
+    for qname, (preset, fmt) in SCHEMES.items():
+        qc = QuantizationConfig(config_groups={"group_0": scheme_for(qname)}, format=fmt,
+                                quantization_status=QuantizationStatus.COMPRESSED,
+                                ignore=["lm_head"])
+        cfgs[f"{qname}.config.json"] = (json.dumps(qc.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+    files["."] = cfgs
+    return files
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true")
+    opts = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}, "
+          f"numpy {np.__version__}", file=sys.stderr)
+    bad = 0
+    for dname, entries in build_all().items():
+        d = HERE / dname
+        for fname, blob in entries.items():
+            p = d / fname
+            if opts.check:
+                if not p.exists() or p.read_bytes() != blob:
+                    print(f"DIFFERS: {p.relative_to(HERE)}", file=sys.stderr)
+                    bad += 1
+            else:
+                d.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(blob)
+    if opts.check:
+        print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

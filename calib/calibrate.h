@@ -28,6 +28,8 @@ struct CalibrateOptions {
   int num_threads = 0;
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
   HiddenSpill hidden_spill;  // see ForwardOptions::hidden_spill
+  // Mixture-of-experts policy (ForwardOptions::moe_all_experts): true = "all", false = "routed".
+  bool moe_all_experts = true;
 };
 
 struct CalibrationRun {

@@ -44,6 +44,8 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
   j["channel_min"] = stats.channel_min;
+  if (!stats.routed_tokens.empty()) j["routed_tokens"] = stats.routed_tokens;
+  if (!stats.moe_calibration.empty()) j["moe_calibration"] = stats.moe_calibration;
   j["channel_max"] = stats.channel_max;
   const std::string text = j.dump(1);
   std::string out(ZSTD_compressBound(text.size()), '\0');
@@ -84,6 +86,8 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
     s.k_absmax = j.at("k_absmax").get<std::map<std::string, float>>();
     s.v_absmax = j.at("v_absmax").get<std::map<std::string, float>>();
     // Absent from files written before SmoothQuant support: then empty, and --smoothquant says so.
+    if (j.contains("moe_calibration")) s.moe_calibration = j.at("moe_calibration").get<std::string>();
+    if (j.contains("routed_tokens")) s.routed_tokens = j.at("routed_tokens").get<std::map<std::string, std::vector<int64_t>>>();
     if (j.contains("channel_min")) s.channel_min = j.at("channel_min").get<std::map<std::string, std::vector<float>>>();
     if (j.contains("channel_max")) s.channel_max = j.at("channel_max").get<std::map<std::string, std::vector<float>>>();
     if (prov) {

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "calib/moe_coverage.h"
 #include "calib/quantize.h"
 #include "libquant/error.h"
 #include "libquant/schemes.h"
@@ -28,6 +29,8 @@ struct Opts {
   double smoothing_strength = 0.8;  // llm-compressor W8A8 examples; its modifier default is 0.5
   std::string smoothquant_mappings = "all";
   std::string calib_memory = "4GiB";
+  std::string moe_calibration = "all";
+  int64_t moe_min_tokens = calib::kDefaultMoeMinTokens;
   int threads = 0;
 };
 
@@ -57,6 +60,8 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.seed = o.seed;
   r.calib_memory_bytes = parse_size(o.calib_memory, "--calib-memory");
   r.calib_memory_text = o.calib_memory;
+  r.moe_calibration = o.moe_calibration;
+  r.moe_min_tokens = o.moe_min_tokens;
   r.smoothquant = o.smoothquant;
   r.smoothing_strength = o.smoothing_strength;
   r.smoothing_mappings = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
@@ -115,6 +120,8 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
     j["zero_groups"] = s.zero_groups;
     j["seconds"] = out.seconds;
     if (c.tokens > 0) j["calibration"] = {{"seconds", c.seconds}, {"samples", c.samples}, {"tokens", c.tokens}};
+    if (!out.moe_coverage.empty())
+      j["moe"] = {{"calibration", out.moe_calibration}, {"layers", calib::coverage_json(out.moe_coverage)}};
     if (out.smoothing)
       j["smoothquant"] = {{"alpha", out.smoothing->alpha}, {"mappings", o.smoothquant_mappings},
                           {"smoothed_layers", out.smoothing->mappings.size()},
@@ -206,6 +213,13 @@ void register_quantize(CLI::App& app, RunFn& run) {
                   "Hidden states of all samples (samples x tokens x hidden x 4 B) above this size are kept in a "
                   "temporary file next to OUT instead of RAM")
       ->capture_default_str();
+  cal->add_option("--moe-calibration", o->moe_calibration,
+                  "Mixture-of-experts models: all (every token through every expert for the statistics; only routed "
+                  "outputs continue) or routed (only the tokens the router sends; experts under --moe-min-tokens are refused)")
+      ->capture_default_str()->check(CLI::IsMember({"all", "routed"}));
+  cal->add_option("--moe-min-tokens", o->moe_min_tokens,
+                  "--moe-calibration routed: fewest routed calibration tokens an expert may be calibrated on")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
   sub->add_option("-j,--threads", o->threads, "Threads (0 = all cores)")->capture_default_str();

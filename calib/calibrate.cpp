@@ -78,6 +78,7 @@ CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector
   fo.precision = opts.precision;
   fo.on_layer_done = opts.on_layer_done;
   fo.hidden_spill = opts.hidden_spill;
+  fo.moe_all_experts = opts.moe_all_experts;
   fo.lm_head_tied = cfg.lm_head_tied(ck.find("lm_head.weight") != nullptr);
   fo.source = model.dir();
   fo.check_finite = true;
@@ -94,6 +95,7 @@ CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector
   CalibrationRun r;
   r.stats = opts.observer == "static_minmax" ? absmax.stats() : ema.stats();
   r.stats.observer = opts.observer;
+  if (cfg.is_moe()) r.stats.moe_calibration = opts.moe_all_experts ? "all" : "routed";
   r.samples = fs.samples;
   r.tokens = fs.tokens;
   r.seconds = fs.seconds;

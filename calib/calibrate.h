@@ -30,6 +30,8 @@ struct CalibrateOptions {
   GemmPrecision precision = GemmPrecision::F32;  // the forward's Linears (calib/forward.h)
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
   HiddenSpill hidden_spill;  // see ForwardOptions::hidden_spill
+  // Mixture-of-experts policy (ForwardOptions::moe_all_experts): true = "all", false = "routed".
+  bool moe_all_experts = true;
 };
 
 struct CalibrationRun {

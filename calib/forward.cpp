@@ -253,6 +253,17 @@ struct LayerWeights {
   PackedLinear o, down;
   std::vector<float> ob, db;
   GemmPrecision prec = GemmPrecision::F32;  // how the Linears are packed (f32 or bf16, gemm.h)
+  // Sparse (mixture-of-experts) layers: the router and every expert of this layer instead of
+  // gate/up/down; Qwen2-MoE also the shared expert and its sigmoid gate.
+  bool sparse = false;
+  PackedLinear router;
+  struct Expert {
+    PackedLinear gu, gate, up, down;  // gu when fused, gate/up when not
+  };
+  std::vector<Expert> experts;
+  bool shared = false;
+  Expert shared_expert;
+  PackedLinear shared_gate;  // [1, H]
 };
 
 std::vector<float> concat(const std::vector<float>& a, const std::vector<float>& b,
@@ -328,6 +339,40 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     w.q_norm = ld.load(p + "self_attn.q_norm.weight", {c.head_dim});
     w.k_norm = ld.load(p + "self_attn.k_norm.weight", {c.head_dim});
   }
+  if (c.layer_is_sparse(l)) {
+    const MoeConfig& m = c.moe;
+    const int64_t E = m.num_experts, EI = m.expert_intermediate;
+    w.sparse = true;
+    const std::string blk = c.moe_block(l) + ".";
+    {
+      const auto r = ld.load(blk + "gate.weight", {E, H});
+      w.router = pack_linear({{r.data(), E}}, H, threads);
+    }
+    // One expert at a time: its row-major copies are dropped once packed.
+    auto load_mlp = [&](const std::string& mp, const std::string& gn, const std::string& un,
+                        const std::string& dn, int64_t inter, LayerWeights::Expert& ex) {
+      const auto g = ld.load(mp + gn + ".weight", {inter, H});
+      const auto u = ld.load(mp + un + ".weight", {inter, H});
+      if (fused) {
+        ex.gu = pack_glu(g.data(), u.data(), inter, H, threads, w.prec);
+      } else {
+        ex.gate = pack_linear({{g.data(), inter}}, H, threads, w.prec);
+        ex.up = pack_linear({{u.data(), inter}}, H, threads, w.prec);
+      }
+      const auto d = ld.load(mp + dn + ".weight", {H, inter});
+      ex.down = pack_linear({{d.data(), H}}, inter, threads, w.prec);
+    };
+    w.experts.resize(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e)
+      load_mlp(c.expert_module(l, e) + ".", m.gate_proj, m.up_proj, m.down_proj, EI, w.experts[static_cast<size_t>(e)]);
+    if (m.shared_intermediate > 0) {
+      w.shared = true;
+      load_mlp(blk + "shared_expert.", "gate_proj", "up_proj", "down_proj", m.shared_intermediate, w.shared_expert);
+      const auto sg = ld.load(blk + "shared_expert_gate.weight", {1, H});
+      w.shared_gate = pack_linear({{sg.data(), 1}}, H, threads);
+    }
+    return w;
+  }
   r.gate = ld.load(p + "mlp.gate_proj.weight", {I, H});
   r.up = ld.load(p + "mlp.up_proj.weight", {I, H});
   pack_gate_up(w, r, c, threads);
@@ -360,6 +405,7 @@ struct LinearRunner {
   const ForwardOptions& opts;
   int threads;
   std::vector<float> scratch;  // transformed copy of the input
+  bool needs_output = true;    // false for the last layer's MLP when no logits are asked for
 
   void observe(const std::string& module, const float* x, int64_t T, int64_t in) {
     if (opts.observer) opts.observer->on_linear_input(module, x, T, in);
@@ -381,6 +427,199 @@ struct LinearRunner {
     linear_packed(src, T, W, ptr_or_null(b), outs, add_to_output, threads);
   }
 };
+
+
+// Names of one sparse layer's modules (built once per layer).
+struct MoeNames {
+  std::string block, router;
+  std::vector<std::string> gate, up, down;            // per expert
+  std::string sh_gate, sh_up, sh_down, sh_gate_proj;  // Qwen2-MoE shared expert
+  std::vector<std::string> observed_by_norm;          // every gate/up reading the norm output
+};
+
+MoeNames moe_names(const ModelConfig& c, int64_t l, bool shared) {
+  MoeNames n;
+  n.block = c.moe_block(l);
+  n.router = n.block + ".gate";
+  for (int64_t e = 0; e < c.moe.num_experts; ++e) {
+    const std::string ex = c.expert_module(l, e) + ".";
+    n.gate.push_back(ex + c.moe.gate_proj);
+    n.up.push_back(ex + c.moe.up_proj);
+    n.down.push_back(ex + c.moe.down_proj);
+  }
+  if (shared) {
+    n.sh_gate = n.block + ".shared_expert.gate_proj";
+    n.sh_up = n.block + ".shared_expert.up_proj";
+    n.sh_down = n.block + ".shared_expert.down_proj";
+    n.sh_gate_proj = n.block + ".shared_expert_gate";
+  }
+  return n;
+}
+
+// Router: softmax over the experts (f32, max subtracted, sum in double rounded to f32), the
+// top_k largest probabilities (ties: lower expert index first), renormalised to sum 1 when
+// norm_topk_prob (Mixtral always). idx/wt [T, k].
+void route(const float* logits, int64_t T, int64_t E, int64_t k, bool renorm, std::vector<int32_t>& idx,
+           std::vector<float>& wt) {
+  idx.resize(static_cast<size_t>(T * k));
+  wt.resize(static_cast<size_t>(T * k));
+  std::vector<float> p(static_cast<size_t>(E));
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* lg = logits + t * E;
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t e = 0; e < E; ++e) m = std::max(m, lg[e]);
+    for (int64_t e = 0; e < E; ++e) p[static_cast<size_t>(e)] = lg[e] - m;
+    exp_f32(p.data(), p.data(), E);
+    double sum = 0.0;
+    for (int64_t e = 0; e < E; ++e) sum += p[static_cast<size_t>(e)];
+    const float fsum = static_cast<float>(sum);
+    for (int64_t e = 0; e < E; ++e) p[static_cast<size_t>(e)] /= fsum;
+    for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = static_cast<int32_t>(e);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      const float pa = p[static_cast<size_t>(a)], pb = p[static_cast<size_t>(b)];
+      return pa > pb || (pa == pb && a < b);
+    });
+    double ksum = 0.0;
+    for (int64_t j = 0; j < k; ++j) ksum += p[static_cast<size_t>(order[static_cast<size_t>(j)])];
+    const float fk = static_cast<float>(ksum);
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = order[static_cast<size_t>(j)];
+      idx[static_cast<size_t>(t * k + j)] = e;
+      wt[static_cast<size_t>(t * k + j)] = renorm ? p[static_cast<size_t>(e)] / fk : p[static_cast<size_t>(e)];
+    }
+  }
+}
+
+// Scratch buffers of the MoE block, reused across samples and layers.
+struct MoeScratch {
+  std::vector<float> logits, xe, g, u, y, out, all_g, shared_y, shared_g;
+  std::vector<int32_t> idx;
+  std::vector<float> wt;
+  std::vector<std::vector<int32_t>> tok;  // per expert: routed token rows
+  std::vector<std::vector<float>> tw;     // per expert: their routing weights
+  std::vector<int64_t> counts;
+};
+
+// The sparse MLP block of one sample, as transformers computes it: xn [T, H] is the
+// post_attention_layernorm output; h [T, H] gets h = h + moe(xn), where
+//   moe(x) = sum over experts e in increasing index of w[t, e] * down_e(silu(gate_e(x)) * up_e(x))
+//            (+ sigmoid(shared_expert_gate(x)) * shared_expert(x) for Qwen2-MoE).
+// Each expert runs one GEMM over the tokens routed to it (gathered rows). With an observer and
+// all_experts (calibration policy `all`), every expert's gate/up also runs over every token so
+// that its down_proj input statistic covers all of them; only the routed rows continue.
+void moe_block(const ModelConfig& c, const LayerWeights& w, const MoeNames& n, const std::string& post_norm_name,
+               const float* xn, float* h, int64_t T, bool fused, bool all_experts, LinearRunner& lin,
+               MoeScratch& sc, int threads) {
+  const int64_t H = c.hidden_size, E = c.moe.num_experts, k = c.moe.top_k, EI = c.moe.expert_intermediate;
+  Observer* obs = lin.opts.observer;
+  const bool observe_all = obs && all_experts;
+  // Router logits (the router is never quantized, so never observed).
+  sc.logits.resize(static_cast<size_t>(T * E));
+  lin.run(n.router, xn, T, w.router, {}, {{sc.logits.data(), E, E}});
+  route(sc.logits.data(), T, E, k, c.moe.norm_topk_prob, sc.idx, sc.wt);
+  sc.tok.assign(static_cast<size_t>(E), {});
+  sc.tw.assign(static_cast<size_t>(E), {});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const size_t e = static_cast<size_t>(sc.idx[static_cast<size_t>(t * k + j)]);
+      sc.tok[e].push_back(static_cast<int32_t>(t));
+      sc.tw[e].push_back(sc.wt[static_cast<size_t>(t * k + j)]);
+    }
+  sc.counts.assign(static_cast<size_t>(E), 0);
+  for (int64_t e = 0; e < E; ++e) sc.counts[static_cast<size_t>(e)] = static_cast<int64_t>(sc.tok[static_cast<size_t>(e)].size());
+  if (obs) obs->on_moe_routing(n.block, sc.counts.data(), E, T);
+
+  // The norm output feeds every gate/up it reaches: all experts' (policy all) or only the shared
+  // expert's (routed; each expert then observes its own gathered rows below). Recorded once
+  // either way, which also gives SmoothQuant the norm's channel range.
+  if (obs) {
+    std::vector<std::string> mods;
+    if (observe_all) {
+      mods.reserve(static_cast<size_t>(2 * E + 2));
+      for (int64_t e = 0; e < E; ++e) mods.push_back(n.gate[static_cast<size_t>(e)]), mods.push_back(n.up[static_cast<size_t>(e)]);
+    }
+    if (w.shared) mods.push_back(n.sh_gate), mods.push_back(n.sh_up);
+    lin.observe(post_norm_name, mods, xn, T, H);
+  }
+
+  sc.out.assign(static_cast<size_t>(T * H), 0.0f);
+  // silu(gate(x)) * up(x) of `rows` rows into g.
+  auto glu = [&](const LayerWeights::Expert& ex, const std::string& gname, const std::string& uname,
+                 const float* x, int64_t rows, int64_t inter, std::vector<float>& g) {
+    g.resize(static_cast<size_t>(rows * inter));
+    if (fused) {
+      lin.run(gname, x, rows, ex.gu, {}, {{g.data(), inter, inter}});
+    } else {
+      sc.u.resize(static_cast<size_t>(rows * inter));
+      lin.run(gname, x, rows, ex.gate, {}, {{g.data(), inter, inter}});
+      lin.run(uname, x, rows, ex.up, {}, {{sc.u.data(), inter, inter}});
+      silu_mul(g.data(), sc.u.data(), rows * inter, threads);
+    }
+  };
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& rows = sc.tok[static_cast<size_t>(e)];
+    const auto& wts = sc.tw[static_cast<size_t>(e)];
+    const int64_t nr = static_cast<int64_t>(rows.size());
+    const LayerWeights::Expert& ex = w.experts[static_cast<size_t>(e)];
+    const std::string& gn = n.gate[static_cast<size_t>(e)];
+    const std::string& un = n.up[static_cast<size_t>(e)];
+    const std::string& dn = n.down[static_cast<size_t>(e)];
+    if (observe_all) {
+      // Every token through this expert's gate/up, for the down_proj statistic.
+      glu(ex, gn, un, xn, T, EI, sc.all_g);
+      lin.observe(dn, sc.all_g.data(), T, EI);
+      if (nr == 0) continue;
+      sc.g.resize(static_cast<size_t>(nr * EI));
+      for (int64_t r = 0; r < nr; ++r)
+        std::memcpy(sc.g.data() + r * EI, sc.all_g.data() + static_cast<int64_t>(rows[static_cast<size_t>(r)]) * EI,
+                    sizeof(float) * EI);
+    } else {
+      if (nr == 0) continue;
+      sc.xe.resize(static_cast<size_t>(nr * H));
+      for (int64_t r = 0; r < nr; ++r)
+        std::memcpy(sc.xe.data() + r * H, xn + static_cast<int64_t>(rows[static_cast<size_t>(r)]) * H, sizeof(float) * H);
+      if (obs) {
+        lin.observe(gn, sc.xe.data(), nr, H);
+        lin.observe(un, sc.xe.data(), nr, H);
+      }
+      glu(ex, gn, un, sc.xe.data(), nr, EI, sc.g);
+      if (obs) lin.observe(dn, sc.g.data(), nr, EI);
+    }
+    // Experts that never reach the residual stream: the last layer without logits.
+    if (!lin.needs_output) continue;
+    sc.y.resize(static_cast<size_t>(nr * H));
+    lin.run(dn, sc.g.data(), nr, ex.down, {}, {{sc.y.data(), H, H}});
+    for (int64_t r = 0; r < nr; ++r) {
+      float* o = sc.out.data() + static_cast<int64_t>(rows[static_cast<size_t>(r)]) * H;
+      const float* y = sc.y.data() + r * H;
+      const float wr = wts[static_cast<size_t>(r)];
+      for (int64_t i = 0; i < H; ++i) o[i] = o[i] + y[i] * wr;
+    }
+  }
+  if (w.shared) {
+    const int64_t SI = c.moe.shared_intermediate;
+    glu(w.shared_expert, n.sh_gate, n.sh_up, xn, T, SI, sc.shared_g);
+    if (obs) lin.observe(n.sh_down, sc.shared_g.data(), T, SI);
+    if (lin.needs_output) {
+      sc.shared_y.resize(static_cast<size_t>(T * H));
+      lin.run(n.sh_down, sc.shared_g.data(), T, w.shared_expert.down, {}, {{sc.shared_y.data(), H, H}});
+      std::vector<float> sg(static_cast<size_t>(T));
+      lin.run(n.sh_gate_proj, xn, T, w.shared_gate, {}, {{sg.data(), 1, 1}});
+      for (int64_t t = 0; t < T; ++t) {
+        // sigmoid in f32 as torch: 1 / (1 + exp(-z))
+        float z = -sg[static_cast<size_t>(t)];
+        exp_f32(&z, &z, 1);
+        const float s = 1.0f / (1.0f + z);
+        float* o = sc.out.data() + t * H;
+        const float* y = sc.shared_y.data() + t * H;
+        for (int64_t i = 0; i < H; ++i) o[i] = o[i] + s * y[i];
+      }
+    }
+  }
+  if (lin.needs_output)
+    for (int64_t i = 0; i < T * H; ++i) h[i] = h[i] + sc.out[static_cast<size_t>(i)];
+}
 
 }  // namespace
 
@@ -441,7 +680,15 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
     };
     const bool bias = ends_with(name, ".bias");
     int64_t rows = 0, cols = 0;  // cols = 0 -> 1-D
+    const int64_t EI = cfg.moe.expert_intermediate, SI = cfg.moe.shared_intermediate;
+    const bool expert = mod(".experts."), shared = mod(".shared_expert.");
     if (name == "model.embed_tokens.weight" || name == "lm_head.weight") rows = cfg.vocab_size, cols = H;
+    else if (mod("shared_expert_gate")) rows = 1, cols = H;
+    else if (ends_with(name, "." + cfg.moe.block + ".gate.weight") && cfg.is_moe()) rows = cfg.moe.num_experts, cols = H;
+    else if (expert && (mod(".w1") || mod(".w3") || mod("gate_proj") || mod("up_proj"))) rows = EI, cols = H;
+    else if (expert && (mod(".w2") || mod("down_proj"))) rows = H, cols = EI;
+    else if (shared && (mod("gate_proj") || mod("up_proj"))) rows = SI, cols = H;
+    else if (shared && mod("down_proj")) rows = H, cols = SI;
     else if (mod("q_norm") || mod("k_norm")) rows = cfg.head_dim;
     else if (mod("layernorm") || name == "model.norm.weight") rows = H;
     else if (mod("q_proj")) rows = qd, cols = H;
@@ -567,6 +814,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
   std::vector<float> xn, q, k, v, attn, g, u;
   const bool fused = !opts.transform;
   PackedKV kvp;
+  MoeScratch moe_sc;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   const bool rewrite = static_cast<bool>(opts.rewrite_layer);
   std::vector<float> hcopy;  // observation pass of a rewritten layer: the hidden state it must not change
@@ -582,6 +830,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
     const std::vector<std::string> qkv_names{nq, nk, nv}, gu_names{ng, nu};
     const std::string in_norm_name = p + "input_layernorm", post_norm_name = p + "post_attention_layernorm";
     const int64_t W = c.sliding_window[static_cast<size_t>(l)];
+    const MoeNames moe_n = w.sparse ? moe_names(c, l, w.shared) : MoeNames{};
     // One sample through the layer, h updated in place. observe: call the observer (and, when
     // the outputs are discarded anyway, skip the last GEMM). run_down: compute down_proj.
     auto run_sample = [&](size_t s, float* h, bool observe, bool run_down) {
@@ -592,8 +841,10 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
       k.resize(static_cast<size_t>(T * kvd));
       v.resize(static_cast<size_t>(T * kvd));
       attn.resize(static_cast<size_t>(T * qd));
-      g.resize(static_cast<size_t>(T * I));
-      if (!fused) u.resize(static_cast<size_t>(T * I));
+      if (!w.sparse) {
+        g.resize(static_cast<size_t>(T * I));
+        if (!fused) u.resize(static_cast<size_t>(T * I));
+      }
 
       // attention block
       rms_norm_to(h, xn.data(), T, H, w.in_norm.data(), eps, threads);
@@ -619,6 +870,12 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
 
       // MLP block
       rms_norm_to(h, xn.data(), T, H, w.post_norm.data(), eps, threads);
+      if (w.sparse) {  // router + experts (+ shared expert); no dense MLP in this layer
+        lin.needs_output = run_down;
+        moe_block(c, w, moe_n, post_norm_name, xn.data(), h, T, fused, opts.moe_all_experts, lin, moe_sc, threads);
+        lin.needs_output = true;
+        return;
+      }
       if (obs) lin.observe(post_norm_name, gu_names, xn.data(), T, H);
       if (fused) {
         lin.run(ng, xn.data(), T, w.gu, w.gu_b, {{g.data(), I, I}});  // g = silu(gate) * up

@@ -1,4 +1,5 @@
-// CPU forward pass of the supported decoder LLMs (Llama, Mistral, Qwen2, Qwen3) over a whole
+// CPU forward pass of the supported decoder LLMs (calib/architectures.h: Llama, Mistral, Qwen2,
+// Qwen3, and the mixture-of-experts Mixtral, Qwen2-MoE, Qwen3-MoE) over a whole
 // calibration set, layer by layer, as llm-compressor's sequential pipeline runs it
 // (calib/MODELS.md §7 'The calibration pipeline'; the layers: §2-§6).
 //
@@ -28,6 +29,9 @@
 //   attention scores = (q k^T) * D^-0.5, causal (+ sliding window), softmax with max
 //            subtraction, masked keys contribute exactly 0
 //   MLP      down(silu(gate) * up), silu(z) = z / (1 + exp(-z))
+//   MoE      router softmax (f32) -> top-k (-> renormalise) -> per expert, one GEMM over its
+//            routed tokens, outputs times the routing weight added in expert order
+//            (calib/MODELS.md §10); the experts of one layer are loaded with that layer
 //
 // bf16 precision (ForwardOptions::precision, `--calib-precision bf16`): every Linear runs
 // gemm.h's bf16 GEMM (weights and the Linear's input rounded to bf16, products accumulated in
@@ -113,6 +117,20 @@ class Observer {
                      int64_t tokens, int64_t kv_dim) {
     (void)attn_module, (void)k_post_rope, (void)v, (void)tokens, (void)kv_dim;
   }
+
+  // Mixture-of-experts layers: how many of this sample's `tokens` the router of `moe_block`
+  // ("model.layers.3.mlp", "model.layers.3.block_sparse_moe") sent to each of its
+  // `num_experts` experts (each token counts once for each of its top-k experts). Called once
+  // per (sparse layer, sample), before that block's expert inputs are observed. Expert inputs
+  // arrive as Linear inputs named "<block>.experts.<e>.<proj>": with
+  // ForwardOptions::moe_all_experts, every expert's gate/up input is the whole norm output
+  // (one on_shared_linear_input for all of them) and its down input covers every token;
+  // otherwise each expert's inputs are its routed rows only, and an expert without routed
+  // tokens in a sample is not called for that sample.
+  virtual void on_moe_routing(const std::string& moe_block, const int64_t* tokens_per_expert,
+                              int64_t num_experts, int64_t tokens) {
+    (void)moe_block, (void)tokens_per_expert, (void)num_experts, (void)tokens;
+  }
 };
 
 // Rewrites the input of Linear `module` in place just before its matmul (for verify's fake
@@ -163,6 +181,11 @@ struct ForwardOptions {
   // llm-compressor's sequential pipeline does with propagate_error (its default). Called from
   // the thread that called run_forward.
   std::function<void(int64_t layer, const std::vector<LayerLinear>& linears)> rewrite_layer;
+  // Mixture-of-experts calibration policy (only with an observer): true ("all", llm-compressor's
+  // moe_calibrate_all_experts) runs every token through every expert's gate/up for the
+  // statistics; false ("routed") observes each expert on its routed tokens only. Either way only
+  // the routed experts' outputs, weighted by the router, continue the forward pass.
+  bool moe_all_experts = true;
 };
 
 // What a run cost (the benchmark hook): tokens processed and wall-clock seconds per phase.

@@ -18,8 +18,6 @@ std::string fmt_double(double v) {
   return buf;
 }
 
-constexpr const char* kSupported =
-    "one of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 
 std::string type_name(const json& v) { return v.type_name(); }
 
@@ -92,9 +90,9 @@ void require_positive(int64_t v, const char* key, const std::string& file) {
 }
 
 // Reads the three RoPE layouts into one RopeConfig (see header).
-RopeConfig parse_rope(const json& cfg, const std::string& file, int64_t max_pos) {
+RopeConfig parse_rope(const json& cfg, const std::string& file, int64_t max_pos, double default_theta) {
   RopeConfig r;
-  r.theta = get_num(cfg, "rope_theta", file, 10000.0);
+  r.theta = get_num(cfg, "rope_theta", file, default_theta);
   const json* params = nullptr;
   std::string where;
   if (has(cfg, "rope_parameters")) {
@@ -190,31 +188,29 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
   c.file = file;
 
   // --- architecture dispatch: architectures[0], else model_type --------------------------------
+  const ArchitectureSpec* spec = nullptr;
   if (has(cfg, "architectures")) {
     const json& a = cfg.at("architectures");
     if (!a.is_array() || a.empty() || !a.at(0).is_string())
       throw InputError(Kind::BadFile, file, "", "config key 'architectures' is not a list of names",
                        "[\"LlamaForCausalLM\"]", a.dump());
     c.architecture = a.at(0).get<std::string>();
+    spec = find_architecture(c.architecture);
+    if (!spec)
+      throw InputError(Kind::Unsupported, file, "", "architecture '" + c.architecture + "' is not supported",
+                       supported_architectures_text());
   } else {
     const std::string mt = get_str(cfg, "model_type", file, "");
-    if (mt == "llama") c.architecture = "LlamaForCausalLM";
-    else if (mt == "mistral") c.architecture = "MistralForCausalLM";
-    else if (mt == "qwen2") c.architecture = "Qwen2ForCausalLM";
-    else if (mt == "qwen3") c.architecture = "Qwen3ForCausalLM";
-    else
+    spec = find_architecture_by_model_type(mt);
+    if (!spec)
       throw InputError(Kind::Unsupported, file, "",
                        mt.empty() ? std::string("config.json names no architecture")
                                   : "model_type '" + mt + "' is not supported",
-                       kSupported);
+                       supported_architectures_text());
+    c.architecture = spec->name;
   }
-  if (c.architecture == "LlamaForCausalLM") c.arch = Architecture::Llama;
-  else if (c.architecture == "MistralForCausalLM") c.arch = Architecture::Mistral;
-  else if (c.architecture == "Qwen2ForCausalLM") c.arch = Architecture::Qwen2;
-  else if (c.architecture == "Qwen3ForCausalLM") c.arch = Architecture::Qwen3;
-  else
-    throw InputError(Kind::Unsupported, file, "", "architecture '" + c.architecture + "' is not supported",
-                     kSupported);
+  c.spec = spec;
+  c.arch = spec->arch;
 
   // --- sizes ---------------------------------------------------------------------------------
   c.hidden_size = get_int(cfg, "hidden_size", file, std::nullopt);
@@ -233,9 +229,7 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
   if (cfg.contains("num_key_value_heads") && cfg.at("num_key_value_heads").is_null()) {
     c.num_kv_heads = c.num_heads;
   } else {
-    int64_t def = c.num_heads;
-    if (c.arch == Architecture::Mistral) def = 8;
-    if (c.arch == Architecture::Qwen2 || c.arch == Architecture::Qwen3) def = 32;
+    const int64_t def = spec->kv_heads_default > 0 ? spec->kv_heads_default : c.num_heads;
     c.num_kv_heads = get_int(cfg, "num_key_value_heads", file, def);
   }
   require_positive(c.num_kv_heads, "num_key_value_heads", file);
@@ -248,8 +242,8 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
   {
     std::optional<int64_t> def;
     if (!cfg.contains("head_dim") || cfg.at("head_dim").is_null()) {
-      if (c.arch == Architecture::Qwen3 && !cfg.contains("head_dim")) {
-        def = 128;
+      if (spec->head_dim_default > 0 && !cfg.contains("head_dim")) {
+        def = spec->head_dim_default;
       } else {
         if (c.hidden_size % c.num_heads != 0)
           throw InputError(Kind::BadFile, file, "", "head_dim is not given and hidden_size is not a multiple of num_attention_heads",
@@ -269,13 +263,10 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
                        std::to_string(c.head_dim));
   }
 
-  int64_t max_pos_default = 2048;  // Llama
-  if (c.arch == Architecture::Mistral) max_pos_default = 4096 * 32;
-  if (c.arch == Architecture::Qwen2 || c.arch == Architecture::Qwen3) max_pos_default = 32768;
-  c.max_position_embeddings = get_int(cfg, "max_position_embeddings", file, max_pos_default);
+  c.max_position_embeddings = get_int(cfg, "max_position_embeddings", file, spec->max_position_default);
   require_positive(c.max_position_embeddings, "max_position_embeddings", file);
 
-  c.rms_norm_eps = get_num(cfg, "rms_norm_eps", file, 1e-6);
+  c.rms_norm_eps = get_num(cfg, "rms_norm_eps", file, spec->rms_norm_eps_default);
   if (!(c.rms_norm_eps >= 0.0) || !std::isfinite(c.rms_norm_eps))
     throw InputError(Kind::BadFile, file, "", "rms_norm_eps must be a non-negative number", ">= 0",
                      std::to_string(c.rms_norm_eps));
@@ -285,62 +276,81 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
     throw InputError(Kind::Unsupported, file, "", "hidden_act '" + act + "' is not supported", "silu", act);
 
   c.tie_word_embeddings = get_bool(cfg, "tie_word_embeddings", file, false);
-  c.rope = parse_rope(cfg, file, c.max_position_embeddings);
+  c.rope = parse_rope(cfg, file, c.max_position_embeddings, spec->rope_theta_default);
 
   // --- biases and norms per architecture --------------------------------------------------------
   const bool attention_bias = get_bool(cfg, "attention_bias", file, false);
-  switch (c.arch) {
-    case Architecture::Llama:
+  switch (spec->bias) {
+    case BiasRule::LlamaFlags:
       c.qkv_bias = c.o_bias = attention_bias;
       c.mlp_bias = get_bool(cfg, "mlp_bias", file, false);
       break;
-    case Architecture::Mistral:  // no bias anywhere (hard-coded bias=False)
+    case BiasRule::None:  // no bias anywhere (hard-coded bias=False)
       break;
-    case Architecture::Qwen2:  // q/k/v bias hard-coded True, o_proj and MLP without
+    case BiasRule::QkvAlways:  // q/k/v bias hard-coded True, o_proj and MLP without
       c.qkv_bias = true;
       break;
-    case Architecture::Qwen3:
+    case BiasRule::AttentionBias:
       c.qkv_bias = c.o_bias = attention_bias;
-      c.qk_norm = true;
+      break;
+    case BiasRule::QkvFlag:
+      c.qkv_bias = get_bool(cfg, "qkv_bias", file, true);
       break;
   }
+  c.qk_norm = spec->qk_norm;
 
   // --- sliding window -----------------------------------------------------------------------
   c.sliding_window.assign(static_cast<size_t>(c.num_layers), 0);
-  if (c.arch == Architecture::Mistral) {
-    // Absent -> class default 4096; null -> none.
+  auto read_window = [&](int64_t def) {
     int64_t w = cfg.contains("sliding_window") && cfg.at("sliding_window").is_null()
                     ? 0
-                    : get_int(cfg, "sliding_window", file, 4096);
+                    : get_int(cfg, "sliding_window", file, def);
     if (w < 0)
       throw InputError(Kind::BadFile, file, "", "sliding_window must be positive or null", "> 0",
                        std::to_string(w));
-    for (auto& x : c.sliding_window) x = w;
-  } else if (c.arch == Architecture::Qwen2 || c.arch == Architecture::Qwen3) {
-    // The window exists only with use_sliding_window; which layers use it comes from
-    // layer_types, else from max_window_layers (layers with index >= it slide).
-    const bool use = get_bool(cfg, "use_sliding_window", file, false);
-    int64_t w = 0;
-    if (use && !(cfg.contains("sliding_window") && cfg.at("sliding_window").is_null()))
-      w = get_int(cfg, "sliding_window", file, 4096);
-    if (w < 0)
-      throw InputError(Kind::BadFile, file, "", "sliding_window must be positive or null", "> 0",
-                       std::to_string(w));
-    if (has(cfg, "layer_types")) {
-      const json& lt = cfg.at("layer_types");
-      if (!lt.is_array() || static_cast<int64_t>(lt.size()) != c.num_layers)
-        throw InputError(Kind::BadFile, file, "", "layer_types must list one type per layer",
-                         std::to_string(c.num_layers) + " entries", lt.dump());
-      for (int64_t l = 0; l < c.num_layers; ++l) {
-        const json& t = lt.at(static_cast<size_t>(l));
-        if (!t.is_string() || (t != "sliding_attention" && t != "full_attention"))
-          throw InputError(Kind::Unsupported, file, "", "layer type at index " + std::to_string(l) + " is not supported",
-                           "\"full_attention\" or \"sliding_attention\"", t.dump());
-        if (t == "sliding_attention") c.sliding_window[static_cast<size_t>(l)] = w;
+    return w;
+  };
+  auto read_layer_types = [&](int64_t w) {
+    const json& lt = cfg.at("layer_types");
+    if (!lt.is_array() || static_cast<int64_t>(lt.size()) != c.num_layers)
+      throw InputError(Kind::BadFile, file, "", "layer_types must list one type per layer",
+                       std::to_string(c.num_layers) + " entries", lt.dump());
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      const json& t = lt.at(static_cast<size_t>(l));
+      if (!t.is_string() || (t != "sliding_attention" && t != "full_attention"))
+        throw InputError(Kind::Unsupported, file, "", "layer type at index " + std::to_string(l) + " is not supported",
+                         "\"full_attention\" or \"sliding_attention\"", t.dump());
+      if (t == "sliding_attention") c.sliding_window[static_cast<size_t>(l)] = w;
+    }
+  };
+  switch (spec->window) {
+    case WindowRule::None:
+      break;
+    case WindowRule::EveryLayer4096:  // absent -> class default 4096; null -> none
+    case WindowRule::EveryLayerNone: {  // absent or null -> none
+      const int64_t w = read_window(spec->window == WindowRule::EveryLayer4096 ? 4096 : 0);
+      for (auto& x : c.sliding_window) x = w;
+      break;
+    }
+    case WindowRule::QwenMaxWindow:
+    case WindowRule::QwenMoeAll:
+    case WindowRule::QwenMoeOdd: {
+      // The window exists only with use_sliding_window; which layers use it comes from
+      // layer_types (Qwen2/Qwen3/Qwen2-MoE), else from the family's rule.
+      const bool use = get_bool(cfg, "use_sliding_window", file, false);
+      const int64_t w = use ? read_window(4096) : 0;
+      if (spec->window != WindowRule::QwenMoeAll && has(cfg, "layer_types")) {
+        read_layer_types(w);
+      } else if (w > 0) {
+        const int64_t mwl = get_int(cfg, "max_window_layers", file, 28);
+        for (int64_t l = 0; l < c.num_layers; ++l) {
+          bool slides = true;
+          if (spec->window == WindowRule::QwenMaxWindow) slides = l >= mwl;
+          else if (spec->window == WindowRule::QwenMoeOdd) slides = (l + 1) % 2 != 0 && l < mwl;
+          if (slides) c.sliding_window[static_cast<size_t>(l)] = w;
+        }
       }
-    } else if (w > 0) {
-      const int64_t mwl = get_int(cfg, "max_window_layers", file, 28);
-      for (int64_t l = mwl < 0 ? 0 : mwl; l < c.num_layers; ++l) c.sliding_window[static_cast<size_t>(l)] = w;
+      break;
     }
   }
   // The rotary tables these parameters give must be usable: each field can be in range while the
@@ -361,7 +371,76 @@ ModelConfig ModelConfig::from_json(const json& cfg, const std::string& file) {
                        "the rope parameters (rope_theta, rope_scaling / rope_parameters) give rotary frequency " +
                            std::to_string(i) + " = " + fmt_double(rt.inv_freq[i]),
                        "a positive finite number");
+
+  // --- mixture of experts ---------------------------------------------------------------------
+  if (spec->moe != MoeLayout::Dense) {
+    MoeConfig& m = c.moe;
+    m.layout = spec->moe;
+    m.sparse_layer.assign(static_cast<size_t>(c.num_layers), true);
+    if (spec->moe == MoeLayout::Mixtral) {
+      // transformers maps `num_experts` to `num_local_experts` for both families (attribute_map):
+      // either key may appear in config.json.
+      m.num_experts = get_int(cfg, "num_local_experts", file, get_int(cfg, "num_experts", file, 8));
+      m.top_k = get_int(cfg, "num_experts_per_tok", file, 2);
+      m.expert_intermediate = c.intermediate_size;
+      m.norm_topk_prob = true;
+      m.block = "block_sparse_moe";
+      m.gate_proj = "w1", m.up_proj = "w3", m.down_proj = "w2";
+      require_positive(m.num_experts, "num_local_experts", file);
+    } else {
+      const bool qwen2 = spec->moe == MoeLayout::Qwen2;
+      m.num_experts = get_int(cfg, "num_experts", file, get_int(cfg, "num_local_experts", file, qwen2 ? 60 : 128));
+      m.top_k = get_int(cfg, "num_experts_per_tok", file, qwen2 ? 4 : 8);
+      m.expert_intermediate = get_int(cfg, "moe_intermediate_size", file, qwen2 ? 1408 : 768);
+      require_positive(m.expert_intermediate, "moe_intermediate_size", file);
+      if (qwen2) {
+        m.shared_intermediate = get_int(cfg, "shared_expert_intermediate_size", file, 5632);
+        require_positive(m.shared_intermediate, "shared_expert_intermediate_size", file);
+      }
+      m.norm_topk_prob = get_bool(cfg, "norm_topk_prob", file, false);
+      m.block = "mlp";
+      m.gate_proj = "gate_proj", m.up_proj = "up_proj", m.down_proj = "down_proj";
+      // A layer has experts iff it is not in mlp_only_layers, num_experts > 0 and
+      // (l + 1) % decoder_sparse_step == 0; otherwise the dense MLP of intermediate_size.
+      const int64_t step = get_int(cfg, "decoder_sparse_step", file, 1);
+      if (step <= 0)
+        throw InputError(Kind::BadFile, file, "", "config key 'decoder_sparse_step' must be positive", "> 0",
+                         std::to_string(step));
+      std::vector<bool> mlp_only(static_cast<size_t>(c.num_layers), false);
+      if (has(cfg, "mlp_only_layers")) {
+        const json& mo = cfg.at("mlp_only_layers");
+        if (!mo.is_array())
+          throw InputError(Kind::BadFile, file, "", "config key 'mlp_only_layers' is not a list of layer indices",
+                           "[0, 3, ...]", mo.dump());
+        for (const json& v : mo) {
+          if (!v.is_number_integer())
+            throw InputError(Kind::BadFile, file, "", "config key 'mlp_only_layers' is not a list of layer indices",
+                             "[0, 3, ...]", mo.dump());
+          const int64_t l = v.get<int64_t>();
+          if (l >= 0 && l < c.num_layers) mlp_only[static_cast<size_t>(l)] = true;
+        }
+      }
+      for (int64_t l = 0; l < c.num_layers; ++l)
+        m.sparse_layer[static_cast<size_t>(l)] =
+            !mlp_only[static_cast<size_t>(l)] && m.num_experts > 0 && (l + 1) % step == 0;
+      if (m.num_experts == 0) m.sparse_layer.assign(static_cast<size_t>(c.num_layers), false);
+    }
+    if (m.num_experts < 0)
+      throw InputError(Kind::BadFile, file, "", "the number of experts must not be negative", ">= 0",
+                       std::to_string(m.num_experts));
+    if (m.num_experts > 0 && (m.top_k <= 0 || m.top_k > m.num_experts))
+      throw InputError(Kind::BadFile, file, "", "config key 'num_experts_per_tok' must be between 1 and the number of experts",
+                       "1.." + std::to_string(m.num_experts), std::to_string(m.top_k));
+  }
   return c;
+}
+
+std::string ModelConfig::moe_block(int64_t l) const {
+  return "model.layers." + std::to_string(l) + "." + moe.block;
+}
+
+std::string ModelConfig::expert_module(int64_t l, int64_t e) const {
+  return moe_block(l) + ".experts." + std::to_string(e);
 }
 
 RopeTables rope_tables(const ModelConfig& cfg) {

@@ -2,8 +2,9 @@
 // config.json (calib/MODELS.md §1, §3, §6).
 //
 // Supported architectures (config.json `architectures[0]`, or `model_type` when that key is
-// missing): LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM. Anything
-// else is refused with InputError(Unsupported).
+// missing): the rows of calib/architectures.h (Llama, Mistral, Qwen2, Qwen3 and the
+// mixture-of-experts Mixtral, Qwen2-MoE, Qwen3-MoE). Anything else is refused with
+// InputError(Unsupported).
 //
 // Absent keys take the default of the transformers configuration class of that architecture
 // (e.g. Mistral `sliding_window` absent -> 4096, Qwen3 `head_dim` absent -> 128), except the
@@ -19,9 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace qt::calib {
+#include "calib/architectures.h"
 
-enum class Architecture { Llama, Mistral, Qwen2, Qwen3 };
+namespace qt::calib {
 
 // RoPE parameters after normalising the three shapes config.json may use:
 //   v4: top-level `rope_theta` + `rope_scaling` {"rope_type": ...} (or legacy {"type": ...});
@@ -46,10 +47,24 @@ struct RopeConfig {
   bool truncate = true;
 };
 
+// The mixture-of-experts part of a config (calib/MODELS.md §10); num_experts 0 for dense models.
+struct MoeConfig {
+  MoeLayout layout = MoeLayout::Dense;
+  int64_t num_experts = 0;          // E: num_local_experts (Mixtral) / num_experts (Qwen)
+  int64_t top_k = 0;                // num_experts_per_tok
+  int64_t expert_intermediate = 0;  // Mixtral intermediate_size, Qwen moe_intermediate_size
+  int64_t shared_intermediate = 0;  // Qwen2-MoE shared_expert_intermediate_size (0: no shared expert)
+  bool norm_topk_prob = true;       // renormalise the top-k probabilities (Mixtral always)
+  std::vector<bool> sparse_layer;   // per layer: experts (true) or the dense MLP (false)
+  // Module names inside a layer: "block_sparse_moe" / "mlp", and the expert projections.
+  std::string block, gate_proj, up_proj, down_proj;
+};
+
 struct ModelConfig {
   std::string file;          // the config.json this came from (for error messages)
   std::string architecture;  // as written, e.g. "Qwen3ForCausalLM"
   Architecture arch = Architecture::Llama;
+  const ArchitectureSpec* spec = nullptr;  // the row of architecture_table()
 
   int64_t hidden_size = 0;        // H
   int64_t intermediate_size = 0;  // I
@@ -74,6 +89,16 @@ struct ModelConfig {
   // every layer. Qwen2/Qwen3: only when `use_sliding_window`, on the layers `layer_types` marks
   // "sliding_attention" (default: layers >= max_window_layers).
   std::vector<int64_t> sliding_window;
+
+  MoeConfig moe;
+  bool is_moe() const { return moe.num_experts > 0; }
+  bool layer_is_sparse(int64_t l) const {
+    return is_moe() && moe.sparse_layer[static_cast<size_t>(l)];
+  }
+  // "model.layers.3.block_sparse_moe" / "model.layers.3.mlp": the MoE block of a layer.
+  std::string moe_block(int64_t l) const;
+  // "model.layers.3.mlp.experts.7" (add "." + moe.gate_proj etc.).
+  std::string expert_module(int64_t l, int64_t e) const;
 
   // Parses and validates config.json. `file` names it in errors. Throws qt::InputError:
   // Unsupported for an architecture, activation (hidden_act != "silu"), rope type

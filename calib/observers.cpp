@@ -108,6 +108,26 @@ void EmaObserver::on_kv(const std::string& attn, const float* k, const float* v,
   fold(stats_.v_absmax, attn, absmax_f32(v, tokens * kv_dim));
 }
 
+void add_routed_tokens(ActivationStats& stats, const std::string& moe_block, const int64_t* counts,
+                       int64_t num_experts) {
+  auto& v = stats.routed_tokens[moe_block];
+  if (v.empty()) v.assign(static_cast<size_t>(num_experts), 0);
+  QT_ASSERT(static_cast<int64_t>(v.size()) == num_experts);
+  for (int64_t e = 0; e < num_experts; ++e) v[static_cast<size_t>(e)] += counts[e];
+}
+
+void AbsMaxObserver::on_moe_routing(const std::string& moe_block, const int64_t* counts, int64_t num_experts,
+                                    int64_t tokens) {
+  (void)tokens;
+  add_routed_tokens(stats_, moe_block, counts, num_experts);
+}
+
+void EmaObserver::on_moe_routing(const std::string& moe_block, const int64_t* counts, int64_t num_experts,
+                                 int64_t tokens) {
+  (void)tokens;
+  add_routed_tokens(stats_, moe_block, counts, num_experts);
+}
+
 void EmaObserver::fold(std::map<std::string, float>& m, const std::string& k, float cur) {
   auto it = m.find(k);
   if (it == m.end()) m[k] = cur;

@@ -32,6 +32,8 @@ class AbsMaxObserver : public Observer {
                               const float* x, int64_t tokens, int64_t in_features) override;
   void on_kv(const std::string& attn_module, const float* k_post_rope, const float* v,
              int64_t tokens, int64_t kv_dim) override;
+  void on_moe_routing(const std::string& moe_block, const int64_t* tokens_per_expert, int64_t num_experts,
+                      int64_t tokens) override;
   const ActivationStats& stats() const { return stats_; }
   ActivationStats& stats() { return stats_; }
 
@@ -54,6 +56,10 @@ bool wants_channel_range(const std::string& module);
 void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
                           int64_t tokens, int64_t channels);
 
+// Adds one sample's routed-token counts of `moe_block` to stats.routed_tokens.
+void add_routed_tokens(ActivationStats& stats, const std::string& moe_block, const int64_t* counts,
+                       int64_t num_experts);
+
 // Per-sample max folded into an EMA (see above). on_linear_input arrives once per (layer,
 // sample, module) in sample order, so each call is one observation.
 class EmaObserver : public Observer {
@@ -63,6 +69,8 @@ class EmaObserver : public Observer {
   void on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
                               const float* x, int64_t tokens, int64_t in) override;
   void on_kv(const std::string& attn, const float* k, const float* v, int64_t tokens, int64_t kv_dim) override;
+  void on_moe_routing(const std::string& moe_block, const int64_t* tokens_per_expert, int64_t num_experts,
+                      int64_t tokens) override;
   const ActivationStats& stats() const { return stats_; }
 
  private:

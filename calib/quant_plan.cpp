@@ -61,6 +61,10 @@ bool is_default_target(const std::string& module) {
   return true;
 }
 
+bool is_expert_module(const std::string& module) {
+  return contains(module, ".experts.");
+}
+
 std::vector<std::string> fused_siblings(const std::string& module) {
   const std::string last = last_component(module), parent = parent_of(module);
   auto group = [&](std::initializer_list<const char*> names) {
@@ -302,6 +306,17 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       }
     }
   }
+  // vLLM's fused-MoE INT8 kernels (CompressedTensorsW8A8Int8MoEMethod) take per-channel weights
+  // with dynamic per-token activations only and refuse static input scales: an int8-static
+  // checkpoint with quantized experts would not load.
+  if (static_input && !scheme.weights.is_float())
+    for (const auto& m : plan.quantized_modules)
+      if (is_expert_module(m))
+        throw InputError(InputError::Kind::Unsupported, model_path, m + ".weight",
+                         std::string(scheme.name) + " quantizes mixture-of-experts experts with static INT8 input "
+                         "scales, which vLLM's fused-MoE INT8 kernels refuse (they take dynamic per-token "
+                         "activations only); use int8-dynamic or fp8-static, or keep the experts unquantized "
+                         "with --ignore 're:.*\\.experts\\..*'");
   if (opts.kv_cache_fp8 && plan.attention_modules.empty())
     throw InputError(InputError::Kind::Unsupported, model_path, "",
                      "--kv-cache fp8: no quantized attention v_proj found to attach k_scale/v_scale to");

@@ -94,6 +94,8 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
 // Name rules, exposed for tests and inspect.
 bool is_linear_weight_name(const std::string& tensor_name, const std::vector<int64_t>& shape);
 bool is_default_target(const std::string& module);
+// A routed expert's Linear ("model.layers.3.mlp.experts.7.down_proj").
+bool is_expert_module(const std::string& module);
 // "model.layers.0.self_attn.q_proj" -> "model.layers.0.self_attn.{q,k,v}_proj" members, or empty.
 std::vector<std::string> fused_siblings(const std::string& module);
 

@@ -13,9 +13,12 @@
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
 #include "calib/gptq.h"
+#include "calib/model_config.h"
+#include "calib/moe_coverage.h"
 #include "calib/stats_file.h"
 #include "calib/stats_merge.h"
 #include "calib/tokenizer/tokenizer.h"
+#include "formats/checkpoint.h"
 #include "formats/model_folder.h"
 #include "formats/output_folder.h"
 #include "formats/run_cleanup.h"
@@ -91,8 +94,8 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
       ActivationStats s = load_stats(resume, fp, &prov, &model);
       if (prov.data_sha256 == text.sha256 && prov.seq_len == r.seq_len && prov.seed == r.seed &&
           prov.observer == r.observer && prov.calib_precision == precision_name(r.calib_precision) &&
-          prov.num_samples == static_cast<int64_t>(samples.size()) &&
-          prov.tokens == tokens) {
+          prov.num_samples == static_cast<int64_t>(samples.size()) && prov.tokens == tokens &&
+          (s.routed_tokens.empty() || s.moe_calibration == r.moe_calibration)) {
         say(ev.info, fmt::format("calibration: reusing the statistics an interrupted run saved in {} ({} samples, {} tokens)",
                                  resume, prov.num_samples, prov.tokens));
         if (!r.stats_out.empty()) {
@@ -120,6 +123,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
   co.hidden_spill.above_bytes = r.calib_memory_bytes;
   co.on_layer_done = ev.on_calib_layer;
+  co.moe_all_experts = r.moe_calibration != "routed";
   CalibrationRun run = calibrate(model, samples, co);
   if (run.hidden_spilled)
     say(ev.info, fmt::format("calibration: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
@@ -372,6 +376,12 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     if (r.gptq.block_size < 1) refuse("--gptq-block-size must be at least 1");
   }
   const bool needs_stats = scheme->needs_calibration || r.kv_cache_fp8 || !r.stats_out.empty() || r.smoothquant;
+  if (r.moe_calibration != "all" && r.moe_calibration != "routed")
+    throw InputError(InputError::Kind::Usage, "", "", "--moe-calibration must be all or routed", "all or routed",
+                     r.moe_calibration);
+  if (r.moe_min_tokens < 0)
+    throw InputError(InputError::Kind::Usage, "", "", "--moe-min-tokens must not be negative", ">= 0",
+                     std::to_string(r.moe_min_tokens));
 
   ModelFolder model = ModelFolder::open(r.model);
   const auto& cfg = model.config();
@@ -412,6 +422,11 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
   if (r.smoothquant) {
     // Before calibration: an architecture without the mappings fails in seconds, not after it.
     out.smoothing_layers = smoothing_mappings(model, r.smoothing_mappings).size();
+    if (is_moe_layer(model.checkpoint(), "model.layers.0.") || is_moe_layer(model.checkpoint(), "model.layers.1."))
+      say(ev.warn, "warning: --smoothquant on a mixture-of-experts model smooths only the attention side "
+                   "(input_layernorm -> q/k/v_proj) of its MoE layers, as llm-compressor's MoE mappings do: "
+                   "post_attention_layernorm feeds the router and every expert, which one set of factors cannot "
+                   "balance per expert; the experts are quantized unsmoothed");
     if (out.smoothing_layers == 0)
       throw InputError(InputError::Kind::Unsupported, model.dir(), "",
                        "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
@@ -452,6 +467,30 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
       job.manifest_extra["calibration"]["forward"] = {
           {"precision", prov.calib_precision},
           {"isa", gemm_path_name(prov.calib_precision == "bf16")}};
+    if (!stats.routed_tokens.empty()) {
+      // Mixture of experts: say how calibration covered the experts, and refuse what the
+      // routed policy cannot stand behind (after the statistics are saved: a lower
+      // --moe-min-tokens or --stats reuses them).
+      const auto cov = moe_coverage(stats);
+      const std::string policy = stats.moe_calibration.empty() ? r.moe_calibration : stats.moe_calibration;
+      out.moe_coverage = cov;
+      out.moe_calibration = policy;
+      say(ev.info, "moe: policy " + policy + ", " + coverage_summary(cov));
+      for (const auto& c : cov) say(ev.info, "moe: " + coverage_line(c));
+      say(ev.info, "moe: each layer's experts share one w13 and one w2 input scale, the maximum over its experts, as vLLM's fused-MoE kernels use them");
+      if (policy == "routed") {
+        try {
+          check_routed_coverage(cov, r.moe_min_tokens, model.dir());
+        } catch (const InputError&) {
+          note_kept();
+          throw;
+        }
+      }
+      job.manifest_extra["moe"] = {{"calibration", policy},
+                                   {"min_tokens", r.moe_min_tokens},
+                                   {"input_scales", "one per layer for w13 (gate/up) and one for w2 (down): the maximum over the layer's experts, as vLLM's fused-MoE kernels use them"},
+                                   {"layers", coverage_json(cov)}};
+    }
     if (r.smoothquant) {
       try {
         out.smoothing = plan_smoothing(model, stats, r.smoothing_strength, r.smoothing_mappings);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "calib/like.h"
+#include "calib/moe_coverage.h"
 #include "calib/quant_plan.h"
 #include "calib/quantize_pipeline.h"
 #include "calib/smoothing.h"
@@ -61,6 +62,11 @@ struct QuantizeRequest {
   uint64_t seed = 0;
   uint64_t calib_memory_bytes = uint64_t{4} << 30;  // hidden states above this go to a file
   std::string calib_memory_text = "4GiB";           // as the user wrote it (for messages)
+  // Mixture-of-experts models (calib/moe_coverage.h): "all" runs every calibration token through
+  // every expert for the statistics; "routed" only the tokens the router sends, refusing experts
+  // with fewer than moe_min_tokens of them.
+  std::string moe_calibration = "all";
+  int64_t moe_min_tokens = 8;  // kDefaultMoeMinTokens
 
   // --algorithm gptq and its parameters (--dampening-frac, --gptq-block-size, --actorder). GPTQ
   // uses the calibration settings above (--dataset, --num-samples, --seq-len, --seed).
@@ -110,6 +116,8 @@ struct QuantizeOutcome {
   GptqCost gptq;
   std::optional<SmoothingPlan> smoothing;  // after calibration (not for a dry run)
   size_t smoothing_layers = 0;             // mappings found (also for a dry run)
+  std::vector<MoeBlockCoverage> moe_coverage;  // mixture-of-experts models: per MoE block
+  std::string moe_calibration;                 // the policy the statistics were made with
   double seconds = 0;                      // the pipeline (writing), not calibration
   std::string like;                        // --like: QUANT's folder
   bool shard_only = false;                 // --calib-shard: statistics saved, nothing else written

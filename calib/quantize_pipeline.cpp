@@ -33,6 +33,11 @@ std::string last_component(const std::string& m) {
   return p == std::string::npos ? m : m.substr(p + 1);
 }
 
+// Routed experts: which fused-MoE input a projection reads in vLLM -- w13 (gate and up, w1 and
+// w3) or w2 (down).
+bool is_w13(const std::string& last) { return last == "gate_proj" || last == "up_proj" || last == "w1" || last == "w3"; }
+bool is_w2(const std::string& last) { return last == "down_proj" || last == "w2"; }
+
 float absmax_of_group(const std::map<std::string, float>& m, const std::string& module) {
   auto it = m.find(module);
   if (it == m.end()) return NAN;
@@ -40,6 +45,21 @@ float absmax_of_group(const std::map<std::string, float>& m, const std::string& 
   for (const auto& sib : fused_siblings(module)) {
     auto jt = m.find(sib);
     if (jt != m.end()) v = std::max(v, jt->second);
+  }
+  // A routed expert (".experts.N.proj"): vLLM's fused-MoE kernels use ONE input scale per layer
+  // for w13 and one for w2, the maximum over the experts (calib/MODELS.md §10 and
+  // qtool-quantize(1), MIXTURE OF EXPERTS), so the checkpoint states exactly that value for every
+  // expert. The keys of one block's experts are contiguous in the sorted map.
+  const auto pos = module.rfind(".experts.");
+  if (pos != std::string::npos) {
+    const std::string prefix = module.substr(0, pos + 9);  // "...mlp.experts."
+    const std::string last = last_component(module);
+    const bool w13 = is_w13(last);
+    if (w13 || is_w2(last))
+      for (auto jt = m.lower_bound(prefix); jt != m.end() && jt->first.compare(0, prefix.size(), prefix) == 0; ++jt) {
+        const std::string l2 = last_component(jt->first);
+        if (w13 ? is_w13(l2) : is_w2(l2)) v = (jt->second > v || jt->second != jt->second) ? jt->second : v;
+      }
   }
   return v;
 }

@@ -83,7 +83,10 @@ struct QuantizeSummary {
 };
 
 // Static input scale of a module: max |x| over its fused group (q/k/v, gate/up share one scale,
-// formats/FORMATS.md rule 10) turned into a scale with the weights' formula and dtype rules.
+// formats/FORMATS.md rule 10) turned into a scale with the weights' formula and dtype rules. A routed
+// expert's projection takes the maximum over every expert of its layer, w13 (gate/up, w1/w3) and
+// w2 (down) separately, as vLLM's fused-MoE kernels do (qtool-quantize(1), MIXTURE OF EXPERTS);
+// its own statistic must still exist.
 float static_input_scale(const ActivationStats& stats, const std::string& module, QuantType t,
                          DType scale_dtype, const std::string& model_path);
 

@@ -26,6 +26,11 @@ const TensorView& need(const ModelFolder& model, const std::string& name) {
 
 }  // namespace
 
+bool is_moe_layer(const Checkpoint& ck, const std::string& layer_prefix) {
+  return ck.find(layer_prefix + "mlp.gate.weight") != nullptr ||
+         ck.find(layer_prefix + "block_sparse_moe.gate.weight") != nullptr;
+}
+
 std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which) {
   std::vector<SmoothingMapping> out;
   const Checkpoint& ck = model.checkpoint();
@@ -42,6 +47,11 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
         {"input_layernorm", false, "input_layernorm", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
         {"post_attention_layernorm", false, "post_attention_layernorm", {"mlp.gate_proj", "mlp.up_proj"}}};
     if (which == SmoothingMappings::All) groups.push_back({"mlp.up_proj", true, "mlp.down_proj", {"mlp.down_proj"}});
+    // A mixture-of-experts layer (a router `mlp.gate` / `block_sparse_moe.gate`): only the
+    // attention side is smoothed, as llm-compressor's Mixtral / Qwen-MoE mappings do. Its
+    // post_attention_layernorm feeds the router and every expert (and Qwen2-MoE's shared expert
+    // and its gate), which would all have to be balanced by the same factors.
+    if (is_moe_layer(ck, p)) groups.resize(1);
     for (const auto& g : groups) {
       if (!ck.find(p + g.smooth + ".weight")) continue;
       SmoothingMapping m{p + g.smooth, g.linear, p + g.stats, {}};

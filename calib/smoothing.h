@@ -40,6 +40,7 @@
 
 namespace qt {
 class ModelFolder;
+class Checkpoint;
 }
 
 namespace qt::calib {
@@ -56,10 +57,14 @@ struct SmoothingMapping {
   std::vector<std::string> balance;   // ["model.layers.0.self_attn.q_proj", ...]
 };
 
-// The mappings of `model` (see above), in layer order, norms before mlp within a layer. Throws
-// InputError(Unsupported) naming the tensor when a layer has the norm but not every balance
-// Linear (e.g. an MoE MLP).
+// The mappings of `model` (see above), in layer order, norms before mlp within a layer. A
+// mixture-of-experts layer (is_moe_layer) gets only input_layernorm -> q/k/v_proj: its
+// post_attention_layernorm feeds the router and every expert. Throws InputError(Unsupported)
+// naming the tensor when a layer has the norm but not every balance Linear.
 std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which);
+
+// Whether layer `layer_prefix` ("model.layers.3.") has a mixture-of-experts router.
+bool is_moe_layer(const Checkpoint& ck, const std::string& layer_prefix);
 
 struct SmoothingPlan {
   double alpha = 0.8;  // as given (a decimal such as 0.8; see smoothing_scales for its f32 uses)

@@ -52,6 +52,8 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
   j["channel_min"] = stats.channel_min;
+  if (!stats.routed_tokens.empty()) j["routed_tokens"] = stats.routed_tokens;
+  if (!stats.moe_calibration.empty()) j["moe_calibration"] = stats.moe_calibration;
   j["channel_max"] = stats.channel_max;
   const std::string text = j.dump(1);
   std::string out(ZSTD_compressBound(text.size()), '\0');
@@ -191,6 +193,23 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
       if (mn[i] > it->second[i])
         rd.bad("channel " + std::to_string(i) + " of '" + printable(name) + "': channel_min " + fmt::format("{}", mn[i]) +
                " is above channel_max " + fmt::format("{}", it->second[i]));
+  if (j.contains("moe_calibration")) {
+    s.moe_calibration = rd.member(j, "moe_calibration", json::value_t::string, "a string").get<std::string>();
+    if (s.moe_calibration != "all" && s.moe_calibration != "routed")
+      rd.bad("'moe_calibration' is '" + printable(s.moe_calibration) + "', not all or routed");
+  }
+  if (j.contains("routed_tokens")) {
+    const json& rt = rd.member(j, "routed_tokens", json::value_t::object, "an object");
+    for (const auto& [block, counts] : rt.items()) {
+      if (!counts.is_array()) rd.bad("'routed_tokens." + printable(block) + "' is not a list");
+      std::vector<int64_t> v;
+      for (const auto& c : counts) {
+        if (!c.is_number_unsigned()) rd.bad("'routed_tokens." + printable(block) + "' holds a value that is not a non-negative integer");
+        v.push_back(static_cast<int64_t>(c.get<uint64_t>()));
+      }
+      s.routed_tokens[block] = std::move(v);
+    }
+  }
   }
   for (const auto& [name, mx] : s.channel_max)
     if (!s.channel_min.count(name)) rd.bad("channel_max '" + printable(name) + "' has no channel_min");

@@ -1,6 +1,7 @@
 #include "formats/tiny_model.h"
 #include "libquant/float_formats.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -172,7 +173,69 @@ const char* torch_dtype_name(DType t) {
   }
 }
 
+// The tensors in model order, without validating the options.
+std::vector<TensorSpec> specs_unchecked(const TinyModelOptions& o) {
+  const int64_t H = o.hidden_size, I = o.intermediate_size, V = o.vocab_size;
+  const int64_t D = o.num_heads > 0 ? H / o.num_heads : 0, KV = D * o.num_kv_heads;
+  const bool mixtral = o.arch == "mixtral", qwen3 = o.arch == "qwen3_moe", qwen2 = o.arch == "qwen2_moe";
+  const int64_t E = o.num_experts, EI = o.moe_intermediate_size, SI = o.shared_intermediate_size;
+  std::vector<TensorSpec> s;
+  s.push_back({"model.embed_tokens.weight", o.dtype, {V, H}});
+  for (int l = 0; l < o.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back({p + "input_layernorm.weight", o.dtype, {H}});
+    s.push_back({p + "self_attn.q_proj.weight", o.dtype, {H, H}});
+    if (qwen2) s.push_back({p + "self_attn.q_proj.bias", o.dtype, {H}});
+    s.push_back({p + "self_attn.k_proj.weight", o.dtype, {KV, H}});
+    if (qwen2) s.push_back({p + "self_attn.k_proj.bias", o.dtype, {KV}});
+    s.push_back({p + "self_attn.v_proj.weight", o.dtype, {KV, H}});
+    if (qwen2) s.push_back({p + "self_attn.v_proj.bias", o.dtype, {KV}});
+    s.push_back({p + "self_attn.o_proj.weight", o.dtype, {H, H}});
+    if (qwen3) {
+      s.push_back({p + "self_attn.q_norm.weight", o.dtype, {D}});
+      s.push_back({p + "self_attn.k_norm.weight", o.dtype, {D}});
+    }
+    s.push_back({p + "post_attention_layernorm.weight", o.dtype, {H}});
+    const bool dense = o.arch == "llama" ||
+                       std::find(o.mlp_only_layers.begin(), o.mlp_only_layers.end(), l) != o.mlp_only_layers.end();
+    if (dense) {
+      s.push_back({p + "mlp.gate_proj.weight", o.dtype, {I, H}});
+      s.push_back({p + "mlp.up_proj.weight", o.dtype, {I, H}});
+      s.push_back({p + "mlp.down_proj.weight", o.dtype, {H, I}});
+      continue;
+    }
+    const std::string b = p + (mixtral ? "block_sparse_moe." : "mlp.");
+    s.push_back({b + "gate.weight", o.dtype, {E, H}});
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string x = b + "experts." + std::to_string(e) + ".";
+      if (mixtral) {
+        s.push_back({x + "w1.weight", o.dtype, {EI, H}});
+        s.push_back({x + "w2.weight", o.dtype, {H, EI}});
+        s.push_back({x + "w3.weight", o.dtype, {EI, H}});
+      } else {
+        s.push_back({x + "gate_proj.weight", o.dtype, {EI, H}});
+        s.push_back({x + "up_proj.weight", o.dtype, {EI, H}});
+        s.push_back({x + "down_proj.weight", o.dtype, {H, EI}});
+      }
+    }
+    if (qwen2) {
+      s.push_back({b + "shared_expert.gate_proj.weight", o.dtype, {SI, H}});
+      s.push_back({b + "shared_expert.up_proj.weight", o.dtype, {SI, H}});
+      s.push_back({b + "shared_expert.down_proj.weight", o.dtype, {H, SI}});
+      s.push_back({b + "shared_expert_gate.weight", o.dtype, {1, H}});
+    }
+  }
+  s.push_back({"model.norm.weight", o.dtype, {H}});
+  if (!o.tie_word_embeddings) s.push_back({"lm_head.weight", o.dtype, {V, H}});
+  return s;
+}
+
 }  // namespace
+
+const std::vector<std::string>& tiny_model_architectures() {
+  static const std::vector<std::string> a = {"llama", "mixtral", "qwen3_moe", "qwen2_moe"};
+  return a;
+}
 
 int tiny_tokenizer_size() { return 256 + static_cast<int>(merges().size()) + 2; }
 int tiny_bos_id() { return 256 + static_cast<int>(merges().size()); }
@@ -193,40 +256,36 @@ void validate_tiny_model_options(const TinyModelOptions& o) {
     usage("vocab_size " + std::to_string(o.vocab_size) + " is smaller than the tokenizer's " +
           std::to_string(tiny_tokenizer_size()) + " tokens");
   if (o.outlier_columns < 0 || o.outlier_columns > o.hidden_size) usage("outlier_columns out of range");
-  const int n_tensors = 2 + 9 * o.num_layers + (o.tie_word_embeddings ? 0 : 1);
+  const auto& archs = tiny_model_architectures();
+  if (std::find(archs.begin(), archs.end(), o.arch) == archs.end())
+    usage("architecture '" + o.arch + "' is not one of llama, mixtral, qwen3_moe, qwen2_moe");
+  if (o.arch != "llama") {
+    if (o.num_experts <= 0 || o.experts_per_token <= 0 || o.experts_per_token > o.num_experts)
+      usage("experts per token must be between 1 and the number of experts " + std::to_string(o.num_experts));
+    if (o.moe_intermediate_size <= 0 || o.shared_intermediate_size <= 0)
+      usage("expert sizes must be positive");
+    for (int l : o.mlp_only_layers)
+      if (l < 0 || l >= o.num_layers) usage("mlp_only_layers entry " + std::to_string(l) + " is not a layer");
+  }
+  const int n_tensors = static_cast<int>(specs_unchecked(o).size());
   if (o.num_shards < 1 || o.num_shards > n_tensors)
     usage("num_shards must be between 1 and the tensor count " + std::to_string(n_tensors));
 }
 
 std::vector<TensorSpec> tiny_model_tensor_specs(const TinyModelOptions& o) {
   validate_tiny_model_options(o);
-  const int64_t H = o.hidden_size, I = o.intermediate_size, V = o.vocab_size;
-  const int64_t D = H / o.num_heads, KV = D * o.num_kv_heads;
-  std::vector<TensorSpec> s;
-  s.push_back({"model.embed_tokens.weight", o.dtype, {V, H}});
-  for (int l = 0; l < o.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    s.push_back({p + "input_layernorm.weight", o.dtype, {H}});
-    s.push_back({p + "self_attn.q_proj.weight", o.dtype, {H, H}});
-    s.push_back({p + "self_attn.k_proj.weight", o.dtype, {KV, H}});
-    s.push_back({p + "self_attn.v_proj.weight", o.dtype, {KV, H}});
-    s.push_back({p + "self_attn.o_proj.weight", o.dtype, {H, H}});
-    s.push_back({p + "post_attention_layernorm.weight", o.dtype, {H}});
-    s.push_back({p + "mlp.gate_proj.weight", o.dtype, {I, H}});
-    s.push_back({p + "mlp.up_proj.weight", o.dtype, {I, H}});
-    s.push_back({p + "mlp.down_proj.weight", o.dtype, {H, I}});
-  }
-  s.push_back({"model.norm.weight", o.dtype, {H}});
-  if (!o.tie_word_embeddings) s.push_back({"lm_head.weight", o.dtype, {V, H}});
-  return s;
+  return specs_unchecked(o);
 }
 
 std::vector<uint8_t> tiny_model_tensor_bytes(const TinyModelOptions& o, const TensorSpec& spec) {
   SplitMix64 g = stream_for(o.seed, spec.name);
   const uint64_t rows = spec.shape.size() == 2 ? static_cast<uint64_t>(spec.shape[0]) : 1;
   const uint64_t cols = static_cast<uint64_t>(spec.shape.back());
-  const bool is_norm = spec.shape.size() == 1;
-  const bool is_proj = spec.name.ends_with("_proj.weight");
+  const bool is_bias = spec.name.ends_with(".bias");
+  const bool is_norm = spec.shape.size() == 1 && !is_bias;
+  const bool is_proj = spec.name.ends_with("_proj.weight") || spec.name.ends_with(".w1.weight") ||
+                       spec.name.ends_with(".w2.weight") || spec.name.ends_with(".w3.weight");
+  const bool is_router = spec.name.ends_with(".gate.weight") || spec.name.ends_with("shared_expert_gate.weight");
   // Outlier input columns first (from the same stream, so they too depend only on seed+name).
   std::vector<double> col_scale(cols, 1.0);
   if (is_proj)
@@ -239,7 +298,7 @@ std::vector<uint8_t> tiny_model_tensor_bytes(const TinyModelOptions& o, const Te
     for (uint64_t c = 0; c < cols; ++c) {
       const double n = g.normal();
       // f64 value, rounded once to f32 (RNE, as the C++ conversion does by default).
-      const double v = is_norm ? 1.0 + 0.05 * n : 0.02 * n * col_scale[c];
+      const double v = is_norm ? 1.0 + 0.05 * n : is_router ? 0.5 * n : 0.02 * n * col_scale[c];
       const float f = static_cast<float>(v);
       if (spec.dtype == DType::F32) {
         const uint32_t u = f32_bits(f);
@@ -254,8 +313,47 @@ std::vector<uint8_t> tiny_model_tensor_bytes(const TinyModelOptions& o, const Te
   return out;
 }
 
+namespace {
+nlohmann::json llama_config(const TinyModelOptions& o);
+}
+
 nlohmann::json tiny_model_config(const TinyModelOptions& o) {
   validate_tiny_model_options(o);
+  nlohmann::json c = llama_config(o);
+  if (o.arch == "llama") return c;
+  // The MoE families: the Llama keys they share, their own class names and expert keys
+  // (transformers' MixtralConfig / Qwen3MoeConfig / Qwen2MoeConfig), float32 rope theta as given.
+  for (const char* k : {"mlp_bias", "pretraining_tp", "attention_bias"}) c.erase(k);
+  c["num_experts_per_tok"] = o.experts_per_token;
+  if (o.arch == "mixtral") {
+    c["architectures"] = {"MixtralForCausalLM"};
+    c["model_type"] = "mixtral";
+    c["num_local_experts"] = o.num_experts;
+    c["intermediate_size"] = o.moe_intermediate_size;
+    c["sliding_window"] = nullptr;
+    c["router_jitter_noise"] = 0.0;
+    return c;
+  }
+  const bool qwen2 = o.arch == "qwen2_moe";
+  c["architectures"] = {qwen2 ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"};
+  c["model_type"] = o.arch;
+  c["num_experts"] = o.num_experts;
+  c["moe_intermediate_size"] = o.moe_intermediate_size;
+  c["norm_topk_prob"] = o.norm_topk_prob;
+  c["decoder_sparse_step"] = 1;
+  c["mlp_only_layers"] = o.mlp_only_layers;
+  c["use_sliding_window"] = false;
+  if (qwen2) {
+    c["shared_expert_intermediate_size"] = o.shared_intermediate_size;
+    c["qkv_bias"] = true;
+  } else {
+    c["attention_bias"] = false;
+  }
+  return c;
+}
+
+namespace {
+nlohmann::json llama_config(const TinyModelOptions& o) {
   return {{"architectures", {"LlamaForCausalLM"}},
           {"attention_bias", false},
           {"attention_dropout", 0.0},
@@ -281,6 +379,7 @@ nlohmann::json tiny_model_config(const TinyModelOptions& o) {
           {"use_cache", true},
           {"vocab_size", o.vocab_size}};
 }
+}  // namespace
 
 void write_tiny_model(const std::string& dir, const TinyModelOptions& o) {
   const std::vector<TensorSpec> specs = tiny_model_tensor_specs(o);  // validates

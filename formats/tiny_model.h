@@ -1,7 +1,8 @@
-// A seeded generator of tiny Llama-shaped model folders for tests and demos.
+// A seeded generator of tiny Llama-shaped (or mixture-of-experts) model folders for tests and demos.
 //
 // write_tiny_model(dir, options) writes a complete Hugging Face model folder that transformers
-// can load (LlamaForCausalLM): config.json, model.safetensors (or shards + index),
+// can load (LlamaForCausalLM by default; MixtralForCausalLM, Qwen3MoeForCausalLM or
+// Qwen2MoeForCausalLM with `arch`, see tiny_model_architectures()): config.json, model.safetensors (or shards + index),
 // generation_config.json, a small ByteLevel-BPE tokenizer.json and tokenizer_config.json.
 // The bytes depend only on the options: every tensor is generated from its own PRNG stream
 // (splitmix64 seeded with the seed and the tensor name), using integer arithmetic and IEEE
@@ -12,7 +13,10 @@
 //   - Linear *_proj.weight [out,in] and lm_head.weight: normal(0, 0.02); in each *_proj weight
 //     `outlier_columns` input columns (chosen by the stream) are scaled by `outlier_scale`, like
 //     the outlier channels of real LLMs;
-//   - embed_tokens: normal(0, 0.02); RMSNorm weights: 1 + normal(0, 0.05).
+//   - embed_tokens: normal(0, 0.02); RMSNorm weights: 1 + normal(0, 0.05);
+//   - MoE experts (`experts.N.w1/w2/w3`, `experts.N.*_proj`) as *_proj weights (outlier columns
+//     included); routers (`gate.weight`) and `shared_expert_gate.weight`: normal(0, 0.5), so that
+//     routing is decisive; biases (Qwen2-MoE q/k/v): normal(0, 0.02).
 // "normal" is the Irwin-Hall sum of 12 uniforms minus 6 (mean 0, variance 1, |x| <= 6).
 #pragma once
 
@@ -28,6 +32,7 @@
 namespace qt {
 
 struct TinyModelOptions {
+  std::string arch = "llama";  // one of tiny_model_architectures()
   uint64_t seed = 0;
   DType dtype = DType::BF16;  // BF16, F16 or F32
   int hidden_size = 128;
@@ -43,7 +48,18 @@ struct TinyModelOptions {
   double rope_theta = 10000.0;
   int outlier_columns = 2;
   float outlier_scale = 10.0f;
+  // Mixture-of-experts architectures only (the dense llama ignores them).
+  int num_experts = 8;
+  int experts_per_token = 2;
+  int moe_intermediate_size = 64;      // per expert (Mixtral: written as intermediate_size)
+  int shared_intermediate_size = 128;  // qwen2_moe's shared expert
+  // qwen3_moe / qwen2_moe: layers with the dense MLP of intermediate_size (mlp_only_layers).
+  std::vector<int> mlp_only_layers;
+  bool norm_topk_prob = true;          // qwen3_moe / qwen2_moe (Mixtral always renormalises)
 };
+
+// The `arch` values: "llama", "mixtral", "qwen3_moe", "qwen2_moe".
+const std::vector<std::string>& tiny_model_architectures();
 
 // Number of entries of the tiny tokenizer (256 bytes + merges + <s> + </s>), and its ids.
 int tiny_tokenizer_size();

@@ -3,6 +3,7 @@
 // (libquant/smoothquant.h, calib/smoothing.h) to balance activation outliers into the weights.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,6 +26,13 @@ struct ActivationStats {
   std::map<std::string, std::vector<float>> channel_min;
   std::map<std::string, std::vector<float>> channel_max;
   std::string observer = "static_minmax";
+  // Mixture-of-experts blocks ("model.layers.3.mlp") -> calibration tokens the router sent to
+  // each expert (index = expert), summed over samples; each token counts once per chosen expert.
+  // Empty for dense models.
+  std::map<std::string, std::vector<int64_t>> routed_tokens;
+  // The MoE calibration policy that produced the expert statistics ("all" or "routed"); empty
+  // for dense models.
+  std::string moe_calibration;
 };
 
 }  // namespace qt

@@ -894,7 +894,8 @@ TEST(ModelConfig, RejectsAnUnsupportedArchitectureNamingTheSupportedOnes) {
   EXPECT_EQ(e.kind(), InputError::Kind::Unsupported);
   EXPECT_EQ(std::string(e.what()),
             "/m/config.json: architecture 'GemmaForCausalLM' is not supported (expected one of "
-            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)");
+            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, "
+            "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)");
 }
 
 TEST(ModelConfig, RejectsActivationsOtherThanSilu) {

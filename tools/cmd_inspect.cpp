@@ -228,6 +228,25 @@ int run_inspect(const Opts& o) {
                 m.quantized ? ("quantized (" + m.group + ")").c_str() : "high precision");
     ++shown;
   }
+  if (!r.moe.empty()) {
+    std::printf("experts        %zu MoE layers; static input scales per layer (vLLM uses the maximum over the experts)\n",
+                r.moe.size());
+    for (const auto& b : r.moe) {
+      std::printf("  %-40s %lld experts, w13 %.6g..%.6g (%.3gx), w2 %.6g..%.6g (%.3gx)", b.block.c_str(),
+                  static_cast<long long>(b.experts), b.w13_min, b.w13_max, b.w13_min > 0 ? b.w13_max / b.w13_min : 0.0,
+                  b.w2_min, b.w2_max, b.w2_min > 0 ? b.w2_max / b.w2_min : 0.0);
+      if (!b.routed_tokens.empty()) {
+        std::vector<int64_t> s = b.routed_tokens;
+        std::sort(s.begin(), s.end());
+        const long long zero = std::count(s.begin(), s.end(), int64_t{0});
+        const size_t n = s.size();
+        const double med = n % 2 ? static_cast<double>(s[n / 2]) : (static_cast<double>(s[n / 2 - 1]) + s[n / 2]) / 2.0;
+        std::printf(", routed calibration tokens min %lld / median %g / max %lld, %lld experts with none",
+                    static_cast<long long>(s.front()), med, static_cast<long long>(s.back()), zero);
+      }
+      std::printf("\n");
+    }
+  }
   if (o.scales) {
     std::printf("scales         %zu tensors\n", scales.size());
     for (const auto& e : scales) {

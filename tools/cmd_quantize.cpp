@@ -8,6 +8,7 @@
 
 #include <cstdio>
 
+#include "calib/moe_coverage.h"
 #include "calib/quantize.h"
 #include "calib/stats_merge.h"
 #include "libquant/error.h"
@@ -33,6 +34,8 @@ struct Opts {
   std::string smoothquant_mappings = "all";
   std::string calib_memory = "4GiB";
   std::string calib_precision = "f32";
+  std::string moe_calibration = "all";
+  int64_t moe_min_tokens = calib::kDefaultMoeMinTokens;
   int threads = 0;
   std::string like, calib_shard;
   bool no_drift = false, check_scales = false;
@@ -84,6 +87,8 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.calib_memory_text = o.calib_memory;
   if (!parse_precision(o.calib_precision, r.calib_precision))
     throw InputError(InputError::Kind::Usage, "", "", "unknown --calib-precision '" + o.calib_precision + "'", "f32 or bf16");
+  r.moe_calibration = o.moe_calibration;
+  r.moe_min_tokens = o.moe_min_tokens;
   r.smoothquant = o.smoothquant;
   r.smoothing_strength = o.smoothing_strength;
   r.smoothing_mappings = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
@@ -185,6 +190,8 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
                    {"dampening_frac", o.dampening_frac},
                    {"block_size", o.gptq_block_size},
                    {"actorder", o.actorder}};
+    if (!out.moe_coverage.empty())
+      j["moe"] = {{"calibration", out.moe_calibration}, {"layers", calib::coverage_json(out.moe_coverage)}};
     if (out.smoothing)
       j["smoothquant"] = {{"alpha", out.smoothing->alpha}, {"mappings", o.smoothquant_mappings},
                           {"smoothed_layers", out.smoothing->mappings.size()},
@@ -352,6 +359,13 @@ void register_quantize(CLI::App& app, RunFn& run) {
                   "Precision of the calibration forward's matrix products: f32 (exact reference) or bf16 (bf16 "
                   "weights and activations, f32 sums; its GEMM ~1.6-2.5x faster on AVX512-BF16 CPUs, emulated and slow elsewhere)")
       ->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
+  cal->add_option("--moe-calibration", o->moe_calibration,
+                  "Mixture-of-experts models: all (every token through every expert for the statistics; only routed "
+                  "outputs continue) or routed (only the tokens the router sends; experts under --moe-min-tokens are refused)")
+      ->capture_default_str()->check(CLI::IsMember({"all", "routed"}));
+  cal->add_option("--moe-min-tokens", o->moe_min_tokens,
+                  "--moe-calibration routed: fewest routed calibration tokens an expert may be calibrated on")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
   cal->add_option("--calib-shard", o->calib_shard,

@@ -1,5 +1,6 @@
 // `qtool tiny-model OUT`: writes the bundled, seeded tiny Llama-shaped checkpoint (for the
-// README's first command, tests and demos). Same seed, same bytes.
+// README's first command, tests and demos), or a mixture-of-experts one (--arch). Same seed,
+// same bytes.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -20,8 +21,12 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
     TinyModelOptions dims;  // sizes: defaults are the tiny model; larger ones are for bench/
   };
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("tiny-model", "Write the bundled tiny Llama-shaped test model (seeded, deterministic)");
+  auto* sub = app.add_subcommand("tiny-model", "Write the bundled tiny Llama-shaped (or mixture-of-experts) test model (seeded, deterministic)");
   sub->add_option("OUT", o->out, "Output folder")->required();
+  sub->add_option("--arch", o->dims.arch,
+                  "Architecture: llama (LlamaForCausalLM), mixtral (MixtralForCausalLM), qwen3_moe "
+                  "(Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM, with a shared expert)")
+      ->capture_default_str()->check(CLI::IsMember(tiny_model_architectures()));
   sub->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   sub->add_option("--dtype", o->dtype, "Weight dtype")->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
   sub->add_option("--shards", o->shards, "Number of safetensors shards")->capture_default_str()->check(CLI::Range(1, 64));
@@ -34,6 +39,12 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
   g->add_option("--heads", o->dims.num_heads, "num_attention_heads")->capture_default_str();
   g->add_option("--kv-heads", o->dims.num_kv_heads, "num_key_value_heads")->capture_default_str();
   g->add_option("--vocab", o->dims.vocab_size, "vocab_size")->capture_default_str();
+  auto* m = sub->add_option_group("experts", "Mixture-of-experts sizes (--arch mixtral, qwen3_moe, qwen2_moe)");
+  m->add_option("--experts", o->dims.num_experts, "Experts per MoE layer")->capture_default_str();
+  m->add_option("--experts-per-token", o->dims.experts_per_token, "Experts each token is routed to (top-k)")->capture_default_str();
+  m->add_option("--moe-intermediate", o->dims.moe_intermediate_size, "Intermediate size of one expert")->capture_default_str();
+  m->add_option("--shared-intermediate", o->dims.shared_intermediate_size, "Intermediate size of qwen2_moe's shared expert")->capture_default_str();
+  m->add_option("--mlp-only-layers", o->dims.mlp_only_layers, "qwen3_moe / qwen2_moe: layers with a dense MLP instead of experts");
   sub->callback([&run, o] {
     run = [o] {
       TinyModelOptions t = o->dims;

@@ -217,6 +217,49 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
                             "weight_global_scale differs across the fused set (" + listing +
                                 "): vLLM keeps one global scale per fused layer, so the others dequantize "
                                 "wrongly (quantize the set with one shared global scale)"});
+
+  // Mixture of experts: the spread of the experts' static input scales per block (one scalar
+  // per expert projection is read).
+  std::map<std::string, MoeBlockScales> blocks;
+  std::map<std::string, std::set<std::string>> block_experts;
+  for (const auto& m : modules) {
+    const auto pos = m.rfind(".experts.");
+    if (pos == std::string::npos || !by_name.count(m + ".input_scale")) continue;
+    const TensorView* t = by_name[m + ".input_scale"];
+    float v = NAN;
+    if (t->numel() != 1 || !decode_to_f32(t->dtype, t->bytes.data(), 1, &v)) continue;
+    const std::string block = m.substr(0, pos);
+    const std::string rest = m.substr(pos + 9);  // "N.proj"
+    const std::string proj = rest.substr(rest.find('.') + 1);
+    const bool w2 = proj == "down_proj" || proj == "w2";
+    MoeBlockScales& b = blocks[block];
+    b.block = block;
+    block_experts[block].insert(rest.substr(0, rest.find('.')));
+    double& lo = w2 ? b.w2_min : b.w13_min;
+    double& hi = w2 ? b.w2_max : b.w13_max;
+    lo = (lo == 0 || v < lo) ? v : lo;
+    hi = std::max(hi, static_cast<double>(v));
+  }
+  json moe_manifest;
+  {
+    std::error_code ec;
+    const std::filesystem::path mf = std::filesystem::path(path) / "qtool_manifest.json";
+    if (!blocks.empty() && std::filesystem::is_directory(path, ec) && std::filesystem::exists(mf, ec)) {
+      try {
+        const json mj = read_json_file(mf.string());
+        if (mj.contains("moe")) moe_manifest = mj.at("moe").at("layers");
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  for (auto& [name, b] : blocks) {
+    b.experts = static_cast<int64_t>(block_experts[name].size());
+    if (moe_manifest.is_object() && moe_manifest.contains(name))
+      b.routed_tokens = moe_manifest.at(name).at("routed_tokens").get<std::vector<int64_t>>();
+    if (b.w13_max > b.w13_min || b.w2_max > b.w2_min)
+      r.findings.push_back({"warning", name, "the experts' input scales differ; vLLM's fused-MoE kernels use the maximum over the experts (w13 " +
+                                                 std::to_string(b.w13_max) + ", w2 " + std::to_string(b.w2_max) + ")"});
+    r.moe.push_back(b);
   }
   return r;
 }
@@ -290,6 +333,13 @@ json report_to_json(const InspectReport& r) {
     mods.push_back({{"module", m.module}, {"weight_dtype", m.weight_dtype}, {"shape", m.shape},
                     {"quantized", m.quantized}, {"group", m.group}});
   j["modules"] = mods;
+  json moe = json::array();
+  for (const auto& b : r.moe)
+    moe.push_back({{"block", b.block}, {"experts", b.experts},
+                   {"input_scale_w13", {{"min", b.w13_min}, {"max", b.w13_max}}},
+                   {"input_scale_w2", {{"min", b.w2_min}, {"max", b.w2_max}}},
+                   {"routed_tokens", b.routed_tokens.empty() ? json(nullptr) : json(b.routed_tokens)}});
+  if (!r.moe.empty()) j["moe"] = moe;  // dense checkpoints: no key (their JSON is unchanged)
   j["quantized_modules"] = r.quantized_modules;
   j["high_precision_modules"] = r.high_precision_modules;
   json f = json::array();

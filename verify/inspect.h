@@ -36,6 +36,17 @@ struct Finding {
   std::string message;
 };
 
+// One mixture-of-experts block of a checkpoint with static input scales: the spread of the
+// experts' input scales (vLLM's fused-MoE kernels use the maximum over the experts, one for w13
+// = gate/up, one for w2 = down), and -- when the folder's qtool_manifest.json has them -- the
+// calibration tokens routed to each expert.
+struct MoeBlockScales {
+  std::string block;              // "model.layers.3.mlp"
+  int64_t experts = 0;            // experts with an input_scale
+  double w13_min = 0, w13_max = 0, w2_min = 0, w2_max = 0;
+  std::vector<int64_t> routed_tokens;  // from the manifest; empty when unknown
+};
+
 struct InspectReport {
   std::string path;
   nlohmann::json config;           // config.json or null
@@ -56,6 +67,7 @@ struct InspectReport {
   // than round-to-nearest: "GPTQ (dampening_frac 0.01, block_size 128, actorder static; 64 samples,
   // 32768 tokens)". Empty for round-to-nearest and for folders without a manifest.
   std::string algorithm;
+  std::vector<MoeBlockScales> moe;  // reads the experts' scalar input_scale tensors
   std::vector<Finding> findings;
 };
 

@@ -1,0 +1,437 @@
+// Tests for the mixture-of-experts part of calib/model_config and calib/forward: Mixtral,
+// Qwen3-MoE and Qwen2-MoE against transformers goldens (testdata/forward/{mixtral,qwen3_moe,
+// qwen2_moe}, made by testdata/forward/make_moe_goldens.py): logits, every non-expert Linear
+// input, and every expert's input statistics under both calibration policies (all experts /
+// routed tokens only), and the routed-token counts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "calib/forward.h"
+#include "calib/model_config.h"
+#include "calib/moe_coverage.h"
+#include "calib/observers.h"
+#include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "calib/smoothing.h"
+#include "formats/model_folder.h"
+#include "formats/tiny_model.h"
+#include "libquant/quantize.h"
+#include "libquant/schemes.h"
+#include "libquant/error.h"
+#include "tests/support/test_support.h"
+
+namespace {
+
+using nlohmann::json;
+using qt::InputError;
+using qt::calib::AbsMaxObserver;
+using qt::calib::ForwardOptions;
+using qt::calib::ModelConfig;
+using qt::calib::WeightProvider;
+
+std::string golden_dir(const std::string& name) {
+  return qt::test::source_path("testdata/forward/" + name).string();
+}
+
+std::vector<float> read_f32(const std::string& path) {
+  const std::vector<uint8_t> b = qt::test::read_file(path);
+  std::vector<float> v(b.size() / 4);
+  std::memcpy(v.data(), b.data(), v.size() * 4);
+  return v;
+}
+
+double rel_max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double d = 0, m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+    m = std::max(m, std::fabs(static_cast<double>(b[i])));
+  }
+  return m > 0 ? d / m : d;
+}
+
+struct Golden {
+  qt::ModelFolder folder;
+  ModelConfig cfg;
+  WeightProvider weights;
+  json stats;
+  std::vector<std::vector<int32_t>> tokens;
+
+  explicit Golden(const std::string& name)
+      : folder(qt::ModelFolder::open(golden_dir(name))),
+        cfg(ModelConfig::from_json(folder.config(), folder.config_path())),
+        weights(qt::calib::make_view_weight_provider(
+            [this](const std::string& n) { return folder.checkpoint().find(n); }, folder.dir())),
+        stats(qt::read_json_file(golden_dir(name) + "/stats.json")),
+        tokens(stats.at("tokens").get<std::vector<std::vector<int32_t>>>()) {}
+};
+
+struct RunResult {
+  std::vector<float> logits;
+  qt::ActivationStats stats;
+};
+
+RunResult run(const Golden& g, bool all_experts, int threads = 0, bool identity_transform = false) {
+  RunResult r;
+  AbsMaxObserver obs;
+  ForwardOptions o;
+  o.observer = &obs;
+  o.num_threads = threads;
+  o.moe_all_experts = all_experts;
+  o.lm_head_tied = g.cfg.lm_head_tied(g.folder.checkpoint().find("lm_head.weight") != nullptr);
+  if (identity_transform) o.transform = [](const std::string&, float*, int64_t, int64_t) {};
+  o.on_logits = [&](size_t, int64_t, const float* l, int64_t t, int64_t v) {
+    r.logits.insert(r.logits.end(), l, l + t * v);
+  };
+  qt::calib::run_forward(g.cfg, g.weights, g.tokens, o);
+  r.stats = obs.stats();
+  return r;
+}
+
+// The statistics transformers' run gives for the policy: every nn.Linear input except the
+// routers (never observed: never quantized), plus the expert statistics of that policy.
+std::map<std::string, double> expected_inputs(const json& stats, const char* expert_key) {
+  std::map<std::string, double> m;
+  for (const auto& [k, v] : stats.at("input_absmax").items())
+    if (k.find("shared_expert_gate") == std::string::npos) m[k] = v.get<double>();
+  for (const auto& [k, v] : stats.at(expert_key).items()) m[k] = v.get<double>();
+  return m;
+}
+
+void expect_inputs(const std::map<std::string, double>& want, const std::map<std::string, float>& got) {
+  EXPECT_EQ(got.size(), want.size());
+  for (const auto& [name, ref] : want) {
+    auto it = got.find(name);
+    ASSERT_NE(it, got.end()) << "no statistic for " << name;
+    EXPECT_LE(std::fabs(it->second - ref), 1e-5 * ref) << name << ": " << it->second << " vs " << ref;
+  }
+  for (const auto& [name, v] : got) EXPECT_TRUE(want.count(name)) << "unexpected statistic " << name;
+}
+
+class MoeGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MoeGolden, LogitsMatchTransformersWithin1e4Relative) {
+  Golden g(GetParam());
+  const RunResult r = run(g, true);
+  const std::vector<float> ref = read_f32(golden_dir(GetParam()) + "/logits.bin");
+  ASSERT_EQ(r.logits.size(), ref.size());
+  EXPECT_LE(rel_max_diff(r.logits, ref), 1e-4);
+}
+
+TEST_P(MoeGolden, PolicyAllObservesEveryTokenInEveryExpertAsTransformersComputesIt) {
+  Golden g(GetParam());
+  const RunResult r = run(g, true);
+  expect_inputs(expected_inputs(g.stats, "expert_all"), r.stats.input_absmax);
+  for (const char* kv : {"k_absmax", "v_absmax"}) {
+    const auto& got = std::string(kv) == "k_absmax" ? r.stats.k_absmax : r.stats.v_absmax;
+    for (const auto& [k, v] : g.stats.at(kv).items()) {
+      ASSERT_TRUE(got.count(k)) << k;
+      EXPECT_LE(std::fabs(got.at(k) - v.get<double>()), 1e-5 * v.get<double>()) << kv << " " << k;
+    }
+  }
+}
+
+TEST_P(MoeGolden, PolicyRoutedObservesEachExpertOnItsRoutedTokensOnly) {
+  Golden g(GetParam());
+  const RunResult r = run(g, false);
+  expect_inputs(expected_inputs(g.stats, "expert_routed"), r.stats.input_absmax);
+  // The policy changes statistics only: the logits are the same computation.
+  const RunResult a = run(g, true);
+  ASSERT_EQ(a.logits.size(), r.logits.size());
+  EXPECT_EQ(std::memcmp(a.logits.data(), r.logits.data(), a.logits.size() * 4), 0);
+}
+
+TEST_P(MoeGolden, RoutedTokenCountsEqualTransformersRouterChoices) {
+  Golden g(GetParam());
+  const RunResult r = run(g, true);
+  const auto want = g.stats.at("routed_tokens").get<std::map<std::string, std::vector<int64_t>>>();
+  EXPECT_EQ(r.stats.routed_tokens, want);
+  for (const auto& [block, counts] : r.stats.routed_tokens) {
+    int64_t sum = 0;
+    for (int64_t c : counts) sum += c;
+    EXPECT_EQ(sum, 19 * g.cfg.moe.top_k) << block;  // every token routed to exactly top_k experts
+  }
+}
+
+TEST_P(MoeGolden, ResultsAreBitIdenticalForOneAndThreeThreadsAndWithoutFusedExperts) {
+  Golden g(GetParam());
+  const RunResult a = run(g, true, 1), b = run(g, true, 3), c = run(g, true, 2, /*identity_transform=*/true);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(a.logits.data(), c.logits.data(), a.logits.size() * 4), 0);
+  EXPECT_EQ(a.stats.input_absmax, b.stats.input_absmax);
+  EXPECT_EQ(a.stats.input_absmax, c.stats.input_absmax);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, MoeGolden, ::testing::Values("mixtral", "qwen3_moe", "qwen2_moe"),
+                         [](const auto& info) { return info.param; });
+
+// ---- config -------------------------------------------------------------------------------
+
+json qwen3_moe_json() {
+  return json{{"architectures", {"Qwen3MoeForCausalLM"}}, {"hidden_size", 64}, {"intermediate_size", 128},
+              {"num_hidden_layers", 4}, {"num_attention_heads", 4}, {"vocab_size", 100}};
+}
+
+TEST(MoeConfig, MixtralTakesItsClassDefaultsForAbsentKeys) {
+  const ModelConfig c = ModelConfig::from_json(
+      json{{"model_type", "mixtral"}, {"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 2},
+           {"num_attention_heads", 8}, {"vocab_size", 100}},
+      "c");
+  EXPECT_EQ(c.architecture, "MixtralForCausalLM");
+  EXPECT_EQ(c.moe.num_experts, 8);
+  EXPECT_EQ(c.moe.top_k, 2);
+  EXPECT_EQ(c.moe.expert_intermediate, 96);
+  EXPECT_TRUE(c.moe.norm_topk_prob);
+  EXPECT_EQ(c.num_kv_heads, 8);
+  EXPECT_EQ(c.rope.theta, 1e6);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.sliding_window, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(c.moe_block(1), "model.layers.1.block_sparse_moe");
+  EXPECT_EQ(c.expert_module(1, 7), "model.layers.1.block_sparse_moe.experts.7");
+}
+
+TEST(MoeConfig, Qwen3MoeSparseLayersFollowDecoderSparseStepAndMlpOnlyLayers) {
+  json j = qwen3_moe_json();
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = {3};
+  const ModelConfig c = ModelConfig::from_json(j, "c");
+  EXPECT_EQ(c.moe.sparse_layer, (std::vector<bool>{false, true, false, false}));
+  EXPECT_EQ(c.moe.num_experts, 128);
+  EXPECT_EQ(c.moe.top_k, 8);
+  EXPECT_EQ(c.moe.expert_intermediate, 768);
+  EXPECT_FALSE(c.moe.norm_topk_prob);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_EQ(c.head_dim, 16);  // Qwen3-MoE has no class head_dim: H / nH
+  EXPECT_EQ(c.num_kv_heads, 4);
+}
+
+TEST(MoeConfig, ExpertCountIsReadFromEitherNumExpertsOrNumLocalExperts) {
+  json j = qwen3_moe_json();
+  j["num_experts_per_tok"] = 2;
+  j["num_local_experts"] = 6;  // what transformers 5 writes for Qwen3-MoE (attribute_map)
+  EXPECT_EQ(ModelConfig::from_json(j, "c").moe.num_experts, 6);
+  j["num_experts"] = 12;  // what the hub's Qwen3-30B-A3B config.json says
+  EXPECT_EQ(ModelConfig::from_json(j, "c").moe.num_experts, 12);
+}
+
+TEST(MoeConfig, Qwen2MoeHasQkvBiasesAndASharedExpert) {
+  json j = qwen3_moe_json();
+  j["architectures"] = {"Qwen2MoeForCausalLM"};
+  j["num_key_value_heads"] = 4;  // the class default 16 does not divide 4 heads
+  const ModelConfig c = ModelConfig::from_json(j, "c");
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_EQ(c.moe.shared_intermediate, 5632);
+  EXPECT_EQ(c.moe.num_experts, 60);
+  j["qkv_bias"] = false;
+  EXPECT_FALSE(ModelConfig::from_json(j, "c").qkv_bias);
+}
+
+TEST(MoeConfig, RefusesMoreExpertsPerTokenThanExperts) {
+  json j = qwen3_moe_json();
+  j["num_experts"] = 4;
+  j["num_experts_per_tok"] = 5;
+  try {
+    ModelConfig::from_json(j, "/m/config.json");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::BadFile);
+    EXPECT_EQ(std::string(e.what()),
+              "/m/config.json: config key 'num_experts_per_tok' must be between 1 and the number of experts "
+              "(expected 1..4, got 5)");
+  }
+}
+
+// ---- coverage report and the routed policy's refusal ------------------------------------------
+
+qt::ActivationStats coverage_stats() {
+  qt::ActivationStats s;
+  s.routed_tokens["model.layers.0.mlp"] = {5, 0, 12, 3};
+  s.routed_tokens["model.layers.10.mlp"] = {4, 6, 6, 8};
+  s.routed_tokens["model.layers.2.mlp"] = {9, 9, 9, 9};
+  for (const char* b : {"model.layers.0.mlp", "model.layers.2.mlp", "model.layers.10.mlp"})
+    for (int e = 0; e < 4; ++e) {
+      const std::string p = std::string(b) + ".experts." + std::to_string(e) + ".";
+      s.input_absmax[p + "gate_proj"] = s.input_absmax[p + "up_proj"] = 2.0f;
+      s.input_absmax[p + "down_proj"] = 1.0f + static_cast<float>(e);
+    }
+  return s;
+}
+
+TEST(MoeCoverage, ReportsMinMedianMaxAndExpertsWithoutTokensPerLayerInLayerOrder) {
+  const auto cov = qt::calib::moe_coverage(coverage_stats());
+  ASSERT_EQ(cov.size(), 3u);
+  EXPECT_EQ(cov[0].block, "model.layers.0.mlp");
+  EXPECT_EQ(cov[1].block, "model.layers.2.mlp");
+  EXPECT_EQ(cov[2].block, "model.layers.10.mlp");
+  EXPECT_EQ(cov[0].min, 0);
+  EXPECT_EQ(cov[0].max, 12);
+  EXPECT_EQ(cov[0].median, 4.0);  // (3 + 5) / 2
+  EXPECT_EQ(cov[0].zero_experts, (std::vector<int64_t>{1}));
+  EXPECT_EQ(cov[0].w13_spread, 1.0);
+  EXPECT_EQ(cov[0].w2_spread, 4.0);
+  EXPECT_EQ(qt::calib::coverage_summary(cov),
+            "3 MoE layers x 4 experts, routed calibration tokens per expert min 0 / median 7 / max 12, "
+            "1 expert in 1 layer saw none");
+  EXPECT_EQ(qt::calib::coverage_line(cov[0]),
+            "model.layers.0.mlp: 4 experts, routed tokens per expert min 0 / median 4 / max 12, none routed to "
+            "expert(s) 1; input max|x| spread across experts w13 1x, w2 4x");
+  const json j = qt::calib::coverage_json(cov);
+  EXPECT_EQ(j.at("model.layers.0.mlp").at("experts_without_tokens"), json::array({1}));
+  EXPECT_EQ(j.at("model.layers.10.mlp").at("routed_tokens"), json::array({4, 6, 6, 8}));
+}
+
+TEST(MoeCoverage, RoutedPolicyRefusesExpertsUnderTheMinimumNamingLayersAndExperts) {
+  const auto cov = qt::calib::moe_coverage(coverage_stats());
+  try {
+    qt::calib::check_routed_coverage(cov, 5, "/m");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::BadValue);
+    EXPECT_EQ(std::string(e.what()),
+              "/m: --moe-calibration routed: 3 experts saw fewer than --moe-min-tokens 5 routed calibration tokens: "
+              "model.layers.0.mlp expert 1 (0 tokens), 3 (3 tokens); model.layers.10.mlp expert 0 (4 tokens). Their "
+              "input scales would rest on too few tokens; use --moe-calibration all (every token through every "
+              "expert, the default), more calibration samples, or a lower --moe-min-tokens");
+  }
+  EXPECT_NO_THROW(qt::calib::check_routed_coverage(cov, 0, "/m"));
+}
+
+// ---- scales as vLLM uses them ------------------------------------------------------------------
+
+TEST(MoeScales, EveryExpertGetsTheLayerMaximumOfItsW13OrW2InputScale) {
+  const qt::ActivationStats s = coverage_stats();
+  const auto scale = [&](const std::string& m) {
+    return qt::calib::static_input_scale(s, m, qt::QuantType::Float8E4M3, qt::DType::F32, "/m");
+  };
+  const float w2 = qt::scale_from_amax(4.0f, qt::QuantType::Float8E4M3, qt::DType::F32);
+  const float w13 = qt::scale_from_amax(2.0f, qt::QuantType::Float8E4M3, qt::DType::F32);
+  for (int e = 0; e < 4; ++e) {
+    const std::string p = "model.layers.2.mlp.experts." + std::to_string(e) + ".";
+    EXPECT_EQ(scale(p + "down_proj"), w2) << e;  // max over experts 1..4 = 4
+    EXPECT_EQ(scale(p + "gate_proj"), w13) << e;
+    EXPECT_EQ(scale(p + "up_proj"), w13) << e;
+  }
+  // Layer 10's experts do not take layer 1's or layer 100's maxima (prefix match is exact).
+  qt::ActivationStats t = s;
+  t.input_absmax["model.layers.1.mlp.experts.0.down_proj"] = 100.0f;
+  EXPECT_EQ(qt::calib::static_input_scale(t, "model.layers.10.mlp.experts.0.down_proj", qt::QuantType::Float8E4M3,
+                                          qt::DType::F32, "/m"),
+            w2);
+}
+
+TEST(MoeScales, AnExpertWithoutItsOwnStatisticIsStillRefused) {
+  qt::ActivationStats s = coverage_stats();
+  s.input_absmax.erase("model.layers.2.mlp.experts.3.down_proj");
+  try {
+    qt::calib::static_input_scale(s, "model.layers.2.mlp.experts.3.down_proj", qt::QuantType::Float8E4M3,
+                                  qt::DType::F32, "/m");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "/m: tensor 'model.layers.2.mlp.experts.3.down_proj.input_scale': no calibration statistic (the module saw no "
+              "tokens, or stats do not match the model)");
+  }
+}
+
+// ---- tiny-model --arch: folders qtool's own forward runs, and the plan's MoE rules -----------------
+
+class TinyMoe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TinyMoe, WritesAModelWhoseEveryTensorTheForwardPassReads) {
+  qt::test::TempDir tmp;
+  const auto dir = tmp.path() / "model";
+  qt::TinyModelOptions o;
+  o.arch = GetParam();
+  o.dtype = qt::DType::F32;
+  o.num_layers = 3;
+  if (o.arch != "mixtral") o.mlp_only_layers = {1};
+  qt::write_tiny_model(dir.string(), o);
+  const qt::ModelFolder f = qt::ModelFolder::open(dir.string());
+  const ModelConfig cfg = ModelConfig::from_json(f.config(), f.config_path());
+  EXPECT_TRUE(cfg.is_moe());
+  EXPECT_EQ(cfg.moe.num_experts, 8);
+  EXPECT_EQ(cfg.moe.top_k, 2);
+  EXPECT_EQ(cfg.layer_is_sparse(1), o.arch == "mixtral");
+  std::set<std::string> read;
+  WeightProvider base = qt::calib::make_view_weight_provider(
+      [&f](const std::string& n) { return f.checkpoint().find(n); }, f.dir());
+  WeightProvider spy = [&](const std::string& n, std::vector<float>& out, std::vector<int64_t>& shape) {
+    read.insert(n);
+    base(n, out, shape);
+  };
+  AbsMaxObserver obs;
+  ForwardOptions fo;
+  fo.observer = &obs;
+  fo.lm_head_tied = false;
+  std::vector<float> logits;
+  fo.on_logits = [&](size_t, int64_t, const float* l, int64_t t, int64_t v) { logits.insert(logits.end(), l, l + t * v); };
+  qt::calib::run_forward(cfg, spy, {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}, fo);
+  for (const auto& t : f.checkpoint().tensors()) EXPECT_TRUE(read.count(t.name)) << "never read: " << t.name;
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
+  EXPECT_EQ(obs.stats().routed_tokens.size(), o.arch == "mixtral" ? 3u : 2u);
+}
+
+TEST_P(TinyMoe, Int8StaticIsRefusedForExpertsBecauseVllmFusedMoeTakesDynamicActivationsOnly) {
+  qt::test::TempDir tmp;
+  const auto dir = tmp.path() / "model";
+  qt::TinyModelOptions o;
+  o.arch = GetParam();
+  qt::write_tiny_model(dir.string(), o);
+  const qt::ModelFolder f = qt::ModelFolder::open(dir.string());
+  qt::calib::PlanOptions po;
+  po.scheme = qt::find_scheme("int8-static");
+  const std::string blk = o.arch == "mixtral" ? "block_sparse_moe" : "mlp";
+  // The first expert projection in checkpoint order (the writer orders tensors by name).
+  const std::string first = "model.layers.0." + blk + ".experts.0." + (o.arch == "mixtral" ? "w1" : "down_proj");
+  try {
+    qt::calib::build_quant_plan(f.checkpoint().tensors(), po, "/m");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::Unsupported);
+    EXPECT_EQ(std::string(e.what()),
+              "/m: tensor '" + first + ".weight': int8-static quantizes mixture-of-experts experts with static INT8 input scales, "
+              "which vLLM's fused-MoE INT8 kernels refuse (they take dynamic per-token activations only); use "
+              "int8-dynamic or fp8-static, or keep the experts unquantized with --ignore 're:.*\\.experts\\..*'");
+  }
+  // fp8-static: routers (and Qwen2-MoE's shared_expert_gate) kept and listed in ignore.
+  po.scheme = qt::find_scheme("fp8-static");
+  const auto plan = qt::calib::build_quant_plan(f.checkpoint().tensors(), po, "/m");
+  const std::set<std::string> ig(plan.ignore_written.begin(), plan.ignore_written.end());
+  EXPECT_TRUE(ig.count("model.layers.0." + blk + ".gate"));
+  EXPECT_EQ(ig.count("model.layers.0.mlp.shared_expert_gate"), o.arch == "qwen2_moe" ? 1u : 0u);
+  EXPECT_EQ(std::count(plan.quantized_modules.begin(), plan.quantized_modules.end(), first), 1);
+}
+
+TEST_P(TinyMoe, SmoothQuantSmoothsOnlyTheAttentionSideOfMoeLayers) {
+  qt::test::TempDir tmp;
+  const auto dir = tmp.path() / "model";
+  qt::TinyModelOptions o;
+  o.arch = GetParam();
+  o.num_layers = 2;
+  if (o.arch != "mixtral") o.mlp_only_layers = {1};
+  qt::write_tiny_model(dir.string(), o);
+  const qt::ModelFolder f = qt::ModelFolder::open(dir.string());
+  std::vector<std::string> got;
+  for (const auto& m : qt::calib::smoothing_mappings(f, qt::calib::SmoothingMappings::All)) got.push_back(m.smooth);
+  std::vector<std::string> want = {"model.layers.0.input_layernorm", "model.layers.1.input_layernorm"};
+  if (o.arch != "mixtral")  // layer 1 is dense: all three mappings
+    want = {"model.layers.0.input_layernorm", "model.layers.1.input_layernorm",
+            "model.layers.1.post_attention_layernorm", "model.layers.1.mlp.up_proj"};
+  EXPECT_EQ(got, want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, TinyMoe, ::testing::Values("mixtral", "qwen3_moe", "qwen2_moe"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace

@@ -230,7 +230,6 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
       if (!decided.count(m) && !ends_with(m, "norm")) ignore_set.insert(m);
     }
   ignore_set.insert("lm_head");
-  plan.model_dtype = model_dtype;
   plan.ignore_written.assign(ignore_set.begin(), ignore_set.end());
 
   // Outputs, in input order.

@@ -82,7 +82,6 @@ struct QuantPlan {
   std::vector<std::string> attention_modules;  // for kv scales / reporting
   uint64_t input_bytes = 0, output_bytes = 0;
   std::vector<std::string> warnings;
-  DType model_dtype = DType::BF16;  // dtype of the (first) quantized weight
 };
 
 // Builds the plan. Throws InputError(Usage/Unsupported) naming the tensor for anything that

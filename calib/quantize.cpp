@@ -510,6 +510,12 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
 
   GptqRun gptq_run;
   if (gptq) {
+    // The GPTQ forward rewrites dense layers only (calib/forward.h rewrite_layer); a mixture-of-
+    // experts model would leave its experts round-to-nearest while claiming GPTQ: refused.
+    if (ModelConfig::from_json(model.config(), model.config_path()).is_moe())
+      throw InputError(InputError::Kind::Unsupported, model.config_path(), "",
+                       "--algorithm gptq does not support mixture-of-experts models yet (the experts would be "
+                       "rounded to nearest); use --algorithm rtn");
     CalibrationText text;
     const auto samples = calibration_samples(model, r, ev, text);
     int64_t tokens = 0;

@@ -41,7 +41,7 @@ TEST(Sha256, HashesAFileAndNamesAMissingOne) {
     sha256_file(d.str("nope"));
     FAIL();
   } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::Io);
+    EXPECT_EQ(e.kind(), InputError::Kind::Missing);  // inputs open through formats/input_file.h
     EXPECT_EQ(e.file(), d.str("nope"));
   }
 }

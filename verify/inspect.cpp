@@ -217,6 +217,7 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
                             "weight_global_scale differs across the fused set (" + listing +
                                 "): vLLM keeps one global scale per fused layer, so the others dequantize "
                                 "wrongly (quantize the set with one shared global scale)"});
+  }
 
   // Mixture of experts: the spread of the experts' static input scales per block (one scalar
   // per expert projection is read).

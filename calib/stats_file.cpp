@@ -148,8 +148,7 @@ class StatsReader {
 
 }  // namespace
 
-ActivationStats load_stats(const std::string& path, const std::string& expected, StatsProvenance* prov,
-                           const ModelFolder* model) {
+nlohmann::json read_stats_json(const std::string& path) {
   const std::string raw = read_input_file(path);  // refuses FIFOs and devices, names the file
   const unsigned long long size = ZSTD_getFrameContentSize(raw.data(), raw.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
@@ -160,7 +159,12 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
   text.resize(n);
   JsonParseOptions jo;
   jo.what = "statistics file";
-  const json j = parse_json_strict(text, path, jo);
+  return parse_json_strict(text, path, jo);
+}
+
+ActivationStats load_stats(const std::string& path, const std::string& expected, StatsProvenance* prov,
+                           const ModelFolder* model) {
+  const json j = read_stats_json(path);
   const StatsReader rd(path, model);
   if (!j.is_object())
     rd.bad("not a qtool statistics file (the JSON is " + std::string(j.is_array() || j.is_object() ? "an " : "a ") +

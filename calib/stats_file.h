@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+
 #include <string>
 
 #include "libquant/activation_stats.h"
@@ -32,6 +34,9 @@ struct StatsProvenance {
 
 // Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
 void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);
+// A statistics file's JSON, not yet checked against the format: read (regular files only),
+// zstd-decompressed, parsed strictly. InputError naming the file otherwise. load_stats validates.
+nlohmann::json read_stats_json(const std::string& path);
 // Reads a stats file; refuses one whose model fingerprint differs from `expected_fingerprint`
 // (InputError(Usage) naming both). Returns the provenance through `prov`. Everything else is
 // validated too, each problem an InputError(BadFile) naming the file and the key: the JSON shape

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "calib/stats_file.h"
 #include "formats/atomic_file.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
@@ -19,21 +20,11 @@ namespace {
 using nlohmann::json;
 using Kind = InputError::Kind;
 
-json read_stats_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(Kind::Missing, path, "", "cannot open the statistics file");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string raw = ss.str();
-  const unsigned long long size = ZSTD_getFrameContentSize(raw.data(), raw.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > (1ull << 31))
-    throw InputError(Kind::BadFile, path, "", "not a qtool statistics file (zstd frame expected)");
-  std::string text(size, '\0');
-  const size_t n = ZSTD_decompress(text.data(), text.size(), raw.data(), raw.size());
-  if (ZSTD_isError(n)) throw InputError(Kind::BadFile, path, "", std::string("corrupt: ") + ZSTD_getErrorName(n));
-  text.resize(n);
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", "") != "qtool-activation-stats")
+// The raw JSON with its format marker checked (read_stats_json: calib/stats_file.h); each file is
+// also fully validated through load_stats before its values are merged.
+json read_marked_stats_json(const std::string& path) {
+  json j = read_stats_json(path);
+  if (!j.is_object() || j.value("format", "") != "qtool-activation-stats")
     throw InputError(Kind::BadFile, path, "", "not a qtool statistics file");
   return j;
 }
@@ -126,7 +117,7 @@ StatsShard make_shard(int64_t index, int64_t count, const std::vector<std::vecto
 void save_shard_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov,
                       const StatsShard& sh) {
   save_stats(path, stats, prov);
-  json j = read_stats_json(path);
+  json j = read_marked_stats_json(path);
   j["shard"] = {{"index", sh.index}, {"count", sh.count}, {"first", sh.first}, {"end", sh.end},
                 {"selection_samples", sh.selection_samples}, {"selection_sha256", sh.selection_sha256}};
   const std::string text = j.dump(1);
@@ -138,7 +129,7 @@ void save_shard_stats(const std::string& path, const ActivationStats& stats, con
 }
 
 std::optional<StatsShard> read_shard_info(const std::string& path) {
-  const json j = read_stats_json(path);
+  const json j = read_marked_stats_json(path);
   if (!j.contains("shard")) return std::nullopt;
   const json& s = j["shard"];
   StatsShard sh;
@@ -176,7 +167,7 @@ MergedStats merge_stats_files(const std::vector<std::string>& paths) {
       throw InputError(Kind::Usage, p, "",
                        "not a calibration shard (saved without --calib-shard): a complete statistics file is used as it is");
     part.shard = *sh;
-    if (fp.empty()) fp = read_stats_json(p).value("model_fingerprint", "");
+    if (fp.empty()) fp = read_marked_stats_json(p).value("model_fingerprint", "");
     part.stats = load_stats(p, fp, &part.prov);  // refuses another model, naming this file
     parts.push_back(std::move(part));
   }

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import subprocess
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -39,8 +40,11 @@ from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  
 from compressed_tensors.quantization import QuantizationConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "testdata" / "fp4"))
-import make_goldens  # noqa: E402
+# Loaded under its own name: other tests import testdata/ct_goldens/make_goldens.py as
+# "make_goldens", and the module cache would hand that one back.
+_spec = importlib.util.spec_from_file_location("fp4_make_goldens", REPO / "testdata" / "fp4" / "make_goldens.py")
+make_goldens = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_goldens)
 
 QTOOL = os.environ.get("QTOOL_BINARY")
 STRICT = os.environ.get("QTOOL_STRICT") == "1"

@@ -667,9 +667,6 @@ uint64_t fnv1a(const std::string& s) {
   for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
   return h;
 }
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 }  // namespace
 
 WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) {
@@ -678,13 +675,13 @@ WeightProvider synthetic_weight_provider(const ModelConfig& cfg, uint64_t seed) 
     auto mod = [&](const std::string& m) {
       return name.find(m) != std::string::npos;
     };
-    const bool bias = ends_with(name, ".bias");
+    const bool bias = name.ends_with(".bias");
     int64_t rows = 0, cols = 0;  // cols = 0 -> 1-D
     const int64_t EI = cfg.moe.expert_intermediate, SI = cfg.moe.shared_intermediate;
     const bool expert = mod(".experts."), shared = mod(".shared_expert.");
     if (name == "model.embed_tokens.weight" || name == "lm_head.weight") rows = cfg.vocab_size, cols = H;
     else if (mod("shared_expert_gate")) rows = 1, cols = H;
-    else if (ends_with(name, "." + cfg.moe.block + ".gate.weight") && cfg.is_moe()) rows = cfg.moe.num_experts, cols = H;
+    else if (name.ends_with("." + cfg.moe.block + ".gate.weight") && cfg.is_moe()) rows = cfg.moe.num_experts, cols = H;
     else if (expert && (mod(".w1") || mod(".w3") || mod("gate_proj") || mod("up_proj"))) rows = EI, cols = H;
     else if (expert && (mod(".w2") || mod("down_proj"))) rows = H, cols = EI;
     else if (shared && (mod("gate_proj") || mod("up_proj"))) rows = SI, cols = H;

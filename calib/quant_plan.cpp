@@ -11,9 +11,6 @@
 namespace qt::calib {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 std::string last_component(const std::string& module) {
   auto p = module.rfind('.');
@@ -37,7 +34,7 @@ bool is_projection_name(const std::string& last) {
 }  // namespace
 
 bool is_linear_weight_name(const std::string& name, const std::vector<int64_t>& shape) {
-  if (shape.size() != 2 || !ends_with(name, ".weight")) return false;
+  if (shape.size() != 2 || !name.ends_with(".weight")) return false;
   const std::string module = name.substr(0, name.size() - 7);
   const std::string last = last_component(module);
   if (contains(last, "embed") || last == "wte" || last == "wpe" || contains(last, "norm") ||
@@ -47,7 +44,7 @@ bool is_linear_weight_name(const std::string& name, const std::vector<int64_t>& 
 }
 
 bool is_default_target(const std::string& module) {
-  if (module == "lm_head" || ends_with(module, ".lm_head")) return false;
+  if (module == "lm_head" || module.ends_with(".lm_head")) return false;
   // Only decoder layers.
   if (!(contains(module, ".layers.") || contains(module, ".h.") || contains(module, ".blocks.")))
     return false;
@@ -164,7 +161,7 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
         d.reason = ignored ? "ignored (--ignore)" : target ? "kept" : "not a target (kept in high precision)";
       }
       decided[d.module] = d.quantize;
-    } else if (ends_with(t.name, ".weight") && t.shape.size() != 2 &&
+    } else if (t.name.ends_with(".weight") && t.shape.size() != 2 &&
                is_projection_name(last_component(t.name.substr(0, t.name.size() - 7)))) {
       // A Linear projection whose weight is 1-D or 3-D: left as is, it would sit unquantized
       // next to its quantized siblings (q/k/v, gate/up) while vLLM expects it quantized. Refused
@@ -225,9 +222,9 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
   for (const auto& d : plan.decisions)
     if (d.linear_like && !d.quantize) ignore_set.insert(d.module);
   for (const auto& t : tensors)
-    if (t.shape.size() == 2 && ends_with(t.name, ".weight")) {
+    if (t.shape.size() == 2 && t.name.ends_with(".weight")) {
       const std::string m = t.name.substr(0, t.name.size() - 7);
-      if (!decided.count(m) && !ends_with(m, "norm")) ignore_set.insert(m);
+      if (!decided.count(m) && !m.ends_with("norm")) ignore_set.insert(m);
     }
   ignore_set.insert("lm_head");
   plan.ignore_written.assign(ignore_set.begin(), ignore_set.end());

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   // Before any thread starts: SIGINT/SIGTERM/SIGHUP remove what this run created, a truncated
   // input is a clean I/O error (formats/run_cleanup.h).
   qt::cleanup::install_interrupt_handling();
-  CLI::App app{"qtool: quantize Hugging Face checkpoints to FP8/INT8 for vLLM, inspect and verify them"};
+  CLI::App app{"qtool: quantize Hugging Face checkpoints to FP8/INT8/INT4/FP4 for vLLM, inspect and verify them"};
   app.set_version_flag("-V,--version", version_text());
   app.require_subcommand(1);
   app.fallthrough();

@@ -59,7 +59,11 @@ std::unique_ptr<Regex> json_pattern(const nlohmann::json& j, const char* key, co
   const auto it = j.find(key);
   if (it == j.end() || !it->is_object() || it->size() != 1)
     throw InputError(Kind::BadFile, file, "", where + ": '" + key + "' must be {\"String\": ...} or {\"Regex\": ...}");
-  const auto& [kind, val] = *it->items().begin();
+  // Not `*it->items().begin()`: items() is a temporary proxy and the bound key would dangle
+  // (found by AddressSanitizer: stack-use-after-scope).
+  const auto inner = it->begin();
+  const std::string kind = inner.key();
+  const nlohmann::json& val = inner.value();
   if (!val.is_string()) throw InputError(Kind::BadFile, file, "", where + ": pattern must be a string");
   if (kind == "String") return std::make_unique<Regex>(val.get<std::string>(), true, file, where);
   if (kind == "Regex") return std::make_unique<Regex>(val.get<std::string>(), false, file, where);

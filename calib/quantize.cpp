@@ -31,6 +31,19 @@
 namespace qt::calib {
 namespace {
 
+// The output side of a run as the request asks for it (the same for --like and a normal run).
+QuantizeJob job_for(const QuantizeRequest& r, const QuantizeEvents& ev) {
+  QuantizeJob job;
+  job.output_dir = r.output;
+  job.max_shard_bytes = r.max_shard_bytes;
+  job.allow_nonfinite = r.allow_nonfinite;
+  job.overwrite = r.overwrite;
+  job.hash_inputs = r.hash_inputs;
+  job.command_line = r.command_line;
+  job.on_tensor = ev.on_tensor;
+  return job;
+}
+
 void say(const std::function<void(const std::string&)>& f, const std::string& line) {
   if (f) f(line);
 }
@@ -274,14 +287,7 @@ QuantizeOutcome quantize_like(const QuantizeRequest& r, const QuantizeEvents& ev
     throw InputError(InputError::Kind::Unsupported, model.dir(), "",
                      "--like: the plan quantizes " + std::to_string(plan.quantized_modules.size()) + " modules, " +
                          quant.dir() + " " + std::to_string(recipe.quantized_modules.size()));
-  QuantizeJob job;
-  job.output_dir = r.output;
-  job.max_shard_bytes = r.max_shard_bytes;
-  job.allow_nonfinite = r.allow_nonfinite;
-  job.overwrite = r.overwrite;
-  job.hash_inputs = r.hash_inputs;
-  job.command_line = r.command_line;
-  job.on_tensor = ev.on_tensor;
+  QuantizeJob job = job_for(r, ev);
   // QUANT's static scales, byte for byte, checked against what the plan writes.
   for (const OutputTensor& o : plan.outputs) {
     if (o.kind != OutputTensor::Kind::InputScale && o.kind != OutputTensor::Kind::KvScale) continue;
@@ -405,14 +411,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     out.dry_run = r.dry_run;
     return out;
   }
-  QuantizeJob job;
-  job.output_dir = r.output;
-  job.max_shard_bytes = r.max_shard_bytes;
-  job.allow_nonfinite = r.allow_nonfinite;
-  job.overwrite = r.overwrite;
-  job.hash_inputs = r.hash_inputs;
-  job.command_line = r.command_line;
-  job.on_tensor = ev.on_tensor;
+  QuantizeJob job = job_for(r, ev);
   preflight_output(model, plan, job);
   if (!r.stats_out.empty())  // written right after calibration: checked before it
     check_writable_folder(std::filesystem::path(canonical_or_abs(r.stats_out)).parent_path().string(),

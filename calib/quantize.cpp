@@ -89,11 +89,19 @@ std::vector<std::vector<int32_t>> calibration_samples(const ModelFolder& model, 
 ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r, const QuantizeEvents& ev,
                              CalibrationCost& cost, const std::string& resume, StatsProvenance& prov) {
   const std::string fp = model_fingerprint(model);
-  if (!r.stats_in.empty()) {
-    ActivationStats s = load_stats(r.stats_in, fp, &prov, &model);
-    say(ev.info, fmt::format("calibration: loaded {} ({} samples x {} tokens from {}, observer {})", r.stats_in,
+  if (r.stats_in.size() == 1) {
+    ActivationStats s = load_stats(r.stats_in[0], fp, &prov, &model);
+    say(ev.info, fmt::format("calibration: loaded {} ({} samples x {} tokens from {}, observer {})", r.stats_in[0],
                              prov.num_samples, prov.seq_len, prov.data_source, prov.observer));
     return s;
+  }
+  if (r.stats_in.size() > 1) {
+    // The shard files of a --calib-shard run: merged exactly, as `qtool stats merge` does.
+    MergedStats m = merge_stats_files(r.stats_in, fp, &model);
+    prov = m.prov;
+    say(ev.info, fmt::format("calibration: merged {} shard files ({} samples x {} tokens from {}, observer {})",
+                             m.shards, prov.num_samples, prov.seq_len, prov.data_source, prov.observer));
+    return std::move(m.stats);
   }
   CalibrationText text;
   const auto samples = calibration_samples(model, r, ev, text);
@@ -459,7 +467,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     job.manifest_extra["calibration"] = {{"samples", prov.num_samples}, {"samples_requested", r.num_samples},
                                          {"tokens", prov.tokens}, {"seq_len", prov.seq_len}, {"seed", prov.seed},
                                          {"data_source", prov.data_source}, {"data_sha256", prov.data_sha256},
-                                         {"statistics", r.stats_in.empty() ? "calibrated" : r.stats_in}};
+                                         {"statistics", r.stats_in.empty() ? nlohmann::json("calibrated")
+                                                                       : r.stats_in.size() == 1 ? nlohmann::json(r.stats_in[0])
+                                                                                                : nlohmann::json(r.stats_in)}};
     // The forward's compute precision and the kernels' ISA path (libquant/cpu_isa.h): results are
     // reproducible per precision; the ISA path changes no bit (recorded for the reader).
     if (r.stats_in.empty())

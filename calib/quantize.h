@@ -50,7 +50,9 @@ struct QuantizeRequest {
 
   // Calibration (static schemes, --kv-cache fp8, --smoothquant, --save-stats).
   std::string dataset;               // "" = the built-in text
-  std::string stats_in;              // --stats: use these instead of calibrating
+  // --stats: use these instead of calibrating. One complete statistics file, or the N shard files
+  // of a --calib-shard run, merged exactly on load (calib/stats_merge.h).
+  std::vector<std::string> stats_in;
   std::string stats_out;             // --save-stats
   std::string observer = "static_minmax";
   // --calib-shard K/N (calib/stats_merge.h): calibrate on shard K (0-based) of N of the sample

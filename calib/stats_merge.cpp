@@ -149,7 +149,8 @@ std::optional<StatsShard> read_shard_info(const std::string& path) {
   return sh;
 }
 
-MergedStats merge_stats_files(const std::vector<std::string>& paths) {
+MergedStats merge_stats_files(const std::vector<std::string>& paths, const std::string& expected_fingerprint,
+                              const ModelFolder* model) {
   if (paths.empty()) throw InputError(Kind::Usage, "", "", "stats merge: no statistics files given");
   struct Part {
     std::string path;
@@ -158,7 +159,7 @@ MergedStats merge_stats_files(const std::vector<std::string>& paths) {
     ActivationStats stats;
   };
   std::vector<Part> parts;
-  std::string fp;
+  std::string fp = expected_fingerprint;
   for (const auto& p : paths) {
     Part part;
     part.path = p;
@@ -168,7 +169,7 @@ MergedStats merge_stats_files(const std::vector<std::string>& paths) {
                        "not a calibration shard (saved without --calib-shard): a complete statistics file is used as it is");
     part.shard = *sh;
     if (fp.empty()) fp = read_marked_stats_json(p).value("model_fingerprint", "");
-    part.stats = load_stats(p, fp, &part.prov);  // refuses another model, naming this file
+    part.stats = load_stats(p, fp, &part.prov, model);  // refuses another model, naming this file
     parts.push_back(std::move(part));
   }
   const Part& a = parts[0];

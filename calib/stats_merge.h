@@ -60,7 +60,10 @@ struct MergedStats {
 // information, files of another model (fingerprint), another sample selection (text sha256,
 // seq-len, seed, selection sha256 or N), an observer other than static_minmax, two files of the
 // same shard (overlap), a shard missing, statistics with different modules or channel counts.
-MergedStats merge_stats_files(const std::vector<std::string>& paths);
+// With `expected_fingerprint` (quantize --stats A B ...), every file must be of that model; with
+// `model`, every file is also checked against the model's modules and channel counts (load_stats).
+MergedStats merge_stats_files(const std::vector<std::string>& paths, const std::string& expected_fingerprint = "",
+                              const ModelFolder* model = nullptr);
 // merge_stats_files, then the result saved to `out` (a complete statistics file for --stats,
 // without shard information). Throws what both throw (InputError(Io) for the write).
 MergedStats merge_stats_to_file(const std::vector<std::string>& paths, const std::string& out);

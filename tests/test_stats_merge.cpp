@@ -104,6 +104,39 @@ TEST_F(ShardedCalibration, MergedShardsGiveTheSingleRunsStatisticsAndAByteIdenti
     if (n == "qtool_manifest.json") continue;  // records the command line
     EXPECT_TRUE(test::read_file(e.path()) == test::read_file(d.path() / "two" / n)) << n << " differs";
   }
+
+  // The merge left to the quantize: --stats repeated with the shard files (in any order) writes the
+  // same checkpoint.
+  auto three = run_qtool({"quantize", d.str("m"), "-o", d.str("three"), "--scheme", "int8-static", "--kv-cache", "fp8",
+                          "--smoothquant", "--stats", s1, "--stats", s2, "--stats", s0});
+  ASSERT_EQ(three.exit_code, 0) << three.err;
+  EXPECT_CONTAINS(three.err, "calibration: merged 3 shard files (7 samples x 32 tokens");
+  for (const auto& e : fs::directory_iterator(d.path() / "one")) {
+    const std::string n = e.path().filename().string();
+    if (n == "qtool_manifest.json") continue;
+    EXPECT_TRUE(test::read_file(e.path()) == test::read_file(d.path() / "three" / n)) << n << " differs";
+  }
+  const json manifest = json::parse(test::read_file(d.path() / "three" / "qtool_manifest.json"));
+  EXPECT_EQ(manifest["calibration"]["statistics"], json({s1, s2, s0}));
+  EXPECT_EQ(manifest["calibration"]["samples"], 7);
+}
+
+TEST_F(ShardedCalibration, QuantizeWithSeveralStatsFilesRefusesWhatStatsMergeRefuses) {
+  const std::string s0 = shard(0, 3), s1 = shard(1, 3);
+  auto r = run_qtool({"quantize", d.str("m"), "-o", d.str("q"), "--scheme", "fp8-static", "--stats", s0, "--stats", s1});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_CONTAINS(r.err, "shard 2/3 is missing (2 of 3 shard files given)");
+  EXPECT_FALSE(fs::exists(d.path() / "q"));
+  // Shards of another model than the one quantized.
+  TinyModelOptions o;
+  o.seed = 12;
+  write_tiny_model(d.str("m2"), o);
+  const std::string s2 = shard(2, 3);
+  r = run_qtool({"quantize", d.str("m2"), "-o", d.str("q"), "--scheme", "fp8-static", "--stats", s0, "--stats", s1,
+                 "--stats", s2});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_CONTAINS(r.err, "different model");
+  EXPECT_FALSE(fs::exists(d.path() / "q"));
 }
 
 TEST_F(ShardedCalibration, MergeRefusesMissingOverlappingForeignAndUnshardedFiles) {

@@ -24,7 +24,8 @@ struct Opts {
   std::string model, out, scheme = "fp8-dynamic", format = "compressed-tensors", max_shard = "5GB";
   std::string kv_cache = "none";
   // Calibration (static schemes, --kv-cache fp8).
-  std::string dataset, stats_in, stats_out, observer = "static_minmax";
+  std::string dataset, stats_out, observer = "static_minmax";
+  std::vector<std::string> stats_in;
   int64_t num_samples = 64, seq_len = 512;
   uint64_t seed = 0;
   std::vector<std::string> ignore, targets;
@@ -367,7 +368,12 @@ void register_quantize(CLI::App& app, RunFn& run) {
                   "--moe-calibration routed: fewest routed calibration tokens an expert may be calibrated on")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
-  cal->add_option("--stats", o->stats_in, "Use saved statistics instead of calibrating (refused if from another model)");
+  cal->add_option("--stats", o->stats_in,
+                  "Use saved statistics instead of calibrating (refused if from another model). Repeated (--stats A --stats "
+                  "B ...): the N shard files of a --calib-shard run, merged exactly as `qtool stats merge` does")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cal->add_option("--calib-shard", o->calib_shard,
                   "K/N: calibrate only on part K (0-based) of N of the sample selection and save the statistics with "
                   "--save-stats; nothing else is written. Merge the N files with `qtool stats merge` (static_minmax only)");

@@ -3,6 +3,7 @@
 # inside a training loop must cost about what copying does; target <= 1.3x). Not part of the tests.
 #
 # Generates a Llama-shaped BF16 checkpoint with `qtool tiny-model` (8b: Llama-3-8B shapes, 16 GB;
+# 8b-8l: the same widths with 8 of the 32 layers, 5.6 GB, every tensor shape of the 8B model;
 # small: hidden 2048, 16 layers, vocab 128256, ~3 GB), makes QUANT from it once (fp8-static +
 # FP8 KV cache, statistics from a one-sample calibration), then measures with a warm page cache,
 # each ending with `sync`:
@@ -10,7 +11,7 @@
 #   2. qtool quantize --scheme fp8-static --kv-cache fp8 --stats (the plain quantize, same recipe),
 #   3. qtool quantize --like QUANT (with the drift report: QUANT's codes are read as well),
 #   4. qtool quantize --like QUANT --no-drift.
-# Usage: bench/bench_like.sh [WORKDIR] [8b|small] [QTOOL]
+# Usage: bench/bench_like.sh [WORKDIR] [8b|8b-8l|small] [QTOOL]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/qtool-bench-like}
@@ -19,6 +20,8 @@ Q=${3:-$PWD/build/tools/qtool}
 mkdir -p "$WORK"
 if [ "$SIZE" = small ]; then
   DIMS=(--hidden 2048 --intermediate 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 128256 --shards 1)
+elif [ "$SIZE" = 8b-8l ]; then
+  DIMS=(--hidden 4096 --intermediate 14336 --layers 8 --heads 32 --kv-heads 8 --vocab 128256 --shards 2)
 else
   DIMS=(--hidden 4096 --intermediate 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 128256 --shards 4)
 fi

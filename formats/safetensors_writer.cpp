@@ -237,6 +237,22 @@ void SafetensorsWriter::write_chunk(const std::string& name, uint64_t offset_in_
     ranges.emplace(nb, ne);
   }
   pwrite_all(fd_, bytes.data(), bytes.size(), slot.offset + begin, path_, name);
+  start_writeback(slot.offset + begin, bytes.size());
+}
+
+// Without this, a file smaller than the kernel's dirty-page threshold (10 % of RAM by default)
+// sits in the page cache until commit()'s fsync, which then writes all of it while nothing else
+// happens: quantizing first and writing after, instead of both at once. Asking the kernel to start
+// writing each large range as soon as it is written (SYNC_FILE_RANGE_WRITE: start, do not wait)
+// lets the disk work while the next tensor is quantized, so the fsync waits only for the tail.
+// Small writes (scales) are left to the fsync. Advisory: an error here is ignored, the fsync
+// reports real I/O errors.
+void SafetensorsWriter::start_writeback(uint64_t offset, uint64_t size) {
+  constexpr uint64_t kMinRange = 1u << 20;
+  if (size < kMinRange) return;
+#ifdef SYNC_FILE_RANGE_WRITE
+  (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(size), SYNC_FILE_RANGE_WRITE);
+#endif
 }
 
 void SafetensorsWriter::commit() {

@@ -75,6 +75,8 @@ class SafetensorsWriter {
   // Caller errors throw std::logic_error naming the file and tensor: unknown name, range outside
   // the tensor, or a byte already written. OS errors throw InputError(Io).
   void write_chunk(const std::string& name, uint64_t offset_in_tensor, std::span<const uint8_t> bytes);
+  // Each write of 1 MiB or more also starts its writeback to disk at once (not waiting for it), so
+  // that the disk writes while the caller computes the next tensor instead of all at commit().
   // Checks completeness (std::logic_error naming the first tensor with missing bytes and how many),
   // fsyncs, renames into place and fsyncs the directory. Throws InputError(Io) on OS errors.
   // Call once; the writer is finished afterwards.
@@ -93,6 +95,9 @@ class SafetensorsWriter {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
+  // Starts the kernel writing [offset, offset+size) to disk now (see the .cpp); does not wait.
+  void start_writeback(uint64_t offset, uint64_t size);
+
   std::string path_, temp_path_;
   std::map<std::string, std::string> metadata_;
   SafetensorsLayout plan_;

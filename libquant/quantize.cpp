@@ -9,6 +9,7 @@
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/microscale.h"
+#include "libquant/quant_rows.h"
 
 namespace qt {
 namespace {
@@ -48,15 +49,6 @@ float row_absmax(const float* xs, int64_t n, bool allow_nonfinite, int64_t* bad)
 }
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// f32 -> bf16 bits, round-to-nearest-even, as c10 does (inlined copy of bf16_from_f32 for the
-// hot loop; test QuantizeWeight.TableDrivenCodesEqualTheScalarReference checks they agree).
-inline uint16_t bf16_bits_rne(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return bf16_from_f32(f);  // NaN: the reference's rule
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
 
 }  // namespace
 
@@ -210,33 +202,49 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
     case Strategy::Token: QT_ASSERT(false && "weights cannot be per-token");
   }
 
-  // Pass 1: amax per scale group. Max is exact and order-independent, so the result does not
-  // depend on the thread count.
-  std::vector<float> gmax(static_cast<size_t>(sr * sc), 0.0f);
+  // Pass 1: amax of each row's part of each scale group, in parallel over rows, then reduced over
+  // the rows of each group. Max is exact and order-independent, so the result does not depend on
+  // the thread count. 16-bit dtypes take the max of the raw bits (libquant/quant_rows.h), exact
+  // and without decoding.
+  const bool bits16 = M == DType::BF16 || M == DType::F16;
+  const uint16_t special = M == DType::BF16 ? 0x7F80u : 0x7C00u;  // first Inf/NaN pattern
+  const size_t esz = static_cast<size_t>(dtype_bits(M) / 8);
+  std::vector<float> partmax(static_cast<size_t>(out * sc), 0.0f);
   int64_t bad_row = -1, bad_col = -1;
 #pragma omp parallel
   {
-    std::vector<float> buf(static_cast<size_t>(in));
+    std::vector<float> buf(bits16 ? 0 : static_cast<size_t>(in));
 #pragma omp for schedule(static)
-    for (int64_t br = 0; br < sr; ++br) {
-      const int64_t r0 = br * rows_per, r1 = std::min(out, r0 + rows_per);
-      for (int64_t i = r0; i < r1; ++i) {
-        decode_row(w, i, in, buf.data());
-        for (int64_t bc = 0; bc < sc; ++bc) {
-          const int64_t c0 = bc * cols_per, c1 = std::min(in, c0 + cols_per);
-          int64_t bad = -1;
-          float m = row_absmax(buf.data() + c0, c1 - c0, opts.allow_nonfinite, &bad);
-          if (bad >= 0) {
-#pragma omp critical
-            if (bad_row < 0 || i < bad_row) { bad_row = i; bad_col = c0 + bad; }
-            continue;
-          }
-          float& g = gmax[static_cast<size_t>(br * sc + bc)];
-          g = (std::isnan(m) || std::isnan(g)) ? NAN : std::max(g, m);
+    for (int64_t i = 0; i < out; ++i) {
+      const uint8_t* src = w.bytes.data() + static_cast<size_t>(i) * static_cast<size_t>(in) * esz;
+      if (!bits16) decode_row(w, i, in, buf.data());
+      for (int64_t bc = 0; bc < sc; ++bc) {
+        const int64_t c0 = bc * cols_per, c1 = std::min(in, c0 + cols_per);
+        int64_t bad = -1;
+        float m;
+        if (bits16) {
+          const uint16_t b = absmax_bits16(src + static_cast<size_t>(c0) * 2, c1 - c0, special, &bad);
+          if (opts.allow_nonfinite) bad = -1;
+          m = M == DType::BF16 ? f32_from_bf16(b) : f32_from_f16(b);  // NaN pattern -> NaN, 0x7F80 -> Inf
+        } else {
+          m = row_absmax(buf.data() + c0, c1 - c0, opts.allow_nonfinite, &bad);
         }
+        if (bad >= 0) {
+#pragma omp critical
+          if (bad_row < 0 || i < bad_row) { bad_row = i; bad_col = c0 + bad; }
+          continue;
+        }
+        partmax[static_cast<size_t>(i * sc + bc)] = m;
       }
     }
   }
+  std::vector<float> gmax(static_cast<size_t>(sr * sc), 0.0f);
+  for (int64_t i = 0; i < out; ++i)
+    for (int64_t bc = 0; bc < sc; ++bc) {
+      const float m = partmax[static_cast<size_t>(i * sc + bc)];
+      float& g = gmax[static_cast<size_t>((i / rows_per) * sc + bc)];
+      g = (std::isnan(m) || std::isnan(g)) ? NAN : std::max(g, m);
+    }
   if (bad_row >= 0) {
     std::vector<float> buf(static_cast<size_t>(in));
     decode_row(w, bad_row, in, buf.data());
@@ -259,20 +267,23 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
   // Pass 2: codes. For 16-bit model dtypes the rounded quotient t = M(w / scale) has only 65536
   // possible bit patterns, so clamp + cast is a table lookup built from quantize_element's own
   // reference steps (code_table); only the f32 division and the RNE rounding to M run per element.
+  // BF16 rows go straight from the stored bits through quantize_bf16_row (libquant/quant_rows.h:
+  // the same steps, vectorised).
 #pragma omp parallel
   {
-    std::vector<float> buf(static_cast<size_t>(in));
+    std::vector<float> buf(M == DType::BF16 ? 0 : static_cast<size_t>(in));
     const uint8_t* table = (M == DType::BF16 || M == DType::F16) ? code_table(M, qt) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < out; ++i) {
-      decode_row(w, i, in, buf.data());
+      const uint8_t* src = w.bytes.data() + static_cast<size_t>(i) * static_cast<size_t>(in) * esz;
+      if (M != DType::BF16) decode_row(w, i, in, buf.data());
       const float* srow = scales.data() + (i / rows_per) * sc;
       uint8_t* crow = r.codes.data() + i * in;
       for (int64_t c0 = 0; c0 < in; c0 += cols_per) {
         const int64_t c1 = std::min(in, c0 + cols_per);
         const float s = srow[c0 / cols_per];
         if (M == DType::BF16) {
-          for (int64_t j = c0; j < c1; ++j) crow[j] = table[bf16_bits_rne(buf[static_cast<size_t>(j)] / s)];
+          quantize_bf16_row(src + static_cast<size_t>(c0) * 2, c1 - c0, s, table, crow + c0);
         } else if (M == DType::F16) {
           for (int64_t j = c0; j < c1; ++j) crow[j] = table[f16_from_f32(buf[static_cast<size_t>(j)] / s)];
         } else {

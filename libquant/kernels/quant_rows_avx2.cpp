@@ -1,0 +1,65 @@
+// AVX2 bodies of libquant/quant_rows.h, 8 elements per step: the AVX-512 bodies
+// (quant_rows_avx512.cpp) on 8 lanes, step for step. The tail (< 8 elements) runs the scalar twin.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "libquant/kernels/quant_rows_isa.h"
+#include "libquant/quant_rows.h"
+
+#define QT_AVX2 __attribute__((target("avx2")))
+
+namespace qt::quant_rows_avx2 {
+
+QT_AVX2 uint16_t absmax_bits16(const uint8_t* x, int64_t n, uint16_t special, int64_t* first_special) {
+  *first_special = -1;
+  const __m256i lowmask = _mm256_set1_epi32(0x7FFF), vspecial = _mm256_set1_epi32(special);
+  __m256i vmax = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * i));
+    const __m256i u = _mm256_and_si256(_mm256_cvtepu16_epi32(h), lowmask);
+    if (*first_special < 0) {
+      // u >= special  <=>  max(u, special) == u (unsigned).
+      const __m256i ge = _mm256_cmpeq_epi32(_mm256_max_epu32(u, vspecial), u);
+      const int m = _mm256_movemask_ps(_mm256_castsi256_ps(ge));
+      if (m) *first_special = i + __builtin_ctz(static_cast<unsigned>(m));
+    }
+    vmax = _mm256_max_epu32(vmax, u);
+  }
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), vmax);
+  uint32_t m = 0;
+  for (uint32_t v : lanes) m = v > m ? v : m;
+  if (i < n) {
+    int64_t tail_special = -1;
+    const uint16_t t = absmax_bits16_ref(x + 2 * i, n - i, special, &tail_special);
+    if (*first_special < 0 && tail_special >= 0) *first_special = i + tail_special;
+    m = t > m ? t : m;
+  }
+  return static_cast<uint16_t>(m);
+}
+
+QT_AVX2 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const uint8_t* table, uint8_t* codes) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  const __m256i round_bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1);
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u)), qnan = _mm256_set1_epi32(0x7FC0);
+  alignas(32) uint32_t idx[8];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * i));
+    const __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    const __m256 q = _mm256_div_ps(f, vs);
+    const __m256i qi = _mm256_castps_si256(q);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(qi, 16), one);
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(qi, round_bias), lsb), 16);
+    const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+    const __m256i nanbits = _mm256_or_si256(_mm256_srli_epi32(_mm256_and_si256(qi, sign), 16), qnan);
+    r = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nanbits), nan));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(idx), r);
+    for (int k = 0; k < 8; ++k) codes[i + k] = table[idx[k]];
+  }
+  if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, table, codes + i);
+}
+
+}  // namespace qt::quant_rows_avx2

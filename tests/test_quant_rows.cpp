@@ -1,0 +1,136 @@
+// The row kernels of weight quantization (libquant/quant_rows.h): every ISA body this CPU has
+// gives the scalar twin's result bit for bit, and the scalar twin gives what the element-wise
+// reference (quantize_element; decode + |x| + max) gives. Independent reference: quantize_element
+// and decode_to_f32, which the FP8/INT8 goldens from compressed-tensors already pin down.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "libquant/cpu_isa.h"
+#include "libquant/float_formats.h"
+#include "libquant/quant_rows.h"
+#include "libquant/quantize.h"
+
+namespace qt {
+namespace {
+
+const Isa kIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
+
+// Runs f once per ISA path this CPU has, with the path capped there.
+template <typename F>
+void for_each_isa(F f) {
+  for (Isa isa : kIsas) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu_isa())) continue;
+    isa_cap_for_tests(isa);
+    f(isa);
+  }
+  isa_cap_for_tests(Isa::Avx512);
+}
+
+TEST(QuantRows, Bf16CodesEqualTheElementReferenceForEveryBf16PatternAndEveryIsa) {
+  // All 65536 patterns (NaNs, infinities, subnormals, both zeros), stored at an odd byte offset
+  // so that the loads are unaligned, under scales that put the quotient in every regime: inside
+  // the code range, clamped, subnormal in bf16, overflowing f32 to Inf.
+  std::vector<uint8_t> raw(1 + 65536 * 2);
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const uint16_t h = static_cast<uint16_t>(b);
+    std::memcpy(raw.data() + 1 + 2 * b, &h, 2);
+  }
+  const uint8_t* x = raw.data() + 1;
+  for (QuantType t : {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4}) {
+    const uint8_t* table = code_table(DType::BF16, t);
+    for (float s : {1.0f, 0.0078125f, 3.0517578e-05f, 0.11279297f, 2.5f, 1e-30f, 3.0e38f}) {
+      std::vector<uint8_t> ref(65536);
+      quantize_bf16_row_ref(x, 65536, s, table, ref.data());
+      for (uint32_t b = 0; b < 65536; ++b)
+        ASSERT_EQ(ref[b], quantize_element(f32_from_bf16(static_cast<uint16_t>(b)), s, t, DType::BF16))
+            << "pattern 0x" << std::hex << b << " scale " << s;
+      for_each_isa([&](Isa isa) {
+        std::vector<uint8_t> got(65536);
+        quantize_bf16_row(x, 65536, s, table, got.data());
+        EXPECT_EQ(got, ref) << isa_name(isa) << " scale " << s;
+        // Every tail length (n mod 16 and mod 8), written exactly n codes.
+        for (int64_t n = 0; n <= 40; ++n) {
+          std::vector<uint8_t> part(64, 0xAB);
+          quantize_bf16_row(x + 2 * 1000, n, s, table, part.data());
+          for (int64_t i = 0; i < n; ++i) ASSERT_EQ(part[i], ref[1000 + i]) << isa_name(isa) << " n " << n;
+          for (int64_t i = n; i < 64; ++i) ASSERT_EQ(part[i], 0xAB) << isa_name(isa) << " wrote past n " << n;
+        }
+      });
+    }
+  }
+}
+
+TEST(QuantRows, AbsmaxBitsEqualsTheDecodedMaximumAndFindsTheFirstInfOrNaN) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  for (DType m : {DType::BF16, DType::F16}) {
+    const uint16_t special = m == DType::BF16 ? 0x7F80 : 0x7C00;
+    const uint16_t inf = special, nan = m == DType::BF16 ? 0xFFC1 : 0xFE01;  // -NaN with payload
+    for (int64_t n : {0, 1, 7, 8, 15, 16, 17, 31, 33, 100, 1000}) {
+      for (int64_t bad_at : {int64_t(-1), int64_t(0), n / 2, n - 1}) {
+        for (uint16_t bad : {inf, nan}) {
+          if (n == 0 && bad_at >= 0) continue;
+          std::vector<uint8_t> raw(1 + 2 * static_cast<size_t>(n));
+          std::vector<float> dec(static_cast<size_t>(n));
+          for (int64_t i = 0; i < n; ++i) {
+            float v = nd(rng) * (i % 37 == 0 ? 100.0f : 1.0f);
+            uint16_t h = m == DType::BF16 ? bf16_from_f32(v) : f16_from_f32(v);
+            if (i == bad_at) h = bad;
+            if (bad_at >= 0 && i == n - 1 && n > 2) h = inf;  // a later Inf never moves the first index
+            std::memcpy(raw.data() + 1 + 2 * i, &h, 2);
+            dec[i] = std::fabs(m == DType::BF16 ? f32_from_bf16(h) : f32_from_f16(h));
+          }
+          // The reference: decoded |x| with NaN propagating; first index of a non-finite value.
+          float want = 0.0f;
+          bool saw_nan = false;
+          int64_t first = -1;
+          for (int64_t i = 0; i < n; ++i) {
+            if (!std::isfinite(dec[i]) && first < 0) first = i;
+            if (std::isnan(dec[i])) saw_nan = true;
+            else want = std::max(want, dec[i]);
+          }
+          for_each_isa([&](Isa isa) {
+            int64_t got_first = -2;
+            const uint16_t b = absmax_bits16(raw.data() + 1, n, special, &got_first);
+            const float got = m == DType::BF16 ? f32_from_bf16(b) : f32_from_f16(b);
+            EXPECT_EQ(got_first, first) << isa_name(isa) << " n " << n << " bad at " << bad_at;
+            if (saw_nan) EXPECT_TRUE(std::isnan(got)) << isa_name(isa) << " n " << n;
+            else EXPECT_EQ(got, want) << isa_name(isa) << " n " << n << " bad at " << bad_at;
+          });
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantRows, QuantizeWeightGivesTheSameCodesAndScalesOnEveryIsa) {
+  // The whole weight path (both passes) on a bf16 and an f16 tensor, per tensor / channel / group.
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  for (DType m : {DType::BF16, DType::F16}) {
+    std::vector<uint16_t> bits(48 * 256);
+    for (auto& b : bits) b = m == DType::BF16 ? bf16_from_f32(nd(rng)) : f16_from_f32(nd(rng));
+    TensorView v;
+    v.name = "w"; v.dtype = m; v.shape = {48, 256};
+    v.bytes = {reinterpret_cast<const uint8_t*>(bits.data()), bits.size() * 2};
+    for (Strategy st : {Strategy::Tensor, Strategy::Channel, Strategy::Group}) {
+      QuantArgs a{QuantType::Float8E4M3, st, st == Strategy::Group ? 64 : 0, 0, 0, false};
+      isa_cap_for_tests(Isa::Scalar);
+      const QuantizedWeight ref = quantize_weight(v, a);
+      isa_cap_for_tests(Isa::Avx512);
+      for_each_isa([&](Isa isa) {
+        const QuantizedWeight q = quantize_weight(v, a);
+        EXPECT_EQ(q.codes, ref.codes) << isa_name(isa);
+        EXPECT_EQ(q.scale_bytes, ref.scale_bytes) << isa_name(isa);
+        EXPECT_EQ(q.amax, ref.amax) << isa_name(isa);
+      });
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qt

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -200,6 +201,16 @@ TEST(CmdVerify, ListKernelsNamesEveryCpuKernelWithItsReason) {
   ASSERT_EQ(j["kernels"].size(), 4u);
   EXPECT_EQ(j["kernels"][0]["chosen"], "cpu_portable");
   EXPECT_EQ(j["kernels"][0]["candidates"][0]["reason"], "disabled");
+
+  // The heading names the CPU kernels' ISA path; QTOOL_ISA caps it (the child inherits it).
+  ::setenv("QTOOL_ISA", "scalar", 1);
+  auto s = run_qtool({"verify", in.fp8, "--list-kernels"});
+  auto sj = run_qtool({"verify", in.fp8, "--list-kernels", "--json"});
+  ::unsetenv("QTOOL_ISA");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_NE(s.out.find("kernels (highest priority first; CPU path scalar):"), std::string::npos) << s.out;
+  ASSERT_EQ(sj.exit_code, 0) << sj.err;
+  EXPECT_EQ(json::parse(sj.out)["cpu_isa"], "scalar");
 }
 
 TEST(CmdVerify, BadInputsGiveTheDocumentedExitCodes) {

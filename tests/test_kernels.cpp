@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "libquant/cpu_isa.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/act_quant.h"
@@ -504,6 +505,28 @@ TEST(CpuKernels, ATokensResultDoesNotDependOnTheBatchItCameIn) {
       EXPECT_EQ(std::memcmp(alone.data(), batch.data() + 4 * 150, 150 * 4), 0)
           << k->name() << " " << d.describe();
     }
+}
+
+TEST(CpuKernels, CpuFastGivesTheSameBitsOnItsAvx512AndAvx2MicroKernels) {
+  // The f32 path's micro-kernels (tile and one-row GEMV) exist for AVX-512 F and AVX2; both keep
+  // one FMA chain per output in increasing k, so capping the ISA must change no bit.
+  if (cpu_isa() != Isa::Avx512) GTEST_SKIP() << "this CPU has no AVX-512 F: only the AVX2 micro-kernels run";
+  const Kernel& k = cpu_fast_kernel();
+  for (QuantType wt : {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4}) {
+    const bool fp8 = wt == QuantType::Float8E4M3;
+    LinearDescriptor d = desc(wt, fp8 ? Strategy::Block : Strategy::Group, fp8 ? ActType::Float8E4M3 : ActType::None,
+                              fp8 ? ActScheme::DynamicToken : ActScheme::None, 150, 640, 128);
+    ASSERT_EQ(k.can_implement(d), "") << d.describe();
+    Layer L = make_layer(d, 31);
+    for (int64_t M : {1, 5, 13}) {
+      const std::vector<float> x = make_x(M, 640, 32);
+      isa_cap_for_tests(Isa::Avx2);
+      const std::vector<float> y2 = run_kernel(k, L, x, M);
+      isa_cap_for_tests(Isa::Avx512);
+      const std::vector<float> y5 = run_kernel(k, L, x, M);
+      EXPECT_EQ(std::memcmp(y2.data(), y5.data(), y2.size() * 4), 0) << d.describe() << " M " << M;
+    }
+  }
 }
 
 TEST(CpuKernels, ZeroTokensProduceNothingAndTouchNothing) {

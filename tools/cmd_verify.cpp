@@ -117,7 +117,7 @@ void print_result(bool pass, double seconds, const std::vector<std::string>& fai
 }
 
 void print_kernels(const verify::VerifyReport& r) {
-  std::printf("kernels (highest priority first):\n");
+  std::printf("kernels (highest priority first; CPU path %s):\n", r.cpu_isa.c_str());
   for (const auto& k : r.registry) std::printf("  %-13s priority %3d  %s\n", k.name.c_str(), k.priority, k.summary.c_str());
   std::printf("\n%zu quantized layers in %zu descriptor group(s):\n", [&] {
     size_t n = 0;
@@ -390,7 +390,7 @@ int run_verify(const Opts& o) {
     const verify::VerifyReport r = verify::list_kernels(vo);
     if (o.json_out) {
       json j = verify::verify_report_to_json(r);
-      std::printf("%s\n", json{{"registry", j["registry"]}, {"kernels", j["kernels"]}, {"findings", j["findings"]}}.dump(2).c_str());
+      std::printf("%s\n", json{{"registry", j["registry"]}, {"cpu_isa", j["cpu_isa"]}, {"kernels", j["kernels"]}, {"findings", j["findings"]}}.dump(2).c_str());
     } else {
       print_kernels(r);
     }

@@ -44,6 +44,7 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   json reg = json::array();
   for (const auto& k : r.registry) reg.push_back({{"name", k.name}, {"summary", k.summary}, {"priority", k.priority}});
   j["registry"] = reg;
+  j["cpu_isa"] = r.cpu_isa;
   json ks = json::array();
   for (const auto& g : r.kernels) {
     json c = json::array();

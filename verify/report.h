@@ -88,6 +88,7 @@ struct KernelInfo {
 struct VerifyReport {
   std::string quant_dir, reference_dir;
   std::vector<KernelInfo> registry;       // every registered kernel, highest priority first
+  std::string cpu_isa;                    // the CPU kernels' ISA path (libquant/cpu_isa.h isa_name)
   std::string quant_method, format;
   std::vector<std::string> groups;        // "group_0: weights ..., activations ..."
   std::vector<StructuralFinding> findings;

@@ -21,6 +21,7 @@
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/checkpoint.h"
 #include "formats/model_folder.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/act_quant.h"
@@ -113,6 +114,7 @@ class Verifier {
     for (const auto& g : q_.groups) r_.groups.push_back(g.name + ": weights " + g.weights_text + "; activations " + g.input_text);
     for (const Kernel* k : kernels::Registry::builtin().kernels())
       r_.registry.push_back({std::string(k->name()), std::string(k->summary()), k->priority()});
+    r_.cpu_isa = isa_name(active_isa());
   }
 
   // Step 1: findings that need no GEMM.

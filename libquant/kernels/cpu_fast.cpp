@@ -1,4 +1,5 @@
-// cpu_fast: BLIS-style packed GEMM with AVX2 micro-kernels (libquant/kernels/KERNELS.md §6.2).
+// cpu_fast: BLIS-style packed GEMM with AVX2 micro-kernels, and AVX-512 ones for the f32 path
+// where the CPU has AVX-512 F (libquant/kernels/KERNELS.md §6.2).
 //
 // pack():  weight codes are regrouped into panels of 16 output columns (cpu_fast_avx2.h) and
 //          stay one byte per element -- never a full f32 copy of the weight; scales become an
@@ -23,7 +24,9 @@
 #include "libquant/error.h"
 #include "libquant/kernels/act_quant.h"
 #include "libquant/kernels/cpu_common.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
+#include "libquant/kernels/cpu_fast_avx512.h"
 #include "libquant/kernels/registry.h"
 
 namespace qt::kernels {
@@ -53,8 +56,8 @@ class CpuFastKernel final : public Kernel {
  public:
   std::string_view name() const override { return "cpu_fast"; }
   std::string_view summary() const override {
-    return "AVX2+FMA+F16C + OpenMP: FP8 decoded into f32 panels with f32 FMA micro-kernels, INT8 "
-           "exact via vpmaddwd, f64 epilogue";
+    return "AVX2+FMA+F16C (f32 micro-kernels on AVX-512 F where present) + OpenMP: FP8 decoded into f32 "
+           "panels with f32 FMA micro-kernels, INT8 exact via vpmaddwd, f64 epilogue";
   }
   int priority() const override { return 200; }
 
@@ -153,6 +156,11 @@ class CpuFastKernel final : public Kernel {
       }
     }
 
+    // The f32 micro-kernels: AVX-512 where the CPU has it (one zmm per panel row), else AVX2; the
+    // same FMA chains, so the same bits (cpu_fast_avx512.h).
+    const bool z = active_isa() == Isa::Avx512;
+    const auto f32_tile = z ? avx512::fast_f32_tile : avx2::f32_tile;
+    const auto gemv = z ? avx512::fast_gemv : avx2::gemv;
     const int64_t npad = p.panels * kNR;
     if (!p.int_path && M == 1) {  // decode GEMV: codes decoded in registers, 4 panels at a time
       const int64_t groups = (p.panels + avx2::kGemvPanels - 1) / avx2::kGemvPanels;
@@ -167,8 +175,8 @@ class CpuFastKernel final : public Kernel {
           std::fill(Cd, Cd + avx2::kGemvPanels * kNR, 0.0);
           for (int64_t s = 0; s < nseg; ++s) {
             const int64_t k0 = s * seg, k1 = std::min(K, k0 + seg);
-            avx2::gemv(np, p.fp8_w, af.data() + k0 * kMR, p.b.data() + (pn0 * K + k0) * kNR,
-                       K * kNR, k1 - k0, acc, false);
+            gemv(np, p.fp8_w, af.data() + k0 * kMR, p.b.data() + (pn0 * K + k0) * kNR, K * kNR, k1 - k0, acc,
+                 false);
             for (int q = 0; q < np; ++q)
               avx2::epilogue_f32(1, acc + q * kNR, sx.data() + s, nseg,
                                  p.sw.data() + s * npad + (pn0 + q) * kNR, Cd + q * kNR);
@@ -217,8 +225,8 @@ class CpuFastKernel final : public Kernel {
                 else avx2::decode_int_panel(src, kn, panel.data());
                 for (int64_t t = 0; t < mtiles; ++t) {
                   const int rows = static_cast<int>(std::min<int64_t>(kMR, M - t * kMR));
-                  avx2::f32_tile(rows, af.data() + (t * K + kc) * kMR, panel.data(), kn,
-                                 accf.data() + q * tile + t * kMR * kNR, kc != k0);
+                  f32_tile(rows, af.data() + (t * K + kc) * kMR, panel.data(), kn,
+                           accf.data() + q * tile + t * kMR * kNR, kc != k0);
                 }
               }
             }

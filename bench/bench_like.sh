@@ -11,12 +11,15 @@
 #   2. qtool quantize --scheme fp8-static --kv-cache fp8 --stats (the plain quantize, same recipe),
 #   3. qtool quantize --like QUANT (with the drift report: QUANT's codes are read as well),
 #   4. qtool quantize --like QUANT --no-drift.
-# Usage: bench/bench_like.sh [WORKDIR] [8b|8b-8l|small] [QTOOL]
+# Usage: bench/bench_like.sh [WORKDIR] [8b|8b-8l|small] [QTOOL] [BASE_QTOOL]
+# With BASE_QTOOL (an older build), its --like runs are interleaved too (labels like-base,
+# like-no-drift-base), to measure a change in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/qtool-bench-like}
 SIZE=${2:-small}
 Q=${3:-$PWD/build/tools/qtool}
+BASE=${4:-}
 mkdir -p "$WORK"
 if [ "$SIZE" = small ]; then
   DIMS=(--hidden 2048 --intermediate 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 128256 --shards 1)
@@ -43,6 +46,12 @@ for round in 1 2 3; do
   warm; rm -rf "$WORK/out"
   python3 bench/peak_anon.py --label like-no-drift -- sh -c "$Q -q quantize $M -o $WORK/out --like $WORK/quant-$SIZE --no-hash --no-drift && sync"
   rm -rf "$WORK/out"
+  if [ -n "$BASE" ]; then
+    warm; python3 bench/peak_anon.py --label like-base -- sh -c "$BASE -q quantize $M -o $WORK/out --like $WORK/quant-$SIZE --no-hash && sync"
+    rm -rf "$WORK/out"
+    warm; python3 bench/peak_anon.py --label like-no-drift-base -- sh -c "$BASE -q quantize $M -o $WORK/out --like $WORK/quant-$SIZE --no-hash --no-drift && sync"
+    rm -rf "$WORK/out"
+  fi
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"

@@ -326,6 +326,33 @@ TEST(ForwardHooks, TiedModelWithoutLmHeadUsesTheEmbedding) {
   }
 }
 
+// ---- the tensors a forward pass loads ----------------------------------------------------------
+
+// forward_weights() is what calibration validates before it starts; it must name every tensor
+// run_forward then asks for, in order, with the shapes it checks (run_forward also asserts it).
+TEST(ForwardWeights, ListsExactlyTheTensorsRunForwardLoadsInOrderForEveryArchitecture) {
+  for (const char* name : {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "qwen2_moe"}) {
+    Golden g(name);
+    for (bool logits : {false, true}) {
+      std::vector<qt::calib::WeightSpec> loaded;
+      WeightProvider rec = [&](const std::string& n, std::vector<float>& out, std::vector<int64_t>& shape) {
+        g.weights(n, out, shape);
+        loaded.push_back({n, shape});
+      };
+      ForwardOptions o;
+      o.lm_head_tied = g.tied;
+      if (logits) o.on_logits = [](size_t, int64_t, const float*, int64_t, int64_t) {};
+      qt::calib::run_forward(g.cfg, rec, {{1, 2, 3}}, o);
+      const std::vector<qt::calib::WeightSpec> listed = qt::calib::forward_weights(g.cfg, logits, g.tied);
+      ASSERT_EQ(listed.size(), loaded.size()) << name;
+      for (size_t i = 0; i < listed.size(); ++i) {
+        EXPECT_EQ(listed[i].name, loaded[i].name) << name << " #" << i;
+        EXPECT_EQ(listed[i].shape, loaded[i].shape) << name << " " << listed[i].name;
+      }
+    }
+  }
+}
+
 // ---- input errors -----------------------------------------------------------------------------
 
 TEST(ForwardErrors, RejectsTokenIdOutsideTheEmbedding) {

@@ -33,17 +33,7 @@ namespace {
 namespace fs = std::filesystem;
 using Kind = InputError::Kind;
 
-// Runs fn, expects an InputError of `kind` whose full text is `what`.
-void expect_exact(const std::function<void()>& fn, Kind kind, const std::string& what) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
-    EXPECT_EQ(std::string(e.what()), what);
-    return;
-  }
-  ADD_FAILURE() << "no InputError thrown; expected: " << what;
-}
+using test::expect_exact;
 
 std::string taken_text(const std::string& out) {
   return out + ": the output path is taken by something this run did not create (it appeared or changed during the "

@@ -1,5 +1,7 @@
 #include "tests/support/test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +70,17 @@ std::string read_text(const fs::path& p) {
   std::stringstream ss; ss << f.rdbuf(); return ss.str();
 }
 fs::path source_path(const std::string& rel) { return fs::path(QTOOL_SOURCE_DIR) / rel; }
+
+void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const std::string& what) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
+    EXPECT_EQ(std::string(e.what()), what);
+    return;
+  }
+  ADD_FAILURE() << "no InputError thrown; expected: " << what;
+}
 
 void rewrite_safetensors(const std::string& path,
                          const std::function<void(TensorSpec& spec, std::vector<uint8_t>& bytes)>& edit) {

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
+#include <set>
 
 #include "calib/forward.h"
 #include "calib/model_config.h"
@@ -12,6 +14,8 @@
 #include "formats/checkpoint.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
+#include "libquant/float_formats.h"
+#include "libquant/parallel.h"
 
 namespace qt::calib {
 namespace {
@@ -39,31 +43,68 @@ void check_layer_count(const ModelConfig& cfg, const Checkpoint& ck, const std::
                          std::to_string(layers - 1) + ")");
 }
 
+std::string nonfinite_text(const TensorView& tv, int64_t i) {
+  float f = 0.0f;
+  const uint64_t elem = tv.bytes.size() / tv.numel();
+  decode_to_f32(tv.dtype, tv.bytes.data() + static_cast<uint64_t>(i) * elem, 1, &f);
+  std::string what;
+  if (std::isnan(f)) what = "NaN";
+  else if (tv.dtype == DType::F64) {
+    double d = 0.0;
+    std::memcpy(&d, tv.bytes.data() + static_cast<uint64_t>(i) * 8, 8);
+    what = std::isfinite(d) ? fmt::format("{:g}, beyond the f32 range the forward pass computes in", d)
+                            : (d > 0 ? "+Inf" : "-Inf");
+  } else what = f > 0 ? "+Inf" : "-Inf";
+  return "weight element " + std::to_string(i) + " is " + what + "; calibration needs finite weights";
+}
+
 }  // namespace
+
+void check_calibration_inputs(const ModelFolder& model, int num_threads) {
+  const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
+  const Checkpoint& ck = model.checkpoint();
+  check_layer_count(cfg, ck, model.config_path());
+  std::set<std::string> seen;
+  for (const WeightSpec& w : forward_weights(cfg)) {
+    if (!seen.insert(w.name).second) continue;
+    const TensorView* tv = ck.find(w.name);
+    check_weight_view(tv, w.name, model.dir(), w.shape);
+    const uint64_t n = tv->numel();
+    if (n == 0) continue;
+    const uint64_t elem = tv->bytes.size() / n;
+    // Chunks scanned in parallel; the smallest bad index over all chunks is the first one.
+    constexpr uint64_t kChunk = 1u << 20;
+    const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+    int64_t first = -1;
+    const int threads = resolve_threads(num_threads);
+#pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint64_t b = static_cast<uint64_t>(c) * kChunk, m = std::min<uint64_t>(kChunk, n - b);
+      const int64_t i = first_nonfinite_f32(tv->dtype, tv->bytes.data() + b * elem, m);
+      if (i >= 0) {
+#pragma omp critical
+        if (first < 0 || static_cast<int64_t>(b) + i < first) first = static_cast<int64_t>(b) + i;
+      }
+    }
+    if (first >= 0) throw InputError(InputError::Kind::BadValue, tv->file, w.name, nonfinite_text(*tv, first));
+  }
+}
 
 CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector<int32_t>>& samples,
                          const CalibrateOptions& opts) {
   const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
   const Checkpoint& ck = model.checkpoint();
-  check_layer_count(cfg, ck, model.config_path());
-  // Every weight is checked as it is loaded: a NaN or Inf is named here (tensor, file, element)
-  // instead of surfacing later as a missing or infinite statistic; the largest |w| of each
-  // tensor is kept to name the likely culprit when a layer overflows f32.
+  // Every weight the forward loads is known finite from here on (a NaN or Inf is named with its
+  // file, tensor and element instead of surfacing later as a missing or infinite statistic);
+  // the largest |w| of each tensor is kept as it is loaded to name the likely culprit when a
+  // layer overflows f32.
+  check_calibration_inputs(model, opts.num_threads);
   WeightProvider decode = make_view_weight_provider([&ck](const std::string& n) { return ck.find(n); }, model.dir());
   std::map<std::string, float> max_abs;
   WeightProvider weights = [&](const std::string& name, std::vector<float>& out, std::vector<int64_t>& shape) {
     decode(name, out, shape);
     float m = 0.0f;
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (!std::isfinite(out[i])) {
-        const TensorView* tv = ck.find(name);
-        throw InputError(InputError::Kind::BadValue, tv ? tv->file : model.dir(), name,
-                         "weight element " + std::to_string(i) + " is " +
-                             (std::isnan(out[i]) ? "NaN" : out[i] > 0 ? "+Inf" : "-Inf") +
-                             "; calibration needs finite weights");
-      }
-      m = std::max(m, std::fabs(out[i]));
-    }
+    for (float x : out) m = std::max(m, std::fabs(x));
     max_abs[name] = m;
   };
   ForwardOptions fo;

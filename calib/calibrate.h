@@ -42,6 +42,15 @@ struct CalibrationRun {
   bool hidden_spilled = false; // ...kept in a temporary file
 };
 
+// The checks made before any calibration forward (calibrate() and run_gptq() call it first), so
+// that a bad input is named in seconds instead of after most of the calibration: config.json's
+// num_hidden_layers agrees with the checkpoint, and every tensor the forward will load
+// (forward_weights()) is present, has the shape config.json implies, a decodable dtype, and only
+// values that are finite in f32 (a NaN, an Inf, or an F64 value beyond the f32 range is named
+// with its file, tensor and first element index). One streaming read of those tensors: the
+// forward then finds them in the page cache. Throws InputError.
+void check_calibration_inputs(const ModelFolder& model, int num_threads = 0);
+
 // Runs the model of `model` layer by layer over `samples` (token ids) on the CPU.
 CalibrationRun calibrate(const ModelFolder& model, const std::vector<std::vector<int32_t>>& samples,
                          const CalibrateOptions& opts);

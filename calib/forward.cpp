@@ -216,20 +216,29 @@ void silu_mul(float* g, const float* u, int64_t n, int threads) {
 
 // ---- weights -------------------------------------------------------------------------------
 
+void check_shape(const std::string& source, const std::string& name, const std::vector<int64_t>& expected,
+                 const std::vector<int64_t>& shape) {
+  if (shape != expected)
+    throw InputError(Kind::BadFile, source, name, "tensor shape does not match config.json", shape_str(expected),
+                     shape_str(shape));
+}
+
 struct Loader {
   const WeightProvider& provider;
   const std::string& source;
+  const std::vector<WeightSpec>& order;  // forward_weights(): what is loaded, in this order
   double seconds = 0.0;
+  size_t next = 0;
 
   std::vector<float> load(const std::string& name, const std::vector<int64_t>& expected) {
+    QT_ASSERT(next < order.size() && order[next].name == name && order[next].shape == expected);
+    ++next;
     const auto t0 = Clock::now();
     std::vector<float> out;
     std::vector<int64_t> shape;
     provider(name, out, shape);
     seconds += since(t0);
-    if (shape != expected)
-      throw InputError(Kind::BadFile, source, name, "tensor shape does not match config.json",
-                       shape_str(expected), shape_str(shape));
+    check_shape(source, name, expected, shape);
     uint64_t n = 1;
     for (int64_t d : expected) n *= static_cast<uint64_t>(d);
     QT_ASSERT(out.size() == n);
@@ -625,33 +634,94 @@ void moe_block(const ModelConfig& c, const LayerWeights& w, const MoeNames& n, c
 
 // ---- providers -----------------------------------------------------------------------------
 
+std::vector<WeightSpec> forward_weights(const ModelConfig& c, bool logits, bool lm_head_tied) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  std::vector<WeightSpec> w;
+  auto add = [&w](std::string name, std::vector<int64_t> shape) { w.push_back({std::move(name), std::move(shape)}); };
+  add("model.embed_tokens.weight", {c.vocab_size, H});
+  for (int64_t l = 0; l < c.num_layers; ++l) {  // load_layer's order
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {H});
+    add(p + "post_attention_layernorm.weight", {H});
+    add(p + "self_attn.q_proj.weight", {qd, H});
+    add(p + "self_attn.k_proj.weight", {kvd, H});
+    add(p + "self_attn.v_proj.weight", {kvd, H});
+    add(p + "self_attn.o_proj.weight", {H, qd});
+    if (c.qkv_bias) {
+      add(p + "self_attn.q_proj.bias", {qd});
+      add(p + "self_attn.k_proj.bias", {kvd});
+      add(p + "self_attn.v_proj.bias", {kvd});
+    }
+    if (c.o_bias) add(p + "self_attn.o_proj.bias", {H});
+    if (c.qk_norm) {
+      add(p + "self_attn.q_norm.weight", {c.head_dim});
+      add(p + "self_attn.k_norm.weight", {c.head_dim});
+    }
+    auto mlp = [&](const std::string& mp, const std::string& gn, const std::string& un, const std::string& dn,
+                   int64_t inter) {
+      add(mp + gn + ".weight", {inter, H});
+      add(mp + un + ".weight", {inter, H});
+      add(mp + dn + ".weight", {H, inter});
+    };
+    if (c.layer_is_sparse(l)) {
+      const MoeConfig& m = c.moe;
+      const std::string blk = c.moe_block(l) + ".";
+      add(blk + "gate.weight", {m.num_experts, H});
+      for (int64_t e = 0; e < m.num_experts; ++e)
+        mlp(c.expert_module(l, e) + ".", m.gate_proj, m.up_proj, m.down_proj, m.expert_intermediate);
+      if (m.shared_intermediate > 0) {
+        mlp(blk + "shared_expert.", "gate_proj", "up_proj", "down_proj", m.shared_intermediate);
+        add(blk + "shared_expert_gate.weight", {1, H});
+      }
+      continue;
+    }
+    mlp(p + "mlp.", "gate_proj", "up_proj", "down_proj", I);
+    if (c.mlp_bias) {
+      add(p + "mlp.gate_proj.bias", {I});
+      add(p + "mlp.up_proj.bias", {I});
+      add(p + "mlp.down_proj.bias", {H});
+    }
+  }
+  if (logits) {
+    add("model.norm.weight", {H});
+    add(lm_head_tied ? "model.embed_tokens.weight" : "lm_head.weight", {c.vocab_size, H});
+  }
+  return w;
+}
+
+void check_weight_view(const TensorView* tv, const std::string& name, const std::string& source,
+                       const std::vector<int64_t>& expected) {
+  if (!tv) throw InputError(Kind::Missing, source, name, "tensor is missing from the checkpoint");
+  const auto nbytes = dtype_nbytes(tv->dtype, tv->numel());
+  if (!nbytes || *nbytes != tv->bytes.size())
+    throw InputError(Kind::BadFile, tv->file, name, "tensor byte size does not match its dtype and shape",
+                     nbytes ? std::to_string(*nbytes) + " bytes" : "a whole number of bytes",
+                     std::to_string(tv->bytes.size()) + " bytes");
+  float probe;  // decoding zero elements says whether the dtype can be decoded at all
+  if (!decode_to_f32(tv->dtype, nullptr, 0, &probe))
+    throw InputError(Kind::Unsupported, tv->file, name, "tensor dtype cannot be decoded for the forward pass",
+                     "F32, F16, BF16, F64, F8_E4M3 or F8_E5M2", std::string(dtype_name(tv->dtype)));
+  if (!expected.empty()) check_shape(source, name, expected, tv->shape);
+}
+
 WeightProvider make_view_weight_provider(std::function<const TensorView*(const std::string&)> find,
                                          std::string source) {
   return [find = std::move(find), source = std::move(source)](
              const std::string& name, std::vector<float>& out, std::vector<int64_t>& shape) {
     const TensorView* tv = find(name);
-    if (!tv) throw InputError(Kind::Missing, source, name, "tensor is missing from the checkpoint");
+    check_weight_view(tv, name, source);
     const uint64_t n = tv->numel();
-    const auto nbytes = dtype_nbytes(tv->dtype, n);
-    if (!nbytes || *nbytes != tv->bytes.size())
-      throw InputError(Kind::BadFile, tv->file, name, "tensor byte size does not match its dtype and shape",
-                       nbytes ? std::to_string(*nbytes) + " bytes" : "a whole number of bytes",
-                       std::to_string(tv->bytes.size()) + " bytes");
     out.resize(n);
     shape = tv->shape;
     if (n == 0) return;
-    const uint64_t elem = *nbytes / n;  // whole bytes per element for every decodable dtype
+    const uint64_t elem = tv->bytes.size() / n;  // whole bytes per element for every decodable dtype
     constexpr uint64_t kChunk = 1u << 20;
     const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
-    bool ok = true;
-#pragma omp parallel for schedule(static) reduction(&& : ok) if (chunks > 1)
+#pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const uint64_t b = static_cast<uint64_t>(c) * kChunk, m = std::min<uint64_t>(kChunk, n - b);
-      ok = decode_to_f32(tv->dtype, tv->bytes.data() + b * elem, m, out.data() + b) && ok;
+      decode_to_f32(tv->dtype, tv->bytes.data() + b * elem, m, out.data() + b);
     }
-    if (!ok)
-      throw InputError(Kind::Unsupported, tv->file, name, "tensor dtype cannot be decoded for the forward pass",
-                       "F32, F16, BF16, F64, F8_E4M3 or F8_E5M2", std::string(dtype_name(tv->dtype)));
   };
 }
 
@@ -771,7 +841,9 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
                      "samples of at most " + std::to_string(c.max_position_embeddings) + " tokens",
                      std::to_string(max_t) + " tokens");
 
-  Loader ld{weights, source};
+  const std::vector<WeightSpec> order =
+      forward_weights(c, static_cast<bool>(opts.on_logits), opts.lm_head_tied.value_or(c.tie_word_embeddings));
+  Loader ld{weights, source, order};
   LinearRunner lin{opts, threads, {}};
 
   // The embedding is loaded before anything is allocated from config.json's sizes: its shape
@@ -959,6 +1031,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
     }
     st.head_seconds = since(t0);
   }
+  QT_ASSERT(ld.next == order.size());
   st.weight_seconds = ld.seconds;
   st.seconds = since(t_start);
   return st;

@@ -79,6 +79,26 @@ using WeightProvider = std::function<void(const std::string& tensor_name, std::v
 WeightProvider make_view_weight_provider(std::function<const TensorView*(const std::string&)> find,
                                          std::string source);
 
+// One tensor run_forward loads: its name and the shape config.json implies.
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor run_forward(cfg, ...) asks its WeightProvider for, in the order it asks: the
+// embedding, each decoder layer's tensors, and with `logits` (ForwardOptions::on_logits set)
+// model.norm.weight and lm_head.weight -- or the embedding a second time when `lm_head_tied`.
+// run_forward asserts that it loads exactly this sequence, so the list cannot drift from it.
+std::vector<WeightSpec> forward_weights(const ModelConfig& cfg, bool logits = false, bool lm_head_tied = false);
+
+// The checks a view-backed provider makes before decoding (make_view_weight_provider), for a
+// caller that validates the tensors up front: InputError(Missing) when `tv` is null (`source`
+// names the checkpoint), BadFile when its byte size disagrees with its dtype and shape,
+// Unsupported when its dtype cannot be decoded; with a non-empty `expected`, BadFile when its
+// shape is not that one.
+void check_weight_view(const TensorView* tv, const std::string& name, const std::string& source,
+                       const std::vector<int64_t>& expected = {});
+
 // Deterministic pseudo-random weights of the right shapes for `cfg` (uniform in
 // [-1/sqrt(in), 1/sqrt(in)] for Linears, [-1, 1] for embeddings, 1 +- 0.1 for norms), for
 // benchmarks and tests that need a model without a checkpoint. Same seed -> same weights.

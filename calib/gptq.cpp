@@ -4,6 +4,7 @@
 #include <memory>
 #include <set>
 
+#include "calib/calibrate.h"
 #include "calib/forward.h"
 #include "calib/model_config.h"
 #include "formats/checkpoint.h"
@@ -67,6 +68,7 @@ class HessianObserver : public Observer {
 GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vector<std::vector<int32_t>>& samples,
                  const GptqRunOptions& opts) {
   const auto t_start = Clock::now();
+  check_calibration_inputs(model, opts.num_threads);
   const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
   const Checkpoint& ck = model.checkpoint();
   const QuantArgs args = plan.options.effective_scheme().weights;

@@ -76,7 +76,10 @@ bool is_qtool_output_folder(const std::string& dir) {
   return ::lstat(m.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-void check_output_folder(const std::string& out_arg, const std::string& input, bool overwrite) {
+void check_output_folder(const std::string& out_arg, const std::string& input, bool overwrite, bool offers_overwrite) {
+  const std::string not_empty = offers_overwrite
+                                    ? "output folder exists and is not empty (use --overwrite to replace it after success)"
+                                    : "output folder exists and is not empty; this command writes only a new or empty folder";
   if (out_arg.empty()) throw InputError(Kind::Usage, "", "", "no output folder given (-o OUT)");
   const std::string out = canonical_or_abs(out_arg);
   if (!input.empty()) {
@@ -91,14 +94,10 @@ void check_output_folder(const std::string& out_arg, const std::string& input, b
     case Entry::EmptyDir:
       break;
     case Entry::QtoolOutput:
-      if (!overwrite)
-        throw InputError(Kind::Usage, out_arg, "",
-                         "output folder exists and is not empty (use --overwrite to replace it after success)");
+      if (!overwrite) throw InputError(Kind::Usage, out_arg, "", not_empty);
       break;
     case Entry::Other:
-      if (!overwrite)
-        throw InputError(Kind::Usage, out_arg, "",
-                         "output folder exists and is not empty (use --overwrite to replace it after success)");
+      if (!overwrite) throw InputError(Kind::Usage, out_arg, "", not_empty);
       throw InputError(Kind::Usage, out_arg, "",
                        "exists and is not a qtool output folder (a file, a symlink, or a folder without " +
                            std::string(kManifestFile) + "); --overwrite replaces only a folder qtool wrote");
@@ -278,8 +277,8 @@ void OutputLock::release() {
 // ---- the partial folder ----
 
 PartialFolder PartialFolder::create(const std::string& out_arg, const std::string& input, bool overwrite,
-                                    const OutputLock* held) {
-  check_output_folder(out_arg, input, overwrite);
+                                    const OutputLock* held, bool offers_overwrite) {
+  check_output_folder(out_arg, input, overwrite, offers_overwrite);
   const std::string out = canonical_or_abs(out_arg);
   OutputLock own;
   if (held == nullptr || !held->held() || held->out() != out) own = OutputLock::acquire(out);

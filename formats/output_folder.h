@@ -51,8 +51,10 @@ std::string canonical_or_abs(const std::string& path);
 //             an empty folder (unless `overwrite`); with `overwrite`, out exists and is not a
 //             qtool output folder (a plain file, a symlink, a folder without qtool_manifest.json)
 //   Missing - the parent folder of out does not exist
-// `input` may be a file or a folder ("" skips the containment checks).
-void check_output_folder(const std::string& out, const std::string& input, bool overwrite);
+// `input` may be a file or a folder ("" skips the containment checks). `offers_overwrite`: whether
+// the command has --overwrite (only then does the error suggest it).
+void check_output_folder(const std::string& out, const std::string& input, bool overwrite,
+                         bool offers_overwrite = true);
 
 // Throws InputError(Io) "DIR: WHAT is not writable (OS error)" when files cannot be created in
 // the folder `dir` (a read-only file system, no write permission), InputError(Missing) "DIR: WHAT
@@ -104,8 +106,9 @@ class PartialFolder {
   // Runs check_output_folder, takes the OutputLock unless `held` is one already held for the same
   // OUT, then creates `<abs(out)>.qtool-partial-<pid>` (removing a stale one of the same name).
   // Throws InputError(Io) if it cannot be created or the lock is held by another run.
+  // `offers_overwrite` as for check_output_folder.
   static PartialFolder create(const std::string& out, const std::string& input, bool overwrite,
-                              const OutputLock* held = nullptr);
+                              const OutputLock* held = nullptr, bool offers_overwrite = true);
 
   PartialFolder(PartialFolder&& o) noexcept;
   PartialFolder& operator=(PartialFolder&&) = delete;

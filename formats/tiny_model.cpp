@@ -7,6 +7,7 @@
 
 #include "formats/atomic_file.h"
 #include "formats/model_folder.h"
+#include "formats/output_folder.h"
 #include "libquant/error.h"
 
 namespace qt {
@@ -412,6 +413,15 @@ void write_tiny_model(const std::string& dir, const TinyModelOptions& o) {
                   {{"_from_model_config", true}, {"bos_token_id", tiny_bos_id()}, {"eos_token_id", tiny_eos_id()}});
   write_file_atomic((fs::path(dir) / "tokenizer.json").string(), tokenizer_json());
   write_json_file((fs::path(dir) / "tokenizer_config.json").string(), tokenizer_config_json(o));
+}
+
+std::vector<std::string> publish_tiny_model(const std::string& out, const TinyModelOptions& o) {
+  validate_tiny_model_options(o);
+  PartialFolder folder = PartialFolder::create(out, "", false, nullptr, /*offers_overwrite=*/false);
+  write_tiny_model(folder.path(), o);
+  std::vector<std::string> notes = folder.notes();
+  folder.publish();
+  return notes;
 }
 
 }  // namespace qt

@@ -82,4 +82,11 @@ nlohmann::json tiny_model_config(const TinyModelOptions& o);
 // Throws InputError(Usage) for bad options, InputError(Io) for OS errors.
 void write_tiny_model(const std::string& dir, const TinyModelOptions& o);
 
+// `qtool tiny-model OUT`: writes the model as every writing command publishes its output
+// (formats/output_folder.h): under the claim on OUT, into `<OUT>.qtool-partial-<pid>`, renamed to
+// OUT only when complete, never replacing anything at OUT (an existing OUT other than an empty
+// folder is refused up front; one that appears during the run is left alone and the run fails).
+// Returns what taking the claim found about leftovers of killed runs (one line each).
+std::vector<std::string> publish_tiny_model(const std::string& out, const TinyModelOptions& o);
+
 }  // namespace qt

@@ -268,6 +268,41 @@ bool decode_to_f32(DType t, const uint8_t* src, uint64_t n, float* dst) {
   }
 }
 
+namespace {
+// First i < n with bad(element i), or -1. Blocks of kBlock elements are tested with an OR over
+// the block first (vectorizes), and only a block that has a bad element is searched.
+template <typename T, typename Bad>
+int64_t first_bad(const uint8_t* src, uint64_t n, Bad bad) {
+  uint64_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) {
+    const uint8_t* b = src + i * sizeof(T);
+    unsigned any = 0;  // an integer OR (not a bool) so that the loop vectorizes
+    for (uint64_t j = 0; j < kBlock; ++j) any |= static_cast<unsigned>(bad(load_le<T>(b + j * sizeof(T))));
+    if (any == 0) continue;
+    for (uint64_t j = 0; j < kBlock; ++j)
+      if (bad(load_le<T>(b + j * sizeof(T)))) return static_cast<int64_t>(i + j);
+  }
+  for (; i < n; ++i)
+    if (bad(load_le<T>(src + i * sizeof(T)))) return static_cast<int64_t>(i);
+  return -1;
+}
+}  // namespace
+
+int64_t first_nonfinite_f32(DType t, const uint8_t* src, uint64_t n) {
+  switch (t) {
+    case DType::F32: return first_bad<uint32_t>(src, n, [](uint32_t u) { return (u & kF32Inf) == kF32Inf; });
+    case DType::BF16: return first_bad<uint16_t>(src, n, [](uint16_t h) { return (h & 0x7F80u) == 0x7F80u; });
+    case DType::F16: return first_bad<uint16_t>(src, n, [](uint16_t h) { return (h & 0x7C00u) == 0x7C00u; });
+    case DType::F64:
+      // The f32 the value becomes (RNE, as decode_to_f32): finite doubles just above FLT_MAX
+      // still round down to it.
+      return first_bad<double>(src, n, [](double v) { return !std::isfinite(static_cast<float>(v)); });
+    case DType::F8_E4M3: return first_bad<uint8_t>(src, n, [](uint8_t b) { return (b & 0x7Fu) == 0x7Fu; });
+    case DType::F8_E5M2: return first_bad<uint8_t>(src, n, [](uint8_t b) { return (b & 0x7Cu) == 0x7Cu; });
+    default: return -1;  // integers are finite; undecodable dtypes are refused by decode_to_f32
+  }
+}
+
 // ---- model-dtype helpers -------------------------------------------------------------------
 
 float round_to_dtype(DType t, float f) {

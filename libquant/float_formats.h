@@ -53,6 +53,12 @@ inline constexpr float kE5M2Max = 57344.0f;
 // Returns false for a dtype it cannot decode (F4, F6*, E8M0, FNUZ, C64, U16/U32/U64).
 bool decode_to_f32(DType t, const uint8_t* src, uint64_t n, float* dst);
 
+// Index of the first of `n` elements of `src` (raw little-endian bytes of dtype `t`) that
+// decode_to_f32 would turn into a NaN or an infinity -- a NaN or Inf stored as such, or an F64
+// value beyond the f32 range -- or -1 when there is none (always -1 for integer dtypes and for
+// dtypes decode_to_f32 cannot decode). Reads the bits without decoding (a streaming scan).
+int64_t first_nonfinite_f32(DType t, const uint8_t* src, uint64_t n);
+
 // Encodes one f32 value into the model (scale) dtype and back: the value a PyTorch tensor of
 // dtype `t` would hold after `tensor.to(t)`. Only F32, F16, BF16.
 float round_to_dtype(DType t, float f);

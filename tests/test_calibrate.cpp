@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <cstring>
+#include <functional>
 #include <optional>
 
 #include "calib/stats_file.h"
@@ -12,6 +14,7 @@
 #include "calib/dataset.h"
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
+#include "formats/safetensors_writer.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
 #include "tests/support/test_support.h"
@@ -194,6 +197,59 @@ TEST_F(CalibrateTiny, StaticMinmaxSeesEveryTargetedLinearAndEveryAttention) {
       }
   }
   EXPECT_EQ(e.stats.channel_max, r.stats.channel_max);
+}
+
+// The weights are checked in one pass before the forward: a bad tensor in the last layer is named
+// before the first layer is calibrated, not after most of the calibration.
+TEST_F(CalibrateTiny, ABadWeightInTheLastLayerIsNamedBeforeAnyLayerIsCalibrated) {
+  const std::string file = dir.str("m/model.safetensors");
+  auto first_error = [&](const std::function<void(TensorSpec&, std::vector<uint8_t>&)>& edit) {
+    test::TempDir copy;
+    fs::copy(dir.path() / "m", copy.path() / "m");
+    test::rewrite_safetensors(copy.str("m/model.safetensors"), edit);
+    ModelFolder m = ModelFolder::open(copy.str("m"));
+    const Tokenizer tok = Tokenizer::from_dir(copy.str("m"));
+    CalibrateOptions o;
+    int64_t layers_done = 0;
+    o.on_layer_done = [&](int64_t, int64_t) { ++layers_done; };
+    std::string err = error_of([&] { calibrate(m, make_samples(tok, builtin_calibration_text(), 2, 32, 0), o); });
+    EXPECT_EQ(layers_done, 0) << err;
+    const std::string prefix = copy.str("m");
+    if (err.rfind(prefix, 0) == 0) err = "M" + err.substr(prefix.size());
+    return err;
+  };
+  // bf16 NaN (0x7FC0) at element 7 of the last layer's down_proj.
+  EXPECT_EQ(first_error([](TensorSpec& s, std::vector<uint8_t>& b) {
+              if (s.name == "model.layers.1.mlp.down_proj.weight") b[14] = 0xC0, b[15] = 0x7F;
+            }),
+            "M/model.safetensors: tensor 'model.layers.1.mlp.down_proj.weight': weight element 7 is NaN; "
+            "calibration needs finite weights");
+  // The same tensor stored as F64 (mixed dtypes are legal) with a value beyond the f32 range.
+  EXPECT_EQ(first_error([](TensorSpec& s, std::vector<uint8_t>& b) {
+              if (s.name != "model.layers.1.mlp.down_proj.weight") return;
+              std::vector<uint8_t> d(b.size() / 2 * 8);
+              for (size_t i = 0; i < b.size() / 2; ++i) {
+                uint32_t bits = (static_cast<uint32_t>(b[2 * i + 1]) << 24) | (static_cast<uint32_t>(b[2 * i]) << 16);
+                float f;
+                std::memcpy(&f, &bits, 4);
+                double v = i == 3 ? 1e39 : f;
+                std::memcpy(d.data() + 8 * i, &v, 8);
+              }
+              s.dtype = DType::F64;
+              b = std::move(d);
+            }),
+            "M/model.safetensors: tensor 'model.layers.1.mlp.down_proj.weight': weight element 3 is 1e+39, beyond "
+            "the f32 range the forward pass computes in; calibration needs finite weights");
+  // A missing tensor of the last layer, and one whose shape disagrees with config.json.
+  EXPECT_EQ(first_error([](TensorSpec& s, std::vector<uint8_t>&) {
+              if (s.name == "model.layers.1.mlp.up_proj.weight") s.name = "model.layers.1.mlp.up_proj.weight_g";
+            }),
+            "M: tensor 'model.layers.1.mlp.up_proj.weight': tensor is missing from the checkpoint");
+  EXPECT_EQ(first_error([](TensorSpec& s, std::vector<uint8_t>&) {
+              if (s.name == "model.layers.1.mlp.up_proj.weight") s.shape = {128, 256};
+            }),
+            "M: tensor 'model.layers.1.mlp.up_proj.weight': tensor shape does not match config.json "
+            "(expected [256,128], got [128,256])");
 }
 
 TEST_F(CalibrateTiny, SavedStatsRoundTripAndAreRefusedForAnotherModel) {

@@ -304,23 +304,16 @@ std::string mixed_dtype_tiny(const test::TempDir& d) {
   const std::map<std::string, std::string> from = {{"model.layers.0.self_attn.q_proj.weight", f32},
                                                    {"model.layers.0.self_attn.k_proj.weight", f16},
                                                    {"model.layers.1.mlp.down_proj.weight", f16}};
-  fs::create_directory(d.path() / "mixed");
-  for (const auto& e : fs::directory_iterator(bf))
-    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), d.path() / "mixed" / e.path().filename());
-  SafetensorsFile base = SafetensorsFile::open(bf + "/model.safetensors");
-  std::vector<TensorSpec> specs;
-  std::vector<std::pair<std::string, std::span<const uint8_t>>> data;
+  fs::copy(bf, d.path() / "mixed");
   std::map<std::string, SafetensorsFile> opened;
   for (const auto& dir : {f32, f16}) opened.emplace(dir, SafetensorsFile::open(dir + "/model.safetensors"));
-  for (const auto& t : base.tensors()) {
-    const TensorView* src = &t;
-    if (auto it = from.find(t.name); it != from.end()) src = opened.at(it->second).find(t.name);
-    specs.push_back({t.name, src->dtype, src->shape});
-    data.emplace_back(t.name, src->bytes);
-  }
-  SafetensorsWriter w(d.str("mixed/model.safetensors"), specs);
-  for (const auto& [n, b] : data) w.write(n, b);
-  w.commit();
+  test::rewrite_safetensors(d.str("mixed/model.safetensors"), [&](TensorSpec& spec, std::vector<uint8_t>& bytes) {
+    auto it = from.find(spec.name);
+    if (it == from.end()) return;
+    const TensorView* src = opened.at(it->second).find(spec.name);
+    spec = {spec.name, src->dtype, src->shape};
+    bytes.assign(src->bytes.begin(), src->bytes.end());
+  });
   return d.str("mixed");
 }
 
@@ -368,20 +361,10 @@ TEST(Cli, AModelMixingBf16F16AndF32LayersQuantizesEachTensorFromItsOwnDtype) {
 // A copy of the BF16 tiny model at d/NAME with `edit` applied to one tensor's bytes.
 std::string edited_tiny(const test::TempDir& d, const std::string& name, const std::string& tensor,
                         const std::function<void(std::vector<uint8_t>&)>& edit) {
-  const std::string src = tiny(d, name + "-src");
-  fs::create_directory(d.path() / name);
-  for (const auto& e : fs::directory_iterator(src))
-    if (e.path().filename() != "model.safetensors") fs::copy_file(e.path(), d.path() / name / e.path().filename());
-  SafetensorsFile f = SafetensorsFile::open(src + "/model.safetensors");
-  std::vector<TensorSpec> specs;
-  for (const auto& t : f.tensors()) specs.push_back({t.name, t.dtype, t.shape});
-  SafetensorsWriter w(d.str(name + "/model.safetensors"), specs);
-  for (const auto& t : f.tensors()) {
-    std::vector<uint8_t> b(t.bytes.begin(), t.bytes.end());
-    if (t.name == tensor) edit(b);
-    w.write(t.name, b);
-  }
-  w.commit();
+  fs::copy(tiny(d, name + "-src"), d.path() / name);
+  test::rewrite_safetensors(d.str(name + "/model.safetensors"), [&](TensorSpec& spec, std::vector<uint8_t>& bytes) {
+    if (spec.name == tensor) edit(bytes);
+  });
   return d.str(name);
 }
 

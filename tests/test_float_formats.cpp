@@ -700,5 +700,46 @@ TEST(FloatFormats, DtypeEpsMatchesTorchFinfo) {
   EXPECT_EQ(static_cast<double>(dtype_eps(DType::F64)), 2.220446049250313e-16);
 }
 
+// Bit patterns by hand: an exponent field of all ones is Inf or NaN (f32, bf16, f16, e5m2); e4m3fn
+// has no Inf and one NaN code per sign (0x7F / 0xFF).
+TEST(FloatFormats, FirstNonfiniteFindsTheFirstNanOrInfOfEveryFloatDtype) {
+  auto at = [](DType t, std::vector<uint8_t> bytes, uint64_t n) { return first_nonfinite_f32(t, bytes.data(), n); };
+  // 200 elements (past one 64-element block), the first bad one at index 150 then one at 170.
+  auto planted = [&](DType t, size_t elem, std::vector<uint8_t> bad) {
+    std::vector<uint8_t> b(200 * elem, 0);
+    std::copy(bad.begin(), bad.end(), b.begin() + 150 * elem);
+    std::copy(bad.begin(), bad.end(), b.begin() + 170 * elem);
+    return at(t, b, 200);
+  };
+  EXPECT_EQ(planted(DType::F32, 4, {0x00, 0x00, 0x80, 0xFF}), 150);  // -inf
+  EXPECT_EQ(planted(DType::F32, 4, {0x01, 0x00, 0x80, 0x7F}), 150);  // NaN
+  EXPECT_EQ(planted(DType::BF16, 2, {0xC0, 0x7F}), 150);             // NaN
+  EXPECT_EQ(planted(DType::BF16, 2, {0x80, 0x7F}), 150);             // +inf
+  EXPECT_EQ(planted(DType::F16, 2, {0x00, 0x7C}), 150);              // +inf
+  EXPECT_EQ(planted(DType::F8_E4M3, 1, {0xFF}), 150);                // -NaN
+  EXPECT_EQ(planted(DType::F8_E5M2, 1, {0x7C}), 150);                // +inf
+  // Largest finite values are not flagged.
+  EXPECT_EQ(at(DType::F32, {0xFF, 0xFF, 0x7F, 0x7F}, 1), -1);
+  EXPECT_EQ(at(DType::BF16, {0x7F, 0x7F}, 1), -1);
+  EXPECT_EQ(at(DType::F16, {0xFF, 0x7B}, 1), -1);
+  EXPECT_EQ(at(DType::F8_E4M3, {0x7E}, 1), -1);  // 448
+  EXPECT_EQ(at(DType::F8_E5M2, {0x7B}, 1), -1);  // 57344
+  // F64: what the value becomes in f32. 3.4028235e38 (between FLT_MAX = 3.40282347e38 and the
+  // tie FLT_MAX + half an ulp = 3.40282357e38) rounds down to FLT_MAX; 3.5e38 and 1e39 overflow
+  // to inf; NaN stays NaN.
+  auto f64 = [&](std::vector<double> v) {
+    std::vector<uint8_t> b(v.size() * 8);
+    std::memcpy(b.data(), v.data(), b.size());
+    return at(DType::F64, b, v.size());
+  };
+  EXPECT_EQ(f64({1.0, 3.4028235e38, -3.4028235e38}), -1);
+  EXPECT_EQ(f64({1.0, 2.0, 3.5e38}), 2);
+  EXPECT_EQ(f64({-1e39, 1.0}), 0);
+  EXPECT_EQ(f64({0.0, std::nan("")}), 1);
+  // Integers are always finite.
+  EXPECT_EQ(at(DType::I32, {0xFF, 0xFF, 0x80, 0x7F}, 1), -1);
+  EXPECT_EQ(at(DType::BF16, {}, 0), -1);
+}
+
 }  // namespace
 }  // namespace qt

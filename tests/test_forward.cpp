@@ -24,6 +24,7 @@
 #include "calib/model_config.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
+#include "tests/support/forward_golden.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -38,43 +39,11 @@ using qt::calib::ModelConfig;
 using qt::calib::Observer;
 using qt::calib::WeightProvider;
 
-std::string golden_dir(const std::string& name) {
-  return qt::test::source_path("testdata/forward/" + name).string();
-}
+using qt::test::read_f32;
+using qt::test::rel_max_diff;
+using Golden = qt::test::GoldenModel;
 
-std::vector<float> read_f32(const std::string& path) {
-  const std::vector<uint8_t> b = qt::test::read_file(path);
-  std::vector<float> v(b.size() / 4);
-  std::memcpy(v.data(), b.data(), v.size() * 4);
-  return v;
-}
-
-// max |a - b| / max |b|
-double rel_max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0, m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
-    m = std::max(m, std::fabs(static_cast<double>(b[i])));
-  }
-  return m > 0 ? d / m : d;
-}
-
-// A golden model folder opened with qtool's own checkpoint reader.
-struct Golden {
-  qt::ModelFolder folder;
-  ModelConfig cfg;
-  WeightProvider weights;
-  bool tied;
-
-  explicit Golden(const std::string& name)
-      : folder(qt::ModelFolder::open(golden_dir(name))),
-        cfg(ModelConfig::from_json(folder.config(), folder.config_path())),
-        weights(qt::calib::make_view_weight_provider(
-            [this](const std::string& n) { return folder.checkpoint().find(n); }, folder.dir())),
-        tied(cfg.lm_head_tied(folder.checkpoint().find("lm_head.weight") != nullptr)) {}
-  Golden(const Golden&) = delete;
-};
+using qt::test::forward_golden_dir;
 
 struct RunResult {
   std::vector<float> logits;  // all samples' logits, concatenated in sample order
@@ -120,10 +89,10 @@ class ForwardGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ForwardGolden, LogitsMatchTransformersWithin1e4Relative) {
   Golden g(GetParam());
-  const json stats = qt::read_json_file(golden_dir(GetParam()) + "/stats.json");
+  const json stats = qt::read_json_file(forward_golden_dir(GetParam()) + "/stats.json");
   const auto tokens = stats.at("tokens").get<std::vector<std::vector<int32_t>>>();
   const RunResult r = run(g, tokens);
-  const std::vector<float> ref = read_f32(golden_dir(GetParam()) + "/logits.bin");
+  const std::vector<float> ref = read_f32(forward_golden_dir(GetParam()) + "/logits.bin");
   ASSERT_EQ(r.logits.size(), ref.size());
   const double diff = rel_max_diff(r.logits, ref);
   { char buf[32]; std::snprintf(buf, sizeof buf, "%.3g", diff); RecordProperty("max_rel_diff", buf); }  // 1.9e-7 .. 4.6e-7 on 2026-11-22; README says "within 1e-6"
@@ -134,7 +103,7 @@ TEST_P(ForwardGolden, LogitsMatchTransformersWithin1e4Relative) {
 
 TEST_P(ForwardGolden, LinearInputAndKvAbsmaxMatchTransformersWithin1e5Relative) {
   Golden g(GetParam());
-  const json stats = qt::read_json_file(golden_dir(GetParam()) + "/stats.json");
+  const json stats = qt::read_json_file(forward_golden_dir(GetParam()) + "/stats.json");
   const RunResult r = run(g, stats.at("tokens").get<std::vector<std::vector<int32_t>>>());
   expect_absmax_match(stats.at("input_absmax"), r.stats.input_absmax, 1e-5, "input");
   expect_absmax_match(stats.at("k_absmax"), r.stats.k_absmax, 1e-5, "k");
@@ -143,7 +112,7 @@ TEST_P(ForwardGolden, LinearInputAndKvAbsmaxMatchTransformersWithin1e5Relative) 
 
 TEST_P(ForwardGolden, ResultsAreBitIdenticalForOneTwoAndThreeThreads) {
   Golden g(GetParam());
-  const auto tokens = qt::read_json_file(golden_dir(GetParam()) + "/stats.json")
+  const auto tokens = qt::read_json_file(forward_golden_dir(GetParam()) + "/stats.json")
                           .at("tokens").get<std::vector<std::vector<int32_t>>>();
   const RunResult a = run(g, tokens, 1), b = run(g, tokens, 2), c = run(g, tokens, 3);
   ASSERT_EQ(a.logits.size(), b.logits.size());
@@ -162,13 +131,13 @@ INSTANTIATE_TEST_SUITE_P(Architectures, ForwardGolden,
 TEST(ForwardGoldenLong, Qwen3SampleCrossingTileBoundariesMatchesTransformers) {
   Golden g("qwen3");
   ASSERT_EQ(g.cfg.sliding_window, (std::vector<int64_t>{0, 70}));
-  const json lj = qt::read_json_file(golden_dir("qwen3") + "/long.json");
+  const json lj = qt::read_json_file(forward_golden_dir("qwen3") + "/long.json");
   const auto tokens = lj.at("tokens").get<std::vector<int32_t>>();
   ASSERT_EQ(tokens.size(), 300u);
   const RunResult r = run(g, {tokens}, 0, 128);
   const int64_t tail = lj.at("tail").get<int64_t>(), vocab = lj.at("vocab").get<int64_t>();
   const std::vector<float> got(r.logits.end() - tail * vocab, r.logits.end());
-  EXPECT_LE(rel_max_diff(got, read_f32(golden_dir("qwen3") + "/long_logits_tail.bin")), 1e-4);
+  EXPECT_LE(rel_max_diff(got, read_f32(forward_golden_dir("qwen3") + "/long_logits_tail.bin")), 1e-4);
   expect_absmax_match(lj.at("input_absmax"), r.stats.input_absmax, 1e-5, "input");
   expect_absmax_match(lj.at("k_absmax"), r.stats.k_absmax, 1e-5, "k");
   expect_absmax_match(lj.at("v_absmax"), r.stats.v_absmax, 1e-5, "v");
@@ -323,6 +292,33 @@ TEST(ForwardHooks, TiedModelWithoutLmHeadUsesTheEmbedding) {
     EXPECT_EQ(e.kind(), InputError::Kind::Missing);
     EXPECT_EQ(e.tensor(), "lm_head.weight");
     EXPECT_EQ(e.file(), g.folder.dir());
+  }
+}
+
+// ---- the tensors a forward pass loads ----------------------------------------------------------
+
+// forward_weights() is what calibration validates before it starts; it must name every tensor
+// run_forward then asks for, in order, with the shapes it checks (run_forward also asserts it).
+TEST(ForwardWeights, ListsExactlyTheTensorsRunForwardLoadsInOrderForEveryArchitecture) {
+  for (const char* name : {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "qwen2_moe"}) {
+    Golden g(name);
+    for (bool logits : {false, true}) {
+      std::vector<qt::calib::WeightSpec> loaded;
+      WeightProvider rec = [&](const std::string& n, std::vector<float>& out, std::vector<int64_t>& shape) {
+        g.weights(n, out, shape);
+        loaded.push_back({n, shape});
+      };
+      ForwardOptions o;
+      o.lm_head_tied = g.tied;
+      if (logits) o.on_logits = [](size_t, int64_t, const float*, int64_t, int64_t) {};
+      qt::calib::run_forward(g.cfg, rec, {{1, 2, 3}}, o);
+      const std::vector<qt::calib::WeightSpec> listed = qt::calib::forward_weights(g.cfg, logits, g.tied);
+      ASSERT_EQ(listed.size(), loaded.size()) << name;
+      for (size_t i = 0; i < listed.size(); ++i) {
+        EXPECT_EQ(listed[i].name, loaded[i].name) << name << " #" << i;
+        EXPECT_EQ(listed[i].shape, loaded[i].shape) << name << " " << listed[i].name;
+      }
+    }
   }
 }
 

@@ -27,6 +27,7 @@
 #include "libquant/quantize.h"
 #include "libquant/schemes.h"
 #include "libquant/error.h"
+#include "tests/support/forward_golden.h"
 #include "tests/support/test_support.h"
 
 namespace {
@@ -38,40 +39,19 @@ using qt::calib::ForwardOptions;
 using qt::calib::ModelConfig;
 using qt::calib::WeightProvider;
 
-std::string golden_dir(const std::string& name) {
-  return qt::test::source_path("testdata/forward/" + name).string();
-}
+using qt::test::read_f32;
+using qt::test::rel_max_diff;
 
-std::vector<float> read_f32(const std::string& path) {
-  const std::vector<uint8_t> b = qt::test::read_file(path);
-  std::vector<float> v(b.size() / 4);
-  std::memcpy(v.data(), b.data(), v.size() * 4);
-  return v;
-}
+using qt::test::forward_golden_dir;
 
-double rel_max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double d = 0, m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
-    m = std::max(m, std::fabs(static_cast<double>(b[i])));
-  }
-  return m > 0 ? d / m : d;
-}
-
-struct Golden {
-  qt::ModelFolder folder;
-  ModelConfig cfg;
-  WeightProvider weights;
+// A MoE golden: the model, and transformers' statistics and token samples.
+struct Golden : qt::test::GoldenModel {
   json stats;
   std::vector<std::vector<int32_t>> tokens;
 
   explicit Golden(const std::string& name)
-      : folder(qt::ModelFolder::open(golden_dir(name))),
-        cfg(ModelConfig::from_json(folder.config(), folder.config_path())),
-        weights(qt::calib::make_view_weight_provider(
-            [this](const std::string& n) { return folder.checkpoint().find(n); }, folder.dir())),
-        stats(qt::read_json_file(golden_dir(name) + "/stats.json")),
+      : GoldenModel(name),
+        stats(qt::read_json_file(forward_golden_dir(name) + "/stats.json")),
         tokens(stats.at("tokens").get<std::vector<std::vector<int32_t>>>()) {}
 };
 
@@ -87,7 +67,7 @@ RunResult run(const Golden& g, bool all_experts, int threads = 0, bool identity_
   o.observer = &obs;
   o.num_threads = threads;
   o.moe_all_experts = all_experts;
-  o.lm_head_tied = g.cfg.lm_head_tied(g.folder.checkpoint().find("lm_head.weight") != nullptr);
+  o.lm_head_tied = g.tied;
   if (identity_transform) o.transform = [](const std::string&, float*, int64_t, int64_t) {};
   o.on_logits = [&](size_t, int64_t, const float* l, int64_t t, int64_t v) {
     r.logits.insert(r.logits.end(), l, l + t * v);
@@ -122,7 +102,7 @@ class MoeGolden : public ::testing::TestWithParam<std::string> {};
 TEST_P(MoeGolden, LogitsMatchTransformersWithin1e4Relative) {
   Golden g(GetParam());
   const RunResult r = run(g, true);
-  const std::vector<float> ref = read_f32(golden_dir(GetParam()) + "/logits.bin");
+  const std::vector<float> ref = read_f32(forward_golden_dir(GetParam()) + "/logits.bin");
   ASSERT_EQ(r.logits.size(), ref.size());
   EXPECT_LE(rel_max_diff(r.logits, ref), 1e-4);
 }

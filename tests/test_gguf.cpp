@@ -15,6 +15,7 @@
 
 #include "formats/gguf.h"
 #include "libquant/error.h"
+#include "tests/support/forward_golden.h"
 #include "tests/support/test_support.h"
 
 namespace qt {
@@ -23,12 +24,7 @@ namespace {
 using Kind = InputError::Kind;
 namespace fs = std::filesystem;
 
-std::vector<float> read_f32_file(const fs::path& p) {
-  std::vector<uint8_t> b = test::read_file(p);
-  std::vector<float> out(b.size() / 4);
-  std::memcpy(out.data(), b.data(), out.size() * 4);
-  return out;
-}
+using test::read_f32;
 
 uint32_t bits(float f) {
   uint32_t u;
@@ -174,7 +170,7 @@ TEST_P(GgufGolden, DequantizesBitExactlyAsGgufPy) {
   const GoldenCase& gc = GetParam();
   const fs::path dir = test::source_path("testdata/gguf");
   GgufFile f = GgufFile::open((dir / (gc.stem + ".gguf")).string());
-  const std::vector<float> ref = read_f32_file(dir / (gc.stem + ".f32"));
+  const std::vector<float> ref = read_f32(dir / (gc.stem + ".f32"));
 
   EXPECT_EQ(f.version(), 3u);
   EXPECT_EQ(f.get_string("general.architecture"), "qtooltest");

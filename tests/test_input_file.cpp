@@ -28,16 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using Kind = InputError::Kind;
 
-void expect_exact(const std::function<void()>& fn, Kind kind, const std::string& what) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
-    EXPECT_EQ(std::string(e.what()), what);
-    return;
-  }
-  ADD_FAILURE() << "no InputError thrown; expected: " << what;
-}
+using test::expect_exact;
 
 std::string fifo_text(const std::string& p) {
   return p + ": is a FIFO (named pipe), not a regular file; qtool reads only regular files";

@@ -33,17 +33,7 @@ namespace {
 namespace fs = std::filesystem;
 using Kind = InputError::Kind;
 
-// Runs fn, expects an InputError of `kind` whose full text is `what`.
-void expect_exact(const std::function<void()>& fn, Kind kind, const std::string& what) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
-    EXPECT_EQ(std::string(e.what()), what);
-    return;
-  }
-  ADD_FAILURE() << "no InputError thrown; expected: " << what;
-}
+using test::expect_exact;
 
 std::string taken_text(const std::string& out) {
   return out + ": the output path is taken by something this run did not create (it appeared or changed during the "
@@ -404,6 +394,51 @@ TEST(Interrupts, LeftoversOfKilledRunsAreRemovedOnlyWhenTheirProcessIsGoneAndThe
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_CONTAINS(r.err, "removed the unfinished output of process " + dead + " (no longer running): " + p_dead + "\n");
   EXPECT_FALSE(fs::exists(p_dead));
+}
+
+// tiny-model publishes as quantize and convert do (PartialFolder): an existing OUT is refused and
+// left alone, an interrupted run leaves nothing, a killed one leaves no OUT (only its marked
+// partial folder, which the next run removes and names).
+TEST(Interrupts, TinyModelNeverReplacesOutAndAKilledRunLeavesNoHalfFolder) {
+  test::TempDir d;
+  const std::string out = fs::canonical(d.path()).string() + "/out";
+  fs::create_directories(out);
+  test::write_text(fs::path(out) / "mine.txt", "the user's");
+  auto r = test::run_qtool({"tiny-model", out});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "qtool: error: " + out + ": output folder exists and is not empty; this command writes only a new "
+                   "or empty folder\n");
+  EXPECT_EQ(names_in(out), (std::vector<std::string>{"mine.txt"}));
+  fs::remove_all(out);
+  const std::string err = d.str("err.txt");
+  for (int sig : {SIGTERM, SIGKILL}) {
+    fs::remove(err);  // not the previous run's text
+    const pid_t pid = spawn_qtool({"tiny-model", out}, err, "QTOOL_FAULT_INJECT=wait-before-publish");
+    ASSERT_TRUE(wait_for_text(err, "waiting for a signal")) << test::read_text(err);
+    const std::string partial = out + ".qtool-partial-" + std::to_string(pid);
+    EXPECT_TRUE(fs::exists(fs::path(partial) / "config.json"));  // everything written, not published
+    EXPECT_FALSE(fs::exists(out));
+    ::kill(pid, sig);
+    EXPECT_EQ(wait_exit_code(pid), 128 + sig);
+    if (sig == SIGTERM) {
+      EXPECT_EQ(test::read_text(err), "qtool: QTOOL_FAULT_INJECT=wait-before-publish: waiting for a signal\n"
+                                      "qtool: interrupted by SIGTERM\n"
+                                      "qtool: removed " + partial + " (this run's unfinished output)\n");
+      EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"err.txt"}));
+      continue;
+    }
+    EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"err.txt", "out.qtool-lock", "out.qtool-partial-" +
+                                                                                          std::to_string(pid)}));
+    r = test::run_qtool({"tiny-model", out});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_CONTAINS(r.err, "removed the unfinished output of process " + std::to_string(pid) +
+                               " (no longer running): " + partial + "\n");
+    EXPECT_EQ(names_in(d.path()), (std::vector<std::string>{"err.txt", "out"}));
+  }
+  // The published folder is byte-identical to one written directly.
+  write_tiny_model(d.str("direct"), {});
+  for (const auto& name : names_in(out)) EXPECT_EQ(test::read_file(fs::path(out) / name), test::read_file(d.path() / "direct" / name)) << name;
+  EXPECT_EQ(names_in(out), names_in(d.path() / "direct"));
 }
 
 TEST(Interrupts, ThePublishedOutputHasNoMarkerFile) {

@@ -52,7 +52,7 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
       t.dtype = o->dtype == "f16" ? DType::F16 : o->dtype == "f32" ? DType::F32 : DType::BF16;
       t.num_shards = o->shards;
       t.tie_word_embeddings = o->tied;
-      write_tiny_model(o->out, t);
+      for (const auto& n : publish_tiny_model(o->out, t)) spdlog::info("{}", n);
       if (o->json) {
         uint64_t params = 0, bytes = 0;
         for (const auto& s : tiny_model_tensor_specs(t)) {

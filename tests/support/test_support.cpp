@@ -1,5 +1,7 @@
 #include "tests/support/test_support.h"
 
+#include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +11,10 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
+
+#include "formats/safetensors.h"
+#include "formats/safetensors_writer.h"
 
 namespace qt::test {
 namespace fs = std::filesystem;
@@ -64,5 +70,33 @@ std::string read_text(const fs::path& p) {
   std::stringstream ss; ss << f.rdbuf(); return ss.str();
 }
 fs::path source_path(const std::string& rel) { return fs::path(QTOOL_SOURCE_DIR) / rel; }
+
+void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const std::string& what) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    EXPECT_EQ(static_cast<int>(e.kind()), static_cast<int>(kind)) << e.what();
+    EXPECT_EQ(std::string(e.what()), what);
+    return;
+  }
+  ADD_FAILURE() << "no InputError thrown; expected: " << what;
+}
+
+void rewrite_safetensors(const std::string& path,
+                         const std::function<void(TensorSpec& spec, std::vector<uint8_t>& bytes)>& edit) {
+  std::vector<std::pair<TensorSpec, std::vector<uint8_t>>> tensors;
+  {
+    SafetensorsFile f = SafetensorsFile::open(path);
+    for (const auto& t : f.tensors()) {
+      tensors.push_back({{t.name, t.dtype, t.shape}, std::vector<uint8_t>(t.bytes.begin(), t.bytes.end())});
+      edit(tensors.back().first, tensors.back().second);
+    }
+  }
+  std::vector<TensorSpec> specs;
+  for (const auto& t : tensors) specs.push_back(t.first);
+  SafetensorsWriter w(path, specs);
+  for (const auto& [spec, bytes] : tensors) w.write(spec.name, bytes);
+  w.commit();
+}
 
 }  // namespace qt::test

@@ -3,13 +3,20 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "libquant/error.h"
 
 // gtest check that `haystack` (a string) contains `needle`, printing both when it does not.
 #define EXPECT_CONTAINS(haystack, needle)                                                \
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                       \
       << "expected to find: " << (needle) << "\n in: " << (haystack)
+
+namespace qt {
+struct TensorSpec;
+}
 
 namespace qt::test {
 
@@ -38,6 +45,14 @@ std::vector<uint8_t> read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::vector<uint8_t>& bytes);
 void write_text(const std::filesystem::path& p, const std::string& text);
 std::string read_text(const std::filesystem::path& p);
+
+// Rewrites the safetensors file `path` with `edit` applied to every tensor in file order: it may
+// change the tensor's bytes and its spec (name, dtype, shape) together.
+void rewrite_safetensors(const std::string& path,
+                         const std::function<void(TensorSpec& spec, std::vector<uint8_t>& bytes)>& edit);
+
+// Runs fn and expects an InputError of `kind` whose full text (what()) is `what`.
+void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const std::string& what);
 
 // Path of a file in the source tree (e.g. "testdata/ct_goldens/...").
 std::filesystem::path source_path(const std::string& rel);

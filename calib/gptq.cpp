@@ -75,6 +75,7 @@ GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vec
   const std::set<std::string> targets(plan.quantized_modules.begin(), plan.quantized_modules.end());
 
   GptqRun run;
+  run.weights = QuantizedStore(opts.weights_spill_dir);
   HessianObserver hess(targets, opts.num_threads);
   ForwardOptions fo;
   fo.observer = &hess;
@@ -101,14 +102,14 @@ GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vec
       if (g.rtn_fallback) run.rtn_fallback.push_back(l.module);
       QT_ASSERT(l.weight->size() == g.dequant.size());
       *l.weight = std::move(g.dequant);
-      run.weights[l.module] = std::move(g.q);
+      run.weights.put(l.module, std::move(g.q));
     }
     hess.clear();
   };
   ForwardStats fs = run_forward(cfg, make_view_weight_provider([&ck](const std::string& n) { return ck.find(n); }, model.dir()),
                                 samples, fo);
   for (const auto& m : plan.quantized_modules)
-    if (!run.weights.count(m))
+    if (!run.weights.contains(m))
       throw InputError(InputError::Kind::Unsupported, model.dir(), m + ".weight",
                        "GPTQ: the forward pass never reached this module (only decoder-layer Linears can be quantized with "
                        "--algorithm gptq; use --ignore to keep it)");

@@ -14,8 +14,10 @@
 // propagate_error = True, its default), while inside one layer every Hessian comes from the
 // layer's unquantized weights (llm-compressor quantizes a layer's modules only after its
 // calibration pass). Memory: the hidden states (calib/hidden_store.h) plus one layer's weights,
-// twice (row-major and packed), plus one layer's Hessians in f64 (the peak is reported), plus the
-// codes of every quantized weight so far (one byte per weight) until the pipeline writes them.
+// twice (row-major and packed), plus one layer's Hessians in f64 (the peak is reported). A layer's
+// codes and scales leave memory as soon as it is solved: with GptqRunOptions::weights_spill_dir
+// they go to a temporary file there (calib/quantized_store.h) until the pipeline writes them, so
+// the anonymous peak does not grow with the number of layers.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "calib/hidden_store.h"
+#include "calib/quantized_store.h"
 #include "calib/quant_plan.h"
 #include "libquant/gptq.h"
 
@@ -38,11 +41,14 @@ struct GptqRunOptions {
   GptqOptions gptq;
   int num_threads = 0;
   HiddenSpill hidden_spill;
+  // Where the finished layers' codes and scales wait for the writer (a temporary file, unlinked);
+  // empty: in RAM.
+  std::string weights_spill_dir;
   std::function<void(int64_t layer, int64_t num_layers)> on_layer_done;
 };
 
 struct GptqRun {
-  std::map<std::string, QuantizedWeight> weights;  // module -> codes + scales, for the pipeline
+  QuantizedStore weights;                          // module -> codes + scales, for the pipeline
   std::map<std::string, double> loss;              // module -> GPTQ loss (sum err^2 / 2)
   std::vector<std::string> rtn_fallback;           // modules whose Hessian could not be factored
   int64_t dead_columns = 0;                        // over all modules

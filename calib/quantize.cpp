@@ -537,6 +537,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     go.num_threads = r.threads;
     go.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
     go.hidden_spill.above_bytes = r.calib_memory_bytes;
+    go.weights_spill_dir = go.hidden_spill.dir;
     go.on_layer_done = ev.on_calib_layer;
     gptq_run = run_gptq(model, plan, samples, go);
     if (gptq_run.hidden_spilled)

@@ -200,9 +200,9 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     } else {
       QuantizedWeight rtn;
       const QuantizedWeight* qp = nullptr;
-      if (job.precomputed) {
-        auto it = job.precomputed->find(d.module);
-        if (it != job.precomputed->end()) qp = &it->second;
+      if (job.precomputed && job.precomputed->contains(d.module)) {
+        rtn = job.precomputed->get(d.module);
+        qp = &rtn;
       }
       if (!qp) {
         QuantizeOptions qo;

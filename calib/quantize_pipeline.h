@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "calib/quant_plan.h"
+#include "calib/quantized_store.h"
 #include "formats/output_folder.h"
 #include "libquant/activation_stats.h"
 #include "libquant/quantize.h"
@@ -58,7 +59,8 @@ struct QuantizeJob {
   const SmoothingPlan* smoothing = nullptr;
   // Codes and scales computed beforehand (GPTQ, calib/gptq.h), by module name; a quantized
   // module found here is written from them instead of round-to-nearest. Not owned; may be null.
-  const std::map<std::string, QuantizedWeight>* precomputed = nullptr;
+  // Read back one at a time (calib/quantized_store.h).
+  const QuantizedStore* precomputed = nullptr;
   std::function<void(const TensorProgress&)> on_tensor;
   // The run's claim on OUT, when the caller took it earlier (quantize_model does, before
   // calibrating); null: run_quantize takes it itself. Not owned.

@@ -114,7 +114,8 @@ TEST_P(GptqGoldens, AgreeWithLlmCompressorInCodesScalesGidxAndOutputError) {
   }
 
   size_t codes = 0, same = 0;
-  for (const auto& [module, q] : run.weights) {
+  for (const std::string& module : run.weights.modules()) {
+    const QuantizedWeight q = run.weights.get(module);
     // g_idx: llm-compressor 0.14 writes none (static/weight ordering keeps the format); neither does qtool.
     EXPECT_EQ(gold.find(module + ".weight_g_idx"), nullptr) << module;
     const TensorView* gs = gold.find(module + ".weight_scale");

@@ -233,6 +233,9 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
   const bool legacy = opts.format == OutputFormat::LegacyFp8;
   const bool packed = scheme.format == CtFormat::PackQuantized;
   const bool static_input = scheme.input && !scheme.input->dynamic;
+  // NVFP4 activations: dynamic group scales under one static FP32 global scale per Linear
+  // (`input_global_scale`, F32 [1], whatever the model dtype), from calibration.
+  const bool input_global = scheme.input && scheme.input->scale_format == ScaleFormat::Nvfp4;
   // Scales are stored in the dtype of the tensor they belong to (compressed-tensors creates each
   // Linear's weight_scale / input_scale in that Linear's weight dtype, and an attention's
   // k_scale / v_scale in the dtype of its first parameter, q_proj's weight), so a model that
@@ -285,6 +288,8 @@ QuantPlan build_quant_plan(const std::vector<TensorView>& tensors, const PlanOpt
            d.module});
     if (packed)
       add({d.module + ".weight_shape", DType::I64, {2}, 0, OutputTensor::Kind::WeightShape, t.name, d.module});
+    if (input_global)
+      add({d.module + ".input_global_scale", DType::F32, {1}, 0, OutputTensor::Kind::InputScale, t.name, d.module});
     if (static_input)
       add({d.module + ".input_scale", sdt, legacy ? std::vector<int64_t>{} : std::vector<int64_t>{1}, 0,
            OutputTensor::Kind::InputScale, t.name, d.module});

@@ -57,7 +57,8 @@ struct OutputTensor {
     WeightScale,   // scales of `source`
     WeightShape,   // I64 [2] = source shape (pack-quantized)
     GlobalScale,   // F32 [1] NVFP4 weight_global_scale of `source` (shared by a fused set)
-    InputScale,    // static activation scale of module `module` (calibrated)
+    InputScale,    // static activation scale of module `module` (calibrated); NVFP4: its F32
+                   // input_global_scale (the scheme's input args have ScaleFormat::Nvfp4)
     KvScale,       // k_scale / v_scale of attention module `module` (calibrated)
   } kind = Kind::Copy;
   std::string source;  // input tensor name

@@ -247,7 +247,9 @@ std::vector<ScaleCheck> check_static_scales(const ModelFolder& model, const Quan
     const auto& bytes = job.fixed_scales.at(o.name);
     const bool ok = decode_to_f32(o.dtype, bytes.data(), 1, &c.quant_scale);
     QT_ASSERT(ok);
-    if (o.kind == OutputTensor::Kind::InputScale) {
+    if (o.kind == OutputTensor::Kind::InputScale && plan.options.scheme->input->scale_format == ScaleFormat::Nvfp4) {
+      c.needed_scale = nvfp4_input_global_scale(st, o.module, model_dtype, model.dir());
+    } else if (o.kind == OutputTensor::Kind::InputScale) {
       c.needed_scale = static_input_scale(st, o.module, plan.options.scheme->input->type, model_dtype, model.dir());
     } else {
       const bool is_k = o.name.size() >= 8 && o.name.compare(o.name.size() - 8, 8, ".k_scale") == 0;
@@ -257,7 +259,11 @@ std::vector<ScaleCheck> check_static_scales(const ModelFolder& model, const Quan
         throw InputError(InputError::Kind::BadValue, model.dir(), o.name, "check-scales: no usable calibration statistic");
       c.needed_scale = scale_from_amax(it->second, QuantType::Float8E4M3, model_dtype);
     }
-    c.ratio = static_cast<double>(c.needed_scale) / c.quant_scale;
+    // A global scale is inverse to the range (2688 / amax): a smaller needed one means clipping.
+    const bool inverse = o.kind == OutputTensor::Kind::InputScale &&
+                         plan.options.scheme->input->scale_format == ScaleFormat::Nvfp4;
+    c.ratio = inverse ? static_cast<double>(c.quant_scale) / c.needed_scale
+                      : static_cast<double>(c.needed_scale) / c.quant_scale;
     checks.push_back(c);
   }
   return checks;

@@ -92,6 +92,15 @@ float static_input_scale(const ActivationStats& stats, const std::string& module
                        module + ".input_scale");
 }
 
+float nvfp4_input_global_scale(const ActivationStats& stats, const std::string& module, DType act_dtype,
+                               const std::string& model_path) {
+  const float amax = absmax_of_group(stats.input_absmax, module);
+  checked_scale(amax, QuantType::Float8E4M3, DType::F32, model_path, module + ".input_global_scale");
+  // The activations are held in the model dtype at inference and in llm-compressor's
+  // calibration, so their absmax is a value of that dtype: round the f32 statistic to it first.
+  return nvfp4_global_scale(round_to_dtype(act_dtype, amax), act_dtype);
+}
+
 void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
   check_output_folder(job.output_dir, model.dir(), job.overwrite);
   const fs::path parent = fs::path(canonical_or_abs(job.output_dir)).parent_path();
@@ -109,7 +118,8 @@ void preflight_output(const ModelFolder& model, const QuantPlan& plan, const Qua
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
   const Scheme scheme = plan.options.effective_scheme();
   const bool legacy = plan.options.format == OutputFormat::LegacyFp8;
-  const bool needs_stats = (scheme.input && !scheme.input->dynamic) || plan.options.kv_cache_fp8;
+  const bool needs_stats = (scheme.input && !scheme.input->dynamic) || scheme.needs_calibration ||
+                           plan.options.kv_cache_fp8;
   if (needs_stats && job.stats == nullptr)
     throw InputError(InputError::Kind::Usage, model.dir(), "",
                      std::string("scheme ") + scheme.name + " needs calibration statistics");
@@ -259,6 +269,11 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
             if (auto fx = job.fixed_scales.find(o->name); fx != job.fixed_scales.end()) {
               QT_ASSERT(fx->second.size() == o->nbytes);
               write(o->name, fx->second);
+              break;
+            }
+            if (scheme.input->scale_format == ScaleFormat::Nvfp4) {  // input_global_scale, F32
+              write(o->name, scalar_bytes(DType::F32, nvfp4_input_global_scale(*job.stats, d.module, t.dtype,
+                                                                               model.dir())));
               break;
             }
             // Computed and stored in the scale dtype: the Linear's own dtype (F32 in legacy fp8).

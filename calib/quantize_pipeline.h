@@ -91,6 +91,12 @@ struct QuantizeSummary {
 // its own statistic must still exist.
 float static_input_scale(const ActivationStats& stats, const std::string& module, QuantType t,
                          DType scale_dtype, const std::string& model_path);
+// NVFP4 (W4A4): the static FP32 input_global_scale of `module` from the largest |x| its input (and
+// its fused siblings') saw, rounded to the activation dtype `act_dtype` (the Linear's weight dtype),
+// with the weights' global-scale formula (libquant/microscale.h nvfp4_global_scale). Errors as
+// static_input_scale.
+float nvfp4_input_global_scale(const ActivationStats& stats, const std::string& module, DType act_dtype,
+                               const std::string& model_path);
 
 // Runs the plan. Throws InputError on bad input or I/O failure; nothing named OUT is left then.
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);

@@ -25,9 +25,12 @@ json quant_args_json(const QuantArgs& a, const std::string& observer) {
   j["strategy"] = strat;
   j["block_structure"] = a.strategy == Strategy::Block
                              ? json::array({a.block_rows, a.block_cols}) : json(nullptr);
-  j["dynamic"] = a.dynamic;
+  // NVFP4 activations are "local" dynamic: group scales at run time, a static global scale
+  // from calibration (so the observer that calibrated it is named too, as compressed-tensors does).
+  const bool local = a.dynamic && a.scale_format == ScaleFormat::Nvfp4;
+  j["dynamic"] = local ? json("local") : json(a.dynamic);
   j["actorder"] = nullptr;
-  j["observer"] = a.dynamic ? json(nullptr) : json(observer);
+  j["observer"] = a.dynamic && !local ? json(nullptr) : json(observer);
   j["observer_kwargs"] = json::object();
   // The FP4 / MX presets set scale_dtype (compressed-tensors >= 0.13 reads it, and needs
   // "torch.uint8" to recognise MX scales); every older scheme keeps the old key set.

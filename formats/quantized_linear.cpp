@@ -43,10 +43,6 @@ std::vector<QuantizedLinearEntry> find_quantized_linears(const Checkpoint& ckpt,
            (*g)->weights_text);
       continue;
     }
-    if (e.weights.microscale() && e.input) {
-      skip("MX / NVFP4 activations (" + (*g)->input_text + ") are not simulated by the CPU kernels yet");
-      continue;
-    }
     std::vector<int64_t> shape = t.shape;
     if (e.packed) {
       auto ws = weight_shape_value(ckpt.find(e.module + ".weight_shape"));
@@ -68,6 +64,11 @@ std::vector<QuantizedLinearEntry> find_quantized_linears(const Checkpoint& ckpt,
     if (e.input && !e.input->dynamic && e.input->strategy == Strategy::Tensor) {
       if (!ckpt.find(e.module + ".input_scale")) { skip("static activations but no input_scale"); continue; }
       e.input_scale_tensor = e.module + ".input_scale";
+    }
+    if (e.input && e.input->scale_format == ScaleFormat::Nvfp4) {  // NVFP4 W4A4: the static global scale
+      const TensorView* it = ckpt.find(e.module + ".input_global_scale");
+      if (!it || it->dtype != DType::F32 || it->numel() != 1) { skip("NVFP4 activations without an F32 [1] input_global_scale"); continue; }
+      e.input_scale_tensor = it->name;
     }
     const TensorView* sc = ckpt.find(e.scale_tensor);
     try {

@@ -25,7 +25,7 @@ struct QuantizedLinearEntry {
   kernels::LinearDescriptor desc;
   std::string weight_tensor;          // P.weight or P.weight_packed
   std::string scale_tensor;           // P.weight_scale (or _inv)
-  std::string input_scale_tensor;     // P.input_scale or "" (dynamic / weight-only)
+  std::string input_scale_tensor;     // P.input_scale, P.input_global_scale (NVFP4 W4A4) or "" (dynamic / weight-only)
   bool packed = false;
   // NVFP4 / MXFP4 weight-only layers: P.weight_packed is U8 (two E2M1 codes per byte). The
   // descriptor then describes the equivalent layer the CPU kernels run exactly: every E2M1 value

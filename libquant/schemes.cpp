@@ -17,8 +17,11 @@ constexpr QuantArgs micro(QuantType t, int64_t g, ScaleFormat f) {
 // channel/token; W8A16 is per-channel here (compressed-tensors <= 0.15 preset; 0.16+ uses
 // group 128), W4A16 = int4 group 128. NVFP4A16 = fp4 tensor_group 16 with FP8 scales, MXFP4A16 =
 // fp4 group 32 with uint8 (E8M0) scales, MXFP8 = fp8 group 32 E8M0 weights and activations
-// (compressed-tensors 0.20 quant_scheme.py).
-const std::array<Scheme, 11> kSchemes = {{
+// (compressed-tensors 0.20 quant_scheme.py). NVFP4 = NVFP4A16's weights plus FP4 activations in
+// groups of 16, "local" dynamic: FP8 group scales computed at inference under a static FP32
+// global input scale from calibration (input_global_scale; `dynamic` is true here, the config
+// writes "local").
+const std::array<Scheme, 12> kSchemes = {{
     {"fp8-dynamic", "FP8 E4M3 weights per-channel; FP8 activations dynamic per-token",
      fp8(Strategy::Channel), dyn(fp8(Strategy::Token)), CtFormat::FloatQuantized, false, false,
      "CompressedTensorsW8A8Fp8 (SM>=89), weight-only Marlin below"},
@@ -47,6 +50,10 @@ const std::array<Scheme, 11> kSchemes = {{
     {"nvfp4a16", "FP4 E2M1 weights in groups of 16, FP8 E4M3 group scales, FP32 global scale; activations unquantized",
      micro(QuantType::Float4E2M1, 16, ScaleFormat::Nvfp4), std::nullopt, CtFormat::Nvfp4PackQuantized,
      false, false, "CompressedTensorsW4A16Fp4 (FP4 Marlin below SM100)"},
+    {"nvfp4", "FP4 E2M1 weights in groups of 16 (as nvfp4a16); FP4 activations per group of 16, FP8 group scales at run time under a calibrated FP32 global scale",
+     micro(QuantType::Float4E2M1, 16, ScaleFormat::Nvfp4),
+     [] { QuantArgs a = micro(QuantType::Float4E2M1, 16, ScaleFormat::Nvfp4); a.dynamic = true; return a; }(),
+     CtFormat::Nvfp4PackQuantized, true, false, "CompressedTensorsW4A4Fp4 (SM>=100; weight-only FP4 Marlin below)"},
     {"mxfp4a16", "FP4 E2M1 weights in groups of 32, E8M0 power-of-two scales; activations unquantized",
      micro(QuantType::Float4E2M1, 32, ScaleFormat::E8M0), std::nullopt, CtFormat::Mxfp4PackQuantized,
      false, false, "CompressedTensorsW4A16Mxfp4"},
@@ -107,7 +114,9 @@ std::string describe_args(const QuantArgs& a) {
     case Strategy::Channel: s += " per-channel"; break;
     case Strategy::Group:
       s += " per-group of " + std::to_string(a.group_size);
-      if (a.scale_format == ScaleFormat::Nvfp4) s += " (FP8 E4M3 scales, FP32 global scale)";
+      if (a.scale_format == ScaleFormat::Nvfp4)
+        s += a.dynamic ? " (FP8 E4M3 scales at run time, calibrated FP32 global scale)"
+                       : " (FP8 E4M3 scales, FP32 global scale)";
       else if (a.scale_format == ScaleFormat::E8M0) s += " (E8M0 scales)";
       break;
     case Strategy::Block:

@@ -21,6 +21,7 @@
 #include "libquant/kernels/cpu_common.h"
 #include "libquant/kernels/registry.h"
 #include "libquant/quantize.h"
+#include "libquant/schemes.h"
 #include "tests/support/quantized_layer.h"
 
 namespace qt::kernels {
@@ -253,6 +254,80 @@ TEST(ActivationQuant, Fp8PerGroupGivesEveryGroupItsOwnScale) {
   EXPECT_EQ(q.scales[0], 4.0f / 448.0f);
   EXPECT_EQ(q.scales[1], 1e-10f / 448.0f);
   EXPECT_EQ(q.codes, (std::vector<uint8_t>{0x7E, 0xEE, 0x00, 0x00}));
+}
+
+// The nvfp4 scheme's activations (libquant/NUMERICS.md §10.5): hand-derived with gs = 256.
+TEST(ActivationQuant, Nvfp4GroupsOf16UseFp8ScalesUnderTheGlobalScaleAsVllm) {
+  const Scheme* s = find_scheme("nvfp4");
+  ASSERT_NE(s, nullptr);
+  LinearDescriptor d = descriptor_from_args(QuantArgs{QuantType::Float8E4M3, Strategy::Group, 16, 0, 0, false},
+                                            s->input, 4, 48);
+  EXPECT_EQ(d.act_group, 16);
+  EXPECT_TRUE(d.act_fp4_values);
+  EXPECT_TRUE(d.needs_static_act_scale());
+  std::vector<float> x(48, 0.0f);
+  // Group 0, amax 6: c = e4m3(256 * (6 * f32(1/6)) = 256) = 256, multiplier 1/(256 * (1/256)) = 1:
+  // the values round to E2M1 directly (0.7 -> 0.5, 0.25 -> 0 tie to even, 0.76 -> 1, 5 -> 4 tie,
+  // 2.5 -> 2 tie, -1.5 exact).
+  const float g0[] = {6.0f, 3.0f, -1.5f, 0.7f, 0.25f, 0.76f, 5.0f, 2.5f};
+  std::copy(std::begin(g0), std::end(g0), x.begin());
+  // Group 1, amax 1: 256 * f32(1/6) = 42.666668 -> E4M3 44 (neighbours 40, 44); multiplier
+  // 1/(44/256) = 5.8181820: 1 -> 5.818 -> 6, 0.5 -> 2.909 -> 3, -0.3 -> -1.745 -> -1.5,
+  // 0.1 -> 0.582 -> 0.5; dequantized with 44/256 = 0.171875.
+  const float g1[] = {1.0f, 0.5f, -0.3f, 0.1f};
+  std::copy(std::begin(g1), std::end(g1), x.begin() + 16);
+  // Group 2 stays all zero: scale code 0, codes 0.
+  QuantizedActivations q = quantize_activations(d, x.data(), 1, 256.0f);
+  ASSERT_EQ(q.groups_per_row, 3);
+  EXPECT_EQ(q.scales[0], 1.0f);
+  EXPECT_EQ(q.scales[1], 0.171875f);
+  EXPECT_EQ(q.scales[2], 0.0f);
+  auto val = [&](int k) { return f32_from_e4m3fn(q.codes[static_cast<size_t>(k)]) * q.scale(0, k); };
+  const float w0[] = {6.0f, 3.0f, -1.5f, 0.5f, 0.0f, 1.0f, 4.0f, 2.0f};
+  for (int k = 0; k < 8; ++k) EXPECT_EQ(val(k), w0[k]) << k;
+  const float w1[] = {6 * 0.171875f, 3 * 0.171875f, -1.5f * 0.171875f, 0.5f * 0.171875f};
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(val(16 + k), w1[k]) << k;
+  for (int k = 32; k < 48; ++k) EXPECT_EQ(q.codes[static_cast<size_t>(k)], 0) << k;
+  // A global scale calibrated far too large saturates the FP8 group scale at 448 and the codes
+  // at 6: gs = 1e6, amax 6 -> code 448, value 6 * 448 / 1e6.
+  std::vector<float> y(48, 0.0f);
+  y[0] = 6.0f;
+  QuantizedActivations big = quantize_activations(d, y.data(), 1, 1e6f);
+  EXPECT_EQ(big.scales[0], 448.0f / 1e6f);
+  EXPECT_EQ(f32_from_e4m3fn(big.codes[0]), 6.0f);
+  EXPECT_EQ(nvfp4_act_group_scale(6.0f, 1e6f), 0x7E);
+}
+
+// The mxfp8 scheme's activations (NUMERICS.md §10.6): E8M0 of amax/448 rounded up.
+TEST(ActivationQuant, Mxfp8GroupsOf32RoundTheScaleUpToAPowerOfTwo) {
+  const Scheme* s = find_scheme("mxfp8");
+  ASSERT_NE(s, nullptr);
+  LinearDescriptor d = descriptor_from_args(QuantArgs{QuantType::Float8E4M3, Strategy::Group, 32, 0, 0, false},
+                                            s->input, 4, 96);
+  EXPECT_EQ(d.act_scale_format, ScaleFormat::E8M0);
+  EXPECT_FALSE(d.needs_static_act_scale());
+  // amax 1: 1 * f32(1/448) = 0.002232143 = 2^-9 * 1.14 -> rounded up to 2^-8 (E 119), multiplier
+  // 256: 1 -> 256, 0.3 -> 76.8 -> E4M3 80, -0.001 -> -0.256 -> -0.25.
+  // amax 1.75: 1.75 * f32(1/448) is exactly 2^-8 -> E 119 (no rounding up); 1.75 -> 448.
+  // amax 0: E 0, codes 0.
+  std::vector<float> x(96, 0.0f);
+  x[0] = 1.0f, x[1] = 0.3f, x[2] = -0.001f;
+  x[32] = 1.75f, x[33] = -1.0f;
+  QuantizedActivations q = quantize_activations(d, x.data(), 1, 0.0f);
+  EXPECT_EQ(mxfp8_act_exponent(1.0f), 119);
+  EXPECT_EQ(mxfp8_act_exponent(1.75f), 119);
+  EXPECT_EQ(mxfp8_act_exponent(448.0f), 127);
+  EXPECT_EQ(mxfp8_act_exponent(0.0f), 0);
+  EXPECT_EQ(mxfp8_act_exponent(1e38f), 245);  // 1e38 / 448 = 2^117.4 -> 2^118 (f32 never reaches 2^127)
+  EXPECT_EQ(q.scales[0], 0x1p-8f);
+  EXPECT_EQ(q.scales[1], 0x1p-8f);
+  EXPECT_EQ(q.scales[2], 0x1p-127f);
+  EXPECT_EQ(f32_from_e4m3fn(q.codes[0]), 256.0f);
+  EXPECT_EQ(f32_from_e4m3fn(q.codes[1]), 80.0f);
+  EXPECT_EQ(f32_from_e4m3fn(q.codes[2]), -0.25f);
+  EXPECT_EQ(f32_from_e4m3fn(q.codes[32]), 448.0f);
+  EXPECT_EQ(f32_from_e4m3fn(q.codes[33]), -256.0f);
+  for (int k = 64; k < 96; ++k) EXPECT_EQ(q.codes[static_cast<size_t>(k)], 0) << k;
 }
 
 TEST(ActivationQuant, RejectsNonFiniteActivationsNamingThePosition) {

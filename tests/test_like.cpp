@@ -107,6 +107,7 @@ TEST(QuantizeLike, SameModelGivesByteIdenticalFilesForEveryOtherRecipe) {
       {"--scheme", "w4a16", "--ignore", "re:.*down_proj"},
       {"--scheme", "fp8-block"},
       {"--scheme", "w8a16", "--kv-cache", "fp8"},
+      {"--scheme", "nvfp4"},  // input_global_scale taken byte for byte
   };
   int k = 0;
   for (const auto& rc : recipes) {

@@ -43,7 +43,7 @@ class Models {
     const std::string out = dir_.str("q-" + scheme);
     if (!fs::exists(out)) {
       std::vector<std::string> args = {"-q", "quantize", tiny(), "-o", out, "--scheme", scheme};
-      if (scheme.find("static") != std::string::npos)  // a small calibration run keeps the test fast
+      if (scheme.find("static") != std::string::npos || scheme == "nvfp4")  // a small calibration run keeps the test fast
         args.insert(args.end(), {"--num-samples", "8", "--seq-len", "64"});
       auto r = test::run_qtool(args);
       EXPECT_EQ(r.exit_code, 0) << scheme << ": " << r.err;
@@ -258,6 +258,29 @@ TEST(VerifyCheckpoint, PassesOnRealOutputWithTheReference) {
     EXPECT_LT(r.model.metrics.kl_mean, 1e-3);
     EXPECT_GE(r.model.metrics.kl_p99, r.model.metrics.kl_mean);
     EXPECT_NEAR(r.model.metrics.ppl_quant / r.model.metrics.ppl_ref, 1.0, 0.01);
+  }
+}
+
+TEST(VerifyCheckpoint, SimulatesNvfp4AndMxfp8ActivationsAndPassesTheirGates) {
+  for (const char* scheme : {"nvfp4", "mxfp8"}) {
+    SCOPED_TRACE(scheme);
+    Models& m = Models::get();
+    const VerifyReport r = verify::verify_checkpoint(opts(m.quantized(scheme), m.tiny()));
+    EXPECT_TRUE(r.pass) << (r.failures.empty() ? "" : r.failures[0]);
+    EXPECT_TRUE(r.findings.empty()) << (r.findings.empty() ? "" : r.findings[0].message);
+    ASSERT_EQ(r.layers.size(), 14u) << "every Linear is verified, none skipped";
+    const bool nv = std::string(scheme) == "nvfp4";
+    for (const auto& L : r.layers) {
+      EXPECT_NE(L.descriptor.find(nv ? "activations FP4 E2M1 (as E4M3 codes) dynamic per-group of 16 (FP8 E4M3 scales "
+                                       "under the F32 input_global_scale)"
+                                     : "activations FP8 E4M3 dynamic per-group of 32 (E8M0 scales)"),
+                std::string::npos) << L.descriptor;
+      EXPECT_TRUE(L.gates.basis.starts_with(nv ? "FP4 W4A4 default" : "FP8 W8A8 default")) << L.gates.basis;
+      EXPECT_GT(L.act_err, 0.0) << "activation quantization changes the GEMM";
+      for (const auto& a : L.agreement) EXPECT_TRUE(a.ok) << L.module << " " << a.kernel;
+    }
+    EXPECT_TRUE(r.model.ran) << r.model.skipped;
+    EXPECT_GT(r.model.metrics.kl_mean, 0.0);
   }
 }
 

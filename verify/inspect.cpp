@@ -169,6 +169,9 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
       const bool dyn = (*g)->input->dynamic;
       if (dyn && is) r.findings.push_back({"warning", m + ".input_scale", "input_scale present under a dynamic activation scheme (ignored by vLLM)"});
       if (!dyn && c.quantized && !is) r.findings.push_back({"error", m, "static activation scheme but no input_scale"});
+      if ((*g)->input->scale_format == ScaleFormat::Nvfp4 && c.quantized && !by_name.count(m + ".input_global_scale"))
+        r.findings.push_back({"error", m, "NVFP4 activations but no input_global_scale (vLLM needs the calibrated "
+                                          "global input scale)"});
     }
     if (g && (*g)->weights && ws && c.shape.size() == 2) {
       auto exp = expected_scale_shapes(*(*g)->weights, c.shape[0], c.shape[1]);
@@ -189,8 +192,9 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   // NVFP4: vLLM runs q/k/v (gate/up) as one matrix with one weight_global_scale; members written
   // with different global scales dequantize wrongly (llm-compressor fuses them; NUMERICS.md §10.3).
   // Reads the 4-byte scalars only.
-  auto global_scale_of = [&](const std::string& m) -> std::optional<float> {
-    auto it = by_name.find(m + ".weight_global_scale");
+  // The same holds for NVFP4's input_global_scale (vLLM takes the set's largest).
+  auto global_scale_of = [&](const std::string& m, const char* which) -> std::optional<float> {
+    auto it = by_name.find(m + "." + which);
     if (it == by_name.end() || it->second->dtype != DType::F32 || it->second->numel() != 1) return std::nullopt;
     float v;
     std::memcpy(&v, it->second->bytes.data(), 4);
@@ -200,23 +204,31 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   for (const auto& [m, q] : q_of) {
     const auto set = calib::fused_siblings(m);
     if (set.empty() || !seen_sets.insert(set.front()).second) continue;
-    std::string listing;
-    std::optional<float> first;
-    bool differ = false;
-    for (const auto& member : set) {
-      const auto g = global_scale_of(member);
-      if (!g) continue;
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.9g", *g);
-      listing += (listing.empty() ? "" : ", ") + member.substr(member.rfind('.') + 1) + " " + buf;
-      if (first && *first != *g) differ = true;
-      if (!first) first = g;
+    for (const char* which : {"weight_global_scale", "input_global_scale"}) {
+      std::string listing;
+      std::optional<float> first;
+      bool differ = false;
+      for (const auto& member : set) {
+        const auto g = global_scale_of(member, which);
+        if (!g) continue;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.9g", *g);
+        listing += (listing.empty() ? "" : ", ") + member.substr(member.rfind('.') + 1) + " " + buf;
+        if (first && *first != *g) differ = true;
+        if (!first) first = g;
+      }
+      if (!differ) continue;
+      if (which[0] == 'w')
+        r.findings.push_back({"error", set.front() + ".weight_global_scale",
+                              "weight_global_scale differs across the fused set (" + listing +
+                                  "): vLLM keeps one global scale per fused layer, so the others dequantize "
+                                  "wrongly (quantize the set with one shared global scale)"});
+      else
+        r.findings.push_back({"error", set.front() + ".input_global_scale",
+                              "input_global_scale differs across the fused set (" + listing +
+                                  "): vLLM quantizes the shared input once with the largest, which clips the "
+                                  "activations the smaller ones were calibrated for"});
     }
-    if (differ)
-      r.findings.push_back({"error", set.front() + ".weight_global_scale",
-                            "weight_global_scale differs across the fused set (" + listing +
-                                "): vLLM keeps one global scale per fused layer, so the others dequantize "
-                                "wrongly (quantize the set with one shared global scale)"});
   }
 
   // Mixture of experts: the spread of the experts' static input scales per block (one scalar

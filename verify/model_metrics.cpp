@@ -43,7 +43,7 @@ calib::ActivationTransform make_fake_quant_transform(const Checkpoint& ckpt, con
   for (const auto& e : entries) {
     if (e.desc.weight_only()) continue;
     Layer L{e.desc, 0.0f};
-    if (e.desc.act_scheme == ActScheme::StaticTensor) {
+    if (e.desc.needs_static_act_scale()) {
       const std::string why = read_input_scale(ckpt, e, L.static_scale);
       if (!why.empty()) {
         const TensorView* t = ckpt.find(e.input_scale_tensor);

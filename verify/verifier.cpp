@@ -49,7 +49,7 @@ struct LayerCtx {
   const QuantizedLinearEntry* e = nullptr;
   const Kernel* chosen = nullptr;
   bool loadable = true;       // load_quantized_linear succeeded and scales are usable
-  float static_scale = 0.0f;  // StaticTensor only
+  float static_scale = 0.0f;  // StaticTensor (input_scale) or NVFP4 activations (input_global_scale)
   bool checked = false;
   // SmoothQuant, against the reference (empty when not smoothed or no reference): the deployed
   // input is x * input_ratio (per input channel; g'/g for a smoothed norm, 1/s after a smoothed
@@ -160,7 +160,7 @@ class Verifier {
         finding("error", e.module, err.problem() + (err.expected().empty() ? "" : " (expected " + err.expected() + ", got " + err.got() + ")"));
         c.loadable = false;
       }
-      if (c.loadable && e.desc.act_scheme == ActScheme::StaticTensor) {
+      if (c.loadable && e.desc.needs_static_act_scale()) {
         const std::string why = read_input_scale(ck, e, c.static_scale);
         if (!why.empty()) {
           finding("error", e.input_scale_tensor, "static input scale " + why);

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 
 namespace qt::kernels {
 
@@ -19,6 +21,22 @@ float fp8_dynamic_group_scale(float amax) {
 float fp8_dynamic_tensor_scale(float amax) { return amax / 448.0f; }
 
 float int8_dynamic_token_scale(float amax) { return amax / 127.0f; }
+
+uint8_t nvfp4_act_group_scale(float amax, float global_scale) {
+  float s = global_scale * (amax * (1.0f / 6.0f));  // two f32 roundings, as vLLM
+  s = s > 448.0f ? 448.0f : s;                       // amax >= 0, gs > 0: only the upper clamp acts
+  return e4m3fn_from_f32(s);
+}
+
+uint8_t mxfp8_act_exponent(float amax) {
+  const float r = amax * (1.0f / 448.0f);
+  uint32_t bits;
+  std::memcpy(&bits, &r, 4);
+  const uint32_t e = (bits >> 23) & 0xFF, man = bits & 0x7FFFFF;
+  if (e == 0) return r > 0x1p-127f ? 1 : 0;  // zero or subnormal: 2^-127 (E 0) or 2^-126 (E 1)
+  const uint32_t up = e + (man != 0 ? 1u : 0u);  // round up unless an exact power of two
+  return static_cast<uint8_t>(up > 254 ? 254 : up);
+}
 
 QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
                                           float static_scale) {
@@ -50,6 +68,9 @@ QuantizedActivations quantize_activations(const LinearDescriptor& d, const float
     for (int64_t i = 0; i < n; ++i) m = std::fabs(x[i]) > m ? std::fabs(x[i]) : m;
     return m;
   };
+
+  if (d.act_scale_format == ScaleFormat::Nvfp4) QT_ASSERT(std::isfinite(static_scale) && static_scale > 0.0f);
+  const float nv_inv_gs = d.act_scale_format == ScaleFormat::Nvfp4 ? 1.0f / static_scale : 0.0f;
 
   // Per-tensor scale (static or dynamic over all of X).
   float tensor_scale = 0.0f;
@@ -97,9 +118,26 @@ QuantizedActivations quantize_activations(const LinearDescriptor& d, const float
         QT_ASSERT(fp8);  // INT8 per-group activations are rejected by every kernel
         for (int64_t g = 0; g < r.groups_per_row; ++g) {
           const int64_t k0 = g * r.group, k1 = std::min(K, k0 + r.group);
-          const float s = fp8_dynamic_group_scale(absmax(x + k0, k1 - k0));
-          srow[g] = s;
-          for (int64_t k = k0; k < k1; ++k) q[k] = fp8_quantize_div(x[k], s);
+          const float amax = absmax(x + k0, k1 - k0);
+          if (d.act_scale_format == ScaleFormat::Nvfp4) {
+            const float sc = f32_from_e4m3fn(nvfp4_act_group_scale(amax, static_scale));
+            const float mult = sc == 0.0f ? 0.0f : 1.0f / (sc * nv_inv_gs);
+            srow[g] = sc / static_scale;
+            for (int64_t k = k0; k < k1; ++k) {
+              float v = x[k] * mult;
+              v = v < -6.0f ? -6.0f : (v > 6.0f ? 6.0f : v);
+              q[k] = e4m3fn_from_f32(f32_from_e2m1(e2m1_from_f32(v)));
+            }
+          } else if (d.act_scale_format == ScaleFormat::E8M0) {
+            const uint8_t E = mxfp8_act_exponent(amax);
+            const float mult = amax == 0.0f ? 0.0f : std::ldexp(1.0f, 127 - static_cast<int>(E));
+            srow[g] = std::ldexp(1.0f, static_cast<int>(E) - 127);
+            for (int64_t k = k0; k < k1; ++k) q[k] = fp8_quantize_mul(x[k], mult);
+          } else {
+            const float s = fp8_dynamic_group_scale(amax);
+            srow[g] = s;
+            for (int64_t k = k0; k < k1; ++k) q[k] = fp8_quantize_div(x[k], s);
+          }
         }
         break;
       }
@@ -110,7 +148,7 @@ QuantizedActivations quantize_activations(const LinearDescriptor& d, const float
 }
 
 float static_input_scale(const LinearDescriptor& d, const QuantizedWeightRef& w) {
-  if (d.act_scheme != ActScheme::StaticTensor) return 0.0f;
+  if (!d.needs_static_act_scale()) return 0.0f;
   if (!w.input_scale)
     throw InputError(InputError::Kind::Missing, w.file, w.tensor,
                      "static per-tensor activations need the layer's input_scale, none was given");

@@ -11,6 +11,13 @@
 //   INT8 static per-tensor  q = rni_sat(x / s)
 //   INT8 dynamic per-token  s = amax/127 (127, not 127.5);   q = rni_sat(x * (127/amax)),
 //                           amax == 0: multiplier 0, s = 0
+//   NVFP4 per-group of 16   (gs = the static input_global_scale, NUMERICS.md §10.5)
+//                           c = e4m3(min(gs * (amax * f32(1/6)), 448)), sc = f32(c);
+//                           r = sc == 0 ? 0 : 1 / (sc * (1/gs));  q = e2m1(clamp(x * r, +-6));
+//                           the kernel's scale is sc / gs (vLLM's dequantization)
+//   MXFP8 per-group of 32   E = e8m0 exponent of f32(amax * f32(1/448)) rounded up (saturating,
+//                           amax == 0: E = 0); q = e4m3(clamp(x * 2^(127-E), +-448)) (0 when
+//                           amax == 0); scale 2^(E-127) (NUMERICS.md §10.6)
 // where amax = max |x| over the scale's elements, e4m3() is the c10 round-to-nearest-even cast
 // (float_formats.h) and rni_sat() rounds half to even and saturates to [-128, 127] (PTX
 // cvt.rni.sat.s8.f32). vLLM's CUDA kernels may use approximate division for the per-group path
@@ -43,6 +50,11 @@ inline uint8_t fp8_clamp_encode(float q) {
 inline uint8_t fp8_quantize_div(float x, float s) { return fp8_clamp_encode(x / s); }     // e4m3(clamp(x / s))
 inline uint8_t fp8_quantize_mul(float x, float inv) { return fp8_clamp_encode(x * inv); } // e4m3(clamp(x * inv))
 float int8_dynamic_token_scale(float amax);  // amax / 127
+// NVFP4 activation group scale as its E4M3 code: e4m3(min(gs * (amax * f32(1/6)), 448)).
+uint8_t nvfp4_act_group_scale(float amax, float global_scale);
+// MXFP8 activation exponent: E8M0 of f32(amax * f32(1/448)) rounded up to a power of two,
+// saturating at 254; 0 for amax == 0 (and for anything <= 2^-127).
+uint8_t mxfp8_act_exponent(float amax);
 // Round half to even, saturate to [-128, 127] (NaN -> 0), as PTX cvt.rni.sat.s8.f32. Inline:
 // it runs once per activation element.
 inline int8_t int8_round_sat(float v) {
@@ -72,15 +84,17 @@ struct QuantizedActivations {
 };
 
 // Quantizes X[M, K] per `d` (d.act_type must not be None). `static_scale` is the f32 input scale
-// for ActScheme::StaticTensor (ignored otherwise; must be finite and > 0 -- asserted, pack()
-// checks it). Throws InputError(BadValue) naming the first NaN/Inf element of X. Deterministic;
+// for ActScheme::StaticTensor and the input_global_scale for NVFP4 activations (ignored
+// otherwise; must be finite and > 0 -- asserted, pack() checks it). Microscaled activations come
+// back as E4M3 codes with one effective f32 scale per group (see LinearDescriptor). Throws InputError(BadValue) naming the first NaN/Inf element of X. Deterministic;
 // parallel over rows with OpenMP.
 QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
                                           float static_scale);
 
 // The static input scale of a layer as every kernel (CPU and GPU) consumes it: w.input_scale
-// decoded to f32 for ActScheme::StaticTensor (InputError naming w.tensor when it is missing, of
-// another dtype than d.input_scale_dtype, not finite or not > 0); 0 for other schemes.
+// decoded to f32 when d.needs_static_act_scale() (static per-tensor, or NVFP4's input_global_scale;
+// InputError naming w.tensor when it is missing, of another dtype than d.input_scale_dtype, not
+// finite or not > 0); 0 for other schemes.
 float static_input_scale(const LinearDescriptor& d, const QuantizedWeightRef& w);
 
 }  // namespace qt::kernels

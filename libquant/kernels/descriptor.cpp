@@ -91,8 +91,11 @@ std::string LinearDescriptor::describe() const {
   if (weight_zero_points) s += " asymmetric";
   s += " (" + std::string(dtype_name(weight_scale_dtype)) + " scales); activations ";
   if (act_type == ActType::None) return s + "unquantized";
-  s += std::string(act_type_name(act_type)) + " " + std::string(act_scheme_name(act_scheme));
+  s += (act_fp4_values ? std::string("FP4 E2M1 (as E4M3 codes)") : std::string(act_type_name(act_type))) + " " +
+       std::string(act_scheme_name(act_scheme));
   if (act_scheme == ActScheme::DynamicGroup) s += " of " + std::to_string(act_group);
+  if (act_scale_format == ScaleFormat::Nvfp4) s += " (FP8 E4M3 scales under the F32 input_global_scale)";
+  else if (act_scale_format == ScaleFormat::E8M0) s += " (E8M0 scales)";
   if (act_scheme == ActScheme::StaticTensor)
     s += " (" + std::string(dtype_name(input_scale_dtype)) + " scale)";
   if (act_zero_points) s += " asymmetric";
@@ -125,9 +128,18 @@ LinearDescriptor descriptor_from_args(const QuantArgs& w, const std::optional<Qu
     case QuantType::Float8E4M3: d.act_type = ActType::Float8E4M3; break;
     case QuantType::Int8: d.act_type = ActType::Int8; break;
     case QuantType::Int4: unsupported("INT4 activations are not supported (no W*A4 GEMM)");
-    case QuantType::Float4E2M1: unsupported("FP4 activations are not supported yet (no W*A4 GEMM)");
+    case QuantType::Float4E2M1:
+      if (in->scale_format != ScaleFormat::Nvfp4)
+        unsupported("FP4 activations with " + describe_args(*in) + " scales are not simulated (NVFP4 only)");
+      d.act_type = ActType::Float8E4M3;  // E2M1 values as E4M3 codes
+      d.act_fp4_values = true;
+      break;
   }
-  if (in->microscale()) unsupported("MX / NVFP4-scaled activations are not simulated yet");
+  if (in->microscale()) {
+    if (in->strategy != Strategy::Group || in->group_size != (in->scale_format == ScaleFormat::Nvfp4 ? 16 : 32))
+      unsupported("microscaled activations (" + describe_args(*in) + ") other than NVFP4 group 16 / MX group 32");
+    d.act_scale_format = in->scale_format;
+  }
   switch (in->strategy) {
     case Strategy::Tensor:
       d.act_scheme = in->dynamic ? ActScheme::DynamicTensor : ActScheme::StaticTensor;

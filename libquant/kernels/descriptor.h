@@ -61,9 +61,22 @@ struct LinearDescriptor {
   ActScheme act_scheme = ActScheme::None;
   int64_t act_group = 0;                 // ActScheme::DynamicGroup: columns per scale
   bool act_zero_points = false;          // asymmetric activations (never produced by qtool)
-  DType input_scale_dtype = DType::F32;  // ActScheme::StaticTensor: stored scale dtype
+  DType input_scale_dtype = DType::F32;  // ActScheme::StaticTensor (and NVFP4): stored scale dtype
+  // Microscaled activations (ActScheme::DynamicGroup, libquant/NUMERICS.md §10.5, §10.6):
+  //   Nvfp4: FP4 E2M1 values per group of 16 with FP8 E4M3 group scales under the layer's static
+  //          F32 `input_global_scale` (passed where a static input scale goes);
+  //   E8M0:  MX, FP8 E4M3 values per group of 32 with power-of-two scales.
+  // As for FP4 weights, the kernels see FP8 codes (every E2M1 value is an E4M3 value) and one
+  // effective F32 scale per group (act_type is Float8E4M3); act_fp4_values keeps the fact.
+  ScaleFormat act_scale_format = ScaleFormat::ModelDtype;
+  bool act_fp4_values = false;
 
   bool weight_only() const { return act_type == ActType::None; }
+  // The layer reads one stored activation scalar: `input_scale` (static per-tensor) or NVFP4's
+  // `input_global_scale`.
+  bool needs_static_act_scale() const {
+    return act_scheme == ActScheme::StaticTensor || act_scale_format == ScaleFormat::Nvfp4;
+  }
 
   // Which scale element (i, j) of the weight uses, as for qt::dequantize(): scale
   // (i / rows_per, j / cols_per) of a [ceil(N/rows_per), ceil(K/cols_per)] row-major grid.

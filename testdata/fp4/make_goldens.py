@@ -62,6 +62,10 @@ SCHEMES = {
     "nvfp4a16": ("NVFP4A16", "nvfp4-pack-quantized"),
     "mxfp4a16": ("MXFP4A16", "mxfp4-pack-quantized"),
     "mxfp8": ("MXFP8", "mxfp8-quantized"),
+    # W4A4 presets: the same weights as their A16 twins (the activations are quantized at inference;
+    # NVFP4's input_global_scale needs calibration: testdata/nvfp4/), configs with input_activations.
+    "nvfp4": ("NVFP4", "nvfp4-pack-quantized"),
+    "mxfp4": ("MXFP4", "mxfp4-pack-quantized"),
 }
 # llm-compressor's fused sets (model_free/microscale.py DEFAULT_FUSED_MAPPINGS, the ones used here)
 FUSED = [["layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight",

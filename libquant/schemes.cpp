@@ -20,8 +20,9 @@ constexpr QuantArgs micro(QuantType t, int64_t g, ScaleFormat f) {
 // (compressed-tensors 0.20 quant_scheme.py). NVFP4 = NVFP4A16's weights plus FP4 activations in
 // groups of 16, "local" dynamic: FP8 group scales computed at inference under a static FP32
 // global input scale from calibration (input_global_scale; `dynamic` is true here, the config
-// writes "local").
-const std::array<Scheme, 12> kSchemes = {{
+// writes "local"). MXFP4 = MXFP4A16's weights plus FP4 activations per group of 32 with E8M0
+// scales, fully dynamic (nothing calibrated, nothing extra stored).
+const std::array<Scheme, 13> kSchemes = {{
     {"fp8-dynamic", "FP8 E4M3 weights per-channel; FP8 activations dynamic per-token",
      fp8(Strategy::Channel), dyn(fp8(Strategy::Token)), CtFormat::FloatQuantized, false, false,
      "CompressedTensorsW8A8Fp8 (SM>=89), weight-only Marlin below"},
@@ -57,6 +58,11 @@ const std::array<Scheme, 12> kSchemes = {{
     {"mxfp4a16", "FP4 E2M1 weights in groups of 32, E8M0 power-of-two scales; activations unquantized",
      micro(QuantType::Float4E2M1, 32, ScaleFormat::E8M0), std::nullopt, CtFormat::Mxfp4PackQuantized,
      false, false, "CompressedTensorsW4A16Mxfp4"},
+    {"mxfp4", "FP4 E2M1 weights in groups of 32 (as mxfp4a16); FP4 activations dynamic per-group of 32 (E8M0)",
+     micro(QuantType::Float4E2M1, 32, ScaleFormat::E8M0),
+     [] { QuantArgs a = micro(QuantType::Float4E2M1, 32, ScaleFormat::E8M0); a.dynamic = true; return a; }(),
+     CtFormat::Mxfp4PackQuantized, false, false,
+     "CompressedTensorsW4A4MxFp4 (FlashInfer W4A4 on SM>=100; emulation or weight-only kernels elsewhere)"},
     {"mxfp8", "FP8 E4M3 weights in groups of 32, E8M0 scales; FP8 activations dynamic per-group of 32 (E8M0)",
      micro(QuantType::Float8E4M3, 32, ScaleFormat::E8M0),
      [] { QuantArgs a = micro(QuantType::Float8E4M3, 32, ScaleFormat::E8M0); a.dynamic = true; return a; }(),

@@ -239,7 +239,9 @@ INSTANTIATE_TEST_SUITE_P(AllDtypesAndSchemes, Fp4Goldens,
                                            Case{"fp16", "mxfp4a16"}, Case{"fp32", "mxfp4a16"},
                                            Case{"bf16", "mxfp8"}, Case{"fp16", "mxfp8"},
                                            Case{"fp32", "mxfp8"}, Case{"bf16", "nvfp4"},
-                                           Case{"fp16", "nvfp4"}, Case{"fp32", "nvfp4"}),
+                                           Case{"fp16", "nvfp4"}, Case{"fp32", "nvfp4"},
+                                           Case{"bf16", "mxfp4"}, Case{"fp16", "mxfp4"},
+                                           Case{"fp32", "mxfp4"}),
                          [](const auto& info) {
                            std::string n = info.param.dtype + "_" + info.param.scheme;
                            for (auto& ch : n) if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
@@ -247,7 +249,7 @@ INSTANTIATE_TEST_SUITE_P(AllDtypesAndSchemes, Fp4Goldens,
                          });
 
 TEST(Fp4Config, QuantizationArgsCarryWhatCompressedTensorsWritesForThePreset) {
-  for (const char* name : {"nvfp4a16", "nvfp4", "mxfp4a16", "mxfp8"}) {
+  for (const char* name : {"nvfp4a16", "nvfp4", "mxfp4a16", "mxfp4", "mxfp8"}) {
     const auto golden = nlohmann::json::parse(
         test::read_text(test::source_path(std::string("testdata/fp4/") + name + ".config.json")));
     const Scheme* s = find_scheme(name);

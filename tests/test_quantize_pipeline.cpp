@@ -151,7 +151,7 @@ TEST(QuantizePipeline, Nvfp4FusedSetsShareTheGlobalScaleOfTheirLargestMember) {
 }
 
 TEST(QuantizePipeline, MxSchemesWriteE8M0ScalesAndNoGlobalScale) {
-  for (const char* scheme : {"mxfp4a16", "mxfp8"}) {
+  for (const char* scheme : {"mxfp4a16", "mxfp4", "mxfp8"}) {
     test::TempDir d;
     const std::string in = tiny(d, DType::F16);
     const PlannedRun r = quantize_tiny(in, d.str("out"), scheme);

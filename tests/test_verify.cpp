@@ -284,6 +284,19 @@ TEST(VerifyCheckpoint, SimulatesNvfp4AndMxfp8ActivationsAndPassesTheirGates) {
   }
 }
 
+TEST(VerifyCheckpoint, ListsMxfp4LayersAsUnverifiableAndSaysWhy) {
+  Models& m = Models::get();
+  const VerifyReport r = verify::verify_checkpoint(opts(m.quantized("mxfp4"), m.tiny()));
+  EXPECT_FALSE(r.pass);
+  EXPECT_TRUE(r.layers.empty());
+  bool named = false;
+  for (const auto& f : r.findings)
+    named = named || (f.severity == "error" && f.where == "model.layers.0.self_attn.q_proj" &&
+                      f.message.find("cannot be verified: MXFP4 activations (FP4 E2M1 dynamic per-group of 32 (E8M0 "
+                                     "scales)) are not simulated") == 0);
+  EXPECT_TRUE(named) << (r.findings.empty() ? "no findings" : r.findings[0].where + ": " + r.findings[0].message);
+}
+
 TEST(VerifyCheckpoint, Int8FastKernelEqualsTheReferenceKernelBitForBit) {
   Models& m = Models::get();
   const VerifyReport r = verify::verify_checkpoint(opts(m.quantized("int8-dynamic")));

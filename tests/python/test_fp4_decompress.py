@@ -56,6 +56,7 @@ pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK),
 SCHEMES = {
     "nvfp4a16": dict(num_bits=4, type="float", strategy="tensor_group", group_size=16),
     "mxfp4a16": dict(num_bits=4, type="float", strategy="group", group_size=32),
+    "mxfp4": dict(num_bits=4, type="float", strategy="group", group_size=32),  # + dynamic MXFP4 activations
     "mxfp8": dict(num_bits=8, type="float", strategy="group", group_size=32),
 }
 FUSED = [r"self_attn\.(q|k|v)_proj\.weight$", r"mlp\.(gate|up)_proj\.weight$"]

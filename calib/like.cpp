@@ -126,7 +126,7 @@ void check_like_fit(const ModelFolder& model, const ModelFolder& quant, const Li
   std::set<std::string> owned;
   for (const auto& [m, e] : r.entries)
     for (const char* suf : {".weight", ".weight_packed", ".weight_scale", ".weight_scale_inv", ".weight_shape",
-                            ".input_scale", ".weight_zero_point"})
+                            ".weight_global_scale", ".input_scale", ".input_global_scale", ".weight_zero_point"})
       owned.insert(m + suf);
   const Checkpoint& nk = model.checkpoint();
   const Checkpoint& qk = quant.checkpoint();

@@ -108,6 +108,9 @@ TEST(QuantizeLike, SameModelGivesByteIdenticalFilesForEveryOtherRecipe) {
       {"--scheme", "fp8-block"},
       {"--scheme", "w8a16", "--kv-cache", "fp8"},
       {"--scheme", "nvfp4"},  // input_global_scale taken byte for byte
+      {"--scheme", "nvfp4a16"},  // weight_global_scale recomputed from the weights
+      {"--scheme", "mxfp4a16"},
+      {"--scheme", "mxfp8"},
   };
   int k = 0;
   for (const auto& rc : recipes) {

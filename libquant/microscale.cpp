@@ -130,7 +130,9 @@ uint8_t e2m1_from_f32(float x) {
 std::vector<uint8_t> pack_e2m1(const uint8_t* codes, int64_t rows, int64_t cols) {
   QT_ASSERT(cols % 2 == 0);
   std::vector<uint8_t> out(static_cast<size_t>(rows * (cols / 2)));
-  for (size_t i = 0; i < out.size(); ++i)
+  const int64_t n = static_cast<int64_t>(out.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
     out[i] = static_cast<uint8_t>((codes[2 * i] & 0xF) | ((codes[2 * i + 1] & 0xF) << 4));
   return out;
 }

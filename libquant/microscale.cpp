@@ -9,6 +9,7 @@
 
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/quant_rows.h"
 
 namespace qt {
 namespace {
@@ -32,6 +33,77 @@ void decode_row(const TensorView& w, int64_t r, int64_t cols, float* dst) {
   const uint8_t* src = w.bytes.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) * esz;
   bool ok = decode_to_f32(w.dtype, src, static_cast<uint64_t>(cols), dst);
   QT_ASSERT(ok);
+}
+
+// MX code tables: bf16 bits t of the rounded quotient -> code, by the reference's own clamp and
+// cast (quantize_microscale's scalar loop), so that a table lookup after quantize_bf16_row's
+// f32 division and bf16 rounding gives exactly the scalar result.
+const uint8_t* mx_bf16_table(bool fp4) {
+  static const std::vector<uint8_t> tables = [] {
+    std::vector<uint8_t> t(2 * 65536);
+    for (uint32_t b = 0; b < 65536; ++b) {
+      const float q = f32_from_bf16(static_cast<uint16_t>(b));
+      t[b] = e2m1_from_f32(std::clamp(q, -6.0f, 6.0f));
+      t[65536 + b] = e4m3fn_from_f32(std::clamp(q, -448.0f, 448.0f));
+    }
+    return t;
+  }();
+  return tables.data() + (fp4 ? 0 : 65536);
+}
+
+// BF16 fast path of quantize_microscale: pass 1 takes each group's max |x| from the raw bits
+// (absmax_bits16: exact, no decode), pass 2 runs the row kernels of libquant/quant_rows.h on each
+// group. Returns false, having written nothing, when a group holds an Inf or NaN: then the
+// scalar path runs instead, with its error message or its --allow-nonfinite treatment.
+bool quantize_microscale_bf16(const TensorView& w, const QuantArgs& args, const QuantizeOptions& opts,
+                              QuantizedWeight& r) {
+  const int64_t out = w.shape[0], in = w.shape[1], g = group_of(args), ng = in / g;
+  const bool fp4 = args.type == QuantType::Float4E2M1;
+  const bool nv = args.scale_format == ScaleFormat::Nvfp4;
+  std::vector<uint16_t> gbits(static_cast<size_t>(out * ng));
+  bool special = false;
+#pragma omp parallel for schedule(static) reduction(|| : special)
+  for (int64_t i = 0; i < out; ++i) {
+    const uint8_t* src = w.bytes.data() + static_cast<size_t>(i * in) * 2;
+    for (int64_t k = 0; k < ng; ++k) {
+      int64_t bad = -1;
+      const uint16_t b = absmax_bits16(src + static_cast<size_t>(k * g) * 2, g, 0x7F80u, &bad);
+      gbits[static_cast<size_t>(i * ng + k)] = b;
+      if (bad >= 0) special = true;
+    }
+  }
+  if (special) return false;
+  uint16_t tmax = 0;
+  for (uint16_t b : gbits) tmax = std::max(tmax, b);
+  r.amax = f32_from_bf16(tmax);  // = tensor_absmax: max |x| of finite bf16 values, exactly
+  if (nv) {
+    r.global_scale = nvfp4_global_scale(std::max(r.amax, opts.group_amax_override), DType::BF16);
+    r.has_global_scale = true;
+  }
+  const float gs = r.global_scale;
+  const uint8_t* table = nv ? nullptr : mx_bf16_table(fp4);
+  int64_t zero_groups = 0;
+#pragma omp parallel for schedule(static) reduction(+ : zero_groups)
+  for (int64_t i = 0; i < out; ++i) {
+    const uint8_t* src = w.bytes.data() + static_cast<size_t>(i * in) * 2;
+    for (int64_t k = 0; k < ng; ++k) {
+      const float m = f32_from_bf16(gbits[static_cast<size_t>(i * ng + k)]);
+      if (m == 0.0f) ++zero_groups;
+      const uint8_t* x = src + static_cast<size_t>(k * g) * 2;
+      uint8_t* codes = r.codes.data() + i * in + k * g;
+      uint8_t& sb = r.scale_bytes[static_cast<size_t>(i * ng + k)];
+      if (nv) {
+        sb = nvfp4_group_scale(m, gs, DType::BF16);
+        e2m1_codes_bf16_row(x, g, f32_from_e4m3fn(sb) / gs, codes);
+      } else {
+        const float s = mx_scale_in_dtype(mx_exponent(m, DType::BF16, args.type), DType::BF16);
+        sb = mx_stored_exponent(s);
+        quantize_bf16_row(x, g, s, table, codes);
+      }
+    }
+  }
+  r.zero_groups = zero_groups;
+  return true;
 }
 
 }  // namespace
@@ -58,7 +130,9 @@ uint8_t e2m1_from_f32(float x) {
 std::vector<uint8_t> pack_e2m1(const uint8_t* codes, int64_t rows, int64_t cols) {
   QT_ASSERT(cols % 2 == 0);
   std::vector<uint8_t> out(static_cast<size_t>(rows * (cols / 2)));
-  for (size_t i = 0; i < out.size(); ++i)
+  const int64_t n = static_cast<int64_t>(out.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
     out[i] = static_cast<uint8_t>((codes[2 * i] & 0xF) | ((codes[2 * i + 1] & 0xF) << 4));
   return out;
 }
@@ -143,8 +217,9 @@ QuantizedWeight quantize_microscale(const TensorView& w, const QuantArgs& args,
   r.scale_dtype = nv ? DType::F8_E4M3 : DType::U8;
   r.scale_shape = {out, ng};
   r.scale_bytes.resize(static_cast<size_t>(out * ng));
+  if (M == DType::BF16 && quantize_microscale_bf16(w, args, opts, r)) return r;
 
-  // Group maxima (exact), also refusing NaN/Inf with the tensor's position.
+  // Scalar path (F16, F32, and BF16 tensors holding Inf or NaN). Group maxima (exact), also refusing NaN/Inf with the tensor's position.
   std::vector<float> gmax(static_cast<size_t>(out * ng), 0.0f);
   r.amax = tensor_absmax(w, opts.allow_nonfinite);
   if (nv) {

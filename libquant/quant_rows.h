@@ -29,4 +29,13 @@ uint16_t absmax_bits16_ref(const uint8_t* x, int64_t n, uint16_t special, int64_
 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const uint8_t* table, uint8_t* codes);
 void quantize_bf16_row_ref(const uint8_t* x, int64_t n, float scale, const uint8_t* table, uint8_t* codes);
 
+// NVFP4 codes of a row (libquant/microscale.cpp): codes[i] = e2m1_from_f32(clamp(f32(x[i]) /
+// divisor, -6, 6)) for i < n, one unpacked E2M1 code per byte; x holds n bf16 values. The quotient
+// stays f32 (no rounding to bf16). The clamp cannot change the code (|q| > 5 is already the
+// largest magnitude, the sign is kept), so the fast bodies compare |q| with the seven rounding
+// thresholds directly; a NaN quotient gives magnitude 7 with sign bit clear, as the reference.
+// AVX-512 only; other CPUs run the scalar twin.
+void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes);
+void e2m1_codes_bf16_row_ref(const uint8_t* x, int64_t n, float divisor, uint8_t* codes);
+
 }  // namespace qt

@@ -137,13 +137,24 @@ float tensor_absmax(const TensorView& t, bool allow_nonfinite) {
   bool any_nan = false;
 #pragma omp parallel
   {
-    std::vector<float> buf(static_cast<size_t>(cols));
+    // 16-bit dtypes: the max of the raw bits (libquant/quant_rows.h), exact and without
+    // decoding; a NaN pattern is the maximum of its row (-> NaN), as row_absmax gives.
+    const bool bits16 = t.dtype == DType::BF16 || t.dtype == DType::F16;
+    std::vector<float> buf(bits16 ? 0 : static_cast<size_t>(cols));
     float local = 0.0f;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      decode_row(t, r, cols, buf.data());
       int64_t bad = -1;
-      float m = row_absmax(buf.data(), cols, allow_nonfinite, &bad);
+      float m;
+      if (bits16) {
+        const uint8_t* src = t.bytes.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) * 2;
+        const uint16_t b = absmax_bits16(src, cols, t.dtype == DType::BF16 ? 0x7F80u : 0x7C00u, &bad);
+        if (allow_nonfinite) bad = -1;
+        m = bad >= 0 ? 0.0f : t.dtype == DType::BF16 ? f32_from_bf16(b) : f32_from_f16(b);
+      } else {
+        decode_row(t, r, cols, buf.data());
+        m = row_absmax(buf.data(), cols, allow_nonfinite, &bad);
+      }
       if (bad >= 0) {
 #pragma omp critical
         if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = bad; }

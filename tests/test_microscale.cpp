@@ -7,6 +7,7 @@
 //      dtype (testdata/fp4/make_goldens.py, README there).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -167,6 +168,44 @@ TEST(Microscale, QuantizesAHandRowWithScaleOneToTheExpectedCodes) {
                                      0x8, 0xA, 0xA, 0xC, 0xC, 0xE, 0xE, 0xF};
   EXPECT_EQ(q.codes, want);
   EXPECT_EQ(q.scale_bytes, std::vector<uint8_t>{127});
+}
+
+TEST(Microscale, Bf16RowKernelPathEqualsTheScalarPathOnEveryGroupWithoutANaN) {
+  // A BF16 tensor without Inf/NaN takes the row-kernel path; the same tensor with one NaN (and
+  // --allow-nonfinite) takes the scalar path for the whole tensor. MX scales are per group, so
+  // every group but the NaN's must come out the same from both. Values: random bf16 patterns
+  // over many binades (subnormals, exact ties of the E2M1 grid after scaling) and zero groups.
+  const int64_t rows = 8, cols = 256;
+  std::vector<uint16_t> v(static_cast<size_t>(rows * cols));
+  uint32_t st = 12345;
+  for (auto& h : v) {
+    st = st * 1664525u + 1013904223u;
+    const uint32_t e = 1 + (st >> 8) % 140;        // exponents 2^-126 .. 2^13, plus subnormals
+    h = static_cast<uint16_t>(((st >> 31) << 15) | ((st >> 24) % 3 == 0 ? 0 : e) << 7 | ((st >> 16) & 0x7F));
+  }
+  for (int64_t j = 0; j < 32; ++j) v[static_cast<size_t>(3 * cols + 64 + j)] = 0;  // a zero group
+  std::vector<uint16_t> with_nan = v;
+  with_nan[static_cast<size_t>(rows * cols - 1)] = 0x7FC0;  // last group of the last row
+  auto view = [&](const std::vector<uint16_t>& d) {
+    TensorView tv;
+    tv.name = "x.weight";
+    tv.dtype = DType::BF16;
+    tv.shape = {rows, cols};
+    tv.bytes = {reinterpret_cast<const uint8_t*>(d.data()), d.size() * 2};
+    return tv;
+  };
+  for (QuantType t : {QuantType::Float4E2M1, QuantType::Float8E4M3}) {
+    const QuantArgs mx{t, Strategy::Group, 32, 0, 0, false, ScaleFormat::E8M0};
+    QuantizeOptions allow;
+    allow.allow_nonfinite = true;
+    const QuantizedWeight fast = quantize_weight(view(v), mx);
+    const QuantizedWeight scalar = quantize_weight(view(with_nan), mx, allow);
+    const int64_t n = rows * cols - 32;  // all but the NaN's group
+    EXPECT_TRUE(std::equal(fast.codes.begin(), fast.codes.begin() + n, scalar.codes.begin()));
+    EXPECT_TRUE(std::equal(fast.scale_bytes.begin(), fast.scale_bytes.end() - 1, scalar.scale_bytes.begin()));
+    EXPECT_EQ(fast.zero_groups, 1);
+    EXPECT_EQ(scalar.zero_groups, 1);
+  }
 }
 
 // ---- (c) compressed-tensors goldens ------------------------------------------------------

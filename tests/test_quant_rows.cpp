@@ -4,6 +4,7 @@
 // and decode_to_f32, which the FP8/INT8 goldens from compressed-tensors already pin down.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -11,6 +12,7 @@
 
 #include "libquant/cpu_isa.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 #include "libquant/quant_rows.h"
 #include "libquant/quantize.h"
 
@@ -28,6 +30,37 @@ void for_each_isa(F f) {
     f(isa);
   }
   isa_cap_for_tests(Isa::Avx512);
+}
+
+TEST(QuantRows, E2m1CodesEqualTheScalarNvfp4StepForEveryBf16PatternAndEveryIsa) {
+  // All 65536 patterns at an odd byte offset, under divisors that put the quotient exactly on
+  // the rounding thresholds (1.0, 0.5: x/d = 0.25, 0.75, ... for bf16 x), far above 6, into f32
+  // subnormals, and to Inf / 0; a NaN divisor too. The reference is the scalar step written out
+  // here: clamp the f32 quotient to [-6, 6], then e2m1_from_f32 (pinned by the NVFP4 goldens).
+  std::vector<uint8_t> raw(1 + 65536 * 2);
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const uint16_t h = static_cast<uint16_t>(b);
+    std::memcpy(raw.data() + 1 + 2 * b, &h, 2);
+  }
+  const uint8_t* x = raw.data() + 1;
+  for (float d : {1.0f, 0.5f, 2.0f, 0.0052083335f, 1.3e-3f, 7.5f, 1e-38f, 1e-45f, 3.0e38f, -1.0f, NAN}) {
+    std::vector<uint8_t> ref(65536);
+    e2m1_codes_bf16_row_ref(x, 65536, d, ref.data());
+    for (uint32_t b = 0; b < 65536; ++b)
+      ASSERT_EQ(ref[b], e2m1_from_f32(std::clamp(f32_from_bf16(static_cast<uint16_t>(b)) / d, -6.0f, 6.0f)))
+          << "pattern 0x" << std::hex << b << " divisor " << d;
+    for_each_isa([&](Isa isa) {
+      std::vector<uint8_t> got(65536);
+      e2m1_codes_bf16_row(x, 65536, d, got.data());
+      EXPECT_EQ(got, ref) << isa_name(isa) << " divisor " << d;
+      for (int64_t n = 0; n <= 40; ++n) {  // every tail length; exactly n codes written
+        std::vector<uint8_t> part(64, 0xAB);
+        e2m1_codes_bf16_row(x + 2 * 1000, n, d, part.data());
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(part[i], ref[1000 + i]) << isa_name(isa) << " n " << n;
+        for (int64_t i = n; i < 64; ++i) ASSERT_EQ(part[i], 0xAB) << isa_name(isa) << " wrote past n " << n;
+      }
+    });
+  }
 }
 
 TEST(QuantRows, Bf16CodesEqualTheElementReferenceForEveryBf16PatternAndEveryIsa) {

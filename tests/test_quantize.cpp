@@ -146,6 +146,27 @@ TEST(QuantizeWeight, RefusesNaNNamingTheTensorAndPosition) {
   }
 }
 
+TEST(TensorAbsmax, Bf16TakesTheExactMaxAndNamesTheFirstNonFiniteElement) {
+  // tensor_absmax reads 16-bit rows as raw bits (no decode); the results must be those of
+  // decoding: the exact max |x|, NaN when a NaN is allowed anywhere, Inf for an allowed Inf,
+  // and the refusal naming the first non-finite element in row-major order.
+  Bf16Tensor finite({1, -2.5f, 0.0f, -0.0f, 3.0f, -7.0f}, {3, 2});
+  EXPECT_EQ(tensor_absmax(finite.view), 7.0f);
+  Bf16Tensor inf({1, 2, 3, -INFINITY, NAN, 4}, {3, 2});
+  inf.view.name = "w.weight";
+  inf.view.file = "m.safetensors";
+  try {
+    tensor_absmax(inf.view);
+    FAIL() << "expected an error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("m.safetensors: tensor 'w.weight': contains Inf at [1, 1]"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::isnan(tensor_absmax(inf.view, true)));
+  Bf16Tensor only_inf({1, 2, 3, -INFINITY}, {2, 2});
+  EXPECT_EQ(tensor_absmax(only_inf.view, true), INFINITY);
+}
+
 TEST(QuantizeWeight, GroupStrategyNeedsDivisibleColumns) {
   QuantArgs g{QuantType::Int4, Strategy::Group, 128, 0, 0, false};
   EXPECT_NE(check_weight_shape({64, 320}, g).find("not a multiple of the group size 128"), std::string::npos);

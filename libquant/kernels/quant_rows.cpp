@@ -3,11 +3,13 @@
 // element, and the tests compare all of them on every bf16 pattern.
 #include "libquant/quant_rows.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "libquant/cpu_isa.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/quant_rows_isa.h"
+#include "libquant/microscale.h"
 
 namespace qt {
 
@@ -30,6 +32,19 @@ void quantize_bf16_row_ref(const uint8_t* x, int64_t n, float scale, const uint8
     std::memcpy(&b, x + 2 * i, 2);
     codes[i] = table[bf16_from_f32(f32_from_bf16(b) / scale)];
   }
+}
+
+void e2m1_codes_bf16_row_ref(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t b;
+    std::memcpy(&b, x + 2 * i, 2);
+    codes[i] = e2m1_from_f32(std::clamp(f32_from_bf16(b) / divisor, -6.0f, 6.0f));
+  }
+}
+
+void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {
+  if (active_isa() == Isa::Avx512) return quant_rows_avx512::e2m1_codes_bf16_row(x, n, divisor, codes);
+  e2m1_codes_bf16_row_ref(x, n, divisor, codes);
 }
 
 uint16_t absmax_bits16(const uint8_t* x, int64_t n, uint16_t special, int64_t* first_special) {

@@ -60,4 +60,35 @@ QT_AVX512 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const
   if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, table, codes + i);
 }
 
+QT_AVX512 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {
+  // e2m1_from_f32's chain: magnitude index = number of thresholds that |q| is NOT below (<= for
+  // the ties that round down to an even code, < for those that round up). The "not" predicates
+  // are unordered-true, so a NaN counts all seven: index 7, as the scalar chain falls through.
+  const __m512 vd = _mm512_set1_ps(divisor);
+  const __m512i absmask = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1);
+  const __m512i eight = _mm512_set1_epi32(8);
+  const __m512 t025 = _mm512_set1_ps(0.25f), t075 = _mm512_set1_ps(0.75f), t125 = _mm512_set1_ps(1.25f);
+  const __m512 t175 = _mm512_set1_ps(1.75f), t250 = _mm512_set1_ps(2.5f), t350 = _mm512_set1_ps(3.5f);
+  const __m512 t500 = _mm512_set1_ps(5.0f);
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 2 * i));
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    const __m512 q = _mm512_div_ps(f, vd);
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(q), absmask));
+    __m512i idx = _mm512_setzero_si512();
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t025, _CMP_NLE_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t075, _CMP_NLT_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t125, _CMP_NLE_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t175, _CMP_NLT_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t250, _CMP_NLE_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t350, _CMP_NLT_UQ), idx, one);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(a, t500, _CMP_NLE_UQ), idx, one);
+    idx = _mm512_mask_or_epi32(idx, _mm512_cmp_ps_mask(q, zero, _CMP_LT_OQ), idx, eight);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(idx));
+  }
+  if (i < n) e2m1_codes_bf16_row_ref(x + 2 * i, n - i, divisor, codes + i);
+}
+
 }  // namespace qt::quant_rows_avx512

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Data-free quantize to the microscaling schemes (nvfp4a16, mxfp4a16, mxfp8) against a plain copy
+# of the same bytes, with fp8-dynamic as the reference scheme (issue 16). Not part of the tests.
+#
+# Generates a Llama-shaped BF16 checkpoint with `qtool tiny-model` (8b-8l: Llama-3-8B widths with
+# 8 of the 32 layers, 5.6 GB in 2 shards, every tensor shape of the 8B model; 8b: all 32 layers,
+# 16 GB; small: hidden 2048, 16 layers, ~3 GB), then measures in three interleaved rounds, each
+# contender with a warm page cache and ending with `sync`:
+#   cp of the shard files; qtool quantize --scheme S --no-hash for S in nvfp4a16 mxfp4a16 mxfp8
+#   fp8-dynamic.
+# Usage: bench/bench_fp4.sh [WORKDIR] [8b-8l|8b|small] [QTOOL] [BASE_QTOOL]
+# With BASE_QTOOL (an older build), its runs of the three microscale schemes are interleaved too
+# (labels ending in -base), to measure a change in the same run; BASE_ROUNDS=N (default 3) keeps
+# them to the first N rounds when the old build is slow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-/tmp/qtool-bench-fp4}
+SIZE=${2:-8b-8l}
+Q=${3:-$PWD/build/tools/qtool}
+BASE=${4:-}
+BASE_ROUNDS=${BASE_ROUNDS:-3}
+mkdir -p "$WORK"
+if [ "$SIZE" = small ]; then
+  DIMS=(--hidden 2048 --intermediate 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 128256 --shards 1)
+elif [ "$SIZE" = 8b-8l ]; then
+  DIMS=(--hidden 4096 --intermediate 14336 --layers 8 --heads 32 --kv-heads 8 --vocab 128256 --shards 2)
+else
+  DIMS=(--hidden 4096 --intermediate 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 128256 --shards 4)
+fi
+M=$WORK/model-$SIZE
+[ -f "$M/config.json" ] || $Q tiny-model "$M" "${DIMS[@]}"
+du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %.0f\n", s}'
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+warm() { cat "$M"/*.safetensors > /dev/null; }
+run() {  # label qtool scheme
+  warm; rm -rf "$WORK/out"
+  python3 bench/peak_anon.py --label "$1" -- sh -c "$2 -q quantize $M -o $WORK/out --scheme $3 --no-hash && sync"
+  rm -rf "$WORK/out"
+}
+for round in 1 2 3; do
+  warm; rm -rf "$WORK/copy" && mkdir -p "$WORK/copy"
+  python3 bench/peak_anon.py --label copy -- sh -c "cp $M/*.safetensors $WORK/copy/ && sync"
+  rm -rf "$WORK/copy"
+  for s in nvfp4a16 mxfp4a16 mxfp8; do
+    run "$s" "$Q" "$s"
+    [ -z "$BASE" ] || [ "$round" -gt "$BASE_ROUNDS" ] || run "$s-base" "$BASE" "$s"
+  done
+  run fp8-dynamic "$Q" fp8-dynamic
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"

@@ -5,6 +5,7 @@
 #   SECONDS per target (default 60); TARGET among: safetensors gguf config tokenizer dataset stats
 #   (default: all). Corpora grow in build-fuzz/corpus-TARGET/; seeds come from testdata/ and from
 #   small files written here (no binary files in the repository).
+# JOBS=N: parallel compile jobs for the instrumented build (default 2; ccache is used when present).
 # Exit status: 0 if no target found a crash; otherwise 1 (crash-* files in build-fuzz/).
 # Works with Debian 12's clang 14 (tests/fuzz/README.md records runs and findings).
 set -euo pipefail
@@ -15,8 +16,9 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(safetensors gguf config tokenizer dataset stats)
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ not found (apt-get install clang)"; exit 1; }
 GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+LAUNCH=(); command -v ccache >/dev/null && LAUNCH=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 if [ ! -f build-fuzz/CMakeCache.txt ]; then
-  cmake -S . -B build-fuzz "${GEN[@]}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  cmake -S . -B build-fuzz "${GEN[@]}" "${LAUNCH[@]}" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS="-fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
     -DQTOOL_FUZZERS=ON -DQTOOL_TESTS=OFF -DQTOOL_OPENMP=OFF -DQTOOL_CUDA=OFF >/dev/null
@@ -29,7 +31,7 @@ bin() {
   esac
 }
 BINS=(); for t in "${TARGETS[@]}"; do BINS+=("$(bin "$t")"); done
-cmake --build build-fuzz -j2 --target "${BINS[@]}"
+nice cmake --build build-fuzz -j"${JOBS:-2}" --target "${BINS[@]}"
 
 # ---- seeds ---------------------------------------------------------------------------------
 S=build-fuzz/seeds

@@ -20,13 +20,8 @@ Q=${3:-$PWD/build/tools/qtool}
 BASE=${4:-}
 BASE_ROUNDS=${BASE_ROUNDS:-3}
 mkdir -p "$WORK"
-if [ "$SIZE" = small ]; then
-  DIMS=(--hidden 2048 --intermediate 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 128256 --shards 1)
-elif [ "$SIZE" = 8b-8l ]; then
-  DIMS=(--hidden 4096 --intermediate 14336 --layers 8 --heads 32 --kv-heads 8 --vocab 128256 --shards 2)
-else
-  DIMS=(--hidden 4096 --intermediate 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 128256 --shards 4)
-fi
+. bench/llama_shapes.sh
+llama_shape_dims "$SIZE"
 M=$WORK/model-$SIZE
 [ -f "$M/config.json" ] || $Q tiny-model "$M" "${DIMS[@]}"
 du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %.0f\n", s}'

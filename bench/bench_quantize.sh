@@ -17,11 +17,8 @@ scripts/bootstrap.sh >/dev/null
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DQTOOL_TESTS=OFF >/dev/null
 cmake --build build-release --target qtool >/dev/null
 Q=$PWD/build-release/tools/qtool
-if [ "$SIZE" = small ]; then
-  DIMS=(--hidden 2048 --intermediate 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 128256 --shards 1)
-else
-  DIMS=(--hidden 4096 --intermediate 14336 --layers 32 --heads 32 --kv-heads 8 --vocab 128256 --shards 4)
-fi
+. bench/llama_shapes.sh
+llama_shape_dims "$SIZE"
 M=$WORK/model-$SIZE
 [ -f "$M/config.json" ] || $Q tiny-model "$M" "${DIMS[@]}"
 du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %d\n", s}'

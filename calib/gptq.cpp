@@ -35,7 +35,7 @@ class HessianObserver : public Observer {
   }
 
   // The Hessian of `module`'s input, or null if it saw none.
-  const Hessian* of(const std::string& module) const {
+  Hessian* of(const std::string& module) const {
     auto k = key_of_.find(module);
     if (k == key_of_.end()) return nullptr;
     return hessians_.at(k->second).get();
@@ -86,16 +86,31 @@ GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vec
   fo.source = model.dir();
   fo.rewrite_layer = [&](int64_t, const std::vector<LayerLinear>& linears) {
     run.peak_hessian_bytes = std::max(run.peak_hessian_bytes, hess.bytes());
+    // One factor per Hessian (q/k/v share one, gate/up another): computed for the first of its
+    // modules (the Hessian's memory becomes the factor's), freed after the last.
+    std::map<const Hessian*, int> users;
     for (const LayerLinear& l : linears) {
       if (!targets.count(l.module)) continue;
       const Hessian* h = hess.of(l.module);
       if (!h || h->samples() == 0)
         throw InputError(InputError::Kind::BadValue, model.dir(), l.module + ".weight",
                          "GPTQ: the module saw no calibration tokens");
+      ++users[h];
+    }
+    std::map<const Hessian*, GptqFactor> factors;
+    for (const LayerLinear& l : linears) {
+      if (!targets.count(l.module)) continue;
+      Hessian* h = hess.of(l.module);
       const TensorView* tv = ck.find(l.module + ".weight");
       QT_ASSERT(tv != nullptr);
-      GptqResult g = gptq_quantize(*tv, args, *h, opts.gptq, opts.num_threads);
-      run.solve_seconds += g.solve_seconds;
+      auto f = factors.find(h);
+      if (f == factors.end()) {
+        const int64_t n = h->columns();
+        f = factors.emplace(h, gptq_factor(h->release_normalized(), n, opts.gptq, opts.num_threads)).first;
+        run.solve_seconds += f->second.seconds;
+      }
+      GptqResult g = gptq_quantize(*tv, args, f->second, opts.gptq, opts.num_threads);
+      if (--users[h] == 0) factors.erase(f);
       run.update_seconds += g.update_seconds;
       run.dead_columns += g.dead_columns;
       run.loss[l.module] = g.loss;

@@ -91,8 +91,9 @@ void QuantizedStore::put(const std::string& module, QuantizedWeight q) {
   pwrite_all(fd_, codes->data(), codes->size(), e.offset, what, module);
   pwrite_all(fd_, q.scale_bytes.data(), q.scale_bytes.size(), e.offset + e.code_bytes, what, module);
   end_ += e.code_bytes + e.scale_bytes;
-  q.codes = {};
-  q.scale_bytes = {};
+  // Release the buffers themselves (`v = {}` would keep their capacity, i.e. the memory).
+  std::vector<uint8_t>().swap(q.codes);
+  std::vector<uint8_t>().swap(q.scale_bytes);
   e.meta = std::move(q);
   entries_.emplace(module, std::move(e));
 }

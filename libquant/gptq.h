@@ -10,7 +10,8 @@
 //      column keeps its own group's scale, so no g_idx is written;
 //   3. dead columns (diag(H) == 0): H[j][j] = 1, W[:, j] = 0;
 //   4. damp = dampening_frac * mean(diag(H)) added to the diagonal; Hinv = the upper Cholesky
-//      factor of H^-1 (f64; a failed factorization falls back to round-to-nearest, as theirs);
+//      factor of H^-1 (f64; a failed factorization falls back to round-to-nearest, as theirs),
+//      computed without forming H^-1 (upper_cholesky_of_inverse below);
 //   5. blocks of block_size columns; in a block, column by column: q = dtype(code * scale) with
 //      code = rint(clamp(w / scale)), err = (w - q) / Hinv[i][i], the rest of the block's columns
 //      W[:, j] -= err * Hinv[i][j] (f32, product and difference each rounded); after the block
@@ -46,8 +47,9 @@ struct GptqOptions {
 
 // The Hessian of one Linear input (shared by the Linears that read the same input, q/k/v and
 // gate/up): sum over samples of 2 X^T X, in f64, and the number of samples (llm-compressor
-// divides by it: one sample = one sequence). Each sample's X^T X is one packed f32 GEMM
-// (gemm.h: an FMA chain over the sample's tokens) added into the f64 sum.
+// divides by it: one sample = one sequence). Each sample's X^T X is packed f32 GEMMs (gemm.h:
+// an FMA chain over the sample's tokens) of its lower triangle only, added into the f64 sum; the
+// upper half is the exact mirror (the same chain with the factors swapped).
 class Hessian {
  public:
   explicit Hessian(int64_t columns);
@@ -57,6 +59,8 @@ class Hessian {
   int64_t samples() const { return samples_; }
   // (2/N) sum X^T X, row-major [columns, columns].
   std::vector<double> normalized() const;
+  // The same, scaled in place and moved out (no copy); the Hessian is empty afterwards.
+  std::vector<double> release_normalized();
   uint64_t bytes() const { return sum_.size() * sizeof(double); }
 
  private:
@@ -64,6 +68,34 @@ class Hessian {
   std::vector<double> sum_;  // sum of X^T X (times 2 when normalized)
   std::vector<float> xt_, g_;  // scratch: X^T and one sample's product
 };
+
+// U with U^T U = H^-1, U upper triangular (the upper Cholesky factor of the inverse), for a
+// symmetric positive definite H [n, n] (row-major, f64),
+// written to `out` [n, n] as f32 (below the diagonal: 0). H is overwritten. Returns false when H
+// is not positive definite (a pivot <= 0 or NaN).
+// How, without forming H^-1: with J the order-reversing permutation, J H J = L L^T (lower
+// Cholesky) gives H^-1 = J L^-T L^-1 J = (J L^-1 J)^T (J L^-1 J), and J L^-1 J is upper
+// triangular, so U = J L^-1 J (unique, since its diagonal is positive). Cost n^3/3 (Cholesky) +
+// n^3/3 (triangular inverse) instead of ~8n^3/3 for factor, inverse, factor. Both steps are
+// blocked in fixed tiles of 128 (Eigen single-threaded inside a tile; OpenMP over tiles), so the
+// result does not depend on the thread count.
+bool upper_cholesky_of_inverse(std::vector<double>& H, int64_t n, float* out, int threads = 0);
+
+// The part of GPTQ that depends only on the Hessian and the options, shared by the Linears that
+// read the same input (q/k/v, gate/up): the column order, the dead columns and Hinv.
+struct GptqFactor {
+  int64_t columns = 0;
+  std::vector<int64_t> perm;   // position i of the GPTQ order -> original column
+  std::vector<uint8_t> dead;   // by position: diag(H) == 0 (no input reached the column)
+  std::vector<float> hinv;     // upper Cholesky factor of the dampened, permuted H^-1 [n, n] f32
+  int64_t dead_columns = 0;
+  bool rtn_fallback = false;   // the dampened H was not positive definite: hinv = identity
+  double seconds = 0;
+  uint64_t bytes() const { return hinv.size() * sizeof(float); }
+};
+
+// Steps 2-4 above for the normalized Hessian H [n, n] (consumed).
+GptqFactor gptq_factor(std::vector<double> H, int64_t n, const GptqOptions& opts, int threads = 0);
 
 struct GptqResult {
   QuantizedWeight q;            // codes and scales as the checkpoint stores them
@@ -80,6 +112,10 @@ struct GptqResult {
 // Throws InputError like quantize_weight (NaN/Inf, shape), and Unsupported for FP8 or other
 // strategies.
 GptqResult gptq_quantize(const TensorView& w, const QuantArgs& args, const Hessian& H,
+                         const GptqOptions& opts, int threads = 0);
+// The same with the factor computed beforehand (gptq_factor of H with the same options); the
+// result's solve_seconds is 0 (the factor's time is the caller's to count, once).
+GptqResult gptq_quantize(const TensorView& w, const QuantArgs& args, const GptqFactor& f,
                          const GptqOptions& opts, int threads = 0);
 
 }  // namespace qt

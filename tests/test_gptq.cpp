@@ -3,6 +3,7 @@
 // comparison with the real llm-compressor GPTQModifier is in test_gptq_goldens.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -244,6 +245,69 @@ TEST(GptqQuantize, TheResultDoesNotDependOnTheThreadCount) {
   const GptqResult b = gptq_quantize(f32_view(w, out, in), int4_group(64), h1, o, 2);
   EXPECT_EQ(a.q.codes, b.q.codes);
   EXPECT_EQ(a.dequant, b.dequant);
+}
+
+TEST(UpperCholeskyOfInverse, GivesTheFactorDerivedByHandForATwoByTwoMatrix) {
+  // H = [[4, 2], [2, 3]]: H^-1 = [[3, -2], [-2, 4]] / 8. U^T U = H^-1 with U upper:
+  // U00 = sqrt(3/8), U01 = (-2/8) / U00, U11 = sqrt(4/8 - U01^2) = sqrt(1/3).
+  std::vector<double> h = {4, 2, 2, 3};
+  std::vector<float> u(4, -1.0f);
+  ASSERT_TRUE(upper_cholesky_of_inverse(h, 2, u.data()));
+  const double u00 = std::sqrt(3.0 / 8.0), u01 = -0.25 / u00;
+  EXPECT_FLOAT_EQ(u[0], static_cast<float>(u00));
+  EXPECT_FLOAT_EQ(u[1], static_cast<float>(u01));
+  EXPECT_EQ(u[2], 0.0f);
+  EXPECT_FLOAT_EQ(u[3], static_cast<float>(std::sqrt(1.0 / 3.0)));
+}
+
+TEST(UpperCholeskyOfInverse, InvertsMatricesAcrossTileBoundariesAtAnyThreadCount) {
+  for (int64_t n : {1, 7, 128, 129, 300}) {
+    // H = X^T X / T + I/4 from a correlated X: symmetric positive definite, moderately conditioned.
+    const int64_t T = n + 16;
+    std::vector<float> x = noise(static_cast<size_t>(T * n), 40 + n);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 1; j < n; ++j) x[t * n + j] += 0.5f * x[t * n + j - 1];
+    std::vector<double> H(static_cast<size_t>(n * n));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t t = 0; t < T; ++t) s += static_cast<double>(x[t * n + i]) * x[t * n + j];
+        H[i * n + j] = s / T + (i == j ? 0.25 : 0.0);
+      }
+    std::vector<double> h1 = H, h2 = H;
+    std::vector<float> u1(n * n), u2(n * n);
+    ASSERT_TRUE(upper_cholesky_of_inverse(h1, n, u1.data(), 1));
+    ASSERT_TRUE(upper_cholesky_of_inverse(h2, n, u2.data(), 2));
+    EXPECT_EQ(u1, u2) << "n " << n << ": the thread count changed the result";
+    // U upper, and U^T U H = I within f32 rounding of U.
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < i; ++j) EXPECT_EQ(u1[i * n + j], 0.0f);
+    std::vector<double> hinv(n * n, 0.0);  // U^T U
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k <= std::min(i, j); ++k) s += static_cast<double>(u1[k * n + i]) * u1[k * n + j];
+        hinv[i * n + j] = s;
+      }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < n; ++k) s += hinv[i * n + k] * H[k * n + j];
+        worst = std::max(worst, std::fabs(s - (i == j ? 1.0 : 0.0)));
+      }
+    EXPECT_LT(worst, 1e-4) << "n " << n;
+  }
+}
+
+TEST(UpperCholeskyOfInverse, RefusesAMatrixThatIsNotPositiveDefinite) {
+  std::vector<double> h = {1, 2, 2, 1};  // eigenvalues 3 and -1
+  std::vector<float> u(4);
+  EXPECT_FALSE(upper_cholesky_of_inverse(h, 2, u.data()));
+  std::vector<double> z(300 * 300, 0.0);  // zero beyond the first tile
+  for (int64_t i = 0; i < 128; ++i) z[i * 300 + i] = 1.0;
+  std::vector<float> uz(300 * 300);
+  EXPECT_FALSE(upper_cholesky_of_inverse(z, 300, uz.data()));
 }
 
 // ---- the whole flow on the tiny model --------------------------------------------------------

@@ -33,6 +33,9 @@ struct QuantizedLinearEntry {
   // is handed over as an F32 scale (load_quantized_linear converts both).
   bool fp4_packed = false;
   std::string global_scale_tensor;    // P.weight_global_scale (NVFP4) or ""
+  // Set only by verify's served view (verify/moe_served.h): the weight scale tensor vLLM
+  // requantizes this layer's FP8 codes to (the larger scale of a fused expert gate/up pair).
+  std::string served_scale_tensor;
 };
 
 // Every quantized Linear covered by the config, in checkpoint order. Modules stored quantized

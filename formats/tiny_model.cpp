@@ -177,7 +177,8 @@ const char* torch_dtype_name(DType t) {
 // The tensors in model order, without validating the options.
 std::vector<TensorSpec> specs_unchecked(const TinyModelOptions& o) {
   const int64_t H = o.hidden_size, I = o.intermediate_size, V = o.vocab_size;
-  const int64_t D = o.num_heads > 0 ? H / o.num_heads : 0, KV = D * o.num_kv_heads;
+  const int64_t D = o.head_dim > 0 ? o.head_dim : o.num_heads > 0 ? H / o.num_heads : 0, KV = D * o.num_kv_heads;
+  const int64_t Q = D * o.num_heads;
   const bool mixtral = o.arch == "mixtral", qwen3 = o.arch == "qwen3_moe", qwen2 = o.arch == "qwen2_moe";
   const int64_t E = o.num_experts, EI = o.moe_intermediate_size, SI = o.shared_intermediate_size;
   std::vector<TensorSpec> s;
@@ -185,13 +186,13 @@ std::vector<TensorSpec> specs_unchecked(const TinyModelOptions& o) {
   for (int l = 0; l < o.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     s.push_back({p + "input_layernorm.weight", o.dtype, {H}});
-    s.push_back({p + "self_attn.q_proj.weight", o.dtype, {H, H}});
-    if (qwen2) s.push_back({p + "self_attn.q_proj.bias", o.dtype, {H}});
+    s.push_back({p + "self_attn.q_proj.weight", o.dtype, {Q, H}});
+    if (qwen2) s.push_back({p + "self_attn.q_proj.bias", o.dtype, {Q}});
     s.push_back({p + "self_attn.k_proj.weight", o.dtype, {KV, H}});
     if (qwen2) s.push_back({p + "self_attn.k_proj.bias", o.dtype, {KV}});
     s.push_back({p + "self_attn.v_proj.weight", o.dtype, {KV, H}});
     if (qwen2) s.push_back({p + "self_attn.v_proj.bias", o.dtype, {KV}});
-    s.push_back({p + "self_attn.o_proj.weight", o.dtype, {H, H}});
+    s.push_back({p + "self_attn.o_proj.weight", o.dtype, {H, Q}});
     if (qwen3) {
       s.push_back({p + "self_attn.q_norm.weight", o.dtype, {D}});
       s.push_back({p + "self_attn.k_norm.weight", o.dtype, {D}});
@@ -247,9 +248,9 @@ void validate_tiny_model_options(const TinyModelOptions& o) {
   if (o.dtype != DType::BF16 && o.dtype != DType::F16 && o.dtype != DType::F32)
     usage("dtype must be BF16, F16 or F32 (got " + std::string(dtype_name(o.dtype)) + ")");
   if (o.hidden_size <= 0 || o.intermediate_size <= 0 || o.num_layers <= 0 || o.num_heads <= 0 ||
-      o.num_kv_heads <= 0 || o.max_position_embeddings <= 0)
+      o.num_kv_heads <= 0 || o.max_position_embeddings <= 0 || o.head_dim < 0)
     usage("sizes, layer and head counts must be positive");
-  if (o.hidden_size % o.num_heads != 0)
+  if (o.head_dim == 0 && o.hidden_size % o.num_heads != 0)
     usage("hidden_size " + std::to_string(o.hidden_size) + " is not divisible by num_heads " + std::to_string(o.num_heads));
   if (o.num_heads % o.num_kv_heads != 0)
     usage("num_heads " + std::to_string(o.num_heads) + " is not divisible by num_kv_heads " + std::to_string(o.num_kv_heads));
@@ -360,7 +361,7 @@ nlohmann::json llama_config(const TinyModelOptions& o) {
           {"attention_dropout", 0.0},
           {"bos_token_id", tiny_bos_id()},
           {"eos_token_id", tiny_eos_id()},
-          {"head_dim", o.hidden_size / o.num_heads},
+          {"head_dim", o.head_dim > 0 ? o.head_dim : o.hidden_size / o.num_heads},
           {"hidden_act", "silu"},
           {"hidden_size", o.hidden_size},
           {"initializer_range", 0.02},

@@ -40,6 +40,7 @@ struct TinyModelOptions {
   int num_layers = 2;
   int num_heads = 4;
   int num_kv_heads = 2;
+  int head_dim = 0;      // 0: hidden_size / num_heads; else q_proj has num_heads * head_dim rows
   int vocab_size = 512;  // embedding rows; >= the tokenizer's vocabulary (tiny_tokenizer_size())
   int max_position_embeddings = 256;
   bool tie_word_embeddings = false;  // true: no lm_head.weight tensor

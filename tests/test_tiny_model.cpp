@@ -86,6 +86,26 @@ TEST(TinyModel, HasTheLlamaTensorsTheConfigDescribes) {
   EXPECT_EQ(ck.metadata(0).at("format"), "pt");
 }
 
+TEST(TinyModel, ExplicitHeadDimWidensQAndOButNotTheHiddenSize) {
+  // Qwen3-30B-A3B: hidden 2048, 32 heads of 128 (q_proj 4096 rows), 4 kv heads. Scaled down.
+  TempDir d;
+  TinyModelOptions o;
+  o.arch = "qwen3_moe";
+  o.num_heads = 4;  // 4 x 64 = 256 q rows with hidden 128
+  o.head_dim = 64;
+  write_tiny_model(d.str(), o);
+  const auto m = ModelFolder::open(d.str());
+  EXPECT_EQ(m.config().at("head_dim"), 64);
+  EXPECT_EQ(m.config().at("hidden_size"), 128);
+  auto shape = [&](const std::string& n) { return m.checkpoint().find(n)->shape; };
+  EXPECT_EQ(shape("model.layers.0.self_attn.q_proj.weight"), (std::vector<int64_t>{256, 128}));
+  EXPECT_EQ(shape("model.layers.0.self_attn.k_proj.weight"), (std::vector<int64_t>{128, 128}));
+  EXPECT_EQ(shape("model.layers.0.self_attn.o_proj.weight"), (std::vector<int64_t>{128, 256}));
+  EXPECT_EQ(shape("model.layers.0.self_attn.q_norm.weight"), (std::vector<int64_t>{64}));
+  o.head_dim = 0;  // the default stays hidden / heads
+  EXPECT_EQ(tiny_model_config(o).at("head_dim"), 32);
+}
+
 TEST(TinyModel, TiedEmbeddingsHaveNoLmHead) {
   TempDir d;
   TinyModelOptions o;

@@ -38,6 +38,7 @@ void register_tiny_model(CLI::App& app, RunFn& run) {
   g->add_option("--layers", o->dims.num_layers, "num_hidden_layers")->capture_default_str();
   g->add_option("--heads", o->dims.num_heads, "num_attention_heads")->capture_default_str();
   g->add_option("--kv-heads", o->dims.num_kv_heads, "num_key_value_heads")->capture_default_str();
+  g->add_option("--head-dim", o->dims.head_dim, "head_dim (0: hidden / heads; Qwen3-30B-A3B has 128 with hidden 2048 and 32 heads)")->capture_default_str();
   g->add_option("--vocab", o->dims.vocab_size, "vocab_size")->capture_default_str();
   auto* m = sub->add_option_group("experts", "Mixture-of-experts sizes (--arch mixtral, qwen3_moe, qwen2_moe)");
   m->add_option("--experts", o->dims.num_experts, "Experts per MoE layer")->capture_default_str();

@@ -158,6 +158,7 @@ void print_report(const verify::VerifyReport& r) {
               r.format.c_str());
   std::printf("reference   %s\n", has_ref ? r.reference_dir.c_str() : "none (structure and activation-quantization error only; pass --reference ORIG_DIR for weight and model-level loss)");
   for (const auto& gr : r.groups) std::printf("scheme      %s\n", gr.c_str());
+  if (!r.moe_served.empty()) std::printf("experts     %s\n", r.moe_served.c_str());
   if (!r.smoothed_layers.empty())
     std::printf("smoothing   %zu smoothed layers (SmoothQuant) vs the reference: the Linears they feed are checked on "
                 "x/s against x W_ref^T\n", r.smoothed_layers.size());

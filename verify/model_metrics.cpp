@@ -9,6 +9,7 @@
 #include "libquant/error.h"
 #include "libquant/kernels/act_quant.h"
 #include "verify/layer_numerics.h"
+#include "verify/moe_served.h"
 
 namespace qt::verify {
 
@@ -28,7 +29,7 @@ calib::WeightProvider make_dequantizing_provider(const Checkpoint& ckpt, const s
     auto it = by_weight.find(name);
     if (it == by_weight.end()) return view(name, out, shape);
     const QuantizedLinearEntry& e = *it->second;
-    const LoadedLinear l = load_quantized_linear(ckpt, e);
+    const LoadedLinear l = load_served_linear(ckpt, e);
     out = dequantize_f32(l, e.desc);
     shape = {e.desc.N, e.desc.K};
   };

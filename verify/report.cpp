@@ -32,6 +32,7 @@ nlohmann::json verify_report_to_json(const VerifyReport& r) {
   j["quant_dir"] = r.quant_dir;
   j["reference_dir"] = r.reference_dir.empty() ? json(nullptr) : json(r.reference_dir);
   j["smoothed_layers"] = r.smoothed_layers;
+  if (!r.moe_served.empty()) j["moe_served"] = r.moe_served;  // dense checkpoints: no key
   j["quant_method"] = r.quant_method;
   j["format"] = r.format;
   j["groups"] = r.groups;

@@ -100,6 +100,9 @@ struct VerifyReport {
   // captured input x becomes x / s before the kernel, the GEMM error is still measured against
   // x W_ref^T, and the weight SQNR compares with W_ref * s (columns; up_proj's rows also / s).
   std::vector<std::string> smoothed_layers;
+  // Mixture of experts: what verify changed to compute as vLLM's fused-MoE method does
+  // (verify/moe_served.h); "" for checkpoints without quantized experts.
+  std::string moe_served;
   std::vector<KernelGroup> kernels;
   std::vector<LayerReport> layers;        // checkpoint order
   ModelReport model;

@@ -27,6 +27,7 @@
 #include "libquant/kernels/act_quant.h"
 #include "libquant/quantize.h"
 #include "verify/inspect.h"
+#include "verify/moe_served.h"
 
 namespace qt::verify {
 
@@ -168,6 +169,12 @@ class Verifier {
         }
       }
     }
+    // Mixture of experts: from here on every check uses the scales and codes vLLM's fused-MoE
+    // method computes with (the stored ones were checked above).
+    const MoeServedSummary moe = apply_vllm_moe_rules(ck, entries_);
+    r_.moe_served = moe.describe();
+    for (LayerCtx& c : ctx_)
+      if (c.loadable && c.e->desc.act_scheme == ActScheme::StaticTensor) (void)read_input_scale(ck, *c.e, c.static_scale);
   }
 
   // Step 2: the registry's choice, grouped by identical descriptors.
@@ -336,7 +343,7 @@ class Verifier {
       return;
     }
     const Checkpoint& ck = qm_->checkpoint();
-    const LoadedLinear l = load_quantized_linear(ck, e);
+    const LoadedLinear l = load_served_linear(ck, e);
     const std::vector<float> wd = dequantize_f32(l, d);
     std::vector<float> wr;
     if (rm_) {
@@ -678,7 +685,7 @@ class Verifier {
       if (done[key]) continue;
       done[key] = true;
       progress("throughput: " + key);
-      const LoadedLinear l = load_quantized_linear(qm_->checkpoint(), *c.e);
+      const LoadedLinear l = load_served_linear(qm_->checkpoint(), *c.e);
       std::unique_ptr<kernels::PackedWeights> p;
       try {
         p = c.chosen->pack(d, l.ref);

@@ -53,25 +53,7 @@ class Models {
   // A copy of a quantized folder whose tensor `tensor` is modified by `patch` (raw bytes).
   std::string corrupted(const std::string& scheme, const std::string& name, const std::string& tensor,
                         const std::function<void(uint8_t* bytes, uint64_t n, DType dt)>& patch) {
-    const std::string src = quantized(scheme), dst = dir_.str(name);
-    fs::remove_all(dst);
-    fs::copy(src, dst, fs::copy_options::recursive);
-    const std::string file = dst + "/model.safetensors";
-    uint64_t off = 0, n = 0;
-    DType dt{};
-    {
-      SafetensorsFile f = SafetensorsFile::open(file);
-      const TensorView* t = f.find(tensor);
-      EXPECT_NE(t, nullptr) << tensor;
-      if (!t) return dst;
-      off = f.file_offset(*t);
-      n = t->bytes.size();
-      dt = t->dtype;
-    }
-    std::vector<uint8_t> all = test::read_file(file);
-    patch(all.data() + off, n, dt);
-    test::write_file(file, all);
-    return dst;
+    return test::patched_copy(quantized(scheme), dir_.str(name), tensor, patch);
   }
 
  private:

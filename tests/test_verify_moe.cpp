@@ -66,34 +66,19 @@ class MoeModels {
   }
   // A copy of `src` whose F32/BF16 scalar `tensor` is multiplied by `factor`.
   std::string scaled(const std::string& src, const std::string& name, const std::string& tensor, float factor) {
-    const std::string dst = dir_.str(name);
-    fs::remove_all(dst);
-    fs::copy(src, dst, fs::copy_options::recursive);
-    const std::string file = dst + "/model.safetensors";
-    uint64_t off = 0;
-    DType dt{};
-    {
-      SafetensorsFile f = SafetensorsFile::open(file);
-      const TensorView* t = f.find(tensor);
-      EXPECT_NE(t, nullptr) << tensor;
-      if (!t) return dst;
-      off = f.file_offset(*t);
-      dt = t->dtype;
-    }
-    std::vector<uint8_t> all = test::read_file(file);
-    if (dt == DType::F32) {
-      float v;
-      std::memcpy(&v, all.data() + off, 4);
-      v *= factor;
-      std::memcpy(all.data() + off, &v, 4);
-    } else {
-      EXPECT_EQ(dt, DType::BF16) << tensor;
-      const uint16_t h = static_cast<uint16_t>(all[off] | (all[off + 1] << 8));
-      const uint16_t n = bf16_from_f32(f32_from_bf16(h) * factor);
-      all[off] = static_cast<uint8_t>(n & 0xFF), all[off + 1] = static_cast<uint8_t>(n >> 8);
-    }
-    test::write_file(file, all);
-    return dst;
+    return test::patched_copy(src, dir_.str(name), tensor, [&](uint8_t* b, uint64_t, DType dt) {
+      if (dt == DType::F32) {
+        float v;
+        std::memcpy(&v, b, 4);
+        v *= factor;
+        std::memcpy(b, &v, 4);
+      } else {
+        EXPECT_EQ(dt, DType::BF16) << tensor;
+        const uint16_t h = static_cast<uint16_t>(b[0] | (b[1] << 8));
+        const uint16_t n = bf16_from_f32(f32_from_bf16(h) * factor);
+        b[0] = static_cast<uint8_t>(n & 0xFF), b[1] = static_cast<uint8_t>(n >> 8);
+      }
+    });
   }
 
  private:

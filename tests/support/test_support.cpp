@@ -82,6 +82,28 @@ void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const 
   ADD_FAILURE() << "no InputError thrown; expected: " << what;
 }
 
+std::string patched_copy(const std::string& src, const std::string& dst, const std::string& tensor,
+                         const std::function<void(uint8_t* bytes, uint64_t n, DType dt)>& patch) {
+  std::filesystem::remove_all(dst);
+  std::filesystem::copy(src, dst, std::filesystem::copy_options::recursive);
+  const std::string file = dst + "/model.safetensors";
+  uint64_t off = 0, n = 0;
+  DType dt{};
+  {
+    SafetensorsFile f = SafetensorsFile::open(file);
+    const TensorView* t = f.find(tensor);
+    EXPECT_NE(t, nullptr) << tensor;
+    if (!t) return dst;
+    off = f.file_offset(*t);
+    n = t->bytes.size();
+    dt = t->dtype;
+  }
+  std::vector<uint8_t> all = read_file(file);
+  patch(all.data() + off, n, dt);
+  write_file(file, all);
+  return dst;
+}
+
 void rewrite_safetensors(const std::string& path,
                          const std::function<void(TensorSpec& spec, std::vector<uint8_t>& bytes)>& edit) {
   std::vector<std::pair<TensorSpec, std::vector<uint8_t>>> tensors;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "libquant/dtype.h"
 #include "libquant/error.h"
 
 // gtest check that `haystack` (a string) contains `needle`, printing both when it does not.
@@ -50,6 +51,12 @@ std::string read_text(const std::filesystem::path& p);
 // change the tensor's bytes and its spec (name, dtype, shape) together.
 void rewrite_safetensors(const std::string& path,
                          const std::function<void(TensorSpec& spec, std::vector<uint8_t>& bytes)>& edit);
+
+// A copy of the folder `src` at `dst` (replaced if present) whose tensor `tensor` in
+// model.safetensors has its stored bytes changed in place by `patch` (the header stays as it is).
+// A missing tensor is a test failure; the copy is returned unpatched then.
+std::string patched_copy(const std::string& src, const std::string& dst, const std::string& tensor,
+                         const std::function<void(uint8_t* bytes, uint64_t n, DType dt)>& patch);
 
 // Runs fn and expects an InputError of `kind` whose full text (what()) is `what`.
 void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const std::string& what);

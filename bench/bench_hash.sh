@@ -7,7 +7,8 @@
 # vocab 32000), reads it once (warm page cache for everyone), then REPS interleaved rounds of the
 # three contenders; each ends with `sync`. Prints every run and the medians, and the ratio the
 # issue targets: default quantize / (cat + sync) <= 1.3.
-# Usage: bench/bench_hash.sh [REPS] [QTOOL] [WORKDIR]
+# Usage: bench/bench_hash.sh [REPS] [QTOOL] [WORKDIR] [SIZE]
+# SIZE: 1g (the default above) or a shape of bench/llama_shapes.sh (small, 8b-8l, 8b).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -15,11 +16,17 @@ Q=$(realpath "${2:-build/tools/qtool}")
 W=${3:-$(mktemp -d /tmp/qtool-bench-hash.XXXXXX)}
 mkdir -p "$W"
 trap 'rm -rf "$W/out" "$W/copy.bin"' EXIT
-M=$W/model-1g
-[ -f "$M/config.json" ] || "$Q" -q tiny-model "$M" --hidden 2048 --intermediate 8192 --layers 8 --heads 16 \
-  --kv-heads 4 --vocab 32000
+SIZE=${4:-1g}
+if [ "$SIZE" = 1g ]; then
+  DIMS=(--hidden 2048 --intermediate 8192 --layers 8 --heads 16 --kv-heads 4 --vocab 32000)
+else
+  . bench/llama_shapes.sh
+  llama_shape_dims "$SIZE"
+fi
+M=$W/model-$SIZE
+[ -f "$M/config.json" ] || "$Q" -q tiny-model "$M" "${DIMS[@]}"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-du -cb "$M"/*.safetensors | tail -1 | awk '{printf "input bytes: %d\n", $1}'
+du -cb "$M"/*.safetensors | tail -1 | awk '{printf "input bytes: %.0f\n", $1}'
 cat "$M"/*.safetensors > /dev/null
 t() { local t0 t1; t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 declare -A runs=()

@@ -83,6 +83,36 @@ std::vector<std::vector<int32_t>> calibration_samples(const ModelFolder& model, 
   return samples;
 }
 
+// The calibration settings of a request, the same for a whole run and for one --calib-shard
+// part; hidden states above --calib-memory spill into the folder that will hold `beside`.
+CalibrateOptions calibrate_options(const QuantizeRequest& r, const QuantizeEvents& ev, const std::string& beside) {
+  CalibrateOptions co;
+  co.observer = r.observer;
+  co.num_threads = r.threads;
+  co.precision = r.calib_precision;
+  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(beside)).parent_path().string();
+  co.hidden_spill.above_bytes = r.calib_memory_bytes;
+  co.on_layer_done = ev.on_calib_layer;
+  co.moe_all_experts = r.moe_calibration != "routed";
+  return co;
+}
+
+// What a statistics file records about the calibration run that made it.
+StatsProvenance provenance_of(const std::string& fingerprint, const CalibrationText& text, const QuantizeRequest& r,
+                              const CalibrationRun& run) {
+  StatsProvenance p;
+  p.model_fingerprint = fingerprint;
+  p.data_source = text.source;
+  p.data_sha256 = text.sha256;
+  p.observer = r.observer;
+  p.calib_precision = precision_name(r.calib_precision);
+  p.num_samples = run.samples;
+  p.seq_len = r.seq_len;
+  p.tokens = run.tokens;
+  p.seed = r.seed;
+  return p;
+}
+
 // Calibration statistics: loaded from --stats, reused from an interrupted run, or measured by
 // running the model on the calibration text (--dataset, or the built-in set); saved with
 // --save-stats and (until OUT is published) at `resume`.
@@ -135,33 +165,17 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   say(ev.info, fmt::format("calibration: {} samples, {} tokens from {} (observer {}, {} forward on {})", samples.size(),
                            tokens, text.source, r.observer, precision_name(r.calib_precision),
                            gemm_path_name(r.calib_precision == GemmPrecision::BF16)));
-  CalibrateOptions co;
-  co.observer = r.observer;
-  co.num_threads = r.threads;
-  co.precision = r.calib_precision;
   // Hidden states above --calib-memory go to a temporary file beside OUT (where the output's
   // disk space is checked anyway).
-  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
-  co.hidden_spill.above_bytes = r.calib_memory_bytes;
-  co.on_layer_done = ev.on_calib_layer;
-  co.moe_all_experts = r.moe_calibration != "routed";
+  const CalibrateOptions co = calibrate_options(r, ev, r.output);
   CalibrationRun run = calibrate(model, samples, co);
   if (run.hidden_spilled)
     say(ev.info, fmt::format("calibration: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
                              human_size(run.hidden_bytes), co.hidden_spill.dir, r.calib_memory_text));
   cost = {run.seconds, run.samples, run.tokens};
-  prov = StatsProvenance{};
   say(ev.info, fmt::format("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds,
                            run.seconds > 0 ? run.tokens / run.seconds : 0.0));
-  prov.model_fingerprint = fp;
-  prov.data_source = text.source;
-  prov.data_sha256 = text.sha256;
-  prov.observer = r.observer;
-  prov.calib_precision = precision_name(r.calib_precision);
-  prov.num_samples = run.samples;
-  prov.seq_len = r.seq_len;
-  prov.tokens = run.tokens;
-  prov.seed = r.seed;
+  prov = provenance_of(fp, text, r, run);
   save_stats(resume, run.stats, prov);  // removed once OUT is published
   if (!r.stats_out.empty()) {
     save_stats(r.stats_out, run.stats, prov);
@@ -191,24 +205,9 @@ void calibrate_shard(const ModelFolder& model, const QuantizeRequest& r, const Q
   for (const auto& s : part) tokens += static_cast<int64_t>(s.size());
   say(ev.info, fmt::format("calibration shard {}/{}: samples {}..{} of {} ({} tokens) from {} (observer {})", sh.index,
                            sh.count, sh.first, sh.end - 1, samples.size(), tokens, text.source, r.observer));
-  CalibrateOptions co;
-  co.observer = r.observer;
-  co.num_threads = r.threads;
-  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.stats_out)).parent_path().string();
-  co.hidden_spill.above_bytes = r.calib_memory_bytes;
-  co.on_layer_done = ev.on_calib_layer;
-  CalibrationRun run = calibrate(model, part, co);
+  CalibrationRun run = calibrate(model, part, calibrate_options(r, ev, r.stats_out));
   out.calibration = {run.seconds, run.samples, run.tokens};
-  StatsProvenance prov;
-  prov.model_fingerprint = model_fingerprint(model);
-  prov.data_source = text.source;
-  prov.data_sha256 = text.sha256;
-  prov.observer = r.observer;
-  prov.num_samples = run.samples;
-  prov.seq_len = r.seq_len;
-  prov.tokens = run.tokens;
-  prov.seed = r.seed;
-  save_shard_stats(r.stats_out, run.stats, prov, sh);
+  save_shard_stats(r.stats_out, run.stats, provenance_of(model_fingerprint(model), text, r, run), sh);
   say(ev.info, fmt::format("calibration shard {}/{}: {:.1f} s; statistics saved to {} (merge all {} with qtool stats merge)",
                            sh.index, sh.count, run.seconds, r.stats_out, sh.count));
   out.shard_only = true;

@@ -39,7 +39,7 @@ std::string model_fingerprint(const ModelFolder& model) {
   return h.hex();
 }
 
-void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& p) {
+nlohmann::json stats_json(const ActivationStats& stats, const StatsProvenance& p) {
   nlohmann::json j;
   j["format"] = "qtool-activation-stats";
   j["version"] = 1;
@@ -55,6 +55,14 @@ void save_stats(const std::string& path, const ActivationStats& stats, const Sta
   if (!stats.routed_tokens.empty()) j["routed_tokens"] = stats.routed_tokens;
   if (!stats.moe_calibration.empty()) j["moe_calibration"] = stats.moe_calibration;
   j["channel_max"] = stats.channel_max;
+  return j;
+}
+
+void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& p) {
+  write_stats_json(path, stats_json(stats, p));
+}
+
+void write_stats_json(const std::string& path, const nlohmann::json& j) {
   const std::string text = j.dump(1);
   std::string out(ZSTD_compressBound(text.size()), '\0');
   const size_t n = ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 9);

@@ -34,6 +34,10 @@ struct StatsProvenance {
 
 // Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
 void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);
+// The two halves of save_stats, for writers that add keys (calib/stats_merge.h's "shard"): the
+// file's JSON, and writing a JSON as a statistics file.
+nlohmann::json stats_json(const ActivationStats& stats, const StatsProvenance& prov);
+void write_stats_json(const std::string& path, const nlohmann::json& j);
 // A statistics file's JSON, not yet checked against the format: read (regular files only),
 // zstd-decompressed, parsed strictly. InputError naming the file otherwise. load_stats validates.
 nlohmann::json read_stats_json(const std::string& path);

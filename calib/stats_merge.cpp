@@ -1,7 +1,5 @@
 #include "calib/stats_merge.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -11,7 +9,6 @@
 #include <sstream>
 
 #include "calib/stats_file.h"
-#include "formats/atomic_file.h"
 #include "formats/sha256.h"
 #include "libquant/error.h"
 
@@ -116,16 +113,10 @@ StatsShard make_shard(int64_t index, int64_t count, const std::vector<std::vecto
 
 void save_shard_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov,
                       const StatsShard& sh) {
-  save_stats(path, stats, prov);
-  json j = read_marked_stats_json(path);
+  json j = stats_json(stats, prov);
   j["shard"] = {{"index", sh.index}, {"count", sh.count}, {"first", sh.first}, {"end", sh.end},
                 {"selection_samples", sh.selection_samples}, {"selection_sha256", sh.selection_sha256}};
-  const std::string text = j.dump(1);
-  std::string out(ZSTD_compressBound(text.size()), '\0');
-  const size_t n = ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 9);
-  QT_ASSERT(!ZSTD_isError(n));
-  out.resize(n);
-  write_file_atomic(path, out);
+  write_stats_json(path, j);
 }
 
 std::optional<StatsShard> read_shard_info(const std::string& path) {

@@ -121,6 +121,28 @@ TEST_F(ShardedCalibration, MergedShardsGiveTheSingleRunsStatisticsAndAByteIdenti
   EXPECT_EQ(manifest["calibration"]["samples"], 7);
 }
 
+TEST_F(ShardedCalibration, ShardsCalibrateWithTheRunsPrecisionAndRecordIt) {
+  // --calib-precision bf16 applies to a shard as to a single run: the merged shards equal the
+  // single bf16 run's statistics bit for bit (they differ from f32's), and record the precision.
+  auto one = run_qtool({"quantize", d.str("m"), "--scheme", "fp8-static", "--num-samples", "7", "--seq-len", "32",
+                        "--calib-precision", "bf16", "--calib-shard", "0/1", "--save-stats", d.str("bf16-all.zst")});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const std::string s0 = shard(0, 2, {"--calib-precision", "bf16"}), s1 = shard(1, 2, {"--calib-precision", "bf16"});
+  const std::string f0 = shard(0, 2), f1 = shard(1, 2);
+  auto m = run_qtool({"stats", "merge", s0, s1, "-o", d.str("bf16.zst")});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  m = run_qtool({"stats", "merge", f0, f1, "-o", d.str("f32.zst")});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  const std::string fp = model_fingerprint(ModelFolder::open(d.str("m")));
+  StatsProvenance pb, pf;
+  const ActivationStats all = merge_stats_files({d.str("bf16-all.zst")}, fp).stats;
+  const ActivationStats b = load_stats(d.str("bf16.zst"), fp, &pb), f = load_stats(d.str("f32.zst"), fp, &pf);
+  EXPECT_EQ(b.input_absmax, all.input_absmax);
+  EXPECT_NE(b.input_absmax, f.input_absmax);
+  EXPECT_EQ(pb.calib_precision, "bf16");
+  EXPECT_EQ(pf.calib_precision, "f32");
+}
+
 TEST_F(ShardedCalibration, QuantizeWithSeveralStatsFilesRefusesWhatStatsMergeRefuses) {
   const std::string s0 = shard(0, 3), s1 = shard(1, 3);
   auto r = run_qtool({"quantize", d.str("m"), "-o", d.str("q"), "--scheme", "fp8-static", "--stats", s0, "--stats", s1});

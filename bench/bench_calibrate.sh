@@ -3,7 +3,7 @@
 # BF16 model (hidden 768, intermediate 2048, 12 layers, 12/4 heads, vocab 32000):
 #   0. the packed GEMM alone per layer shape, and the measured f32 FMA peak of the machine;
 #   1. qtool's forward pass over SAMPLES x SEQ random token ids with the absmax observer
-#      (bench_forward), tokens/s and GFLOP/s;
+#      (bench_forward, with the CLI's default OMP_WAIT_POLICY=passive), tokens/s and GFLOP/s;
 #   2. PyTorch CPU (transformers, f32, forward pre-hooks recording Linear input absmax) on the
 #      same model and token ids;
 #   3. end-to-end `qtool quantize --scheme fp8-static --num-samples SAMPLES --seq-len SEQ`.
@@ -19,7 +19,7 @@ M=$WORK/model-135m
 [ -f "$M/config.json" ] || $Q tiny-model "$M" --hidden 768 --intermediate 2048 --layers 12 --heads 12 --kv-heads 4 --vocab 32000
 # The GEMM alone per layer shape, and the machine's measured f32 FMA peak (last line).
 build-release/bench/bench_gemm_f32 "$L" "$(nproc)" 20 | tee "$WORK/qtool_gemm.json"
-B=$PWD/build-release/bench/bench_forward; (cd "$WORK" && "$B" "$M" "$N" "$L" "$(nproc)") | tee "$WORK/qtool_forward.json"
+B=$PWD/build-release/bench/bench_forward; (cd "$WORK" && OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} "$B" "$M" "$N" "$L" "$(nproc)") | tee "$WORK/qtool_forward.json"
 # PyTorch at batch 1 (its fastest here) and 8; compare against the faster.
 for b in 1 8; do
   python3 bench/bench_forward_torch.py "$M" "$N" "$L" "$(nproc)" "$WORK/bench_forward_ids.bin" $b

@@ -16,6 +16,7 @@
 #include "formats/model_folder.h"
 #include "libquant/cpu_isa.h"
 #include "libquant/gemm.h"
+#include "libquant/parallel.h"
 
 int main(int argc, char** argv) {
   if (argc < 4) { std::fprintf(stderr, "usage: bench_forward MODEL_DIR SAMPLES SEQ_LEN [THREADS] [f32|bf16]\n"); return 2; }
@@ -23,6 +24,10 @@ int main(int argc, char** argv) {
   ModelFolder m = ModelFolder::open(argv[1]);
   const int64_t n = std::atoll(argv[2]), len = std::atoll(argv[3]);
   const int threads = argc > 4 ? std::atoi(argv[4]) : 0;
+  // As `qtool -j N` does: every parallel region (the observers' too, which take no thread
+  // argument) runs on THREADS threads. Run with OMP_WAIT_POLICY=passive to match the CLI's
+  // default (tools/main.cpp), which bench/bench_calibrate.sh sets.
+  set_default_threads(threads);
   calib::ModelConfig cfg = calib::ModelConfig::from_json(m.config(), m.config_path());
   const Checkpoint& ck = m.checkpoint();
   auto weights = calib::make_view_weight_provider([&ck](const std::string& s) { return ck.find(s); }, m.dir());

@@ -4,18 +4,12 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 
 #include "formats/checkpoint.h"
-#include "formats/quantized_linear.h"
 #include "verify/inspect.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
-#include "libquant/float_formats.h"
-#include "libquant/microscale.h"
-#include "libquant/pack.h"
-#include "libquant/quantize.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 
@@ -40,83 +34,20 @@ json load_config_near(const std::string& path) {
 const char* fmt_num(double v, char* buf, size_t n) { std::snprintf(buf, n, "%.6g", v); return buf; }
 
 int print_tensor(const Checkpoint& ck, const verify::InspectReport& r, const Opts& o) {
-  const TensorView* t = ck.find(o.tensor);
-  if (!t) throw InputError(InputError::Kind::Missing, o.path, o.tensor, "no such tensor in the checkpoint");
-  verify::TensorStats s;
-  json j;
-  j["name"] = t->name;
-  j["dtype"] = std::string(dtype_name(t->dtype));
-  j["shape"] = t->shape;
-  j["bytes"] = t->bytes.size();
-  j["file"] = t->file;
-  if (verify::tensor_stats(*t, s, 8)) j["stats"] = verify::stats_to_json(s);
-  else j["stats"] = nullptr;
-
-  // A quantized weight: also show dequantized values (scale * code).
-  auto ends = [](const std::string& a, const std::string& b) { return a.size() >= b.size() && a.compare(a.size() - b.size(), b.size(), b) == 0; };
-  std::string module;
-  if (ends(t->name, ".weight_packed")) module = t->name.substr(0, t->name.size() - 14);
-  else if (ends(t->name, ".weight") && (t->dtype == DType::F8_E4M3 || t->dtype == DType::I8)) module = t->name.substr(0, t->name.size() - 7);
-  if (!module.empty()) {
-    const TensorView* sc = ck.find(module + ".weight_scale");
-    auto g = group_for_module(r.quant, module);
-    if (sc && g && (*g)->weights && (*g)->weights->microscale()) {
-      // NVFP4 / MX: FP4 codes two per byte (or FP8 codes), FP8 or E8M0 group scales.
-      const QuantArgs a = *(*g)->weights;
-      const bool fp4 = a.type == QuantType::Float4E2M1;
-      std::vector<int64_t> shape = t->shape;
-      if (fp4 && shape.size() == 2) shape[1] *= 2;
-      float gs = 1.0f;
-      if (const TensorView* gt = ck.find(module + ".weight_global_scale"); gt && gt->dtype == DType::F32 && gt->numel() == 1)
-        std::memcpy(&gs, gt->bytes.data(), 4);
-      if (shape.size() == 2 && shape[1] % a.group_size == 0 &&
-          sc->numel() == static_cast<uint64_t>(shape[0] * (shape[1] / a.group_size))) {
-        std::vector<uint8_t> codes = fp4 ? unpack_e2m1(t->bytes.data(), shape[0], shape[1])
-                                         : std::vector<uint8_t>(t->bytes.begin(), t->bytes.end());
-        std::vector<float> deq(codes.size());
-        dequantize_microscale(codes.data(), shape, sc->bytes.data(), a, gs, deq.data());
-        deq.resize(std::min<size_t>(deq.size(), 8));
-        j["dequantized_first"] = deq;
-        std::vector<float> cv;
-        for (size_t i = 0; i < std::min<size_t>(codes.size(), 8); ++i)
-          cv.push_back(fp4 ? f32_from_e2m1(codes[i]) : f32_from_e4m3fn(codes[i]));
-        j["codes_first"] = cv;
-        j["logical_shape"] = shape;
-        j["scheme"] = (*g)->weights_text;
-      }
-    } else if (sc && g && (*g)->weights && dtype_is_float(sc->dtype)) {
-      const QuantArgs a = *(*g)->weights;
-      std::vector<int64_t> shape = t->shape;
-      std::vector<uint8_t> codes;
-      DType cd = t->dtype;
-      if (t->dtype == DType::I32) {  // packed
-        if (auto ws = weight_shape_value(ck.find(module + ".weight_shape"))) shape = *ws;
-        auto u = unpack_int_codes(reinterpret_cast<const int32_t*>(t->bytes.data()), shape[0], shape[1], a.num_bits());
-        codes.assign(reinterpret_cast<const uint8_t*>(u.data()), reinterpret_cast<const uint8_t*>(u.data()) + u.size());
-        cd = DType::I8;
-      } else {
-        codes.assign(t->bytes.begin(), t->bytes.end());
-      }
-      if (shape.size() == 2) {
-        std::vector<float> deq(static_cast<size_t>(shape[0] * shape[1]));
-        dequantize(codes.data(), cd, shape, sc->bytes.data(), sc->dtype, scale_grid(shape, a), deq.data());
-        deq.resize(std::min<size_t>(deq.size(), 8));
-        j["dequantized_first"] = deq;
-        j["scheme"] = (*g)->weights_text;
-      }
-    }
-  }
+  const json j = verify::tensor_detail(ck, r, o.tensor, o.path);
   if (o.json_out) { std::printf("%s\n", j.dump(2).c_str()); return 0; }
-  std::printf("tensor   %s\ndtype    %s\nshape    %s\nbytes    %s\nfile     %s\n", t->name.c_str(),
-              std::string(dtype_name(t->dtype)).c_str(), shape_string(t->shape).c_str(),
-              human_bytes(t->bytes.size()).c_str(), t->file.c_str());
-  if (j["stats"].is_object()) {
+  std::printf("tensor   %s\ndtype    %s\nshape    %s\nbytes    %s\nfile     %s\n", j["name"].get<std::string>().c_str(),
+              j["dtype"].get<std::string>().c_str(), shape_string(j["shape"].get<std::vector<int64_t>>()).c_str(),
+              human_bytes(j["bytes"].get<uint64_t>()).c_str(), j["file"].get<std::string>().c_str());
+  if (const json& s = j["stats"]; s.is_object()) {
     char a[32], b[32], c[32], d[32], e[32];
     std::printf("min %s  max %s  mean %s  std %s  absmax %s\nnan %llu  inf %llu  zero %llu\n",
-                fmt_num(s.min, a, 32), fmt_num(s.max, b, 32), fmt_num(s.mean, c, 32), fmt_num(s.std, d, 32),
-                fmt_num(s.absmax, e, 32), (unsigned long long)s.nan, (unsigned long long)s.inf, (unsigned long long)s.zero);
+                fmt_num(s["min"].get<double>(), a, 32), fmt_num(s["max"].get<double>(), b, 32),
+                fmt_num(s["mean"].get<double>(), c, 32), fmt_num(s["std"].get<double>(), d, 32),
+                fmt_num(s["absmax"].get<double>(), e, 32), (unsigned long long)s["nan"].get<uint64_t>(),
+                (unsigned long long)s["inf"].get<uint64_t>(), (unsigned long long)s["zero"].get<uint64_t>());
     std::printf("first    ");
-    for (float v : s.first) std::printf("%.6g ", v);
+    for (float v : s["first"]) std::printf("%.6g ", v);
     std::printf("\n");
   }
   if (j.contains("codes_first")) {
@@ -151,37 +82,7 @@ int run_inspect(const Opts& o) {
     return 0;
   }
 
-  json scales = json::array();
-  if (o.scales) {
-    for (const auto& t : ck.tensors()) {
-      const std::string& n = t.name;
-      bool is_scale = n.size() > 6 && (n.find("_scale") != std::string::npos);
-      if (!is_scale) continue;
-      verify::TensorStats s;
-      json e{{"name", n}, {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}};
-      // MX scales are U8 biased exponents (E8M0): summarise the powers of two they stand for.
-      std::vector<float> e8m0;
-      TensorView decoded = t;
-      if (t.dtype == DType::U8 && n.ends_with(".weight_scale")) {
-        for (uint8_t b : t.bytes) e8m0.push_back(f32_from_e8m0(b));
-        decoded.dtype = DType::F32;
-        decoded.bytes = {reinterpret_cast<const uint8_t*>(e8m0.data()), e8m0.size() * 4};
-        e["encoding"] = "E8M0 (2^(byte-127))";
-      }
-      if (verify::tensor_stats(decoded, s, t.numel() <= 16 ? 16 : 0)) {
-        e["min"] = s.min; e["max"] = s.max; e["zero"] = s.zero; e["nan"] = s.nan; e["inf"] = s.inf;
-        if (t.numel() <= 16) e["values"] = s.first;
-        if (s.nan || s.inf || s.zero)
-          r.findings.push_back({"error", n, "scale has " + std::to_string(s.zero) + " zero, " + std::to_string(s.nan) +
-                                                " NaN, " + std::to_string(s.inf) + " Inf values"});
-        if (s.negative)
-          r.findings.push_back({"error", n, "scale has " + std::to_string(s.negative) +
-                                                " negative values; a quantization scale is positive (a negative one "
-                                                "flips the sign of what it scales)"});
-      }
-      scales.push_back(e);
-    }
-  }
+  const json scales = o.scales ? verify::scale_summary(ck, r) : json::array();
   if (o.json_out) {
     json j = verify::report_to_json(r);
     if (o.scales) j["scales"] = scales;

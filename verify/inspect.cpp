@@ -15,6 +15,9 @@
 #include "formats/manifest.h"
 #include "calib/quant_plan.h"
 #include "libquant/float_formats.h"
+#include "libquant/quantize.h"
+#include "libquant/pack.h"
+#include "libquant/microscale.h"
 
 namespace qt::verify {
 using nlohmann::json;
@@ -313,6 +316,107 @@ json stats_to_json(const TensorStats& s) {
   j["absmax"] = s.absmax; j["nan"] = s.nan; j["inf"] = s.inf; j["zero"] = s.zero;
   j["first"] = s.first;
   return j;
+}
+
+json tensor_detail(const Checkpoint& ck, const InspectReport& r, const std::string& name, const std::string& path) {
+  const TensorView* t = ck.find(name);
+  if (!t) throw InputError(InputError::Kind::Missing, path, name, "no such tensor in the checkpoint");
+  TensorStats s;
+  json j;
+  j["name"] = t->name;
+  j["dtype"] = std::string(dtype_name(t->dtype));
+  j["shape"] = t->shape;
+  j["bytes"] = t->bytes.size();
+  j["file"] = t->file;
+  if (tensor_stats(*t, s, 8)) j["stats"] = stats_to_json(s);
+  else j["stats"] = nullptr;
+
+  // A quantized weight: also its first codes and dequantized values (scale * code).
+  std::string module;
+  if (t->name.ends_with(".weight_packed")) module = strip(t->name, ".weight_packed");
+  else if (t->name.ends_with(".weight") && (t->dtype == DType::F8_E4M3 || t->dtype == DType::I8))
+    module = strip(t->name, ".weight");
+  if (module.empty()) return j;
+  const TensorView* sc = ck.find(module + ".weight_scale");
+  auto g = group_for_module(r.quant, module);
+  if (!sc || !g || !(*g)->weights) return j;
+  const QuantArgs a = *(*g)->weights;
+  if (a.microscale()) {
+    // NVFP4 / MX: FP4 codes two per byte (or FP8 codes), FP8 or E8M0 group scales.
+    const bool fp4 = a.type == QuantType::Float4E2M1;
+    std::vector<int64_t> shape = t->shape;
+    if (fp4 && shape.size() == 2) shape[1] *= 2;
+    float gs = 1.0f;
+    if (const TensorView* gt = ck.find(module + ".weight_global_scale"); gt && gt->dtype == DType::F32 && gt->numel() == 1)
+      std::memcpy(&gs, gt->bytes.data(), 4);
+    if (shape.size() == 2 && shape[1] % a.group_size == 0 &&
+        sc->numel() == static_cast<uint64_t>(shape[0] * (shape[1] / a.group_size))) {
+      std::vector<uint8_t> codes = fp4 ? unpack_e2m1(t->bytes.data(), shape[0], shape[1])
+                                       : std::vector<uint8_t>(t->bytes.begin(), t->bytes.end());
+      std::vector<float> deq(codes.size());
+      dequantize_microscale(codes.data(), shape, sc->bytes.data(), a, gs, deq.data());
+      deq.resize(std::min<size_t>(deq.size(), 8));
+      j["dequantized_first"] = deq;
+      std::vector<float> cv;
+      for (size_t i = 0; i < std::min<size_t>(codes.size(), 8); ++i)
+        cv.push_back(fp4 ? f32_from_e2m1(codes[i]) : f32_from_e4m3fn(codes[i]));
+      j["codes_first"] = cv;
+      j["logical_shape"] = shape;
+      j["scheme"] = (*g)->weights_text;
+    }
+  } else if (dtype_is_float(sc->dtype)) {
+    std::vector<int64_t> shape = t->shape;
+    std::vector<uint8_t> codes;
+    DType cd = t->dtype;
+    if (t->dtype == DType::I32) {  // packed
+      if (auto ws = weight_shape_value(ck.find(module + ".weight_shape"))) shape = *ws;
+      auto u = unpack_int_codes(reinterpret_cast<const int32_t*>(t->bytes.data()), shape[0], shape[1], a.num_bits());
+      codes.assign(reinterpret_cast<const uint8_t*>(u.data()), reinterpret_cast<const uint8_t*>(u.data()) + u.size());
+      cd = DType::I8;
+    } else {
+      codes.assign(t->bytes.begin(), t->bytes.end());
+    }
+    if (shape.size() == 2) {
+      std::vector<float> deq(static_cast<size_t>(shape[0] * shape[1]));
+      dequantize(codes.data(), cd, shape, sc->bytes.data(), sc->dtype, scale_grid(shape, a), deq.data());
+      deq.resize(std::min<size_t>(deq.size(), 8));
+      j["dequantized_first"] = deq;
+      j["scheme"] = (*g)->weights_text;
+    }
+  }
+  return j;
+}
+
+json scale_summary(const Checkpoint& ck, InspectReport& r) {
+  json scales = json::array();
+  for (const auto& t : ck.tensors()) {
+    const std::string& n = t.name;
+    if (n.size() <= 6 || n.find("_scale") == std::string::npos) continue;
+    TensorStats s;
+    json e{{"name", n}, {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}};
+    // MX scales are U8 biased exponents (E8M0): summarise the powers of two they stand for.
+    std::vector<float> e8m0;
+    TensorView decoded = t;
+    if (t.dtype == DType::U8 && n.ends_with(".weight_scale")) {
+      for (uint8_t b : t.bytes) e8m0.push_back(f32_from_e8m0(b));
+      decoded.dtype = DType::F32;
+      decoded.bytes = {reinterpret_cast<const uint8_t*>(e8m0.data()), e8m0.size() * 4};
+      e["encoding"] = "E8M0 (2^(byte-127))";
+    }
+    if (tensor_stats(decoded, s, t.numel() <= 16 ? 16 : 0)) {
+      e["min"] = s.min; e["max"] = s.max; e["zero"] = s.zero; e["nan"] = s.nan; e["inf"] = s.inf;
+      if (t.numel() <= 16) e["values"] = s.first;
+      if (s.nan || s.inf || s.zero)
+        r.findings.push_back({"error", n, "scale has " + std::to_string(s.zero) + " zero, " + std::to_string(s.nan) +
+                                              " NaN, " + std::to_string(s.inf) + " Inf values"});
+      if (s.negative)
+        r.findings.push_back({"error", n, "scale has " + std::to_string(s.negative) +
+                                              " negative values; a quantization scale is positive (a negative one "
+                                              "flips the sign of what it scales)"});
+    }
+    scales.push_back(e);
+  }
+  return scales;
 }
 
 json report_to_json(const InspectReport& r) {

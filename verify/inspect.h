@@ -97,6 +97,23 @@ struct TensorLocation {
 std::vector<TensorLocation> tensor_locations(const Checkpoint& ckpt);
 nlohmann::json tensor_locations_to_json(const std::vector<TensorLocation>& rows);
 
+// `inspect --tensor NAME`: the tensor's header (name, dtype, shape, bytes, file), its value
+// statistics ("stats", null for undecodable dtypes) and, for a quantized weight -- FP8/INT8 codes,
+// packed INT4/INT8 words, NVFP4/MX codes -- the scheme text, the first codes decoded
+// ("codes_first" and "logical_shape", NVFP4/MX) and the first values dequantized
+// ("dequantized_first": scale * code as compressed-tensors computes it, divided by the global
+// scale for NVFP4). Reads that tensor and its scales only. An unknown name is an InputError
+// (Missing) naming `path` and the tensor.
+nlohmann::json tensor_detail(const Checkpoint& ckpt, const InspectReport& r, const std::string& name,
+                             const std::string& path);
+
+// `inspect --scales`: every tensor whose name holds "_scale", in checkpoint order, with dtype,
+// shape, min/max and zero/NaN/Inf counts, and its values when it has at most 16. MX weight scales
+// (U8 biased exponents, E8M0) are summarised as the powers of two they stand for ("encoding").
+// Appends an "error" finding to r.findings for every scale with zero, NaN, Inf or negative values
+// (vLLM would divide by it, or flip the sign of what it scales). Reads the scale tensors' data.
+nlohmann::json scale_summary(const Checkpoint& ckpt, InspectReport& r);
+
 nlohmann::json report_to_json(const InspectReport& r);
 nlohmann::json stats_to_json(const TensorStats& s);
 

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <set>
+#include <tuple>
 
 #include "libquant/error.h"
 
@@ -85,9 +88,96 @@ void check_routed_coverage(const std::vector<MoeBlockCoverage>& cov, int64_t min
   throw InputError(InputError::Kind::BadValue, model_path, "",
                    fmt::format("--moe-calibration routed: {} expert{} saw fewer than --moe-min-tokens {} routed calibration "
                                "tokens: {}. Their input scales would rest on too few tokens; use --moe-calibration all "
-                               "(every token through every expert, the default), more calibration samples, or a lower "
-                               "--moe-min-tokens",
+                               "(every token through every expert, the default), more calibration samples, a lower "
+                               "--moe-min-tokens, or --moe-fallback layer-max (such an expert takes the layer's maximum "
+                               "over the experts that met the minimum)",
                                n, n == 1 ? "" : "s", min_tokens, list));
+}
+
+const char* moe_fallback_name(MoeFallback f) { return kMoeFallbackNames[f == MoeFallback::Error ? 0 : 1]; }
+
+bool parse_moe_fallback(const std::string& name, MoeFallback& out) {
+  if (name == kMoeFallbackNames[0]) out = MoeFallback::Error;
+  else if (name == kMoeFallbackNames[1]) out = MoeFallback::LayerMax;
+  else return false;
+  return true;
+}
+
+void apply_layer_max_fallback(ActivationStats& stats, std::vector<MoeBlockCoverage>& cov, int64_t min_tokens,
+                              const std::string& model_path) {
+  const int64_t need = std::max<int64_t>(min_tokens, 1);
+  for (MoeBlockCoverage& c : cov) {
+    c.fallback_experts.clear();
+    c.fallback_w13 = c.fallback_w2 = 0;
+    c.fallback_sources = 0;
+    std::vector<bool> falls(c.tokens.size(), false);
+    for (size_t e = 0; e < c.tokens.size(); ++e)
+      if (c.tokens[e] < need) {
+        falls[e] = true;
+        c.fallback_experts.push_back(static_cast<int64_t>(e));
+      }
+    if (c.fallback_experts.empty()) continue;
+    c.fallback_sources = static_cast<int64_t>(c.tokens.size() - c.fallback_experts.size());
+    if (c.fallback_sources == 0)
+      throw InputError(InputError::Kind::BadValue, model_path, "",
+                       fmt::format("--moe-fallback layer-max: no expert of {} saw --moe-min-tokens {} routed calibration "
+                                   "tokens (the most any saw: {}), so the layer has no maximum to fall back on; use "
+                                   "--moe-calibration all, more calibration samples, or a lower --moe-min-tokens",
+                                   c.block, need, c.max));
+    // The block's expert statistics: "<block>.experts.<e>.<proj>", contiguous in the sorted map.
+    const std::string prefix = c.block + ".experts.";
+    std::set<std::string> w13_names, w2_names;
+    float w13 = -1, w2 = -1;
+    bool w13_bad = false, w2_bad = false;
+    for (auto it = stats.input_absmax.lower_bound(prefix);
+         it != stats.input_absmax.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      const std::string rest = it->first.substr(prefix.size());  // "<e>.<proj>"
+      const auto dot = rest.find('.');
+      if (dot == std::string::npos) continue;
+      const std::string proj = rest.substr(dot + 1);
+      char* end = nullptr;
+      const long e = std::strtol(rest.c_str(), &end, 10);
+      if (end != rest.c_str() + dot || e < 0 || static_cast<size_t>(e) >= c.tokens.size()) continue;
+      const bool is13 = proj == "gate_proj" || proj == "up_proj" || proj == "w1" || proj == "w3";
+      const bool is2 = proj == "down_proj" || proj == "w2";
+      if (!is13 && !is2) continue;
+      (is13 ? w13_names : w2_names).insert(proj);
+      if (falls[static_cast<size_t>(e)]) continue;
+      const float v = it->second;
+      if (!(v > 0) || !std::isfinite(v)) (is13 ? w13_bad : w2_bad) = true;
+      float& m = is13 ? w13 : w2;
+      m = std::max(m, v);
+    }
+    for (const auto& [bad, role, v] : {std::tuple{w13_bad, "w13", w13}, std::tuple{w2_bad, "w2", w2}})
+      if (bad || (v >= 0 && !(v > 0)))
+        throw InputError(InputError::Kind::BadValue, model_path, "",
+                         fmt::format("--moe-fallback layer-max: a {} input statistic of the experts of {} that met "
+                                     "--moe-min-tokens is zero, negative or not finite; it cannot serve as the layer's "
+                                     "maximum",
+                                     role, c.block));
+    for (int64_t e : c.fallback_experts) {
+      const std::string p = prefix + std::to_string(e) + ".";
+      if (w13 > 0)
+        for (const auto& n : w13_names) stats.input_absmax[p + n] = w13;
+      if (w2 > 0)
+        for (const auto& n : w2_names) stats.input_absmax[p + n] = w2;
+    }
+    c.fallback_w13 = std::max(w13, 0.0f);
+    c.fallback_w2 = std::max(w2, 0.0f);
+  }
+}
+
+std::string fallback_line(const MoeBlockCoverage& c, int64_t min_tokens) {
+  if (c.fallback_experts.empty()) return "";
+  std::string experts;
+  for (int64_t e : c.fallback_experts)
+    experts += fmt::format("{}{} ({} token{})", experts.empty() ? "" : ", ", e, c.tokens[static_cast<size_t>(e)],
+                           c.tokens[static_cast<size_t>(e)] == 1 ? "" : "s");
+  return fmt::format("{}: expert{} {} under --moe-min-tokens {} take{} the layer maximum over its {} expert{} that met "
+                     "it: w13 input max|x| {:g}, w2 {:g}",
+                     c.block, c.fallback_experts.size() == 1 ? "" : "s", experts, std::max<int64_t>(min_tokens, 1),
+                     c.fallback_experts.size() == 1 ? "s" : "", c.fallback_sources, c.fallback_sources == 1 ? "" : "s",
+                     c.fallback_w13, c.fallback_w2);
 }
 
 std::string coverage_line(const MoeBlockCoverage& c) {
@@ -127,7 +217,11 @@ nlohmann::json coverage_json(const std::vector<MoeBlockCoverage>& cov) {
                   {"median", c.median},
                   {"max", c.max},
                   {"experts_without_tokens", c.zero_experts},
-                  {"input_absmax_spread", {{"w13", c.w13_spread}, {"w2", c.w2_spread}}}};
+                  {"input_absmax_spread", {{"w13", c.w13_spread}, {"w2", c.w2_spread}}},
+                  {"fallback_experts", c.fallback_experts}};
+  for (const auto& c : cov)
+    if (!c.fallback_experts.empty())
+      j[c.block]["fallback_input_absmax"] = {{"w13", c.fallback_w13}, {"w2", c.fallback_w2}};
   return j;
 }
 

@@ -485,23 +485,34 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
       // Mixture of experts: say how calibration covered the experts, and refuse what the
       // routed policy cannot stand behind (after the statistics are saved: a lower
       // --moe-min-tokens or --stats reuses them).
-      const auto cov = moe_coverage(stats);
+      auto cov = moe_coverage(stats);
       const std::string policy = stats.moe_calibration.empty() ? r.moe_calibration : stats.moe_calibration;
-      out.moe_coverage = cov;
-      out.moe_calibration = policy;
       say(ev.info, "moe: policy " + policy + ", " + coverage_summary(cov));
       for (const auto& c : cov) say(ev.info, "moe: " + coverage_line(c));
       say(ev.info, "moe: each layer's experts share one w13 and one w2 input scale, the maximum over its experts, as vLLM's fused-MoE kernels use them");
       if (policy == "routed") {
         try {
-          check_routed_coverage(cov, r.moe_min_tokens, model.dir());
+          if (r.moe_fallback == MoeFallback::LayerMax) {
+            apply_layer_max_fallback(stats, cov, r.moe_min_tokens, model.dir());  // the saved statistics stay raw
+            for (const auto& c : cov)
+              if (!c.fallback_experts.empty()) say(ev.info, "moe: --moe-fallback layer-max: " + fallback_line(c, r.moe_min_tokens));
+          } else {
+            check_routed_coverage(cov, r.moe_min_tokens, model.dir());
+          }
         } catch (const InputError&) {
           note_kept();
           throw;
         }
+      } else if (r.moe_fallback == MoeFallback::LayerMax) {
+        say(ev.info, "moe: --moe-fallback layer-max has nothing to do: under --moe-calibration all every expert sees every token");
       }
+      out.moe_coverage = cov;
+      out.moe_calibration = policy;
+      out.moe_fallback = r.moe_fallback;
+      out.moe_min_tokens = r.moe_min_tokens;
       job.manifest_extra["moe"] = {{"calibration", policy},
                                    {"min_tokens", r.moe_min_tokens},
+                                   {"fallback", moe_fallback_name(r.moe_fallback)},
                                    {"input_scales", "one per layer for w13 (gate/up) and one for w2 (down): the maximum over the layer's experts, as vLLM's fused-MoE kernels use them"},
                                    {"layers", coverage_json(cov)}};
     }

@@ -66,9 +66,11 @@ struct QuantizeRequest {
   std::string calib_memory_text = "4GiB";           // as the user wrote it (for messages)
   // Mixture-of-experts models (calib/moe_coverage.h): "all" runs every calibration token through
   // every expert for the statistics; "routed" only the tokens the router sends, refusing experts
-  // with fewer than moe_min_tokens of them.
+  // with fewer than moe_min_tokens of them, unless moe_fallback is LayerMax (such an expert
+  // takes the layer's maximum over the experts that met the minimum: apply_layer_max_fallback).
   std::string moe_calibration = "all";
   int64_t moe_min_tokens = 8;  // kDefaultMoeMinTokens
+  MoeFallback moe_fallback = MoeFallback::Error;
 
   // --algorithm gptq and its parameters (--dampening-frac, --gptq-block-size, --actorder). GPTQ
   // uses the calibration settings above (--dataset, --num-samples, --seq-len, --seed).
@@ -120,6 +122,8 @@ struct QuantizeOutcome {
   size_t smoothing_layers = 0;             // mappings found (also for a dry run)
   std::vector<MoeBlockCoverage> moe_coverage;  // mixture-of-experts models: per MoE block
   std::string moe_calibration;                 // the policy the statistics were made with
+  MoeFallback moe_fallback = MoeFallback::Error;  // as requested (acts under `routed` only)
+  int64_t moe_min_tokens = 0;                  // as requested
   double seconds = 0;                      // the pipeline (writing), not calibration
   std::string like;                        // --like: QUANT's folder
   bool shard_only = false;                 // --calib-shard: statistics saved, nothing else written

@@ -22,8 +22,10 @@
 #include "calib/quant_plan.h"
 #include "calib/quantize_pipeline.h"
 #include "calib/smoothing.h"
+#include "calib/stats_file.h"
 #include "formats/model_folder.h"
 #include "formats/tiny_model.h"
+#include "libquant/float_formats.h"
 #include "libquant/quantize.h"
 #include "libquant/schemes.h"
 #include "libquant/error.h"
@@ -282,9 +284,188 @@ TEST(MoeCoverage, RoutedPolicyRefusesExpertsUnderTheMinimumNamingLayersAndExpert
               "/m: --moe-calibration routed: 3 experts saw fewer than --moe-min-tokens 5 routed calibration tokens: "
               "model.layers.0.mlp expert 1 (0 tokens), 3 (3 tokens); model.layers.10.mlp expert 0 (4 tokens). Their "
               "input scales would rest on too few tokens; use --moe-calibration all (every token through every "
-              "expert, the default), more calibration samples, or a lower --moe-min-tokens");
+              "expert, the default), more calibration samples, a lower --moe-min-tokens, or --moe-fallback layer-max "
+              "(such an expert takes the layer's maximum over the experts that met the minimum)");
   }
   EXPECT_NO_THROW(qt::calib::check_routed_coverage(cov, 0, "/m"));
+}
+
+// ---- --moe-fallback layer-max -------------------------------------------------------------------
+
+TEST(MoeFallback, LayerMaxGivesExpertsUnderTheMinimumTheMaximumOverTheExpertsThatMetIt) {
+  // coverage_stats(), minimum 5. Layer 0: tokens 5, 0, 12, 3 -> experts 1 and 3 fall back; the
+  // experts that met it, 0 and 2, have w13 maxima 2, 2 and w2 maxima 1, 3: by hand w13 2, w2 3
+  // (expert 3's own w2 of 4 rests on 3 tokens and is replaced). Layer 10: tokens 4, 6, 6, 8 ->
+  // expert 0 falls back to w2 max(2, 3, 4) = 4. Layer 2: 9 tokens each, nothing falls back.
+  qt::ActivationStats s = coverage_stats();
+  auto cov = qt::calib::moe_coverage(s);
+  qt::calib::apply_layer_max_fallback(s, cov, 5, "/m");
+  ASSERT_EQ(cov.size(), 3u);
+  EXPECT_EQ(cov[0].fallback_experts, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(cov[1].fallback_experts, (std::vector<int64_t>{}));
+  EXPECT_EQ(cov[2].fallback_experts, (std::vector<int64_t>{0}));
+  const std::map<std::string, float> want = {
+      {"model.layers.0.mlp.experts.0.down_proj", 1.0f}, {"model.layers.0.mlp.experts.1.down_proj", 3.0f},
+      {"model.layers.0.mlp.experts.2.down_proj", 3.0f}, {"model.layers.0.mlp.experts.3.down_proj", 3.0f},
+      {"model.layers.0.mlp.experts.1.gate_proj", 2.0f}, {"model.layers.0.mlp.experts.3.up_proj", 2.0f},
+      {"model.layers.10.mlp.experts.0.down_proj", 4.0f}, {"model.layers.10.mlp.experts.1.down_proj", 2.0f},
+      {"model.layers.2.mlp.experts.0.down_proj", 1.0f}, {"model.layers.2.mlp.experts.3.down_proj", 4.0f}};
+  for (const auto& [m, v] : want) EXPECT_EQ(s.input_absmax.at(m), v) << m;
+  // Written as vLLM serves it: every expert of layer 0 gets w2 3 / 448 (f32 model), not 4 / 448.
+  for (int e = 0; e < 4; ++e)
+    EXPECT_EQ(qt::calib::static_input_scale(s, "model.layers.0.mlp.experts." + std::to_string(e) + ".down_proj",
+                                            qt::QuantType::Float8E4M3, qt::DType::F32, "/m"),
+              3.0f / 448.0f)
+        << e;
+  EXPECT_EQ(qt::calib::fallback_line(cov[0], 5),
+            "model.layers.0.mlp: experts 1 (0 tokens), 3 (3 tokens) under --moe-min-tokens 5 take the layer maximum "
+            "over its 2 experts that met it: w13 input max|x| 2, w2 3");
+  EXPECT_EQ(qt::calib::fallback_line(cov[2], 5),
+            "model.layers.10.mlp: expert 0 (4 tokens) under --moe-min-tokens 5 takes the layer maximum over its 3 "
+            "experts that met it: w13 input max|x| 2, w2 4");
+  EXPECT_EQ(qt::calib::fallback_line(cov[1], 5), "");
+  const json j = qt::calib::coverage_json(cov);
+  EXPECT_EQ(j.at("model.layers.0.mlp").at("fallback_experts"), json::array({1, 3}));
+  EXPECT_EQ(j.at("model.layers.0.mlp").at("fallback_input_absmax"), json({{"w13", 2.0}, {"w2", 3.0}}));
+  EXPECT_EQ(j.at("model.layers.2.mlp").at("fallback_experts"), json::array());
+  EXPECT_FALSE(j.at("model.layers.2.mlp").contains("fallback_input_absmax"));
+}
+
+TEST(MoeFallback, LayerMaxFillsAnExpertThatSawNoTokenEvenWithMinimumZero) {
+  // Minimum 0 accepts every expert that has a statistic; one with no token has none, and would
+  // be refused when its scale is written: layer-max gives it the layer's maximum instead.
+  qt::ActivationStats s = coverage_stats();
+  for (const char* p : {"gate_proj", "up_proj", "down_proj"})
+    s.input_absmax.erase(std::string("model.layers.0.mlp.experts.1.") + p);
+  auto cov = qt::calib::moe_coverage(s);
+  qt::calib::apply_layer_max_fallback(s, cov, 0, "/m");
+  EXPECT_EQ(cov[0].fallback_experts, (std::vector<int64_t>{1}));
+  EXPECT_EQ(s.input_absmax.at("model.layers.0.mlp.experts.1.down_proj"), 4.0f);  // max(1, 3, 4)
+  EXPECT_EQ(s.input_absmax.at("model.layers.0.mlp.experts.1.gate_proj"), 2.0f);
+  EXPECT_EQ(s.input_absmax.at("model.layers.0.mlp.experts.1.up_proj"), 2.0f);
+  EXPECT_EQ(qt::calib::fallback_line(cov[0], 0),
+            "model.layers.0.mlp: expert 1 (0 tokens) under --moe-min-tokens 1 takes the layer maximum over its 3 "
+            "experts that met it: w13 input max|x| 2, w2 4");
+}
+
+TEST(MoeFallback, LayerMaxRefusesALayerWhereNoExpertMetTheMinimum) {
+  qt::ActivationStats s = coverage_stats();
+  auto cov = qt::calib::moe_coverage(s);
+  try {
+    qt::calib::apply_layer_max_fallback(s, cov, 13, "/m");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), InputError::Kind::BadValue);
+    EXPECT_EQ(std::string(e.what()),
+              "/m: --moe-fallback layer-max: no expert of model.layers.0.mlp saw --moe-min-tokens 13 routed calibration "
+              "tokens (the most any saw: 12), so the layer has no maximum to fall back on; use --moe-calibration all, "
+              "more calibration samples, or a lower --moe-min-tokens");
+  }
+}
+
+TEST(MoeFallback, LayerMaxRefusesAZeroMaximumRatherThanWriteAZeroScale) {
+  qt::ActivationStats s = coverage_stats();
+  s.input_absmax["model.layers.2.mlp.experts.0.down_proj"] = 0.0f;
+  s.routed_tokens["model.layers.2.mlp"] = {9, 1, 1, 1};
+  for (int e = 1; e < 4; ++e) s.input_absmax["model.layers.2.mlp.experts." + std::to_string(e) + ".down_proj"] = 5.0f;
+  auto cov = qt::calib::moe_coverage(s);
+  try {
+    qt::calib::apply_layer_max_fallback(s, cov, 5, "/m");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "/m: --moe-fallback layer-max: a w2 input statistic of the experts of model.layers.2.mlp that met "
+              "--moe-min-tokens is zero, negative or not finite; it cannot serve as the layer's maximum");
+  }
+}
+
+TEST(MoeFallback, ParsesItsTwoNamesOnly) {
+  qt::calib::MoeFallback f = qt::calib::MoeFallback::Error;
+  EXPECT_TRUE(qt::calib::parse_moe_fallback("layer-max", f));
+  EXPECT_EQ(f, qt::calib::MoeFallback::LayerMax);
+  EXPECT_STREQ(qt::calib::moe_fallback_name(f), "layer-max");
+  EXPECT_TRUE(qt::calib::parse_moe_fallback("error", f));
+  EXPECT_EQ(f, qt::calib::MoeFallback::Error);
+  EXPECT_FALSE(qt::calib::parse_moe_fallback("max", f));
+}
+
+// End to end on a tiny Qwen3-MoE (f32): statistics of a routed calibration on few tokens, then a
+// quantize from them with a minimum some experts miss. Expected scales derived here from the
+// statistics file: per layer, max over the experts with at least N routed tokens, / 448.
+TEST(MoeFallback, QuantizeWritesTheLayerMaximumOfTheExpertsThatMetTheMinimumAndReportsTheOthers) {
+  qt::test::TempDir tmp;
+  const std::string model = tmp.str("model"), stats = tmp.str("s.stats.zst");
+  ASSERT_EQ(qt::test::run_qtool({"tiny-model", "--arch", "qwen3_moe", "--dtype", "f32", model}).exit_code, 0);
+  auto a = qt::test::run_qtool({"-q", "quantize", model, "-o", tmp.str("dyn"), "--scheme", "fp8-dynamic", "--no-hash",
+                                "--moe-calibration", "routed", "--moe-min-tokens", "0", "--num-samples", "2",
+                                "--seq-len", "24", "--save-stats", stats});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const json sj = qt::calib::read_stats_json(stats);
+  ASSERT_EQ(sj.at("moe_calibration"), "routed");
+  const auto routed = sj.at("routed_tokens").get<std::map<std::string, std::vector<int64_t>>>();
+  const auto absmax = sj.at("input_absmax").get<std::map<std::string, float>>();
+  // N: one more than the largest per-layer minimum, so every layer has an expert under it; each
+  // layer must keep one that met it (checked, so the test cannot pass vacuously).
+  int64_t n = 0;
+  for (const auto& [b, t] : routed) n = std::max(n, *std::min_element(t.begin(), t.end()) + 1);
+  for (const auto& [b, t] : routed) ASSERT_GE(*std::max_element(t.begin(), t.end()), n) << b;
+
+  // Without the fallback: refused, and the message offers it.
+  auto r = qt::test::run_qtool({"quantize", model, "-o", tmp.str("refused"), "--scheme", "fp8-static", "--stats", stats,
+                                "--moe-min-tokens", std::to_string(n), "--no-hash"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_CONTAINS(r.err, "or --moe-fallback layer-max (such an expert takes the layer's maximum over the experts that met the minimum)");
+
+  const std::string out = tmp.str("fp8s");
+  auto q = qt::test::run_qtool({"quantize", model, "-o", out, "--scheme", "fp8-static", "--stats", stats,
+                                "--moe-min-tokens", std::to_string(n), "--moe-fallback", "layer-max", "--no-hash", "--json"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const json qj = json::parse(q.out);
+  EXPECT_EQ(qj.at("moe").at("fallback"), "layer-max");
+  EXPECT_EQ(qj.at("moe").at("min_tokens"), n);
+  const json manifest = qt::read_json_file(out + "/qtool_manifest.json");
+  EXPECT_EQ(manifest.at("moe").at("fallback"), "layer-max");
+  const json ins = json::parse(qt::test::run_qtool({"inspect", out, "--json"}).out);
+  const qt::ModelFolder written = qt::ModelFolder::open(out);
+  size_t fell_back = 0;
+  for (const auto& [block, tokens] : routed) {
+    SCOPED_TRACE(block);
+    std::vector<int64_t> under;
+    float w13 = 0, w2 = 0;
+    for (size_t e = 0; e < tokens.size(); ++e) {
+      const std::string p = block + ".experts." + std::to_string(e) + ".";
+      if (tokens[e] < n) {
+        under.push_back(static_cast<int64_t>(e));
+        continue;
+      }
+      w13 = std::max({w13, absmax.at(p + "gate_proj"), absmax.at(p + "up_proj")});
+      w2 = std::max(w2, absmax.at(p + "down_proj"));
+    }
+    fell_back += under.size();
+    EXPECT_EQ(qj.at("moe").at("layers").at(block).at("fallback_experts"), json(under));
+    EXPECT_EQ(manifest.at("moe").at("layers").at(block).at("fallback_experts"), json(under));
+    EXPECT_EQ(qj.at("moe").at("layers").at(block).at("fallback_input_absmax"), json({{"w13", w13}, {"w2", w2}}));
+    EXPECT_CONTAINS(q.err, "moe: --moe-fallback layer-max: " + block + ": expert");
+    bool listed = false;
+    for (const auto& b : ins.at("moe"))
+      if (b.at("block") == block) {
+        EXPECT_EQ(b.at("fallback_experts"), json(under));
+        listed = true;
+      }
+    EXPECT_TRUE(listed);
+    for (size_t e = 0; e < tokens.size(); ++e) {
+      const std::string p = block + ".experts." + std::to_string(e) + ".";
+      for (const auto& [proj, amax] : {std::pair{"gate_proj", w13}, std::pair{"up_proj", w13}, std::pair{"down_proj", w2}}) {
+        const qt::TensorView* t = written.checkpoint().find(p + proj + ".input_scale");
+        ASSERT_NE(t, nullptr) << p << proj;
+        float v = 0;
+        ASSERT_TRUE(qt::decode_to_f32(t->dtype, t->bytes.data(), 1, &v));
+        EXPECT_EQ(v, amax / 448.0f) << p << proj;
+        EXPECT_TRUE(std::isfinite(v) && v > 0) << p << proj;
+      }
+    }
+  }
+  EXPECT_GT(fell_back, 0u);
 }
 
 // ---- scales as vLLM uses them ------------------------------------------------------------------

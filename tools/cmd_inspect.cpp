@@ -145,6 +145,11 @@ int run_inspect(const Opts& o) {
         std::printf(", routed calibration tokens min %lld / median %g / max %lld, %lld experts with none",
                     static_cast<long long>(s.front()), med, static_cast<long long>(s.back()), zero);
       }
+      if (!b.fallback_experts.empty()) {
+        std::string list;
+        for (int64_t e : b.fallback_experts) list += (list.empty() ? "" : ",") + std::to_string(e);
+        std::printf("; expert(s) %s under --moe-min-tokens took the layer maximum (--moe-fallback layer-max)", list.c_str());
+      }
       std::printf("\n");
     }
   }

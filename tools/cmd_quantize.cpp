@@ -37,6 +37,7 @@ struct Opts {
   std::string calib_precision = "f32";
   std::string moe_calibration = "all";
   int64_t moe_min_tokens = calib::kDefaultMoeMinTokens;
+  std::string moe_fallback = "error";
   int threads = 0;
   std::string like, calib_shard;
   bool no_drift = false, check_scales = false;
@@ -90,6 +91,7 @@ calib::QuantizeRequest make_request(const Opts& o) {
     throw InputError(InputError::Kind::Usage, "", "", "unknown --calib-precision '" + o.calib_precision + "'", "f32 or bf16");
   r.moe_calibration = o.moe_calibration;
   r.moe_min_tokens = o.moe_min_tokens;
+  calib::parse_moe_fallback(o.moe_fallback, r.moe_fallback);  // CLI11 checked the name
   r.smoothquant = o.smoothquant;
   r.smoothing_strength = o.smoothing_strength;
   r.smoothing_mappings = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
@@ -192,7 +194,10 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
                    {"block_size", o.gptq_block_size},
                    {"actorder", o.actorder}};
     if (!out.moe_coverage.empty())
-      j["moe"] = {{"calibration", out.moe_calibration}, {"layers", calib::coverage_json(out.moe_coverage)}};
+      j["moe"] = {{"calibration", out.moe_calibration},
+                  {"min_tokens", out.moe_min_tokens},
+                  {"fallback", calib::moe_fallback_name(out.moe_fallback)},
+                  {"layers", calib::coverage_json(out.moe_coverage)}};
     if (out.smoothing)
       j["smoothquant"] = {{"alpha", out.smoothing->alpha}, {"mappings", o.smoothquant_mappings},
                           {"smoothed_layers", out.smoothing->mappings.size()},
@@ -362,11 +367,18 @@ void register_quantize(CLI::App& app, RunFn& run) {
       ->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
   cal->add_option("--moe-calibration", o->moe_calibration,
                   "Mixture-of-experts models: all (every token through every expert for the statistics; only routed "
-                  "outputs continue) or routed (only the tokens the router sends; experts under --moe-min-tokens are refused)")
+                  "outputs continue) or routed (only the tokens the router sends; experts under --moe-min-tokens are "
+                  "refused, or take --moe-fallback)")
       ->capture_default_str()->check(CLI::IsMember({"all", "routed"}));
   cal->add_option("--moe-min-tokens", o->moe_min_tokens,
                   "--moe-calibration routed: fewest routed calibration tokens an expert may be calibrated on")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cal->add_option("--moe-fallback", o->moe_fallback,
+                  "--moe-calibration routed, an expert under --moe-min-tokens (or with no token): error (refuse the run) "
+                  "or layer-max (its w13 and w2 input statistics become the maximum over the layer's experts that met "
+                  "the minimum; an error when none did)")
+      ->capture_default_str()->check(CLI::IsMember(std::vector<std::string>(std::begin(calib::kMoeFallbackNames),
+                                                                            std::end(calib::kMoeFallbackNames))));
   cal->add_option("--save-stats", o->stats_out, "Save the activation statistics (zstd) for reuse with --stats");
   cal->add_option("--stats", o->stats_in,
                   "Use saved statistics instead of calibrating (refused if from another model). Repeated (--stats A --stats "

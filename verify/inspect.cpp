@@ -270,8 +270,11 @@ InspectReport inspect_checkpoint(const Checkpoint& ckpt, const json& config, con
   }
   for (auto& [name, b] : blocks) {
     b.experts = static_cast<int64_t>(block_experts[name].size());
-    if (moe_manifest.is_object() && moe_manifest.contains(name))
-      b.routed_tokens = moe_manifest.at(name).at("routed_tokens").get<std::vector<int64_t>>();
+    if (moe_manifest.is_object() && moe_manifest.contains(name)) {
+      const json& mb = moe_manifest.at(name);
+      b.routed_tokens = mb.at("routed_tokens").get<std::vector<int64_t>>();
+      if (mb.contains("fallback_experts")) b.fallback_experts = mb.at("fallback_experts").get<std::vector<int64_t>>();
+    }
     if (b.w13_max > b.w13_min || b.w2_max > b.w2_min)
       r.findings.push_back({"warning", name, "the experts' input scales differ; vLLM's fused-MoE kernels use the maximum over the experts (w13 " +
                                                  std::to_string(b.w13_max) + ", w2 " + std::to_string(b.w2_max) + ")"});
@@ -455,7 +458,8 @@ json report_to_json(const InspectReport& r) {
     moe.push_back({{"block", b.block}, {"experts", b.experts},
                    {"input_scale_w13", {{"min", b.w13_min}, {"max", b.w13_max}}},
                    {"input_scale_w2", {{"min", b.w2_min}, {"max", b.w2_max}}},
-                   {"routed_tokens", b.routed_tokens.empty() ? json(nullptr) : json(b.routed_tokens)}});
+                   {"routed_tokens", b.routed_tokens.empty() ? json(nullptr) : json(b.routed_tokens)},
+                   {"fallback_experts", b.fallback_experts}});
   if (!r.moe.empty()) j["moe"] = moe;  // dense checkpoints: no key (their JSON is unchanged)
   j["quantized_modules"] = r.quantized_modules;
   j["high_precision_modules"] = r.high_precision_modules;

@@ -45,6 +45,9 @@ struct MoeBlockScales {
   int64_t experts = 0;            // experts with an input_scale
   double w13_min = 0, w13_max = 0, w2_min = 0, w2_max = 0;
   std::vector<int64_t> routed_tokens;  // from the manifest; empty when unknown
+  // From the manifest: the experts under --moe-min-tokens that took the layer's maximum
+  // (--moe-fallback layer-max); empty when none did or unknown.
+  std::vector<int64_t> fallback_experts;
 };
 
 struct InspectReport {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string_view>
 
 #include "libquant/error.h"
 
@@ -29,8 +30,9 @@ float absmax_f32(const float* x, int64_t n) {
 }
 
 bool wants_channel_range(const std::string& module) {
-  static const std::string kDown = ".mlp.down_proj";
-  return module.size() > kDown.size() && module.compare(module.size() - kDown.size(), kDown.size(), kDown) == 0;
+  for (const std::string_view k : {std::string_view(".mlp.down_proj"), std::string_view(".mlp.shared_expert.down_proj")})
+    if (module.size() > k.size() && module.compare(module.size() - k.size(), k.size(), k) == 0) return true;
+  return false;
 }
 
 void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,

@@ -47,7 +47,8 @@ class AbsMaxObserver : public Observer {
 float absmax_f32(const float* x, int64_t n);
 
 // Whether a Linear's own (unshared) input gets a per-channel range, keyed by the Linear's name:
-// mlp.down_proj (SmoothQuant's up_proj -> down_proj mapping needs it).
+// mlp.down_proj and Qwen2-MoE's mlp.shared_expert.down_proj (SmoothQuant's up_proj -> down_proj
+// mappings need them).
 bool wants_channel_range(const std::string& module);
 
 // Folds x [tokens, channels] (row-major) into stats.channel_min / channel_max[producer]: per

@@ -433,12 +433,21 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
 
   if (r.smoothquant) {
     // Before calibration: an architecture without the mappings fails in seconds, not after it.
-    out.smoothing_layers = smoothing_mappings(model, r.smoothing_mappings).size();
-    if (is_moe_layer(model.checkpoint(), "model.layers.0.") || is_moe_layer(model.checkpoint(), "model.layers.1."))
-      say(ev.warn, "warning: --smoothquant on a mixture-of-experts model smooths only the attention side "
-                   "(input_layernorm -> q/k/v_proj) of its MoE layers, as llm-compressor's MoE mappings do: "
-                   "post_attention_layernorm feeds the router and every expert, which one set of factors cannot "
-                   "balance per expert; the experts are quantized unsmoothed");
+    out.smoothing_layers = smoothing_mappings(model, r.smoothing_mappings, r.smoothquant_moe_norm).size();
+    const bool moe = ModelConfig::from_json(model.config(), model.config_path()).is_moe();
+    if (r.smoothquant_moe_norm && !moe)
+      throw InputError(InputError::Kind::Usage, model.config_path(), "",
+                       "--smoothquant-moe-norm applies to mixture-of-experts models; this one has no MoE layer");
+    if (moe && !r.smoothquant_moe_norm)
+      say(ev.warn, "warning: --smoothquant on a mixture-of-experts model smooths the attention side "
+                   "(input_layernorm -> q/k/v_proj) of its MoE layers, as llm-compressor's MoE mappings do, and "
+                   "leaves post_attention_layernorm alone: it feeds the router and every expert, so one factor per "
+                   "channel serves all experts (llm-compressor omits it for that reason); --smoothquant-moe-norm "
+                   "smooths it into all of them. Routed experts' up_proj -> down_proj pairs are not smoothed");
+    else if (moe)
+      say(ev.info, "smoothquant: MoE layers' post_attention_layernorm smoothed into the router, every expert's "
+                   "gate/up and the shared expert's gate/up and gate (all absorb the factors; ranges over all "
+                   "calibration tokens); routed experts' up_proj -> down_proj pairs are not smoothed");
     if (out.smoothing_layers == 0)
       throw InputError(InputError::Kind::Unsupported, model.dir(), "",
                        "--smoothquant: no input_layernorm / post_attention_layernorm feeding Linears found");
@@ -518,7 +527,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     }
     if (r.smoothquant) {
       try {
-        out.smoothing = plan_smoothing(model, stats, r.smoothing_strength, r.smoothing_mappings);
+        out.smoothing = plan_smoothing(model, stats, r.smoothing_strength, r.smoothing_mappings, r.smoothquant_moe_norm);
       } catch (const InputError&) {
         note_kept();
         throw;
@@ -528,7 +537,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
       job.stats = &sp.stats;
       say(ev.info, fmt::format("smoothquant: alpha {}, mappings {} ({} smoothed layers), factors in [{:.3g}, {:.3g}], "
                                "largest input range cut {:.2f}x",
-                               sp.alpha, r.smoothing_mappings == SmoothingMappings::Norms ? "norms" : "all",
+                               sp.alpha,
+                               std::string(r.smoothing_mappings == SmoothingMappings::Norms ? "norms" : "all") +
+                                   (sp.moe_norm ? " + moe-norm" : ""),
                                sp.mappings.size(), sp.min_factor, sp.max_factor, sp.max_range_reduction));
     }
   }

@@ -81,6 +81,9 @@ struct QuantizeRequest {
   bool smoothquant = false;
   double smoothing_strength = 0.8;
   SmoothingMappings smoothing_mappings = SmoothingMappings::All;
+  // --smoothquant-moe-norm: MoE layers' post_attention_layernorm smoothed into every consumer
+  // (router, experts' gate/up, shared expert gate/up and gate; calib/smoothing.h).
+  bool smoothquant_moe_norm = false;
 
   uint64_t max_shard_bytes = 5'000'000'000;
   bool allow_nonfinite = false, overwrite = false, hash_inputs = true;

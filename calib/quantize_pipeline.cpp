@@ -350,6 +350,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
                                {"method", "llm-compressor SmoothQuantModifier formula; input_layernorm -> q/k/v, "
                                           "post_attention_layernorm -> gate/up (+ up_proj -> down_proj with mappings "
                                           "all); static input scales from the smoothed activations"}};
+    // MoE layers' post_attention_layernorm into every consumer (calib/smoothing.h); absent otherwise.
+    if (job.smoothing->moe_norm) manifest["smoothquant"]["moe_norm"] = true;
   }
   manifest["quantized_modules"] = plan.quantized_modules.size();
   manifest["ignore"] = plan.ignore_written;

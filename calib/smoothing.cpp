@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "calib/model_config.h"
 #include "formats/model_folder.h"
 #include "libquant/error.h"
 #include "libquant/smoothquant.h"
@@ -31,9 +33,23 @@ bool is_moe_layer(const Checkpoint& ck, const std::string& layer_prefix) {
          ck.find(layer_prefix + "block_sparse_moe.gate.weight") != nullptr;
 }
 
-std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which) {
+bool absorbs_only(const std::string& linear) {
+  const auto p = linear.rfind('.');
+  const std::string last = p == std::string::npos ? linear : linear.substr(p + 1);
+  return last == "gate" || last == "shared_expert_gate";
+}
+
+std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which, bool moe_norm) {
   std::vector<SmoothingMapping> out;
   const Checkpoint& ck = model.checkpoint();
+  std::optional<ModelConfig> cfg;  // the MoE layout (calib/architectures.cpp), read at the first MoE layer
+  auto require = [&](const std::string& norm, const std::string& lin) {
+    if (!ck.find(lin + ".weight"))
+      throw InputError(InputError::Kind::Unsupported, model.dir(), lin + ".weight",
+                       "SmoothQuant: " + norm + " feeds this Linear, which the checkpoint lacks (every consumer of a "
+                       "smoothed norm must absorb its factors)");
+    return lin;
+  };
   for (int64_t l = 0;; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     if (!ck.find(p + "input_layernorm.weight") && !ck.find(p + "post_attention_layernorm.weight")) break;
@@ -47,11 +63,31 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
         {"input_layernorm", false, "input_layernorm", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
         {"post_attention_layernorm", false, "post_attention_layernorm", {"mlp.gate_proj", "mlp.up_proj"}}};
     if (which == SmoothingMappings::All) groups.push_back({"mlp.up_proj", true, "mlp.down_proj", {"mlp.down_proj"}});
-    // A mixture-of-experts layer (a router `mlp.gate` / `block_sparse_moe.gate`): only the
-    // attention side is smoothed, as llm-compressor's Mixtral / Qwen-MoE mappings do. Its
-    // post_attention_layernorm feeds the router and every expert (and Qwen2-MoE's shared expert
-    // and its gate), which would all have to be balanced by the same factors.
-    if (is_moe_layer(ck, p)) groups.resize(1);
+    // A mixture-of-experts layer (a router `mlp.gate` / `block_sparse_moe.gate`): the attention
+    // side as llm-compressor's Mixtral / Qwen-MoE mappings; post_attention_layernorm only with
+    // moe_norm, into every one of its consumers; the shared expert's up -> down with All.
+    std::optional<SmoothingMapping> moe_map;
+    if (is_moe_layer(ck, p)) {
+      groups.resize(1);
+      const bool shared = ck.find(p + "mlp.shared_expert.up_proj.weight") != nullptr;
+      if (moe_norm && ck.find(p + "post_attention_layernorm.weight")) {
+        if (!cfg) cfg.emplace(ModelConfig::from_json(model.config(), model.config_path()));
+        const std::string norm = p + "post_attention_layernorm";
+        SmoothingMapping m{norm, false, norm, {}};
+        const std::string blk = cfg->moe_block(l);
+        m.balance.push_back(require(norm, blk + ".gate"));
+        for (int64_t e = 0; e < cfg->moe.num_experts; ++e) {
+          m.balance.push_back(require(norm, cfg->expert_module(l, e) + "." + cfg->moe.gate_proj));
+          m.balance.push_back(require(norm, cfg->expert_module(l, e) + "." + cfg->moe.up_proj));
+        }
+        if (shared)
+          for (const char* lin : {".shared_expert.gate_proj", ".shared_expert.up_proj", ".shared_expert_gate"})
+            m.balance.push_back(require(norm, blk + lin));
+        moe_map = std::move(m);
+      }
+      if (which == SmoothingMappings::All && shared)
+        groups.push_back({"mlp.shared_expert.up_proj", true, "mlp.shared_expert.down_proj", {"mlp.shared_expert.down_proj"}});
+    }
     for (const auto& g : groups) {
       if (!ck.find(p + g.smooth + ".weight")) continue;
       SmoothingMapping m{p + g.smooth, g.linear, p + g.stats, {}};
@@ -62,19 +98,22 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
         m.balance.push_back(p + lin);
       }
       out.push_back(std::move(m));
+      if (g.smooth == "input_layernorm" && moe_map) out.push_back(std::move(*moe_map));  // norms before mlp
     }
   }
   return out;
 }
 
-SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which) {
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which,
+                             bool moe_norm) {
   if (!(alpha > 0.0 && alpha <= 1.0))
     throw InputError(InputError::Kind::Usage, "", "", "SmoothQuant strength must be in (0, 1]", "0 < alpha <= 1",
                      std::to_string(alpha));
   SmoothingPlan plan;
   plan.alpha = alpha;
   plan.which = which;
-  plan.mappings = smoothing_mappings(model, which);
+  plan.moe_norm = moe_norm;
+  plan.mappings = smoothing_mappings(model, which, moe_norm);
   plan.stats = stats;
   plan.min_factor = INFINITY;
   plan.max_factor = 0;
@@ -144,6 +183,8 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     float plain = 0;
     for (size_t j = 0; j < C; ++j) plain = std::max({plain, std::fabs(mn->second[j]), std::fabs(mx->second[j])});
     for (const auto& lin : m.balance) {
+      plan.column_factors[lin + ".weight"] = m.smooth;
+      if (absorbs_only(lin)) continue;  // a router: never quantized, no input scale
       auto it = plan.stats.input_absmax.find(lin);
       if (amax > 0) plan.max_range_reduction = std::max(plan.max_range_reduction, plain / amax);
       if (stats.observer == "static_minmax" || it == plan.stats.input_absmax.end() || plain == 0) {
@@ -152,7 +193,6 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
         // A moving-average observer's value, shrunk as the plain maximum is (in double).
         it->second = static_cast<float>(static_cast<double>(it->second) * amax / plain);
       }
-      plan.column_factors[lin + ".weight"] = m.smooth;
     }
     plan.divide_factors[m.smooth + ".weight"] = m.smooth;
     // A bias of the smoothed layer scales with its output (llm-compressor: bias.div_(scales)):
@@ -191,6 +231,7 @@ std::string smoothing_factors_json(const SmoothingPlan& plan) {
   j["version"] = 1;
   j["alpha"] = plan.alpha;
   j["mappings_set"] = plan.which == SmoothingMappings::All ? "all" : "norms";
+  if (plan.moe_norm) j["moe_norm"] = true;  // absent otherwise: dense models' files keep their bytes
   nlohmann::json ms = nlohmann::json::array();
   for (const auto& m : plan.mappings)
     ms.push_back({{"smooth", m.smooth}, {"balance", m.balance}, {"factors", plan.factors.at(m.smooth)}});
@@ -210,6 +251,7 @@ SmoothingPlan smoothing_plan_from_file(const ModelFolder& model, const std::stri
   try {
     plan.alpha = j.at("alpha").get<double>();
     plan.which = j.value("mappings_set", "all") == "norms" ? SmoothingMappings::Norms : SmoothingMappings::All;
+    plan.moe_norm = j.value("moe_norm", false);
     for (const auto& mj : j["mappings"]) {
       SmoothingMapping m;
       m.smooth = mj.at("smooth").get<std::string>();
@@ -280,7 +322,8 @@ ActivationStats smoothed_input_stats(const ModelFolder& model, const SmoothingPl
       smoothed.bytes = gs_bytes;
       amax = smoothed_input_absmax(mn->second, mx->second, decode_tensor_f32(sw), decode_tensor_f32(smoothed));
     }
-    for (const auto& lin : m.balance) out.input_absmax[lin] = amax;
+    for (const auto& lin : m.balance)
+      if (!absorbs_only(lin)) out.input_absmax[lin] = amax;
   }
   return out;
 }

@@ -13,6 +13,21 @@
 //           defaults -- its AWQ mappings balance the same pair -- but down_proj's input carries
 //           the largest outliers of these models; the activation range is that of down_proj's
 //           real input.)
+// Mixture-of-experts layers (Mixtral, Qwen2-MoE, Qwen3-MoE; is_moe_layer):
+//   norms   input_layernorm -> q/k/v_proj only (llm-compressor 0.14's mappings for these
+//           architectures). post_attention_layernorm feeds the router, every expert's gate/up
+//           (w1/w3), and Qwen2-MoE's shared expert gate/up and shared_expert_gate: smoothing it
+//           is an identity only when every one of them absorbs the factors. llm-compressor leaves
+//           it out (one factor per channel for all experts degraded perplexity in its
+//           measurements), and so does qtool unless asked:
+//   moe_norm (opt-in) post_attention_layernorm -> the router, every expert's gate/up, the shared
+//           expert's gate/up and shared_expert_gate (the unquantized router and shared gate
+//           absorb the factors too). Activation range: the norm output over ALL calibration
+//           tokens, which the forward records whatever --moe-calibration; the weight range w_j:
+//           max over all of these Linears (llm-compressor's rule over a mapping's balance layers).
+//   mlp     (with All) Qwen2-MoE's mlp.shared_expert.up_proj -> mlp.shared_expert.down_proj, a
+//           local pair like the dense one. The routed experts' up -> down pairs are not smoothed
+//           (they would need E x I per-channel ranges per layer, which calibration does not keep).
 // Every mapped Linear is smoothed, quantized or not: the function must stay the same.
 // up_proj is both a balance layer (columns, norms mapping) and a smoothed layer (rows, mlp
 // mapping): columns first, then rows, each rounded to the weight dtype (the order in which
@@ -58,10 +73,16 @@ struct SmoothingMapping {
 };
 
 // The mappings of `model` (see above), in layer order, norms before mlp within a layer. A
-// mixture-of-experts layer (is_moe_layer) gets only input_layernorm -> q/k/v_proj: its
-// post_attention_layernorm feeds the router and every expert. Throws InputError(Unsupported)
-// naming the tensor when a layer has the norm but not every balance Linear.
-std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which);
+// mixture-of-experts layer (is_moe_layer) gets input_layernorm -> q/k/v_proj, with `moe_norm`
+// post_attention_layernorm -> every consumer, and with All its shared expert's up -> down.
+// Throws InputError(Unsupported) naming the tensor when a layer has the norm but not every
+// balance Linear.
+std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, SmoothingMappings which,
+                                                 bool moe_norm = false);
+
+// Whether a balance Linear only absorbs the factors and is never quantized (a MoE router,
+// shared_expert_gate): it has no static input scale to recompute.
+bool absorbs_only(const std::string& linear);
 
 // Whether layer `layer_prefix` ("model.layers.3.") has a mixture-of-experts router.
 bool is_moe_layer(const Checkpoint& ck, const std::string& layer_prefix);
@@ -69,6 +90,7 @@ bool is_moe_layer(const Checkpoint& ck, const std::string& layer_prefix);
 struct SmoothingPlan {
   double alpha = 0.8;  // as given (a decimal such as 0.8; see smoothing_scales for its f32 uses)
   SmoothingMappings which = SmoothingMappings::All;
+  bool moe_norm = false;  // MoE layers' post_attention_layernorm smoothed into every consumer
   std::vector<SmoothingMapping> mappings;
   // smooth module -> factors s (f32, >= 1e-5), one per channel of its output.
   std::map<std::string, std::vector<float>> factors;
@@ -96,10 +118,11 @@ struct SmoothingPlan {
 //             that is not finite, a smoothed norm that overflows -- names the module / tensor;
 //   Unsupported  a weight dtype other than F32/F16/BF16, a layer without its balance Linears.
 SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha,
-                             SmoothingMappings which = SmoothingMappings::All);
+                             SmoothingMappings which = SmoothingMappings::All, bool moe_norm = false);
 
 // The name of the smoothing factors file qtool writes next to a smoothed checkpoint (JSON:
-// {"alpha", "mappings": [{"smooth", "balance", "factors"}]}, factors as f32 values): verify
+// {"alpha", "mappings": [{"smooth", "balance", "factors"}]}, factors as f32 values; "moe_norm":
+// true when the MoE norms were smoothed, absent otherwise): verify
 // needs the up_proj -> down_proj factors, which the checkpoint alone does not reveal.
 inline constexpr const char* kSmoothingFactorsFile = "qtool_smoothing.json";
 

@@ -574,7 +574,9 @@ TEST_P(TinyMoe, Int8StaticIsRefusedForExpertsBecauseVllmFusedMoeTakesDynamicActi
   EXPECT_EQ(std::count(plan.quantized_modules.begin(), plan.quantized_modules.end(), first), 1);
 }
 
-TEST_P(TinyMoe, SmoothQuantSmoothsOnlyTheAttentionSideOfMoeLayers) {
+// Without --smoothquant-moe-norm (tests/test_smoothquant.cpp has it): llm-compressor's MoE
+// mappings, the attention side only, plus (mappings all) Qwen2-MoE's local shared-expert pair.
+TEST_P(TinyMoe, SmoothQuantSmoothsTheAttentionSideAndTheSharedExpertPairOfMoeLayers) {
   qt::test::TempDir tmp;
   const auto dir = tmp.path() / "model";
   qt::TinyModelOptions o;
@@ -586,10 +588,39 @@ TEST_P(TinyMoe, SmoothQuantSmoothsOnlyTheAttentionSideOfMoeLayers) {
   std::vector<std::string> got;
   for (const auto& m : qt::calib::smoothing_mappings(f, qt::calib::SmoothingMappings::All)) got.push_back(m.smooth);
   std::vector<std::string> want = {"model.layers.0.input_layernorm", "model.layers.1.input_layernorm"};
-  if (o.arch != "mixtral")  // layer 1 is dense: all three mappings
+  if (o.arch == "qwen3_moe")  // layer 1 is dense: all three mappings
     want = {"model.layers.0.input_layernorm", "model.layers.1.input_layernorm",
             "model.layers.1.post_attention_layernorm", "model.layers.1.mlp.up_proj"};
+  if (o.arch == "qwen2_moe")  // and layer 0's shared expert up -> down
+    want = {"model.layers.0.input_layernorm", "model.layers.0.mlp.shared_expert.up_proj", "model.layers.1.input_layernorm",
+            "model.layers.1.post_attention_layernorm", "model.layers.1.mlp.up_proj"};
   EXPECT_EQ(got, want);
+}
+
+TEST(MoeSmoothQuantCli, MoeNormIsRecordedForAMoeModelAndRefusedForADenseOne) {
+  qt::test::TempDir tmp;
+  const std::string moe = tmp.str("moe"), dense = tmp.str("dense");
+  ASSERT_EQ(qt::test::run_qtool({"tiny-model", "--arch", "mixtral", moe}).exit_code, 0);
+  ASSERT_EQ(qt::test::run_qtool({"tiny-model", dense}).exit_code, 0);
+  auto q = qt::test::run_qtool({"quantize", moe, "-o", tmp.str("out"), "--scheme", "fp8-dynamic", "--smoothquant",
+                                "--smoothquant-moe-norm", "--num-samples", "2", "--seq-len", "32", "--no-hash", "--json"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(json::parse(q.out).at("smoothquant").at("moe_norm"), true);
+  EXPECT_EQ(qt::read_json_file(tmp.str("out/qtool_manifest.json")).at("smoothquant").at("moe_norm"), true);
+  const json f = qt::read_json_file(tmp.str("out/qtool_smoothing.json"));
+  EXPECT_EQ(f.at("mappings").at(1).at("smooth"), "model.layers.0.post_attention_layernorm");
+  EXPECT_EQ(f.at("mappings").at(1).at("balance").at(0), "model.layers.0.block_sparse_moe.gate");
+  EXPECT_CONTAINS(q.err, "smoothquant: MoE layers' post_attention_layernorm smoothed into the router");
+  auto d = qt::test::run_qtool({"quantize", dense, "-o", tmp.str("out2"), "--scheme", "int8-dynamic", "--smoothquant",
+                                "--smoothquant-moe-norm", "--no-hash"});
+  EXPECT_EQ(d.exit_code, 2) << d.err;
+  EXPECT_CONTAINS(d.err, dense + "/config.json: --smoothquant-moe-norm applies to mixture-of-experts models; this one has "
+                         "no MoE layer");
+  // Without the flag a MoE model is smoothed on the attention side, and says why.
+  auto w = qt::test::run_qtool({"quantize", moe, "-o", tmp.str("out3"), "--scheme", "fp8-dynamic", "--smoothquant",
+                                "--num-samples", "2", "--seq-len", "32", "--no-hash"});
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_CONTAINS(w.err, "(llm-compressor omits it for that reason); --smoothquant-moe-norm smooths it into all of them");
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, TinyMoe, ::testing::Values("mixtral", "qwen3_moe", "qwen2_moe"),

@@ -8,18 +8,22 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <set>
 
 #include "calib/observers.h"
 #include "calib/calibrate.h"
 #include "calib/dataset.h"
 #include "calib/forward.h"
 #include "calib/model_config.h"
+#include "calib/quantize_pipeline.h"
 #include "calib/tokenizer/tokenizer.h"
 #include "formats/model_folder.h"
 #include "calib/smoothing.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/quantize.h"
 #include "libquant/smoothquant.h"
 #include "tests/support/test_support.h"
 
@@ -426,6 +430,218 @@ TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, SmoothQuantGolden, ::testing::Values("llama_a05", "llama_a08", "qwen2_a05", "qwen2_a08"));
+
+// ---- mixture-of-experts models ---------------------------------------------------------------
+
+// testdata/smoothquant/<arch>_moe_a08.json (make_moe_goldens.py): llm-compressor 0.14's own
+// SmoothQuant mappings for Mixtral / Qwen3-MoE / Qwen2-MoE (input_layernorm -> q/k/v only), its
+// factors and smoothed weights, and the static FP8 q/k/v input scales its QuantizationModifier
+// then writes for the smoothed model. qtool's `norms` set on these models is a superset: it also
+// smooths the post_attention_layernorm of the models' DENSE layers (Qwen3-MoE mlp_only_layers,
+// Qwen2-MoE decoder_sparse_step), which feeds only that layer's gate/up.
+// Bounds: statistics, factors and weights as SmoothQuantGolden (2e-6); the input scales are
+// qtool's prediction from the unsmoothed channel ranges (max_j |x_j| g'_j / g_j) against
+// llm-compressor's measurement on the smoothed model: both are the same maximum up to the
+// forward's f32 rounding (qtool's logits agree with transformers to ~1e-6), so 5e-6.
+class SmoothQuantMoeGolden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SmoothQuantMoeGolden, MatchesLlmCompressorsMoeMappingsFactorsAndInputScales) {
+  const std::string path = std::string(QTOOL_SOURCE_DIR) + "/testdata/smoothquant/" + GetParam() + "_moe_a08.json";
+  std::ifstream f(path);
+  ASSERT_TRUE(f) << path;
+  const nlohmann::json g = nlohmann::json::parse(f);
+  ASSERT_EQ(g.at("pipeline"), "basic");
+  ModelFolder m = ModelFolder::open(std::string(QTOOL_SOURCE_DIR) + "/" + g.at("model").get<std::string>());
+  const auto samples = g.at("tokens").get<std::vector<std::vector<int32_t>>>();
+  const ActivationStats st = calib::calibrate(m, samples, {}).stats;
+  const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, g.at("alpha").get<double>(), calib::SmoothingMappings::Norms);
+  auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double worst = 0;
+    for (size_t j = 0; j < got.size(); ++j) {
+      const double d = std::fabs(static_cast<double>(got[j]) - want[j]);
+      worst = std::max(worst, want[j] == 0 ? d : d / std::fabs(static_cast<double>(want[j])));
+    }
+    EXPECT_LE(worst, rel) << what << ": worst relative difference " << worst;
+  };
+  std::set<std::string> golden;
+  for (const auto& gm : g.at("mappings")) {
+    const std::string norm = gm.at("smooth");
+    SCOPED_TRACE(norm);
+    golden.insert(norm);
+    const calib::SmoothingMapping* mine = nullptr;
+    for (const auto& pm : plan.mappings)
+      if (pm.smooth == norm) mine = &pm;
+    ASSERT_NE(mine, nullptr);
+    EXPECT_EQ(nlohmann::json(mine->balance), gm.at("balance"));
+    near(st.channel_min.at(norm), gm.at("channel_min").get<std::vector<float>>(), 2e-6, "channel_min");
+    near(st.channel_max.at(norm), gm.at("channel_max").get<std::vector<float>>(), 2e-6, "channel_max");
+    near(plan.factors.at(norm), gm.at("scales").get<std::vector<float>>(), 2e-6, "scales");
+    const TensorView* gw = m.checkpoint().find(norm + ".weight");
+    near(decode(gw->dtype, plan.smoothed_bytes(*gw)), gm.at("smoothed_norm_weight").get<std::vector<float>>(), 2e-6,
+         "smoothed norm weight");
+    const TensorView* bw = m.checkpoint().find(gm.at("balance")[0].get<std::string>() + ".weight");
+    std::vector<float> want;
+    for (const auto& row : gm.at("smoothed_first_balance_weight_first4rows"))
+      for (float v : row.get<std::vector<float>>()) want.push_back(v);
+    std::vector<float> got = decode(bw->dtype, plan.smoothed_bytes(*bw));
+    got.resize(want.size());
+    near(got, want, 2e-6, "smoothed first balance rows");
+  }
+  EXPECT_FALSE(golden.empty());
+  // qtool's extra mappings: only the post_attention_layernorm of a dense layer (no router).
+  for (const auto& pm : plan.mappings)
+    if (!golden.count(pm.smooth)) {
+      EXPECT_TRUE(pm.smooth.ends_with(".post_attention_layernorm")) << pm.smooth;
+      EXPECT_FALSE(calib::is_moe_layer(m.checkpoint(), pm.smooth.substr(0, pm.smooth.rfind('.') + 1))) << pm.smooth;
+    }
+  size_t scales = 0;
+  for (const auto& [module, want] : g.at("input_scale").items()) {
+    const float got = calib::static_input_scale(plan.stats, module, QuantType::Float8E4M3, DType::F32, m.dir());
+    EXPECT_LE(std::fabs(static_cast<double>(got) - want.get<double>()), 5e-6 * want.get<double>())
+        << module << ": qtool " << got << " vs llm-compressor " << want.get<double>();
+    ++scales;
+  }
+  EXPECT_EQ(scales, 3 * golden.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, SmoothQuantMoeGolden, ::testing::Values("mixtral", "qwen3_moe", "qwen2_moe"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// Tiny generated MoE models (f32, 2 layers, 8 experts, top-2; layer 1 dense for the Qwen ones):
+// every mapping qtool offers, the opt-in MoE norm included, leaves the logits unchanged.
+class SmoothingOnTinyMoe : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    TinyModelOptions o;
+    o.arch = GetParam();
+    o.dtype = DType::F32;
+    o.num_layers = 2;
+    if (o.arch != "mixtral") o.mlp_only_layers = {1};
+    write_tiny_model(dir.str("m"), o);
+    model.emplace(ModelFolder::open(dir.str("m")));
+    const calib::Tokenizer tok = calib::Tokenizer::from_dir(dir.str("m"));
+    samples = calib::make_samples(tok, calib::builtin_calibration_text(), 4, 48, 0);
+    stats = calib::calibrate(*model, samples, {}).stats;
+  }
+  std::string blk() const { return GetParam() == "mixtral" ? "block_sparse_moe" : "mlp"; }
+  test::TempDir dir;
+  std::optional<ModelFolder> model;
+  std::vector<std::vector<int32_t>> samples;
+  ActivationStats stats;
+};
+
+TEST_P(SmoothingOnTinyMoe, MoeNormMapsPostAttentionLayernormToEveryLinearItFeeds) {
+  const std::string a = GetParam(), p = "model.layers.0.";
+  const auto m = calib::smoothing_mappings(*model, calib::SmoothingMappings::All, /*moe_norm=*/true);
+  std::vector<std::string> smooth;
+  for (const auto& x : m) smooth.push_back(x.smooth);
+  std::vector<std::string> want = {p + "input_layernorm", p + "post_attention_layernorm"};
+  if (a == "qwen2_moe") want.push_back(p + "mlp.shared_expert.up_proj");
+  want.push_back("model.layers.1.input_layernorm");
+  if (a == "mixtral") want.push_back("model.layers.1.post_attention_layernorm");
+  else want.insert(want.end(), {"model.layers.1.post_attention_layernorm", "model.layers.1.mlp.up_proj"});
+  EXPECT_EQ(smooth, want);
+  std::vector<std::string> balance = {p + blk() + ".gate"};
+  const std::string g = a == "mixtral" ? "w1" : "gate_proj", u = a == "mixtral" ? "w3" : "up_proj";
+  for (int e = 0; e < 8; ++e) {
+    balance.push_back(p + blk() + ".experts." + std::to_string(e) + "." + g);
+    balance.push_back(p + blk() + ".experts." + std::to_string(e) + "." + u);
+  }
+  if (a == "qwen2_moe")
+    balance.insert(balance.end(), {p + "mlp.shared_expert.gate_proj", p + "mlp.shared_expert.up_proj", p + "mlp.shared_expert_gate"});
+  EXPECT_EQ(m[1].balance, balance);
+  EXPECT_EQ(m[1].stats_key, p + "post_attention_layernorm");  // the norm output, over all tokens
+  if (a == "qwen2_moe") {
+    EXPECT_TRUE(m[2].smooth_is_linear);
+    EXPECT_EQ(m[2].balance, (std::vector<std::string>{p + "mlp.shared_expert.down_proj"}));
+    EXPECT_EQ(m[2].stats_key, p + "mlp.shared_expert.down_proj");
+  }
+  // Without moe_norm, llm-compressor's set: the MoE layer's attention side (and the shared pair with all).
+  const auto d = calib::smoothing_mappings(*model, calib::SmoothingMappings::Norms);
+  EXPECT_EQ(d[0].smooth, p + "input_layernorm");
+  EXPECT_EQ(d[1].smooth, "model.layers.1.input_layernorm");
+}
+
+TEST_P(SmoothingOnTinyMoe, EveryMappingLeavesTheLogitsUnchangedWhenEveryConsumerAbsorbsTheFactors) {
+  const calib::SmoothingPlan plan =
+      calib::plan_smoothing(*model, stats, 0.8, calib::SmoothingMappings::All, /*moe_norm=*/true);
+  ASSERT_TRUE(plan.factors.count("model.layers.0.post_attention_layernorm"));
+  const auto& s = plan.factors.at("model.layers.0.post_attention_layernorm");
+  EXPECT_GT(*std::max_element(s.begin(), s.end()), 1.5f);  // the factors really move something
+  const std::vector<float> base = forward_logits(*model, samples, nullptr), smoothed = forward_logits(*model, samples, &plan);
+  // f32: each smoothed weight moved by <= 2^-24 relative; through 2 layers that stays ~1e-6.
+  EXPECT_LT(max_rel_diff(base, smoothed), 1e-5);
+  // The router is necessary: without its columns scaled the routing sees x / s and the logits move.
+  calib::SmoothingPlan partial = plan;
+  partial.column_factors.erase("model.layers.0." + blk() + ".gate.weight");
+  EXPECT_GT(max_rel_diff(base, forward_logits(*model, samples, &partial)), 1e-3);
+}
+
+TEST_P(SmoothingOnTinyMoe, PredictsTheExpertInputAbsmaxTheSmoothedModelShows) {
+  const calib::SmoothingPlan plan =
+      calib::plan_smoothing(*model, stats, 0.8, calib::SmoothingMappings::All, /*moe_norm=*/true);
+  calib::AbsMaxObserver obs;
+  forward_logits(*model, samples, &plan, &obs);  // policy all: every expert sees every token
+  size_t n = 0;
+  for (const auto& m : plan.mappings)
+    for (const auto& lin : m.balance) {
+      if (calib::absorbs_only(lin)) {  // routers: never quantized, no statistic made up for them
+        EXPECT_EQ(plan.stats.input_absmax.count(lin), 0u) << lin;
+        continue;
+      }
+      const float want = obs.stats().input_absmax.at(lin), got = plan.stats.input_absmax.at(lin);
+      EXPECT_NEAR(got, want, want * 1e-5) << lin;
+      ++n;
+    }
+  EXPECT_GT(n, 16u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, SmoothingOnTinyMoe, ::testing::Values("mixtral", "qwen3_moe", "qwen2_moe"),
+                         [](const auto& info) { return info.param; });
+
+TEST(MoeSmoothingFactorsFile, RecordsTheMoeNormAndPlansTheSameAgain) {
+  test::TempDir dir;
+  TinyModelOptions o;
+  o.arch = "qwen2_moe";
+  o.dtype = DType::F32;
+  o.num_layers = 1;
+  write_tiny_model(dir.str("m"), o);
+  ModelFolder m = ModelFolder::open(dir.str("m"));
+  const calib::Tokenizer tok = calib::Tokenizer::from_dir(dir.str("m"));
+  const auto samples = calib::make_samples(tok, calib::builtin_calibration_text(), 2, 32, 0);
+  const ActivationStats st = calib::calibrate(m, samples, {}).stats;
+  const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, 0.8, calib::SmoothingMappings::All, true);
+  const std::string file = dir.str("f.json");
+  std::ofstream(file) << calib::smoothing_factors_json(plan);
+  const nlohmann::json j = read_json_file(file);
+  EXPECT_EQ(j.at("moe_norm"), true);
+  const calib::SmoothingPlan back = calib::smoothing_plan_from_file(m, file, st);
+  EXPECT_TRUE(back.moe_norm);
+  EXPECT_EQ(back.factors, plan.factors);
+  EXPECT_EQ(back.column_factors, plan.column_factors);
+  EXPECT_EQ(back.divide_factors, plan.divide_factors);
+  // Without it, the file has no moe_norm key (dense and default files keep their bytes).
+  EXPECT_FALSE(nlohmann::json::parse(calib::smoothing_factors_json(calib::plan_smoothing(m, st, 0.8))).contains("moe_norm"));
+}
+
+TEST(MoeSmoothingMappings, RefuseAMoeNormWhoseConsumerIsMissingNamingIt) {
+  test::TempDir dir;
+  TinyModelOptions o;
+  o.arch = "qwen3_moe";
+  o.dtype = DType::F32;
+  o.num_layers = 1;
+  write_tiny_model(dir.str("m"), o);
+  // Rename expert 5's up_proj away: the norm's factors would have nowhere to go.
+  const std::string missing = "model.layers.0.mlp.experts.5.up_proj.weight";
+  test::rewrite_safetensors(dir.str("m/model.safetensors"), [&](TensorSpec& spec, std::vector<uint8_t>&) {
+    if (spec.name == missing) spec.name = "model.layers.0.mlp.experts.5.renamed.weight";
+  });
+  ModelFolder m = ModelFolder::open(dir.str("m"));
+  EXPECT_EQ(error_of([&] { calib::smoothing_mappings(m, calib::SmoothingMappings::Norms, true); }),
+            dir.str("m") + ": tensor '" + missing + "': SmoothQuant: model.layers.0.post_attention_layernorm feeds this "
+            "Linear, which the checkpoint lacks (every consumer of a smoothed norm must absorb its factors)");
+}
 
 }  // namespace
 }  // namespace qt

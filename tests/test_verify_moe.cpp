@@ -5,6 +5,7 @@
 // checkpoints in fp8-dynamic and fp8-static.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -205,6 +206,31 @@ TEST(VerifyMoe, MeasuresTheRaisedInputScaleThatVllmWouldServe) {
   // down_proj's group is not affected.
   EXPECT_EQ(err(b, "model.layers.0.mlp.experts.0.down_proj"), err(a, "model.layers.0.mlp.experts.0.down_proj"));
   EXPECT_CONTAINS(b.moe_served, "15 expert input scale(s) raised");
+}
+
+TEST(VerifyMoe, UndoesTheMoeNormSmoothingAgainstTheReferenceAndPasses) {
+  // Qwen2-MoE (shared expert): --smoothquant-moe-norm smooths post_attention_layernorm into the
+  // router, the 8 experts' gate/up and the shared expert's gate/up and gate; all (the default set)
+  // adds the shared expert's up -> down. verify reads the norm ratio off the reference for every
+  // expert (calib::smoothing_mappings with the MoE norm) and the up -> down factors off
+  // qtool_smoothing.json, so the comparison is against the same function.
+  auto& M = MoeModels::get();
+  test::TempDir tmp;
+  const std::string out = tmp.str("sq");
+  auto q = test::run_qtool({"-q", "quantize", M.model("qwen2_moe"), "-o", out, "--scheme", "fp8-static", "--no-hash",
+                            "--num-samples", "8", "--seq-len", "64", "--smoothquant", "--smoothquant-moe-norm"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const VerifyReport r = verify_checkpoint(opts(out, M.model("qwen2_moe")));
+  EXPECT_TRUE(r.pass) << (r.failures.empty() ? "" : r.failures[0]);
+  for (const std::string l : {"model.layers.0.post_attention_layernorm", "model.layers.1.post_attention_layernorm",
+                              "model.layers.0.mlp.shared_expert.up_proj (qtool_smoothing.json)"})
+    EXPECT_NE(std::find(r.smoothed_layers.begin(), r.smoothed_layers.end(), l), r.smoothed_layers.end()) << l;
+  EXPECT_TRUE(r.model.ran);
+  EXPECT_LT(r.model.metrics.kl_mean, 0.01);
+  for (const auto& L : r.layers) {
+    ASSERT_TRUE(L.weight.has_value()) << L.module;
+    EXPECT_GT(L.weight->sqnr_db, 25.0) << L.module;  // smoothing undone: the weights compare as the same function
+  }
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ struct Opts {
   bool smoothquant = false;
   double smoothing_strength = 0.8;  // llm-compressor W8A8 examples; its modifier default is 0.5
   std::string smoothquant_mappings = "all";
+  bool smoothquant_moe_norm = false;
   std::string calib_memory = "4GiB";
   std::string calib_precision = "f32";
   std::string moe_calibration = "all";
@@ -95,6 +96,7 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.smoothquant = o.smoothquant;
   r.smoothing_strength = o.smoothing_strength;
   r.smoothing_mappings = o.smoothquant_mappings == "norms" ? calib::SmoothingMappings::Norms : calib::SmoothingMappings::All;
+  r.smoothquant_moe_norm = o.smoothquant_moe_norm;
   r.max_shard_bytes = parse_size(o.max_shard, "--max-shard-size");
   r.allow_nonfinite = o.allow_nonfinite;
   r.overwrite = o.overwrite;
@@ -203,6 +205,7 @@ void print_summary(const Opts& o, const calib::QuantizeOutcome& out) {
                           {"smoothed_layers", out.smoothing->mappings.size()},
                           {"min_factor", out.smoothing->min_factor}, {"max_factor", out.smoothing->max_factor},
                           {"max_range_reduction", out.smoothing->max_range_reduction}};
+    if (out.smoothing && out.smoothing->moe_norm) j["smoothquant"]["moe_norm"] = true;
     j["files"] = s.output_files;
     if (!out.like.empty()) {
       j["like"] = out.like;
@@ -331,8 +334,14 @@ void register_quantize(CLI::App& app, RunFn& run) {
       ->capture_default_str()->check(CLI::Range(1e-6, 1.0))->needs(sq);
   sub->add_option("--smoothquant-mappings", o->smoothquant_mappings,
                   "norms: input_layernorm -> q/k/v and post_attention_layernorm -> gate/up (llm-compressor's "
-                  "default); all: also up_proj -> down_proj")
+                  "default; in a mixture-of-experts layer input_layernorm -> q/k/v only); all: also up_proj -> "
+                  "down_proj (and Qwen2-MoE's shared_expert up_proj -> down_proj)")
       ->capture_default_str()->check(CLI::IsMember({"all", "norms"}))->needs(sq);
+  sub->add_flag("--smoothquant-moe-norm", o->smoothquant_moe_norm,
+                "Mixture-of-experts models: also smooth post_attention_layernorm into every Linear it feeds (router, "
+                "every expert's gate/up, the shared expert's gate/up and shared_expert_gate); off by default, as in "
+                "llm-compressor, whose MoE mappings smooth only the attention side")
+      ->needs(sq);
   sub->add_option("--max-shard-size", o->max_shard, "Largest output shard")->capture_default_str();
   auto* gp = sub->add_option_group("algorithm", "How weights are rounded");
   gp->add_option("--algorithm", o->algorithm,

@@ -229,10 +229,12 @@ class Verifier {
   // (or up_proj) into the Linears it feeds; against the (unsmoothed) reference they must be undone.
   void detect_smoothing() {
     // Which norm feeds which Linear: the same table quantize smooths by (calib/smoothing.h),
-    // read off the (dense) reference. A layout it does not know (e.g. MoE) has no norm mappings.
+    // read off the reference, MoE layers' post_attention_layernorm -> experts included (a norm
+    // that was not smoothed shows ratio 1 and is skipped below). A layout it does not know has no
+    // norm mappings.
     std::map<std::string, std::string> norm_of;
     try {
-      for (const auto& m : calib::smoothing_mappings(*rm_, calib::SmoothingMappings::Norms))
+      for (const auto& m : calib::smoothing_mappings(*rm_, calib::SmoothingMappings::Norms, /*moe_norm=*/true))
         for (const auto& b : m.balance) norm_of[b] = m.smooth;
     } catch (const InputError&) {
       norm_of.clear();

@@ -123,3 +123,42 @@ def test_routers_are_ignored_and_experts_share_the_layer_maximum_input_scale(qua
     assert sorted(layers) == [f"model.layers.{l}.{block}" for l in range(2)]
     for v in layers.values():
         assert len(v["routed_tokens"]) == 8 and sum(v["routed_tokens"]) > 0
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_moe_norm_smoothing_factors_leave_transformers_logits_unchanged(arch, tmp_path):
+    """(c) `--smoothquant --smoothquant-moe-norm` (mappings all): qtool_smoothing.json applied to
+    the ORIGINAL f32 checkpoint's tensors here (norm and up_proj rows divided by s, every balance
+    Linear's input columns multiplied by s), saved, and loaded by transformers (which fuses the
+    experts itself): its logits equal the original model's within f32 rounding. A consumer of a
+    smoothed norm missing from qtool's mapping (router, shared_expert_gate, an expert) would move
+    them far beyond that."""
+    from safetensors.torch import save_file
+
+    src, out, smoothed = tmp_path / "model", tmp_path / "out", tmp_path / "smoothed"
+    _qtool("tiny-model", str(src), "--arch", arch, "--layers", "2", "--dtype", "f32")
+    _qtool("quantize", str(src), "-o", str(out), "--scheme", "fp8-dynamic", "--smoothquant",
+           "--smoothquant-moe-norm", "--num-samples", "4", "--seq-len", "48")
+    factors = json.loads((out / "qtool_smoothing.json").read_text())
+    assert factors["moe_norm"] is True
+    tensors = {}
+    for f in src.glob("*.safetensors"):
+        tensors.update(load_file(str(f)))
+    moe_norms = 0
+    for m in factors["mappings"]:
+        s = torch.tensor(m["factors"], dtype=torch.float32)
+        for b in m["balance"]:
+            tensors[b + ".weight"] = tensors[b + ".weight"] * s.view(1, -1)
+        w = tensors[m["smooth"] + ".weight"]
+        tensors[m["smooth"] + ".weight"] = w / s if w.dim() == 1 else w / s.view(-1, 1)
+        moe_norms += m["smooth"].endswith("post_attention_layernorm") and any(b.endswith(".gate") for b in m["balance"])
+    assert moe_norms == 2
+    smoothed.mkdir()
+    for f in src.iterdir():
+        if f.suffix != ".safetensors":
+            (smoothed / f.name).write_bytes(f.read_bytes())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(smoothed / "model.safetensors"),
+              metadata={"format": "pt"})
+    ref, sm = _logits(_load(src)), _logits(_load(smoothed))
+    rel = float((ref - sm).abs().max() / ref.abs().max())
+    assert rel < 1e-5, rel

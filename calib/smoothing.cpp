@@ -67,18 +67,21 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
   return out;
 }
 
-SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which) {
+SmoothingPlan begin_smoothing_plan(double alpha, SmoothingMappings which) {
   if (!(alpha > 0.0 && alpha <= 1.0))
     throw InputError(InputError::Kind::Usage, "", "", "SmoothQuant strength must be in (0, 1]", "0 < alpha <= 1",
                      std::to_string(alpha));
   SmoothingPlan plan;
   plan.alpha = alpha;
   plan.which = which;
-  plan.mappings = smoothing_mappings(model, which);
-  plan.stats = stats;
   plan.min_factor = INFINITY;
   plan.max_factor = 0;
-  for (const SmoothingMapping& m : plan.mappings) {
+  return plan;
+}
+
+void add_smoothing_mapping(const ModelFolder& model, const SmoothingMapping& m, const ActivationStats& stats,
+                           SmoothingPlan& plan) {
+  {
     auto mn = stats.channel_min.find(m.stats_key), mx = stats.channel_max.find(m.stats_key);
     if (mn == stats.channel_min.end() || mx == stats.channel_max.end())
       throw InputError(InputError::Kind::Usage, model.dir(), m.stats_key,
@@ -120,7 +123,7 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
       if (!std::isfinite(colmax[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.balance[0] + ".weight",
                          "non-finite weight in input column " + std::to_string(j) + " of a SmoothQuant group");
-    std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, alpha, M);
+    std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, plan.alpha, M);
     for (size_t j = 0; j < C; ++j)
       if (!std::isfinite(s[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.smooth,
@@ -144,13 +147,13 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     float plain = 0;
     for (size_t j = 0; j < C; ++j) plain = std::max({plain, std::fabs(mn->second[j]), std::fabs(mx->second[j])});
     for (const auto& lin : m.balance) {
-      auto it = plan.stats.input_absmax.find(lin);
+      auto it = stats.input_absmax.find(lin);
       if (amax > 0) plan.max_range_reduction = std::max(plan.max_range_reduction, plain / amax);
-      if (stats.observer == "static_minmax" || it == plan.stats.input_absmax.end() || plain == 0) {
+      if (stats.observer == "static_minmax" || it == stats.input_absmax.end() || plain == 0) {
         plan.stats.input_absmax[lin] = amax;  // the observer's own rule: max over every token
       } else {
         // A moving-average observer's value, shrunk as the plain maximum is (in double).
-        it->second = static_cast<float>(static_cast<double>(it->second) * amax / plain);
+        plan.stats.input_absmax[lin] = static_cast<float>(static_cast<double>(it->second) * amax / plain);
       }
       plan.column_factors[lin + ".weight"] = m.smooth;
     }
@@ -166,6 +169,13 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     }
     plan.factors[m.smooth] = std::move(s);
   }
+  plan.mappings.push_back(m);
+}
+
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which) {
+  SmoothingPlan plan = begin_smoothing_plan(alpha, which);
+  plan.stats = stats;
+  for (const SmoothingMapping& m : smoothing_mappings(model, which)) add_smoothing_mapping(model, m, stats, plan);
   if (plan.mappings.empty()) plan.min_factor = 0;
   return plan;
 }

@@ -379,6 +379,40 @@ TEST(QuantizeModelGptq, GivesIdenticalBytesAtOneAndTwoThreads) {
   }
 }
 
+TEST(QuantizeModelGptq, WithSmoothQuantWritesSmoothedNormsAndFactorsBesideGptqCodes) {
+  test::TempDir d;
+  const std::string m = tiny(d);
+  for (const auto which : {calib::SmoothingMappings::Norms, calib::SmoothingMappings::All}) {
+    const bool all = which == calib::SmoothingMappings::All;
+    const std::string out = all ? "sq_all" : "sq_norms";
+    calib::QuantizeRequest r = gptq_request(d, m, out, "int8-dynamic");
+    r.smoothquant = true;
+    r.smoothing_mappings = which;
+    const calib::QuantizeOutcome o = calib::quantize_model(r);
+    EXPECT_EQ(o.gptq.modules, 14);
+    ASSERT_TRUE(o.smoothing.has_value());
+    EXPECT_EQ(o.smoothing->mappings.size(), all ? 6u : 4u);
+    const Checkpoint in = Checkpoint::open(m), q = Checkpoint::open(d.str(out));
+    // The norms (and with "all" nothing else unquantized) are written smoothed, as the plan the
+    // GPTQ pass built says; the factors file lists every mapping.
+    for (const char* n : {"model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"}) {
+      const TensorView* a = in.find(n);
+      const TensorView* b = q.find(n);
+      ASSERT_TRUE(a && b) << n;
+      const std::vector<uint8_t> want = o.smoothing->smoothed_bytes(*a);
+      EXPECT_TRUE(std::equal(b->bytes.begin(), b->bytes.end(), want.begin(), want.end())) << n;
+      EXPECT_FALSE(std::equal(b->bytes.begin(), b->bytes.end(), a->bytes.begin(), a->bytes.end())) << n;
+    }
+    const nlohmann::json f = nlohmann::json::parse(test::read_text(fs::path(d.str(out)) / "qtool_smoothing.json"));
+    EXPECT_EQ(f.at("mappings").size(), all ? 6u : 4u);
+    const nlohmann::json man = nlohmann::json::parse(test::read_text(fs::path(d.str(out)) / "qtool_manifest.json"));
+    EXPECT_EQ(man.at("algorithm"), "gptq");
+    EXPECT_EQ(man.at("smoothquant").at("alpha"), 0.8);
+    EXPECT_EQ(man.at("calibration").at("statistics"),
+              "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)");
+  }
+}
+
 TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
   test::TempDir d;
   try {
@@ -389,6 +423,22 @@ TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
     EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic); fp8-dynamic has FP8 "
                            "E4M3 per-channel weights, which qtool rounds to nearest (GPTQ's error feedback is "
                            "implemented for integer codes)");
+  }
+}
+
+TEST(QuantizeModelGptq, IsRefusedWithStatisticsFilesWithTheReason) {
+  test::TempDir d;
+  calib::QuantizeRequest r = gptq_request(d, tiny(d), "out", "int8-dynamic");
+  r.smoothquant = true;
+  r.stats_in = {d.str("stats.zst")};
+  try {
+    calib::quantize_model(r);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Usage);
+    EXPECT_EQ(e.problem(), "--algorithm gptq observes the activations in its own layer-by-layer pass (each layer on the "
+                           "outputs of the quantized layers before it): --stats and --save-stats (statistics of the "
+                           "unquantized model) do not apply");
   }
 }
 

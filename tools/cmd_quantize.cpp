@@ -333,7 +333,8 @@ void register_quantize(CLI::App& app, RunFn& run) {
   gp->add_option("--algorithm", o->algorithm,
                  "rtn: round-to-nearest, data-free, byte-identical to compressed-tensors; gptq: GPTQ with the "
                  "arithmetic of llm-compressor 0.14's GPTQModifier, layer by layer on the calibration text "
-                 "(integer weights: w4a16, w8a16, int8-dynamic)")
+                 "(integer weights: w4a16, w8a16, int8-dynamic; --smoothquant is applied layer by layer in the same "
+                 "pass, as llm-compressor's SmoothQuantModifier + GPTQModifier recipe)")
       ->capture_default_str()->check(CLI::IsMember({"rtn", "gptq"}));
   gp->add_option("--dampening-frac", o->dampening_frac,
                  "GPTQ: fraction of the Hessian's mean diagonal added to its diagonal (llm-compressor's dampening_frac)")

@@ -380,13 +380,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
       throw InputError(InputError::Kind::Usage, "", "", "--algorithm gptq " + why);
     };
     if (scheme->weights.is_float())
-      refuse(std::string("needs integer weights (w4a16, w8a16, int8-dynamic); ") + scheme->name + " has " +
+      refuse(std::string("needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); ") + scheme->name + " has " +
              describe_args(scheme->weights) + " weights, which qtool rounds to nearest (GPTQ's error feedback "
              "is implemented for integer codes)");
-    if (scheme->needs_calibration)
-      refuse(std::string("with ") + scheme->name + " is not supported yet: its static input scales would have to be "
-             "observed in the same layer-by-layer pass; use int8-dynamic, or --algorithm rtn");
-    if (r.kv_cache_fp8) refuse("with --kv-cache fp8 is not supported yet (the KV scales would need the same pass)");
     if (!r.stats_in.empty() || !r.stats_out.empty())
       refuse("observes the activations in its own layer-by-layer pass (each layer on the outputs of the quantized "
              "layers before it): --stats and --save-stats (statistics of the unquantized model) do not apply");
@@ -540,7 +536,9 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
                              actorder_name(r.gptq.actorder)));
     GptqRunOptions go;
     go.gptq = r.gptq;
-    // Static input scales, KV scales and SmoothQuant's ranges come from the same pass.
+    // Static input scales, KV scales and SmoothQuant's ranges come from the same pass: each layer
+    // observed on the outputs of the quantized layers before it, itself still unquantized, as
+    // llm-compressor's observers see it (libquant/NUMERICS.md 9.8).
     if (needs_stats) go.observer = r.observer;
     if (r.smoothquant) go.smoothing = GptqSmoothing{r.smoothing_strength, r.smoothing_mappings};
     go.num_threads = r.threads;

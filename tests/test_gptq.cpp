@@ -420,7 +420,7 @@ TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic); fp8-dynamic has FP8 "
+    EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); fp8-dynamic has FP8 "
                            "E4M3 per-channel weights, which qtool rounds to nearest (GPTQ's error feedback is "
                            "implemented for integer codes)");
   }
@@ -442,16 +442,39 @@ TEST(QuantizeModelGptq, IsRefusedWithStatisticsFilesWithTheReason) {
   }
 }
 
-TEST(QuantizeModelGptq, IsRefusedForStaticActivationSchemesWithTheReason) {
+TEST(QuantizeModelGptq, ObservesStaticInputAndKvScalesInItsOwnPassOnTheQuantizedLayersBefore) {
   test::TempDir d;
-  try {
-    calib::quantize_model(gptq_request(d, tiny(d), "out", "int8-static"));
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq with int8-static is not supported yet: its static input scales would "
-                           "have to be observed in the same layer-by-layer pass; use int8-dynamic, or --algorithm rtn");
+  const std::string m = tiny(d);
+  calib::QuantizeRequest g = gptq_request(d, m, "gptq", "int8-static");
+  g.kv_cache_fp8 = true;
+  const calib::QuantizeOutcome o = calib::quantize_model(g);
+  EXPECT_EQ(o.gptq.modules, 14);
+  calib::QuantizeRequest r = gptq_request(d, m, "rtn", "int8-static");
+  r.kv_cache_fp8 = true;
+  r.algorithm = calib::WeightAlgorithm::Rtn;
+  calib::quantize_model(r);
+  const Checkpoint a = Checkpoint::open(d.str("gptq")), b = Checkpoint::open(d.str("rtn"));
+  // Layer 0 sees the original model's hidden states in both runs: the same statistics, the same
+  // scale bytes. Layer 1 sees GPTQ's quantized layer 0, and RTN's calibration the unquantized one.
+  int scales = 0, layer1_differ = 0;
+  for (const TensorView& t : b.tensors()) {
+    const std::string& n = t.name;
+    const bool scale = n.ends_with(".input_scale") || n.ends_with(".k_scale") || n.ends_with(".v_scale");
+    if (!scale) continue;
+    const TensorView* u = a.find(n);
+    ASSERT_NE(u, nullptr) << n;
+    ++scales;
+    const bool same = std::equal(t.bytes.begin(), t.bytes.end(), u->bytes.begin(), u->bytes.end());
+    if (n.rfind("model.layers.0.", 0) == 0) EXPECT_TRUE(same) << n;
+    else layer1_differ += !same;
   }
+  EXPECT_EQ(scales, 2 * (7 + 2));
+  EXPECT_GT(layer1_differ, 0);
+  EXPECT_EQ(a.tensors().size(), b.tensors().size());
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(fs::path(d.str("gptq")) / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("calibration").at("statistics"),
+            "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)");
+  EXPECT_EQ(man.at("calibration").at("samples"), 4);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/calibrate.h"
 #include "calib/forward.h"
 #include "calib/gptq.h"
 #include "calib/model_config.h"
@@ -388,6 +389,69 @@ TEST(GptqW8a8Goldens, SmoothQuantThenGptqAgreesWithLlmCompressorsSequentialRecip
   }
   std::printf("sq_gptq_w8a8: %zu of %zu codes identical (%.4f %%)\n", all.same, all.total, 100.0 * all.share());
   EXPECT_GE(all.share(), 0.99);
+}
+
+TEST(GptqW8a8Goldens, StaticInputAndKvScalesFromTheGptqPassAgreeWithLlmCompressor) {
+  test::TempDir d;
+  const ModelFolder model = ModelFolder::open(golden_model(d));
+  const SafetensorsFile gold = w8a8_golden("gptq_w8a8_static_kv");
+  PlanOptions po;
+  po.scheme = find_scheme("int8-static");
+  po.kv_cache_fp8 = true;
+  const QuantPlan plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+  GptqRunOptions go;
+  go.observer = "static_minmax";
+  const GptqRun run = run_gptq(model, plan, calibration_ids(), go);
+  ASSERT_EQ(run.weights.size(), 14u);
+  // What a calibration of the unquantized model (--algorithm rtn's) gives, to show where
+  // llm-compressor observes: its layer-1 scales match the GPTQ pass's, not these.
+  CalibrateOptions co;
+  const CalibrationRun unquantized = calibrate(model, calibration_ids(), co);
+  double layer1_ours = 0, layer1_unquantized = 0;
+  CodeShare all;
+  for (const std::string& module : run.weights.modules()) {
+    const bool layer0 = module.rfind("model.layers.0.", 0) == 0;
+    double scale_rel = 0;
+    const CodeShare c = compare_int8(run.weights.get(module), gold, module, scale_rel);
+    all.same += c.same, all.total += c.total;
+    // Weight scales: round-to-nearest's of the stored weight on both sides.
+    EXPECT_EQ(scale_rel, 0.0) << module;
+    EXPECT_GE(c.share(), layer0 ? 0.99 : 0.98) << module;
+    // The static input scale (f32, amax / 127) of what the GPTQ pass saw. Bounds
+    // (testdata/gptq/README.md): layer 0, the f32 forward's summation order (measured <= 4.6e-7);
+    // layer 1, each side's own quantized layer 0 (measured <= 7.4e-5).
+    const float ours = static_input_scale(run.stats, module, QuantType::Int8, DType::F32, model.dir());
+    const TensorView* gs = gold.find(module + ".input_scale");
+    ASSERT_NE(gs, nullptr) << module;
+    const float theirs = decode_tensor_f32(*gs).at(0);
+    const double rel = std::fabs(static_cast<double>(ours) - theirs) / theirs;
+    std::printf("  %-36s %.4f %% identical codes; input_scale %.9g vs %.9g (rel %.3g)\n", module.c_str(),
+                100.0 * c.share(), ours, theirs, rel);
+    EXPECT_LE(rel, layer0 ? 2e-6 : 2e-4) << module;
+    if (!layer0) {
+      const float other = static_input_scale(unquantized.stats, module, QuantType::Int8, DType::F32, model.dir());
+      layer1_ours = std::max(layer1_ours, rel);
+      layer1_unquantized = std::max(layer1_unquantized, std::fabs(static_cast<double>(other) - theirs) / theirs);
+    }
+  }
+  std::printf("layer 1 input scales, max relative difference to llm-compressor's: GPTQ pass %.3g, unquantized model %.3g\n",
+              layer1_ours, layer1_unquantized);
+  EXPECT_GT(layer1_unquantized, 10 * layer1_ours);
+  EXPECT_GE(all.share(), 0.99);
+  for (int l = 0; l < 2; ++l) {
+    const std::string attn = "model.layers." + std::to_string(l) + ".self_attn";
+    for (const bool is_k : {true, false}) {
+      const auto& m = is_k ? run.stats.k_absmax : run.stats.v_absmax;
+      ASSERT_TRUE(m.count(attn)) << attn;
+      const float ours = scale_from_amax(m.at(attn), QuantType::Float8E4M3, DType::F32);
+      const TensorView* gs = gold.find(attn + (is_k ? ".k_scale" : ".v_scale"));
+      ASSERT_NE(gs, nullptr) << attn;
+      const float theirs = decode_tensor_f32(*gs).at(0);
+      const double rel = std::fabs(static_cast<double>(ours) - theirs) / theirs;
+      std::printf("  %s.%s %.9g vs %.9g (rel %.3g)\n", attn.c_str(), is_k ? "k_scale" : "v_scale", ours, theirs, rel);
+      EXPECT_LE(rel, l == 0 ? 2e-6 : 2e-4) << attn;
+    }
+  }
 }
 
 }  // namespace

@@ -86,6 +86,30 @@ class TeeObserver : public Observer {
 
 }  // namespace
 
+ScratchFiles gptq_scratch_files(const ModelFolder& model, const QuantPlan& plan, int64_t tokens,
+                                const GptqRunOptions& opts) {
+  ScratchFiles s;
+  s.owner = "GPTQ's temporary files";
+  s.during_write_what = "quantized weights";
+  s.before_write_what = "hidden states";
+  if (!opts.weights_spill_dir.empty()) {
+    const bool int4 = plan.options.effective_scheme().weights.type == QuantType::Int4;
+    const std::set<std::string> modules(plan.quantized_modules.begin(), plan.quantized_modules.end());
+    for (const OutputTensor& o : plan.outputs)
+      if (o.kind == OutputTensor::Kind::WeightScale && modules.count(o.source.substr(0, o.source.rfind('.'))))
+        s.during_write += o.nbytes;
+    for (const std::string& m : plan.quantized_modules) {
+      const TensorView* t = model.checkpoint().find(m + ".weight");
+      QT_ASSERT(t != nullptr);
+      s.during_write += int4 ? (t->numel() + 1) / 2 : t->numel();
+    }
+  }
+  const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
+  const uint64_t hidden = static_cast<uint64_t>(tokens) * static_cast<uint64_t>(cfg.hidden_size) * sizeof(float);
+  if (!opts.hidden_spill.dir.empty() && hidden > opts.hidden_spill.above_bytes) s.before_write = hidden;
+  return s;
+}
+
 GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vector<std::vector<int32_t>>& samples,
                  const GptqRunOptions& opts) {
   const auto t_start = Clock::now();

@@ -38,6 +38,7 @@
 #include "calib/hidden_store.h"
 #include "calib/quantized_store.h"
 #include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
 #include "calib/smoothing.h"
 #include "libquant/gptq.h"
 
@@ -89,6 +90,18 @@ struct GptqRun {
   uint64_t hidden_bytes = 0;
   bool hidden_spilled = false;
 };
+
+// The temporary files run_gptq keeps with `opts` for `tokens` calibration tokens in all, in the
+// folder of opts.weights_spill_dir / opts.hidden_spill.dir (quantize: the one that will hold OUT),
+// for the free-space preflight (calib/quantize_pipeline.h check_free_space):
+//   during_write  the quantized weights' spill (calib/quantized_store.h): every quantized module's
+//                 codes (INT4 two per byte, others one byte each -- an upper bound: INT8 codes that
+//                 all fit in four bits are stored two per byte too) and scale bytes; it lives until
+//                 the writer has written them; 0 without weights_spill_dir;
+//   before_write  the hidden states (tokens x hidden_size x 4 B) when they exceed
+//                 hidden_spill.above_bytes (calib/hidden_store.h); gone before the writer starts.
+ScratchFiles gptq_scratch_files(const ModelFolder& model, const QuantPlan& plan, int64_t tokens,
+                                const GptqRunOptions& opts);
 
 // Runs GPTQ for every module plan.quantized_modules names, with the plan's effective weight
 // args (integer, per-channel or per-group). Throws InputError for an unsupported architecture,

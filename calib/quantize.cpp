@@ -546,6 +546,10 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     go.hidden_spill.above_bytes = r.calib_memory_bytes;
     go.weights_spill_dir = go.hidden_spill.dir;
     go.on_layer_done = ev.on_calib_layer;
+    // Free space for OUT and GPTQ's temporary files beside it, now that the token count is known
+    // (preflight_output counted the output alone).
+    check_free_space(go.hidden_spill.dir, free_disk_bytes(go.hidden_spill.dir), plan.output_bytes,
+                     gptq_scratch_files(model, plan, tokens, go));
     gptq_run = run_gptq(model, plan, samples, go);
     if (gptq_run.hidden_spilled)
       say(ev.info, fmt::format("gptq: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",

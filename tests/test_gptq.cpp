@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/gptq.h"
 #include "calib/quantize.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
@@ -475,6 +476,81 @@ TEST(QuantizeModelGptq, ObservesStaticInputAndKvScalesInItsOwnPassOnTheQuantized
   EXPECT_EQ(man.at("calibration").at("statistics"),
             "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)");
   EXPECT_EQ(man.at("calibration").at("samples"), 4);
+}
+
+// ---- disk space for GPTQ's temporary files --------------------------------------------------
+
+TEST(CheckFreeSpace, NamesTheOutputAndGptqsTemporaryFilesWhenTheyDoNotFit) {
+  const uint64_t MiB = 1ull << 20;
+  calib::ScratchFiles s;
+  s.owner = "GPTQ's temporary files";
+  s.during_write_what = "quantized weights";
+  s.during_write = 30 * MiB;
+  s.before_write_what = "hidden states";
+  s.before_write = 200 * MiB;
+  // Peak: output 50 + weights 30 + (hidden 200 - output 50) + margin 64 = 294 MiB.
+  try {
+    calib::check_free_space("/data/out-parent", 293 * MiB, 50 * MiB, s);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Io);
+    EXPECT_EQ(e.file(), "/data/out-parent");
+    EXPECT_EQ(e.problem(), "not enough free disk space");
+    EXPECT_EQ(e.expected(), "294 MiB (the output 50 MiB; GPTQ's temporary files: quantized weights 30 MiB while "
+                            "writing, hidden states 200 MiB before)");
+    EXPECT_EQ(e.got(), "293 MiB free");
+  }
+  EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 294 * MiB, 50 * MiB, s));
+  // Hidden states smaller than the output: the output's space serves them first.
+  s.before_write = 20 * MiB;
+  EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 144 * MiB, 50 * MiB, s));
+  EXPECT_THROW(calib::check_free_space("/data/out-parent", 143 * MiB, 50 * MiB, s), InputError);
+  // Without temporary files: the output and the margin, as before.
+  try {
+    calib::check_free_space("/data/out-parent", 100 * MiB, 50 * MiB);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.expected(), "114 MiB");
+    EXPECT_EQ(e.got(), "100 MiB free");
+  }
+}
+
+TEST(GptqScratchFiles, AreTheSizesOfTheSpillFilesARunReallyKeeps) {
+  test::TempDir d;
+  const ModelFolder model = ModelFolder::open(tiny(d));
+  std::vector<std::vector<int32_t>> samples;
+  int64_t tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    samples.emplace_back();
+    for (int t = 0; t < 20 + 7 * i; ++t) samples.back().push_back((i * 31 + t * 7) % 100 + 3);
+    tokens += static_cast<int64_t>(samples.back().size());
+  }
+  for (const char* scheme : {"w4a16", "int8-dynamic"}) {
+    calib::PlanOptions po;
+    po.scheme = find_scheme(scheme);
+    const calib::QuantPlan plan = calib::build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+    calib::GptqRunOptions go;
+    go.weights_spill_dir = d.str();
+    go.hidden_spill.dir = d.str();
+    go.hidden_spill.above_bytes = 0;  // always spill
+    const calib::ScratchFiles s = calib::gptq_scratch_files(model, plan, tokens, go);
+    const calib::GptqRun run = calib::run_gptq(model, plan, samples, go);
+    ASSERT_TRUE(run.weights.spilled()) << scheme;
+    ASSERT_TRUE(run.hidden_spilled) << scheme;
+    EXPECT_EQ(s.before_write, run.hidden_bytes) << scheme;
+    // INT4 codes two per byte exactly; INT8 one byte each unless a whole weight fits four bits.
+    if (std::string(scheme) == "w4a16") {
+      EXPECT_EQ(s.during_write, run.weights.spill_bytes());
+    } else {
+      EXPECT_GE(s.during_write, run.weights.spill_bytes());
+      EXPECT_LE(s.during_write, run.weights.spill_bytes() * 2);
+    }
+    // Nothing spilled: nothing counted.
+    calib::GptqRunOptions ram;
+    ram.hidden_spill.above_bytes = UINT64_MAX;
+    const calib::ScratchFiles none = calib::gptq_scratch_files(model, plan, tokens, ram);
+    EXPECT_TRUE(none.empty()) << scheme;
+  }
 }
 
 }  // namespace

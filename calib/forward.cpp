@@ -990,7 +990,8 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
       const std::vector<LayerLinear> linears{
           {nq, qd, H, &raw.q},   {nk, kvd, H, &raw.k}, {nv, kvd, H, &raw.v},   {no, H, qd, &raw.o},
           {ng, I, H, &raw.gate}, {nu, I, H, &raw.up},  {nd, H, I, &raw.down}};
-      opts.rewrite_layer(l, linears);
+      const std::vector<LayerNorm> norms{{in_norm_name, &w.in_norm}, {post_norm_name, &w.post_norm}};
+      opts.rewrite_layer(l, linears, norms);
       st.rewrite_seconds += since(tr);
       if (need_output) {
         repack_layer(w, raw, c, threads);

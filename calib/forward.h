@@ -172,6 +172,13 @@ struct LayerLinear {
   std::vector<float>* weight = nullptr;
 };
 
+// One decoder norm's weight as the forward pass holds it (f32 [hidden]), for the same hook
+// (SmoothQuant in the GPTQ pass divides it by its factors).
+struct LayerNorm {
+  std::string module;  // "model.layers.3.input_layernorm", "model.layers.3.post_attention_layernorm"
+  std::vector<float>* weight = nullptr;
+};
+
 struct ForwardOptions {
   Observer* observer = nullptr;        // not owned; may be null
   ActivationTransform transform;       // empty: inputs unchanged
@@ -200,7 +207,9 @@ struct ForwardOptions {
   // rewritten weights and no observer produces the hidden states layer l + 1 reads -- as
   // llm-compressor's sequential pipeline does with propagate_error (its default). Called from
   // the thread that called run_forward.
-  std::function<void(int64_t layer, const std::vector<LayerLinear>& linears)> rewrite_layer;
+  // The layer's two norms (input_layernorm, post_attention_layernorm) may be overwritten too.
+  std::function<void(int64_t layer, const std::vector<LayerLinear>& linears, const std::vector<LayerNorm>& norms)>
+      rewrite_layer;
   // Mixture-of-experts calibration policy (only with an observer): true ("all", llm-compressor's
   // moe_calibrate_all_experts) runs every token through every expert's gate/up for the
   // statistics; false ("routed") observes each expert on its routed tokens only. Either way only

@@ -18,17 +18,28 @@
 // codes and scales leave memory as soon as it is solved: with GptqRunOptions::weights_spill_dir
 // they go to a temporary file there (calib/quantized_store.h) until the pipeline writes them, so
 // the anonymous peak does not grow with the number of layers.
+//
+// With GptqRunOptions::observer the same observation passes also record activation statistics
+// (calib/observers.h) -- what each layer's inputs are once the layers before it are quantized --
+// and with GptqRunOptions::smoothing SmoothQuant runs layer by layer inside the pass, as
+// llm-compressor's SmoothQuantModifier + GPTQModifier recipe does (libquant/NUMERICS.md 9.7): in
+// step 2, layer l's factors come from the channel ranges just observed, the layer's norms and
+// weights are smoothed, and GPTQ quantizes the smoothed weights with the Hessians as observed
+// (before smoothing: theirs too).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "calib/hidden_store.h"
 #include "calib/quantized_store.h"
 #include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "calib/smoothing.h"
 #include "libquant/gptq.h"
 
 namespace qt {
@@ -37,8 +48,21 @@ class ModelFolder;
 
 namespace qt::calib {
 
+// SmoothQuant in the GPTQ pass (qtool quantize --smoothquant --algorithm gptq).
+struct GptqSmoothing {
+  double alpha = 0.8;
+  SmoothingMappings which = SmoothingMappings::All;
+};
+
 struct GptqRunOptions {
   GptqOptions gptq;
+  // Activation statistics observed in the observation pass of every layer (static input scales,
+  // KV scales, SmoothQuant's channel ranges): "static_minmax" or "minmax" (calib/observers.h);
+  // empty: none (weight-only and dynamic schemes without smoothing).
+  std::string observer;
+  float ema_c = 0.01f;
+  // SmoothQuant, layer by layer in the same pass (needs `observer`).
+  std::optional<GptqSmoothing> smoothing;
   int num_threads = 0;
   HiddenSpill hidden_spill;
   // Where the finished layers' codes and scales wait for the writer (a temporary file, unlinked);
@@ -49,6 +73,10 @@ struct GptqRunOptions {
 
 struct GptqRun {
   QuantizedStore weights;                          // module -> codes + scales, for the pipeline
+  // With GptqRunOptions::observer: what the observation passes saw (observer name set); with
+  // smoothing, the plan whose stats are these with the balance Linears' smoothed input_absmax.
+  ActivationStats stats;
+  std::optional<SmoothingPlan> smoothing;
   std::map<std::string, double> loss;              // module -> GPTQ loss (sum err^2 / 2)
   std::vector<std::string> rtn_fallback;           // modules whose Hessian could not be factored
   int64_t dead_columns = 0;                        // over all modules
@@ -62,6 +90,18 @@ struct GptqRun {
   uint64_t hidden_bytes = 0;
   bool hidden_spilled = false;
 };
+
+// The temporary files run_gptq keeps with `opts` for `tokens` calibration tokens in all, in the
+// folder of opts.weights_spill_dir / opts.hidden_spill.dir (quantize: the one that will hold OUT),
+// for the free-space preflight (calib/quantize_pipeline.h check_free_space):
+//   during_write  the quantized weights' spill (calib/quantized_store.h): every quantized module's
+//                 codes (INT4 two per byte, others one byte each -- an upper bound: INT8 codes that
+//                 all fit in four bits are stored two per byte too) and scale bytes; it lives until
+//                 the writer has written them; 0 without weights_spill_dir;
+//   before_write  the hidden states (tokens x hidden_size x 4 B) when they exceed
+//                 hidden_spill.above_bytes (calib/hidden_store.h); gone before the writer starts.
+ScratchFiles gptq_scratch_files(const ModelFolder& model, const QuantPlan& plan, int64_t tokens,
+                                const GptqRunOptions& opts);
 
 // Runs GPTQ for every module plan.quantized_modules names, with the plan's effective weight
 // args (integer, per-channel or per-group). Throws InputError for an unsupported architecture,

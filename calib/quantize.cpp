@@ -380,16 +380,13 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
       throw InputError(InputError::Kind::Usage, "", "", "--algorithm gptq " + why);
     };
     if (scheme->weights.is_float())
-      refuse(std::string("needs integer weights (w4a16, w8a16, int8-dynamic); ") + scheme->name + " has " +
+      refuse(std::string("needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); ") + scheme->name + " has " +
              describe_args(scheme->weights) + " weights, which qtool rounds to nearest (GPTQ's error feedback "
              "is implemented for integer codes)");
-    if (scheme->needs_calibration)
-      refuse(std::string("with ") + scheme->name + " is not supported yet: its static input scales would have to be "
-             "observed in the same layer-by-layer pass; use int8-dynamic, or --algorithm rtn");
-    if (r.kv_cache_fp8) refuse("with --kv-cache fp8 is not supported yet (the KV scales would need the same pass)");
-    if (r.smoothquant) refuse("with --smoothquant is not supported yet");
     if (!r.stats_in.empty() || !r.stats_out.empty())
-      refuse("runs the model itself: --stats and --save-stats (activation statistics) do not apply");
+      refuse("observes the activations in its own layer-by-layer pass (each layer on the outputs of the quantized "
+             "layers before it): --stats and --save-stats (statistics of the unquantized model) do not apply");
+    if (r.calib_shard_count > 0) refuse("runs the whole calibration in one pass: --calib-shard does not apply");
     if (!(r.gptq.dampening_frac >= 0.0 && r.gptq.dampening_frac < 1.0))
       refuse("--dampening-frac must be in [0, 1), got " + fmt::format("{}", r.gptq.dampening_frac));
     if (r.gptq.block_size < 1) refuse("--gptq-block-size must be at least 1");
@@ -473,7 +470,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     if (calibrating) say(ev.error, fmt::format("calibration statistics are kept in {}: the same command reuses them", resume));
   };
   ActivationStats stats;
-  if (needs_stats) {
+  if (needs_stats && !gptq) {
     StatsProvenance prov;
     stats = obtain_stats(model, r, ev, out.calibration, resume, prov);
     job.stats = &stats;
@@ -561,11 +558,20 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
                              actorder_name(r.gptq.actorder)));
     GptqRunOptions go;
     go.gptq = r.gptq;
+    // Static input scales, KV scales and SmoothQuant's ranges come from the same pass: each layer
+    // observed on the outputs of the quantized layers before it, itself still unquantized, as
+    // llm-compressor's observers see it (libquant/NUMERICS.md 9.8).
+    if (needs_stats) go.observer = r.observer;
+    if (r.smoothquant) go.smoothing = GptqSmoothing{r.smoothing_strength, r.smoothing_mappings};
     go.num_threads = r.threads;
     go.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
     go.hidden_spill.above_bytes = r.calib_memory_bytes;
     go.weights_spill_dir = go.hidden_spill.dir;
     go.on_layer_done = ev.on_calib_layer;
+    // Free space for OUT and GPTQ's temporary files beside it, now that the token count is known
+    // (preflight_output counted the output alone).
+    check_free_space(go.hidden_spill.dir, free_disk_bytes(go.hidden_spill.dir), plan.output_bytes,
+                     gptq_scratch_files(model, plan, tokens, go));
     gptq_run = run_gptq(model, plan, samples, go);
     if (gptq_run.hidden_spilled)
       say(ev.info, fmt::format("gptq: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
@@ -589,6 +595,25 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
                              "{:.1f} s); peak Hessian memory {}",
                              g.seconds, g.forward_seconds, g.hessian_seconds, g.solve_seconds, g.update_seconds,
                              human_size(g.peak_hessian_bytes)));
+    if (needs_stats) {
+      stats = std::move(gptq_run.stats);
+      job.stats = &stats;
+      job.manifest_extra["calibration"] = {
+          {"samples", gptq_run.samples}, {"samples_requested", r.num_samples}, {"tokens", gptq_run.tokens},
+          {"seq_len", r.seq_len}, {"seed", r.seed}, {"data_source", text.source}, {"data_sha256", text.sha256},
+          {"statistics", "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)"},
+          {"forward", {{"precision", "f32"}, {"isa", gemm_path_name(false)}}}};
+    }
+    if (gptq_run.smoothing) {
+      out.smoothing = std::move(gptq_run.smoothing);
+      const SmoothingPlan& sp = *out.smoothing;
+      job.smoothing = &sp;
+      job.stats = &sp.stats;
+      say(ev.info, fmt::format("smoothquant: alpha {}, mappings {} ({} smoothed layers, layer by layer in the GPTQ pass), "
+                               "factors in [{:.3g}, {:.3g}], largest input range cut {:.2f}x",
+                               sp.alpha, r.smoothing_mappings == SmoothingMappings::Norms ? "norms" : "all",
+                               sp.mappings.size(), sp.min_factor, sp.max_factor, sp.max_range_reduction));
+    }
     job.precomputed = &gptq_run.weights;
     job.manifest_extra["algorithm"] = "gptq";
     job.manifest_extra["gptq"] = {

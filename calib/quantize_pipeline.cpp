@@ -101,18 +101,31 @@ float nvfp4_input_global_scale(const ActivationStats& stats, const std::string& 
   return nvfp4_global_scale(round_to_dtype(act_dtype, amax), act_dtype);
 }
 
-void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {
+uint64_t free_disk_bytes(const std::string& dir) {
+  struct statvfs sv {};
+  if (::statvfs(dir.c_str(), &sv) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+}
+
+void check_free_space(const std::string& dir, uint64_t free_bytes, uint64_t output_bytes, const ScratchFiles& scratch) {
+  const uint64_t need = output_bytes + scratch.during_write +
+                        (scratch.before_write > output_bytes ? scratch.before_write - output_bytes : 0) + (64ull << 20);
+  if (free_bytes >= need) return;
+  auto mib = [](uint64_t b) { return std::to_string((b + (1ull << 20) - 1) >> 20) + " MiB"; };
+  std::string expected = std::to_string(need >> 20) + " MiB";
+  if (!scratch.empty())
+    expected += " (the output " + mib(output_bytes) + "; " + scratch.owner + ": " + scratch.during_write_what + " " +
+                mib(scratch.during_write) + " while writing, " + scratch.before_write_what + " " +
+                mib(scratch.before_write) + " before)";
+  throw InputError(InputError::Kind::Io, dir, "", "not enough free disk space", expected,
+                   std::to_string(free_bytes >> 20) + " MiB free");
+}
+
+void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job, const ScratchFiles& scratch) {
   check_output_folder(job.output_dir, model.dir(), job.overwrite);
   const fs::path parent = fs::path(canonical_or_abs(job.output_dir)).parent_path();
   check_writable_folder(parent.string(), "the output location");
-  struct statvfs sv {};
-  if (::statvfs(parent.c_str(), &sv) == 0) {
-    const uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
-    const uint64_t need = plan.output_bytes + (64ull << 20);
-    if (free_bytes < need)
-      throw InputError(InputError::Kind::Io, parent.string(), "", "not enough free disk space",
-                       std::to_string(need >> 20) + " MiB", std::to_string(free_bytes >> 20) + " MiB free");
-  }
+  check_free_space(parent.string(), free_disk_bytes(parent.string()), plan.output_bytes, scratch);
 }
 
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job) {

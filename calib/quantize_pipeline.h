@@ -101,10 +101,35 @@ float nvfp4_input_global_scale(const ActivationStats& stats, const std::string& 
 // Runs the plan. Throws InputError on bad input or I/O failure; nothing named OUT is left then.
 QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
 
+// Temporary files a run keeps in the folder that will hold OUT (so on OUT's file system), for the
+// free-space check: GPTQ's (calib/gptq.h gptq_scratch_files).
+struct ScratchFiles {
+  std::string owner;                // "GPTQ's temporary files"
+  std::string during_write_what;    // "quantized weights": alive until OUT is written
+  uint64_t during_write = 0;
+  std::string before_write_what;    // "hidden states": alive only until the writer starts
+  uint64_t before_write = 0;
+  bool empty() const { return during_write == 0 && before_write == 0; }
+};
+
+// Free bytes for an unprivileged writer at `dir` (statvfs f_bavail * f_frsize); UINT64_MAX when
+// the file system cannot be asked.
+uint64_t free_disk_bytes(const std::string& dir);
+
+// Throws InputError(Io, dir, "", "not enough free disk space", expected, actual) when `free_bytes`
+// is less than the peak the run needs there: output_bytes + scratch.during_write +
+// max(0, scratch.before_write - output_bytes) + a 64 MiB margin (the hidden states are gone
+// before the output is written; the quantized weights are not). Without scratch files expected
+// is "<N> MiB"; with them it names the parts, e.g. "<N> MiB (the output 5 MiB; GPTQ's temporary
+// files: quantized weights 2 MiB while writing, hidden states 9 MiB before)". actual: "<M> MiB free".
+void check_free_space(const std::string& dir, uint64_t free_bytes, uint64_t output_bytes,
+                      const ScratchFiles& scratch = {});
+
 // Preflight checks that need the file system: OUT is not the input and not inside it, OUT does
 // not exist (unless overwrite), the folder that will hold OUT is writable (not read-only, not
 // permission-denied: checked before any expensive work), enough free space for
-// plan.output_bytes. Throws InputError(Usage/Io).
-void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job);
+// plan.output_bytes and `scratch` (check_free_space). Throws InputError(Usage/Io).
+void preflight_output(const ModelFolder& model, const QuantPlan& plan, const QuantizeJob& job,
+                      const ScratchFiles& scratch = {});
 
 }  // namespace qt::calib

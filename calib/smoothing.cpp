@@ -104,8 +104,7 @@ std::vector<SmoothingMapping> smoothing_mappings(const ModelFolder& model, Smoot
   return out;
 }
 
-SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which,
-                             bool moe_norm) {
+SmoothingPlan begin_smoothing_plan(double alpha, SmoothingMappings which, bool moe_norm) {
   if (!(alpha > 0.0 && alpha <= 1.0))
     throw InputError(InputError::Kind::Usage, "", "", "SmoothQuant strength must be in (0, 1]", "0 < alpha <= 1",
                      std::to_string(alpha));
@@ -113,11 +112,14 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
   plan.alpha = alpha;
   plan.which = which;
   plan.moe_norm = moe_norm;
-  plan.mappings = smoothing_mappings(model, which, moe_norm);
-  plan.stats = stats;
   plan.min_factor = INFINITY;
   plan.max_factor = 0;
-  for (const SmoothingMapping& m : plan.mappings) {
+  return plan;
+}
+
+void add_smoothing_mapping(const ModelFolder& model, const SmoothingMapping& m, const ActivationStats& stats,
+                           SmoothingPlan& plan) {
+  {
     auto mn = stats.channel_min.find(m.stats_key), mx = stats.channel_max.find(m.stats_key);
     if (mn == stats.channel_min.end() || mx == stats.channel_max.end())
       throw InputError(InputError::Kind::Usage, model.dir(), m.stats_key,
@@ -159,7 +161,7 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
       if (!std::isfinite(colmax[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.balance[0] + ".weight",
                          "non-finite weight in input column " + std::to_string(j) + " of a SmoothQuant group");
-    std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, alpha, M);
+    std::vector<float> s = smoothing_scales(mn->second, mx->second, colmax, plan.alpha, M);
     for (size_t j = 0; j < C; ++j)
       if (!std::isfinite(s[j]))
         throw InputError(InputError::Kind::BadValue, model.dir(), m.smooth,
@@ -185,13 +187,13 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     for (const auto& lin : m.balance) {
       plan.column_factors[lin + ".weight"] = m.smooth;
       if (absorbs_only(lin)) continue;  // a router: never quantized, no input scale
-      auto it = plan.stats.input_absmax.find(lin);
+      auto it = stats.input_absmax.find(lin);
       if (amax > 0) plan.max_range_reduction = std::max(plan.max_range_reduction, plain / amax);
-      if (stats.observer == "static_minmax" || it == plan.stats.input_absmax.end() || plain == 0) {
+      if (stats.observer == "static_minmax" || it == stats.input_absmax.end() || plain == 0) {
         plan.stats.input_absmax[lin] = amax;  // the observer's own rule: max over every token
       } else {
         // A moving-average observer's value, shrunk as the plain maximum is (in double).
-        it->second = static_cast<float>(static_cast<double>(it->second) * amax / plain);
+        plan.stats.input_absmax[lin] = static_cast<float>(static_cast<double>(it->second) * amax / plain);
       }
     }
     plan.divide_factors[m.smooth + ".weight"] = m.smooth;
@@ -206,6 +208,14 @@ SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& st
     }
     plan.factors[m.smooth] = std::move(s);
   }
+  plan.mappings.push_back(m);
+}
+
+SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha, SmoothingMappings which,
+                             bool moe_norm) {
+  SmoothingPlan plan = begin_smoothing_plan(alpha, which, moe_norm);
+  plan.stats = stats;
+  for (const SmoothingMapping& m : smoothing_mappings(model, which, moe_norm)) add_smoothing_mapping(model, m, stats, plan);
   if (plan.mappings.empty()) plan.min_factor = 0;
   return plan;
 }

@@ -120,6 +120,16 @@ struct SmoothingPlan {
 SmoothingPlan plan_smoothing(const ModelFolder& model, const ActivationStats& stats, double alpha,
                              SmoothingMappings which = SmoothingMappings::All, bool moe_norm = false);
 
+// plan_smoothing one mapping at a time (the GPTQ pass smooths layer by layer, calib/gptq.h):
+// begin_smoothing_plan checks alpha and returns an empty plan (its stats empty, min_factor
+// INFINITY until the first mapping); add_smoothing_mapping computes `m`'s factors from `stats`
+// (its channel range and, for a moving-average observer, the balance Linears' unsmoothed
+// input_absmax), appends `m` and writes the balance Linears' smoothed input_absmax into
+// plan.stats. Same checks and errors as plan_smoothing.
+SmoothingPlan begin_smoothing_plan(double alpha, SmoothingMappings which, bool moe_norm = false);
+void add_smoothing_mapping(const ModelFolder& model, const SmoothingMapping& m, const ActivationStats& stats,
+                           SmoothingPlan& plan);
+
 // The name of the smoothing factors file qtool writes next to a smoothed checkpoint (JSON:
 // {"alpha", "mappings": [{"smooth", "balance", "factors"}]}, factors as f32 values; "moe_norm":
 // true when the MoE norms were smoothed, absent otherwise): verify

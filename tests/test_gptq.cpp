@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/gptq.h"
 #include "calib/quantize.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
@@ -379,6 +380,40 @@ TEST(QuantizeModelGptq, GivesIdenticalBytesAtOneAndTwoThreads) {
   }
 }
 
+TEST(QuantizeModelGptq, WithSmoothQuantWritesSmoothedNormsAndFactorsBesideGptqCodes) {
+  test::TempDir d;
+  const std::string m = tiny(d);
+  for (const auto which : {calib::SmoothingMappings::Norms, calib::SmoothingMappings::All}) {
+    const bool all = which == calib::SmoothingMappings::All;
+    const std::string out = all ? "sq_all" : "sq_norms";
+    calib::QuantizeRequest r = gptq_request(d, m, out, "int8-dynamic");
+    r.smoothquant = true;
+    r.smoothing_mappings = which;
+    const calib::QuantizeOutcome o = calib::quantize_model(r);
+    EXPECT_EQ(o.gptq.modules, 14);
+    ASSERT_TRUE(o.smoothing.has_value());
+    EXPECT_EQ(o.smoothing->mappings.size(), all ? 6u : 4u);
+    const Checkpoint in = Checkpoint::open(m), q = Checkpoint::open(d.str(out));
+    // The norms (and with "all" nothing else unquantized) are written smoothed, as the plan the
+    // GPTQ pass built says; the factors file lists every mapping.
+    for (const char* n : {"model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight"}) {
+      const TensorView* a = in.find(n);
+      const TensorView* b = q.find(n);
+      ASSERT_TRUE(a && b) << n;
+      const std::vector<uint8_t> want = o.smoothing->smoothed_bytes(*a);
+      EXPECT_TRUE(std::equal(b->bytes.begin(), b->bytes.end(), want.begin(), want.end())) << n;
+      EXPECT_FALSE(std::equal(b->bytes.begin(), b->bytes.end(), a->bytes.begin(), a->bytes.end())) << n;
+    }
+    const nlohmann::json f = nlohmann::json::parse(test::read_text(fs::path(d.str(out)) / "qtool_smoothing.json"));
+    EXPECT_EQ(f.at("mappings").size(), all ? 6u : 4u);
+    const nlohmann::json man = nlohmann::json::parse(test::read_text(fs::path(d.str(out)) / "qtool_manifest.json"));
+    EXPECT_EQ(man.at("algorithm"), "gptq");
+    EXPECT_EQ(man.at("smoothquant").at("alpha"), 0.8);
+    EXPECT_EQ(man.at("calibration").at("statistics"),
+              "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)");
+  }
+}
+
 TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
   test::TempDir d;
   try {
@@ -386,21 +421,135 @@ TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic); fp8-dynamic has FP8 "
+    EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); fp8-dynamic has FP8 "
                            "E4M3 per-channel weights, which qtool rounds to nearest (GPTQ's error feedback is "
                            "implemented for integer codes)");
   }
 }
 
-TEST(QuantizeModelGptq, IsRefusedForStaticActivationSchemesWithTheReason) {
+TEST(QuantizeModelGptq, IsRefusedWithStatisticsFilesWithTheReason) {
   test::TempDir d;
+  calib::QuantizeRequest r = gptq_request(d, tiny(d), "out", "int8-dynamic");
+  r.smoothquant = true;
+  r.stats_in = {d.str("stats.zst")};
   try {
-    calib::quantize_model(gptq_request(d, tiny(d), "out", "int8-static"));
+    calib::quantize_model(r);
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq with int8-static is not supported yet: its static input scales would "
-                           "have to be observed in the same layer-by-layer pass; use int8-dynamic, or --algorithm rtn");
+    EXPECT_EQ(e.problem(), "--algorithm gptq observes the activations in its own layer-by-layer pass (each layer on the "
+                           "outputs of the quantized layers before it): --stats and --save-stats (statistics of the "
+                           "unquantized model) do not apply");
+  }
+}
+
+TEST(QuantizeModelGptq, ObservesStaticInputAndKvScalesInItsOwnPassOnTheQuantizedLayersBefore) {
+  test::TempDir d;
+  const std::string m = tiny(d);
+  calib::QuantizeRequest g = gptq_request(d, m, "gptq", "int8-static");
+  g.kv_cache_fp8 = true;
+  const calib::QuantizeOutcome o = calib::quantize_model(g);
+  EXPECT_EQ(o.gptq.modules, 14);
+  calib::QuantizeRequest r = gptq_request(d, m, "rtn", "int8-static");
+  r.kv_cache_fp8 = true;
+  r.algorithm = calib::WeightAlgorithm::Rtn;
+  calib::quantize_model(r);
+  const Checkpoint a = Checkpoint::open(d.str("gptq")), b = Checkpoint::open(d.str("rtn"));
+  // Layer 0 sees the original model's hidden states in both runs: the same statistics, the same
+  // scale bytes. Layer 1 sees GPTQ's quantized layer 0, and RTN's calibration the unquantized one.
+  int scales = 0, layer1_differ = 0;
+  for (const TensorView& t : b.tensors()) {
+    const std::string& n = t.name;
+    const bool scale = n.ends_with(".input_scale") || n.ends_with(".k_scale") || n.ends_with(".v_scale");
+    if (!scale) continue;
+    const TensorView* u = a.find(n);
+    ASSERT_NE(u, nullptr) << n;
+    ++scales;
+    const bool same = std::equal(t.bytes.begin(), t.bytes.end(), u->bytes.begin(), u->bytes.end());
+    if (n.rfind("model.layers.0.", 0) == 0) EXPECT_TRUE(same) << n;
+    else layer1_differ += !same;
+  }
+  EXPECT_EQ(scales, 2 * (7 + 2));
+  EXPECT_GT(layer1_differ, 0);
+  EXPECT_EQ(a.tensors().size(), b.tensors().size());
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(fs::path(d.str("gptq")) / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("calibration").at("statistics"),
+            "observed in the GPTQ pass (each layer on the outputs of the quantized layers before it)");
+  EXPECT_EQ(man.at("calibration").at("samples"), 4);
+}
+
+// ---- disk space for GPTQ's temporary files --------------------------------------------------
+
+TEST(CheckFreeSpace, NamesTheOutputAndGptqsTemporaryFilesWhenTheyDoNotFit) {
+  const uint64_t MiB = 1ull << 20;
+  calib::ScratchFiles s;
+  s.owner = "GPTQ's temporary files";
+  s.during_write_what = "quantized weights";
+  s.during_write = 30 * MiB;
+  s.before_write_what = "hidden states";
+  s.before_write = 200 * MiB;
+  // Peak: output 50 + weights 30 + (hidden 200 - output 50) + margin 64 = 294 MiB.
+  try {
+    calib::check_free_space("/data/out-parent", 293 * MiB, 50 * MiB, s);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.kind(), Kind::Io);
+    EXPECT_EQ(e.file(), "/data/out-parent");
+    EXPECT_EQ(e.problem(), "not enough free disk space");
+    EXPECT_EQ(e.expected(), "294 MiB (the output 50 MiB; GPTQ's temporary files: quantized weights 30 MiB while "
+                            "writing, hidden states 200 MiB before)");
+    EXPECT_EQ(e.got(), "293 MiB free");
+  }
+  EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 294 * MiB, 50 * MiB, s));
+  // Hidden states smaller than the output: the output's space serves them first.
+  s.before_write = 20 * MiB;
+  EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 144 * MiB, 50 * MiB, s));
+  EXPECT_THROW(calib::check_free_space("/data/out-parent", 143 * MiB, 50 * MiB, s), InputError);
+  // Without temporary files: the output and the margin, as before.
+  try {
+    calib::check_free_space("/data/out-parent", 100 * MiB, 50 * MiB);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.expected(), "114 MiB");
+    EXPECT_EQ(e.got(), "100 MiB free");
+  }
+}
+
+TEST(GptqScratchFiles, AreTheSizesOfTheSpillFilesARunReallyKeeps) {
+  test::TempDir d;
+  const ModelFolder model = ModelFolder::open(tiny(d));
+  std::vector<std::vector<int32_t>> samples;
+  int64_t tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    samples.emplace_back();
+    for (int t = 0; t < 20 + 7 * i; ++t) samples.back().push_back((i * 31 + t * 7) % 100 + 3);
+    tokens += static_cast<int64_t>(samples.back().size());
+  }
+  for (const char* scheme : {"w4a16", "int8-dynamic"}) {
+    calib::PlanOptions po;
+    po.scheme = find_scheme(scheme);
+    const calib::QuantPlan plan = calib::build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+    calib::GptqRunOptions go;
+    go.weights_spill_dir = d.str();
+    go.hidden_spill.dir = d.str();
+    go.hidden_spill.above_bytes = 0;  // always spill
+    const calib::ScratchFiles s = calib::gptq_scratch_files(model, plan, tokens, go);
+    const calib::GptqRun run = calib::run_gptq(model, plan, samples, go);
+    ASSERT_TRUE(run.weights.spilled()) << scheme;
+    ASSERT_TRUE(run.hidden_spilled) << scheme;
+    EXPECT_EQ(s.before_write, run.hidden_bytes) << scheme;
+    // INT4 codes two per byte exactly; INT8 one byte each unless a whole weight fits four bits.
+    if (std::string(scheme) == "w4a16") {
+      EXPECT_EQ(s.during_write, run.weights.spill_bytes());
+    } else {
+      EXPECT_GE(s.during_write, run.weights.spill_bytes());
+      EXPECT_LE(s.during_write, run.weights.spill_bytes() * 2);
+    }
+    // Nothing spilled: nothing counted.
+    calib::GptqRunOptions ram;
+    ram.hidden_spill.above_bytes = UINT64_MAX;
+    const calib::ScratchFiles none = calib::gptq_scratch_files(model, plan, tokens, ram);
+    EXPECT_TRUE(none.empty()) << scheme;
   }
 }
 

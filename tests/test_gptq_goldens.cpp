@@ -3,6 +3,7 @@
 // made, versions, what is compared and why the bounds are what they are).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -11,10 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/calibrate.h"
 #include "calib/forward.h"
 #include "calib/gptq.h"
 #include "calib/model_config.h"
 #include "calib/quant_plan.h"
+#include "calib/quantize_pipeline.h"
+#include "calib/smoothing.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
 #include "formats/tiny_model.h"
@@ -250,6 +254,205 @@ INSTANTIATE_TEST_SUITE_P(LlmCompressor014, GptqGoldens,
                                            GoldenCase{"w4a16_g128_none", "w4a16", ActOrder::None, 0.999, 0.999, 0.9995},
                                            GoldenCase{"w8a16_channel_static", "w8a16", ActOrder::Static, 0.99, 0.98, 0.997}),
                          [](const auto& info) { return info.param.file; });
+
+// ---- GPTQ combined with SmoothQuant and with static activation / KV scales ------------------
+// testdata/gptq/make_gptq_w8a8_goldens.py: llm-compressor 0.14 runs the recipe in one sequential
+// pipeline on the same model and ids; testdata/gptq/README.md says what is compared and why the
+// bounds are what they are.
+
+SafetensorsFile w8a8_golden(const char* name) {
+  return SafetensorsFile::open(test::source_path(std::string("testdata/gptq/") + name + ".safetensors").string());
+}
+
+double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]) / std::max(1e-30, std::fabs(static_cast<double>(b[i]))));
+  return m;
+}
+
+struct CodeShare {
+  size_t same = 0, total = 0;
+  double share() const { return total ? static_cast<double>(same) / total : 0.0; }
+};
+
+// Share of identical INT8 codes (golden "M.weight" I8 [out, in]) and the largest relative
+// difference of the per-channel scales.
+CodeShare compare_int8(const QuantizedWeight& q, const SafetensorsFile& gold, const std::string& module, double& scale_rel) {
+  const TensorView* gw = gold.find(module + ".weight");
+  const TensorView* gs = gold.find(module + ".weight_scale");
+  EXPECT_TRUE(gw && gs) << module;
+  CodeShare c;
+  if (!gw || !gs) return c;
+  EXPECT_EQ(gw->dtype, DType::I8);
+  EXPECT_EQ(gw->bytes.size(), q.codes.size()) << module;
+  for (size_t i = 0; i < gw->bytes.size() && i < q.codes.size(); ++i) c.same += gw->bytes[i] == q.codes[i];
+  c.total = gw->bytes.size();
+  TensorView ours = *gs;
+  ours.bytes = q.scale_bytes;
+  scale_rel = max_rel_diff(decode_tensor_f32(ours), decode_tensor_f32(*gs));
+  return c;
+}
+
+TEST(GptqW8a8Goldens, SmoothQuantThenGptqAgreesWithLlmCompressorsSequentialRecipe) {
+  test::TempDir d;
+  const ModelFolder model = ModelFolder::open(golden_model(d));
+  const Checkpoint& ck = model.checkpoint();
+  const SafetensorsFile gold = w8a8_golden("sq_gptq_w8a8");
+  PlanOptions po;
+  po.scheme = find_scheme("int8-dynamic");
+  const QuantPlan plan = build_quant_plan(ck.tensors(), po, model.dir());
+  GptqRunOptions go;
+  go.observer = "static_minmax";
+  go.smoothing = GptqSmoothing{0.8, SmoothingMappings::Norms};  // llm-compressor's default mappings
+  const auto ids = calibration_ids();
+  const GptqRun run = run_gptq(model, plan, ids, go);
+  ASSERT_TRUE(run.smoothing.has_value());
+  ASSERT_EQ(run.smoothing->mappings.size(), 4u);
+  ASSERT_EQ(run.weights.size(), 14u);
+
+  // Smoothed norms: layer 0's factors come from the same inputs on both sides (only the f32
+  // forward differs); layer 1's from each side's own quantized layer 0.
+  std::map<std::string, std::vector<float>> ours_norm, gold_norm;
+  for (int l = 0; l < 2; ++l)
+    for (const char* n : {"input_layernorm", "post_attention_layernorm"}) {
+      const std::string name = "model.layers." + std::to_string(l) + "." + n + ".weight";
+      TensorView t = *ck.find(name);
+      const std::vector<uint8_t> b = run.smoothing->smoothed_bytes(t);
+      ASSERT_FALSE(b.empty()) << name;
+      t.bytes = b;
+      ours_norm[name] = decode_tensor_f32(t);
+      gold_norm[name] = decode_tensor_f32(*gold.find(name));
+      const double rel = max_rel_diff(ours_norm[name], gold_norm[name]);
+      std::printf("  %-44s smoothed norm max rel diff %.3g\n", name.c_str(), rel);
+      EXPECT_LE(rel, l == 0 ? 2e-6 : 1e-3) << name;
+    }
+
+  Layer0Hessians l0;
+  {
+    const ModelConfig cfg = ModelConfig::from_json(model.config(), model.config_path());
+    ForwardOptions fo;
+    fo.observer = &l0;
+    run_forward(cfg, make_view_weight_provider([&ck](const std::string& n) { return ck.find(n); }, model.dir()), ids, fo);
+  }
+  const QuantArgs args = po.scheme->weights;
+  CodeShare all;
+  for (const std::string& module : run.weights.modules()) {
+    const QuantizedWeight q = run.weights.get(module);
+    double scale_rel = 0;
+    const CodeShare c = compare_int8(q, gold, module, scale_rel);
+    all.same += c.same, all.total += c.total;
+    const bool layer0 = module.rfind("model.layers.0.", 0) == 0;
+    std::printf("  %-36s %.4f %% identical codes, scales max rel diff %.3g\n", module.c_str(), 100.0 * c.share(), scale_rel);
+    EXPECT_GE(c.share(), layer0 ? 0.99 : 0.97) << module;
+    EXPECT_LE(scale_rel, layer0 ? 2e-6 : 1e-3) << module;
+    // Output error of layer 0 as deployed, in the original input coordinates: the Linear reads
+    // x * g'/g (the smoothed norm over the original one), so its effective original-space weight
+    // is Q[:, j] * g'_j / g_j (Q for o_proj / down_proj, which no mapping smooths).
+    auto it = l0.h.find(module);
+    if (it == l0.h.end()) continue;
+    const std::string p = "model.layers.0.";
+    const std::string norm = module.find("self_attn.") != std::string::npos && module.find("o_proj") == std::string::npos
+                                 ? p + "input_layernorm.weight"
+                             : module.find("gate_proj") != std::string::npos || module.find("up_proj") != std::string::npos
+                                 ? p + "post_attention_layernorm.weight"
+                                 : "";
+    const TensorView* tw = ck.find(module + ".weight");
+    const std::vector<float> w = decode_tensor_f32(*tw);
+    const int64_t out = q.shape[0], in = q.shape[1];
+    const ScaleGrid grid = scale_grid(q.shape, args);
+    std::vector<float> ours(w.size()), theirs(w.size()), rtn(w.size());
+    dequantize(q.codes.data(), DType::I8, q.shape, q.scale_bytes.data(), DType::F32, grid, ours.data());
+    dequantize(gold.find(module + ".weight")->bytes.data(), DType::I8, q.shape, gold.find(module + ".weight_scale")->bytes.data(),
+               DType::F32, grid, theirs.data());
+    // Round-to-nearest of the same smoothed weight, for scale.
+    TensorView sw = *tw;
+    const std::vector<uint8_t> sb = run.smoothing->smoothed_bytes(*tw);
+    if (!sb.empty()) sw.bytes = sb;
+    const QuantizedWeight r = quantize_weight(sw, args);
+    dequantize(r.codes.data(), DType::I8, q.shape, r.scale_bytes.data(), DType::F32, grid, rtn.data());
+    if (!norm.empty()) {
+      const std::vector<float> g = decode_tensor_f32(*ck.find(norm));
+      for (int64_t row = 0; row < out; ++row)
+        for (int64_t j = 0; j < in; ++j) {
+          ours[row * in + j] *= ours_norm[norm][j] / g[j];
+          rtn[row * in + j] *= ours_norm[norm][j] / g[j];
+          theirs[row * in + j] *= gold_norm[norm][j] / g[j];
+        }
+    }
+    const std::vector<double> H = it->second.normalized();
+    const double eo = hessian_error(w, ours, out, in, H), eg = hessian_error(w, theirs, out, in, H),
+                 er = hessian_error(w, rtn, out, in, H);
+    std::printf("    output error: qtool %.4g, llm-compressor %.4g, round-to-nearest %.4g\n", eo, eg, er);
+    EXPECT_LE(eo, 1.02 * eg) << module;
+  }
+  std::printf("sq_gptq_w8a8: %zu of %zu codes identical (%.4f %%)\n", all.same, all.total, 100.0 * all.share());
+  EXPECT_GE(all.share(), 0.99);
+}
+
+TEST(GptqW8a8Goldens, StaticInputAndKvScalesFromTheGptqPassAgreeWithLlmCompressor) {
+  test::TempDir d;
+  const ModelFolder model = ModelFolder::open(golden_model(d));
+  const SafetensorsFile gold = w8a8_golden("gptq_w8a8_static_kv");
+  PlanOptions po;
+  po.scheme = find_scheme("int8-static");
+  po.kv_cache_fp8 = true;
+  const QuantPlan plan = build_quant_plan(model.checkpoint().tensors(), po, model.dir());
+  GptqRunOptions go;
+  go.observer = "static_minmax";
+  const GptqRun run = run_gptq(model, plan, calibration_ids(), go);
+  ASSERT_EQ(run.weights.size(), 14u);
+  // What a calibration of the unquantized model (--algorithm rtn's) gives, to show where
+  // llm-compressor observes: its layer-1 scales match the GPTQ pass's, not these.
+  CalibrateOptions co;
+  const CalibrationRun unquantized = calibrate(model, calibration_ids(), co);
+  double layer1_ours = 0, layer1_unquantized = 0;
+  CodeShare all;
+  for (const std::string& module : run.weights.modules()) {
+    const bool layer0 = module.rfind("model.layers.0.", 0) == 0;
+    double scale_rel = 0;
+    const CodeShare c = compare_int8(run.weights.get(module), gold, module, scale_rel);
+    all.same += c.same, all.total += c.total;
+    // Weight scales: round-to-nearest's of the stored weight on both sides.
+    EXPECT_EQ(scale_rel, 0.0) << module;
+    EXPECT_GE(c.share(), layer0 ? 0.99 : 0.98) << module;
+    // The static input scale (f32, amax / 127) of what the GPTQ pass saw. Bounds
+    // (testdata/gptq/README.md): layer 0, the f32 forward's summation order (measured <= 4.6e-7);
+    // layer 1, each side's own quantized layer 0 (measured <= 7.4e-5).
+    const float ours = static_input_scale(run.stats, module, QuantType::Int8, DType::F32, model.dir());
+    const TensorView* gs = gold.find(module + ".input_scale");
+    ASSERT_NE(gs, nullptr) << module;
+    const float theirs = decode_tensor_f32(*gs).at(0);
+    const double rel = std::fabs(static_cast<double>(ours) - theirs) / theirs;
+    std::printf("  %-36s %.4f %% identical codes; input_scale %.9g vs %.9g (rel %.3g)\n", module.c_str(),
+                100.0 * c.share(), ours, theirs, rel);
+    EXPECT_LE(rel, layer0 ? 2e-6 : 2e-4) << module;
+    if (!layer0) {
+      const float other = static_input_scale(unquantized.stats, module, QuantType::Int8, DType::F32, model.dir());
+      layer1_ours = std::max(layer1_ours, rel);
+      layer1_unquantized = std::max(layer1_unquantized, std::fabs(static_cast<double>(other) - theirs) / theirs);
+    }
+  }
+  std::printf("layer 1 input scales, max relative difference to llm-compressor's: GPTQ pass %.3g, unquantized model %.3g\n",
+              layer1_ours, layer1_unquantized);
+  EXPECT_GT(layer1_unquantized, 10 * layer1_ours);
+  EXPECT_GE(all.share(), 0.99);
+  for (int l = 0; l < 2; ++l) {
+    const std::string attn = "model.layers." + std::to_string(l) + ".self_attn";
+    for (const bool is_k : {true, false}) {
+      const auto& m = is_k ? run.stats.k_absmax : run.stats.v_absmax;
+      ASSERT_TRUE(m.count(attn)) << attn;
+      const float ours = scale_from_amax(m.at(attn), QuantType::Float8E4M3, DType::F32);
+      const TensorView* gs = gold.find(attn + (is_k ? ".k_scale" : ".v_scale"));
+      ASSERT_NE(gs, nullptr) << attn;
+      const float theirs = decode_tensor_f32(*gs).at(0);
+      const double rel = std::fabs(static_cast<double>(ours) - theirs) / theirs;
+      std::printf("  %s.%s %.9g vs %.9g (rel %.3g)\n", attn.c_str(), is_k ? "k_scale" : "v_scale", ours, theirs, rel);
+      EXPECT_LE(rel, l == 0 ? 2e-6 : 2e-4) << attn;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace qt::calib

@@ -347,7 +347,9 @@ void register_quantize(CLI::App& app, RunFn& run) {
   gp->add_option("--algorithm", o->algorithm,
                  "rtn: round-to-nearest, data-free, byte-identical to compressed-tensors; gptq: GPTQ with the "
                  "arithmetic of llm-compressor 0.14's GPTQModifier, layer by layer on the calibration text "
-                 "(integer weights: w4a16, w8a16, int8-dynamic)")
+                 "(integer weights: w4a16, w8a16, int8-dynamic, int8-static; static input scales, --kv-cache fp8 "
+                 "and --smoothquant are observed and applied layer by layer in the same pass, as llm-compressor "
+                 "does)")
       ->capture_default_str()->check(CLI::IsMember({"rtn", "gptq"}));
   gp->add_option("--dampening-frac", o->dampening_frac,
                  "GPTQ: fraction of the Hessian's mean diagonal added to its diagonal (llm-compressor's dampening_frac)")
@@ -359,7 +361,7 @@ void register_quantize(CLI::App& app, RunFn& run) {
                  "GPTQ: column order; static (llm-compressor's default, an alias of weight): by descending Hessian "
                  "diagonal, scales and format unchanged (no g_idx); none: in order")
       ->capture_default_str()->check(CLI::IsMember({"static", "weight", "none", "group", "dynamic"}));
-  auto* cal = sub->add_option_group("calibration", "Static schemes and --kv-cache fp8 run the model on calibration text");
+  auto* cal = sub->add_option_group("calibration", "Static schemes, --kv-cache fp8, --smoothquant and --algorithm gptq run the model on calibration text");
   cal->add_option("--dataset", o->dataset, "Calibration text: .txt, .jsonl (\"text\" or chat \"messages\"), optionally .zst (default: the built-in set)");
   cal->add_option("--num-samples", o->num_samples, "Calibration samples")->capture_default_str()->check(CLI::PositiveNumber);
   cal->add_option("--seq-len", o->seq_len, "Tokens per sample (at most)")->capture_default_str()->check(CLI::PositiveNumber);

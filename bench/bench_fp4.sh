@@ -12,6 +12,10 @@
 # With BASE_QTOOL (an older build), its runs of the three microscale schemes are interleaved too
 # (labels ending in -base), to measure a change in the same run; BASE_ROUNDS=N (default 3) keeps
 # them to the first N rounds when the old build is slow.
+# SCHEMES="nvfp4a16 ..." replaces the three microscale schemes; ISAS="avx512 avx2 scalar" runs each
+# scheme once per instruction-set cap (QTOOL_ISA, libquant/cpu_isa.h; labels S@ISA, and the base
+# build's runs too, or only those in BASE_ISAS), to compare the row kernels' paths on one machine;
+# NO_REF=1 skips fp8-dynamic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/qtool-bench-fp4}
@@ -27,20 +31,29 @@ M=$WORK/model-$SIZE
 du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %.0f\n", s}'
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 warm() { cat "$M"/*.safetensors > /dev/null; }
-run() {  # label qtool scheme
+SCHEMES=${SCHEMES:-nvfp4a16 mxfp4a16 mxfp8}
+ISAS=${ISAS:-}
+run() {  # label qtool scheme [isa]
   warm; rm -rf "$WORK/out"
-  python3 bench/peak_anon.py --label "$1" -- sh -c "$2 -q quantize $M -o $WORK/out --scheme $3 --no-hash && sync"
+  local env=""
+  [ -z "${4:-}" ] || env="QTOOL_ISA=$4 "
+  python3 bench/peak_anon.py --label "$1" -- sh -c "$env$2 -q quantize $M -o $WORK/out --scheme $3 --no-hash && sync"
   rm -rf "$WORK/out"
 }
 for round in 1 2 3; do
   warm; rm -rf "$WORK/copy" && mkdir -p "$WORK/copy"
   python3 bench/peak_anon.py --label copy -- sh -c "cp $M/*.safetensors $WORK/copy/ && sync"
   rm -rf "$WORK/copy"
-  for s in nvfp4a16 mxfp4a16 mxfp8; do
-    run "$s" "$Q" "$s"
-    [ -z "$BASE" ] || [ "$round" -gt "$BASE_ROUNDS" ] || run "$s-base" "$BASE" "$s"
+  for s in $SCHEMES; do
+    for isa in ${ISAS:-default}; do
+      [ "$isa" != default ] || isa=""
+      tag=$s${isa:+@$isa}
+      run "$tag" "$Q" "$s" "$isa"
+      case " ${BASE_ISAS:-${isa:-default}} " in *" ${isa:-default} "*) ;; *) continue ;; esac
+      [ -z "$BASE" ] || [ "$round" -gt "$BASE_ROUNDS" ] || run "$tag-base" "$BASE" "$s" "$isa"
+    done
   done
-  run fp8-dynamic "$Q" fp8-dynamic
+  [ -n "${NO_REF:-}" ] || run fp8-dynamic "$Q" fp8-dynamic
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"

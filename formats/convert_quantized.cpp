@@ -16,6 +16,7 @@
 #include "formats/safetensors_writer.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
+#include "libquant/microscale.h"
 #include "libquant/pack.h"
 #include "libquant/quantize.h"
 
@@ -43,8 +44,8 @@ std::pair<int64_t, int64_t> scale_dims(const std::vector<int64_t>& shape, const 
 // Tensors that only make sense in a quantized checkpoint (scales of activations / KV cache).
 bool is_activation_or_kv_scale(const std::string& name) {
   const std::string last = last_component(name);
-  return last == "input_scale" || last == "input_zero_point" || last == "k_scale" || last == "v_scale" ||
-         last == "q_scale" || last == "output_scale";
+  return last == "input_scale" || last == "input_zero_point" || last == "input_global_scale" || last == "k_scale" ||
+         last == "v_scale" || last == "q_scale" || last == "output_scale";
 }
 
 // The modules that have a 2-D "<m>.weight" (Linear-like or embedding; norms excluded), in
@@ -154,6 +155,61 @@ struct Writer {
   }
 };
 
+// An NVFP4 / MXFP4 / MXFP8 module (formats/FORMATS.md §3.5): FP4 codes packed two per U8 byte in
+// P.weight_packed [out, in/2] (or F8_E4M3 codes in P.weight [out, in] for MXFP8), the group scales
+// in P.weight_scale [out, in/group] as F8_E4M3 (NVFP4) or U8 biased exponents (E8M0), and for
+// NVFP4 one F32 multiplier P.weight_global_scale [1]. Every mismatch names the tensor.
+void read_microscale_module(const Checkpoint& ck, const std::string& cfg, const TensorView& scale, QuantizedModule& qm) {
+  const QuantArgs& a = qm.weights;
+  const std::string what = describe_args(a);
+  const bool fp4 = a.type == QuantType::Float4E2M1;
+  const bool nv = a.scale_format == ScaleFormat::Nvfp4;
+  if (a.strategy != Strategy::Group || a.group_size <= 0)
+    throw InputError(Kind::BadFile, cfg, "", "group strategy without a positive group_size");
+  if (fp4) {
+    const TensorView* pw = ck.find(qm.module + ".weight_packed");
+    if (!pw)
+      throw InputError(Kind::Missing, scale.file, qm.module + ".weight_packed",
+                       "scale without its quantized weight (" + what + " stores the codes packed, two per byte)");
+    if (pw->dtype != DType::U8 || pw->shape.size() != 2 || pw->shape[0] <= 0 || pw->shape[1] <= 0)
+      throw InputError(Kind::BadFile, pw->file, pw->name, "packed FP4 weight must be a 2-D U8 tensor [out, in/2]",
+                       "U8 [out, in/2]", std::string(dtype_name(pw->dtype)) + " " + shape_string(pw->shape));
+    qm.codes = pw;
+    qm.fp4_packed = true;
+    qm.dense_shape = {pw->shape[0], pw->shape[1] * 2};
+  } else {
+    const TensorView* w = ck.find(qm.module + ".weight");
+    if (!w) throw InputError(Kind::Missing, scale.file, qm.module + ".weight", "scale without its quantized weight");
+    if (w->dtype != DType::F8_E4M3 || w->shape.size() != 2)
+      throw InputError(Kind::BadFile, w->file, w->name, "quantized weight must be a 2-D F8_E4M3 tensor for " + what,
+                       "F8_E4M3 [out, in]", std::string(dtype_name(w->dtype)) + " " + shape_string(w->shape));
+    qm.codes = w;
+    qm.dense_shape = w->shape;
+  }
+  const int64_t rows = qm.dense_shape[0], cols = qm.dense_shape[1];
+  if (cols % a.group_size != 0)
+    throw InputError(Kind::BadFile, qm.codes->file, qm.codes->name,
+                     "the weight's " + std::to_string(cols) + " columns are not a multiple of the group size " +
+                         std::to_string(a.group_size));
+  const DType want_dt = nv ? DType::F8_E4M3 : DType::U8;
+  if (scale.dtype != want_dt)
+    throw InputError(Kind::BadFile, scale.file, scale.name, "scale dtype does not match " + what,
+                     std::string(dtype_name(want_dt)), std::string(dtype_name(scale.dtype)));
+  const std::vector<int64_t> want_shape = {rows, cols / a.group_size};
+  if (scale.shape != want_shape)
+    throw InputError(Kind::BadFile, scale.file, scale.name,
+                     "scale shape does not match " + what + " for weight " + shape_string(qm.dense_shape),
+                     shape_string(want_shape), shape_string(scale.shape));
+  if (nv) {
+    const TensorView* gs = ck.find(qm.module + ".weight_global_scale");
+    if (!gs) throw InputError(Kind::Missing, scale.file, qm.module + ".weight_global_scale", "NVFP4 weight without its global scale");
+    if (gs->dtype != DType::F32 || gs->numel() != 1 || gs->shape.size() > 1)
+      throw InputError(Kind::BadFile, gs->file, gs->name, "NVFP4 global scale must be F32 [1]", "F32 [1]",
+                       std::string(dtype_name(gs->dtype)) + " " + shape_string(gs->shape));
+    qm.global_scale = gs;
+  }
+}
+
 void report(const ConvertJob& job, size_t index, size_t total, const std::string& source, const TensorSpec& out,
             const std::string& from) {
   if (!job.on_tensor) return;
@@ -239,9 +295,11 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
         throw InputError(Kind::BadFile, cfg, "", "config group '" + hit->name + "' weights use the token strategy");
     }
 
-    if (qm.weights.microscale())
-      throw InputError(Kind::Unsupported, t.file, t.name,
-                       "converting " + describe_args(qm.weights) + " checkpoints is not supported yet");
+    if (qm.weights.microscale()) {
+      read_microscale_module(ck, cfg, t, qm);
+      q.modules.push_back(std::move(qm));
+      continue;
+    }
 
     // The codes.
     if (const TensorView* w = ck.find(module + ".weight")) {
@@ -294,10 +352,14 @@ QuantizedCheckpoint read_quantized_checkpoint(const ModelFolder& m) {
     q.modules.push_back(std::move(qm));
   }
   // A quantized-looking weight without a scale would be read as garbage.
-  for (const auto& t : ck.tensors())
+  for (const auto& t : ck.tensors()) {
     if (t.name.ends_with(".weight") && (t.dtype == DType::F8_E4M3 || t.dtype == DType::I8) &&
         !seen.count(strip(t.name, ".weight")))
       throw InputError(Kind::Missing, t.file, strip(t.name, ".weight") + ".weight_scale", "quantized weight without its scale");
+    if (t.name.ends_with(".weight_packed") && !seen.count(strip(t.name, ".weight_packed")))
+      throw InputError(Kind::Missing, t.file, strip(t.name, ".weight_packed") + ".weight_scale",
+                       "packed weight without its scale");
+  }
   return q;
 }
 
@@ -479,6 +541,77 @@ void encode(const float* src, size_t n, DType dt, uint8_t* dst) {
   for (int64_t i = 0; i < nn; ++i) store_float(dt, round_to_dtype(dt, src[i]), dst + static_cast<size_t>(i) * es);
 }
 
+constexpr const char* kMicroscaleNumerics =
+    "FP4 / MX weights: x = bf16_rne(f32(code) * s), s = f32(fp8 scale) / global scale (NVFP4) or 2^(E-127) (MX), "
+    "then converted to nearest-even in the output dtype, as compressed-tensors 0.20.1 decompresses them; other "
+    "tensors: x = f32(code) * f32(scale), rounded to nearest-even in the output dtype";
+
+std::string microscale_name(const QuantArgs& a) {
+  if (a.scale_format == ScaleFormat::Nvfp4) return "nvfp4";
+  return a.type == QuantType::Float4E2M1 ? "mxfp4" : "mxfp8";
+}
+
+// One NVFP4 / MXFP4 / MXFP8 weight, streamed in chunks of rows. compressed-tensors 0.20.1
+// decompresses these to bfloat16 whatever the model dtype (libquant/NUMERICS.md §10.8):
+// bf16_rne(f32(code) * s) with s the f32 effective scale, and its dequantizer then casts to the
+// requested dtype; so the value is rounded to BF16 first and then to `dtype` (exact for F32).
+void dequantize_microscale_module(const QuantizedModule& qm, DType dtype, const ConvertJob& job, const std::string& model_dir,
+                                  SafetensorsWriter& w) {
+  const QuantArgs& a = qm.weights;
+  const bool nv = a.scale_format == ScaleFormat::Nvfp4;
+  const int64_t rows = qm.dense_shape[0], cols = qm.dense_shape[1], ng = cols / a.group_size;
+  float gs = 1.0f;
+  if (nv) {
+    std::memcpy(&gs, qm.global_scale->bytes.data(), 4);
+    if (!(gs > 0.0f) || !std::isfinite(gs)) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", static_cast<double>(gs));
+      throw InputError(Kind::BadValue, qm.global_scale->file, qm.global_scale->name,
+                       std::string("global scale is ") + buf + "; it must be positive and finite");
+    }
+  }
+  // Every group scale positive and finite (an FP8 NaN / negative / zero code, or E8M0 255 = NaN).
+  for (size_t k = 0; k < qm.scale->numel(); ++k) {
+    const uint8_t b = qm.scale->bytes[k];
+    const float v = nv ? f32_from_e4m3fn(b) : f32_from_e8m0(b);
+    if (!(v > 0.0f) || !std::isfinite(v)) {
+      char buf[48];
+      if (std::isnan(v)) std::snprintf(buf, sizeof buf, "NaN (byte 0x%02X)", b);  // FP8 0x7F/0xFF, E8M0 255
+      else std::snprintf(buf, sizeof buf, "%g (byte 0x%02X)", static_cast<double>(v), b);
+      throw InputError(Kind::BadValue, qm.scale->file, qm.scale->name,
+                       "scale element " + std::to_string(k) + " is " + buf + "; a quantization scale must be positive and finite");
+    }
+  }
+  const size_t es = static_cast<size_t>(dtype_bits(dtype) / 8);
+  const int64_t chunk = std::max<int64_t>(1, std::max<int64_t>(1, job.chunk_elements) / cols);
+  std::vector<float> f32;
+  std::vector<uint8_t> enc, codes;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, rows - r0);
+    const uint8_t* c = nullptr;
+    if (qm.fp4_packed) {
+      codes = unpack_e2m1(qm.codes->bytes.data() + static_cast<size_t>(r0 * (cols / 2)), nr, cols);
+      c = codes.data();
+    } else {
+      c = qm.codes->bytes.data() + static_cast<size_t>(r0 * cols);
+    }
+    f32.resize(static_cast<size_t>(nr * cols));
+    dequantize_microscale(c, {nr, cols}, qm.scale->bytes.data() + static_cast<size_t>(r0 * ng), a, gs, f32.data());
+    for (size_t k = 0; k < f32.size(); ++k) {
+      // compressed-tensors' BF16 result; a product past BF16's range is Inf there too.
+      const float v = f32_from_bf16(bf16_from_f32(f32[k]));
+      if (!std::isfinite(v))
+        throw InputError(Kind::BadValue, model_dir, qm.codes->name,
+                         "dequantized value at row " + std::to_string(r0 + static_cast<int64_t>(k) / cols) + ", column " +
+                             std::to_string(static_cast<int64_t>(k) % cols) + " is not finite (NaN code, or beyond BF16's range)");
+      f32[k] = v;
+    }
+    enc.resize(f32.size() * es);
+    encode(f32.data(), f32.size(), dtype, enc.data());
+    w.write_chunk(qm.module + ".weight", static_cast<uint64_t>(r0 * cols) * es, enc);
+  }
+}
+
 }  // namespace
 
 ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const ConvertJob& job) {
@@ -488,10 +621,13 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
   const Checkpoint& ck = m.checkpoint();
   std::map<std::string, const QuantizedModule*> by_codes;
   std::set<std::string> drop;
+  bool any_microscale = false;
   for (const auto& qm : q.modules) {
     by_codes[qm.codes->name] = &qm;
     drop.insert(qm.scale->name);
     if (qm.shape) drop.insert(qm.shape->name);
+    if (qm.global_scale) drop.insert(qm.global_scale->name);
+    any_microscale |= qm.weights.microscale();
   }
   ConvertSummary sum;
   struct Item {
@@ -543,6 +679,9 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
         encode(f32.data(), f32.size(), dtype, enc.data());
         w.write(it.out.name, enc);
       }
+    } else if (it.qm->weights.microscale()) {
+      dequantize_microscale_module(*it.qm, dtype, job, m.dir(), w);
+      from = microscale_name(it.qm->weights);
     } else {
       const QuantizedModule& qm = *it.qm;
       const int64_t rows = qm.dense_shape[0], cols = qm.dense_shape[1];
@@ -602,7 +741,8 @@ ConvertSummary dequantize_model(const ModelFolder& m, DType dtype, const Convert
   json manifest;
   manifest["conversion"] = "dequantize";
   manifest["dtype"] = std::string(dtype_short_name(dtype));
-  manifest["numerics"] = "x = f32(code) * f32(scale), rounded to nearest-even in the output dtype";
+  manifest["numerics"] = any_microscale ? std::string(kMicroscaleNumerics)
+                                        : "x = f32(code) * f32(scale), rounded to nearest-even in the output dtype";
   wr.finish(m, config, manifest, job, sum);
   return sum;
 }

@@ -66,8 +66,10 @@ struct QuantizedModule {
   const TensorView* codes = nullptr;  // P.weight (F8_E4M3 / I8) or P.weight_packed (I32)
   const TensorView* scale = nullptr;  // P.weight_scale, or P.weight_scale_inv (legacy block)
   const TensorView* shape = nullptr;  // P.weight_shape (packed only)
+  const TensorView* global_scale = nullptr;  // P.weight_global_scale (NVFP4 only)
   std::vector<int64_t> dense_shape;   // [out, in]
-  bool packed = false;
+  bool packed = false;      // INT codes packed in I32 words (pack-quantized)
+  bool fp4_packed = false;  // FP4 E2M1 codes two per U8 byte (nvfp4- / mxfp4-pack-quantized)
 };
 
 // What a quantized checkpoint holds, read from config.json and the tensor names.

@@ -34,7 +34,7 @@ void quantize_bf16_row_ref(const uint8_t* x, int64_t n, float scale, const uint8
 // stays f32 (no rounding to bf16). The clamp cannot change the code (|q| > 5 is already the
 // largest magnitude, the sign is kept), so the fast bodies compare |q| with the seven rounding
 // thresholds directly; a NaN quotient gives magnitude 7 with sign bit clear, as the reference.
-// AVX-512 only; other CPUs run the scalar twin.
+// AVX-512 and AVX2 bodies (the same compares on 16 or 8 lanes); other CPUs run the scalar twin.
 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes);
 void e2m1_codes_bf16_row_ref(const uint8_t* x, int64_t n, float divisor, uint8_t* codes);
 

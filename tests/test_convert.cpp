@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <span>
 
 #include "formats/checkpoint.h"
 #include "formats/convert_quantized.h"
@@ -26,6 +27,7 @@
 #include "formats/output_folder.h"
 #include "formats/safetensors.h"
 #include "formats/safetensors_writer.h"
+#include "formats/sha256.h"
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/pack.h"
@@ -1159,16 +1161,197 @@ TEST(ConvertQuantized, InspectScalesFlagsANegativeScaleAsAFinding) {
   EXPECT_TRUE(found) << j["findings"].dump(1);
 }
 
-TEST(ConvertQuantized, RefusesToDequantizeAnFp4CheckpointNamingTheTensorAndTheScheme) {
+// ---- FP4 / MX dequantization ----------------------------------------------------------------------
+// Goldens: testdata/fp4/<D>/<S>.safetensors are compressed-tensors 0.20.1's own compression of
+// testdata/fp4/<D>/input.safetensors (make_goldens.py); testdata/fp4/make_dequant_goldens.py gave
+// them to compressed-tensors' model-free dequantizer (CompressedTensorsDequantizer) for every
+// output dtype and recorded the sha256 of each result tensor (dequant_sha256.json) and the BF16
+// results themselves (<D>/<S>.dequant.safetensors for nvfp4a16, mxfp4a16, mxfp8).
+
+// A model folder holding the golden compressed tensors of scheme `s` for model dtype `d`, with the
+// scheme's compressed-tensors config (the tensors may be edited first by `patch`).
+void fp4_checkpoint(const fs::path& dir, const std::string& d, const std::string& s,
+                    const std::function<void(std::vector<Tensor>&)>& patch = {}) {
+  SafetensorsFile f = SafetensorsFile::open(test::source_path("testdata/fp4/" + d + "/" + s + ".safetensors").string());
+  std::vector<Tensor> ts;
+  for (const auto& t : f.tensors()) ts.push_back({{t.name, t.dtype, t.shape}, {t.bytes.begin(), t.bytes.end()}});
+  if (patch) patch(ts);
+  json c = base_config();
+  c["quantization_config"] = read_json(test::source_path("testdata/fp4/" + s + ".config.json"));
+  write_checkpoint(dir, ts, c);
+}
+
+Tensor& tensor_named(std::vector<Tensor>& ts, const std::string& name) {
+  for (auto& t : ts)
+    if (t.spec.name == name) return t;
+  throw std::runtime_error("no tensor " + name);
+}
+
+std::string sha256_of(std::span<const uint8_t> b) {
+  Sha256 h;
+  h.update(b.data(), b.size());
+  return h.hex();
+}
+
+class DequantizeFp4 : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(DequantizeFp4, EqualsCompressedTensorsDecompressionByteForByteInEveryOutputDtype) {
+  const auto& [md, scheme] = GetParam();
+  const json want = read_json(test::source_path("testdata/fp4/dequant_sha256.json"))[md][scheme];
   test::TempDir d;
-  ASSERT_EQ(run_qtool({"tiny-model", d.str("tiny")}).exit_code, 0);
-  ASSERT_EQ(run_qtool({"quantize", d.str("tiny"), "-o", d.str("q"), "--scheme", "nvfp4a16"}).exit_code, 0);
-  auto r = run_qtool({"convert", d.str("q"), "-o", d.str("deq"), "--dequantize"});
-  EXPECT_EQ(r.exit_code, 5) << r.err;
-  EXPECT_CONTAINS(r.err, ".weight_scale");
-  EXPECT_CONTAINS(r.err, "converting FP4 E2M1 per-group of 16 (FP8 E4M3 scales, FP32 global scale) checkpoints is "
-                         "not supported yet");
-  EXPECT_FALSE(std::filesystem::exists(d.path() / "deq"));
+  fp4_checkpoint(d.path() / "q", md, scheme);
+  for (const auto& [o, dt] : std::vector<std::pair<std::string, DType>>{{"bf16", DType::BF16}, {"f16", DType::F16}, {"f32", DType::F32}}) {
+    const fs::path out = d.path() / ("deq-" + o);
+    const ConvertSummary s = dequantize_model(ModelFolder::open(d.str("q")), dt, job_for(out));
+    SafetensorsFile f = SafetensorsFile::open((out / "model.safetensors").string());
+    ASSERT_EQ(f.tensors().size(), want[o].size()) << o;  // scales and global scales are gone
+    EXPECT_EQ(s.tensors_out, want[o].size());
+    for (const auto& t : f.tensors()) {
+      ASSERT_TRUE(want[o].contains(t.name)) << o << " " << t.name;
+      EXPECT_EQ(t.dtype, dt) << o << " " << t.name;
+      EXPECT_EQ(sha256_of(t.bytes), want[o][t.name].get<std::string>()) << md << " " << scheme << " -> " << o << ": " << t.name;
+    }
+    const json cfg = read_json(out / "config.json");
+    EXPECT_FALSE(cfg.contains("quantization_config"));
+  }
+  // The BF16 result itself (a readable diff when a hash differs).
+  const std::string stored = scheme == "nvfp4" ? "nvfp4a16" : scheme == "mxfp4" ? "mxfp4a16" : scheme;
+  SafetensorsFile gold = SafetensorsFile::open(test::source_path("testdata/fp4/" + md + "/" + stored + ".dequant.safetensors").string());
+  SafetensorsFile got = SafetensorsFile::open(d.str("deq-bf16/model.safetensors"));
+  for (const auto& g : gold.tensors()) {
+    const TensorView* t = got.find(g.name);
+    ASSERT_NE(t, nullptr) << g.name;
+    EXPECT_EQ(t->shape, g.shape) << g.name;
+    for (size_t i = 0; i + 1 < g.bytes.size(); i += 2)
+      ASSERT_TRUE(t->bytes[i] == g.bytes[i] && t->bytes[i + 1] == g.bytes[i + 1]) << g.name << " element " << i / 2;
+  }
+  // Row chunks of any size change nothing; the CLI gives the same bytes.
+  ConvertJob small = job_for(d.path() / "deq-small");
+  small.chunk_elements = 1;
+  dequantize_model(ModelFolder::open(d.str("q")), DType::BF16, small);
+  EXPECT_EQ(test::read_file(d.path() / "deq-small/model.safetensors"), test::read_file(d.path() / "deq-bf16/model.safetensors"));
+  auto r = run_qtool({"convert", d.str("q"), "-o", d.str("deq-cli"), "--dequantize", "--no-hash"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_file(d.path() / "deq-cli/model.safetensors"), test::read_file(d.path() / "deq-bf16/model.safetensors"));
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryFp4SchemeAndModelDtype, DequantizeFp4,
+                         ::testing::Combine(::testing::Values("bf16", "fp16", "fp32"),
+                                            ::testing::Values("nvfp4a16", "nvfp4", "mxfp4a16", "mxfp4", "mxfp8")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+TEST(ConvertQuantized, DequantizesQtoolsOwnFp4OutputWithinTheQuantizationErrorOfTheOriginal) {
+  for (const char* scheme : {"nvfp4a16", "mxfp4a16", "mxfp4", "mxfp8"}) {
+    test::TempDir d;
+    ASSERT_EQ(run_qtool({"tiny-model", d.str("tiny")}).exit_code, 0);
+    ASSERT_EQ(run_qtool({"quantize", d.str("tiny"), "-o", d.str("q"), "--scheme", scheme}).exit_code, 0);
+    auto r = run_qtool({"convert", d.str("q"), "-o", d.str("deq"), "--dequantize", "--dtype", "f32"});
+    ASSERT_EQ(r.exit_code, 0) << scheme << ": " << r.err;
+    const Checkpoint orig = Checkpoint::open(d.str("tiny"));
+    const Checkpoint deq = Checkpoint::open(d.str("deq"));
+    ASSERT_EQ(deq.tensors().size(), orig.tensors().size()) << scheme;
+    size_t quantized = 0;
+    for (const auto& o : orig.tensors()) {
+      const TensorView* t = deq.find(o.name);
+      ASSERT_NE(t, nullptr) << scheme << " " << o.name;
+      ASSERT_EQ(t->shape, o.shape);
+      const std::vector<float> got = values_f32(*t), ref = values_f32(o);
+      if (got == ref) continue;  // unquantized (BF16 -> F32 is exact)
+      ++quantized;
+      // Bound per element, from the group max |w| = a (libquant/NUMERICS.md §10): FP4's widest
+      // gap is 4..6, so the error is at most one scale s; s <= a / 3.5 for MX (a / s lies in
+      // [3.5, 7)), s ~ a / 6 within FP8's 1/16 for NVFP4: 0.35 a covers both. MXFP8: E4M3's
+      // relative half step 1/16 of |w| <= a / 16, below 0.07 a.
+      const int64_t g = std::string(scheme).starts_with("nvfp4") ? 16 : 32;
+      const double rel = std::string(scheme) == "mxfp8" ? 0.07 : 0.35;
+      for (int64_t i = 0; i < o.shape[0]; ++i)
+        for (int64_t k = 0; k < o.shape[1] / g; ++k) {
+          double amax = 0;
+          for (int64_t j = 0; j < g; ++j) amax = std::max(amax, std::fabs(static_cast<double>(ref[i * o.shape[1] + k * g + j])));
+          for (int64_t j = 0; j < g; ++j) {
+            const size_t x = static_cast<size_t>(i * o.shape[1] + k * g + j);
+            ASSERT_LE(std::fabs(static_cast<double>(got[x]) - ref[x]), rel * amax + 1e-30) << scheme << " " << o.name << " " << x;
+          }
+        }
+    }
+    EXPECT_EQ(quantized, 14u) << scheme;
+    EXPECT_EQ(read_json(d.path() / "deq/qtool_manifest.json")["numerics"].get<std::string>().rfind("FP4 / MX weights: x = bf16_rne(", 0), 0u);
+  }
+}
+
+TEST(ConvertQuantized, Fp4DequantizeRefusesMalformedTensorsNamingTheTensor) {
+  const std::string q = "layers.0.self_attn.q_proj";
+  auto case_ = [&](const std::string& scheme, const std::function<void(std::vector<Tensor>&)>& patch) {
+    auto d = std::make_shared<test::TempDir>();
+    fp4_checkpoint(d->path() / "q", "bf16", scheme, patch);
+    return [d] { dequantize_model(ModelFolder::open(d->str("q")), DType::BF16, job_for(d->path() / "out")); };
+  };
+  InputError e = expect_error(case_("nvfp4a16", [&](auto& ts) {
+                                Tensor& t = tensor_named(ts, q + ".weight_packed");
+                                t.spec.dtype = DType::I32;
+                                t.spec.shape = {64, 8};
+                              }),
+                              Kind::BadFile, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_packed");
+  EXPECT_EQ(e.problem(), "packed FP4 weight must be a 2-D U8 tensor [out, in/2]");
+  EXPECT_EQ(e.expected(), "U8 [out, in/2]");
+  EXPECT_EQ(e.got(), "I32 [64,8]");
+  e = expect_error(case_("nvfp4a16", [&](auto& ts) {
+                     Tensor& t = tensor_named(ts, q + ".weight_scale");
+                     t.spec.shape = {32, 8};  // same bytes, wrong shape
+                   }),
+                   Kind::BadFile, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_scale");
+  EXPECT_EQ(e.problem(), "scale shape does not match FP4 E2M1 per-group of 16 (FP8 E4M3 scales, FP32 global scale) for weight [64,64]");
+  EXPECT_EQ(e.expected(), "[64,4]");
+  EXPECT_EQ(e.got(), "[32,8]");
+  e = expect_error(case_("mxfp4a16", [&](auto& ts) { tensor_named(ts, q + ".weight_scale").spec.dtype = DType::I8; }), Kind::BadFile, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_scale");
+  EXPECT_EQ(e.problem(), "scale dtype does not match FP4 E2M1 per-group of 32 (E8M0 scales)");
+  EXPECT_EQ(e.expected(), "U8");
+  EXPECT_EQ(e.got(), "I8");
+  e = expect_error(case_("mxfp8", [&](auto& ts) {
+                     Tensor& t = tensor_named(ts, q + ".weight");
+                     t.spec.dtype = DType::U8;
+                   }),
+                   Kind::BadFile, {});
+  EXPECT_EQ(e.tensor(), q + ".weight");
+  EXPECT_EQ(e.problem(), "quantized weight must be a 2-D F8_E4M3 tensor for FP8 E4M3 per-group of 32 (E8M0 scales)");
+  e = expect_error(case_("nvfp4a16", [&](auto& ts) {
+                     std::erase_if(ts, [&](const Tensor& t) { return t.spec.name == q + ".weight_global_scale"; });
+                   }),
+                   Kind::Missing, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_global_scale");
+  EXPECT_EQ(e.problem(), "NVFP4 weight without its global scale");
+  e = expect_error(case_("nvfp4a16", [&](auto& ts) { tensor_named(ts, q + ".weight_global_scale").bytes = f32le({0.0f}); }),
+                   Kind::BadValue, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_global_scale");
+  EXPECT_EQ(e.problem(), "global scale is 0; it must be positive and finite");
+  e = expect_error(case_("nvfp4a16", [&](auto& ts) { tensor_named(ts, q + ".weight_scale").bytes[5] = 0xFF; }),
+                   Kind::BadValue, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_scale");
+  EXPECT_EQ(e.problem(), "scale element 5 is NaN (byte 0xFF); a quantization scale must be positive and finite");
+  e = expect_error(case_("mxfp4a16", [&](auto& ts) { tensor_named(ts, q + ".weight_scale").bytes[3] = 255; }),
+                   Kind::BadValue, {});
+  EXPECT_EQ(e.problem(), "scale element 3 is NaN (byte 0xFF); a quantization scale must be positive and finite");
+  e = expect_error(case_("mxfp4a16", [&](auto& ts) {
+                     tensor_named(ts, q + ".weight_scale").bytes[0] = 254;    // 2^127
+                     tensor_named(ts, q + ".weight_packed").bytes[0] = 0x07;  // code 6: 6 * 2^127 overflows
+                   }),
+                   Kind::BadValue, {});
+  EXPECT_EQ(e.tensor(), q + ".weight_packed");
+  EXPECT_EQ(e.problem(), "dequantized value at row 0, column 0 is not finite (NaN code, or beyond BF16's range)");
+  e = expect_error(case_("mxfp8", [&](auto& ts) { tensor_named(ts, q + ".weight").bytes[70] = 0x7F; }), Kind::BadValue, {});
+  EXPECT_EQ(e.problem(), "dequantized value at row 1, column 6 is not finite (NaN code, or beyond BF16's range)");
+}
+
+TEST(ConvertQuantized, Fp4CheckpointsHaveNoLegacyFp8Layout) {
+  test::TempDir d;
+  fp4_checkpoint(d.path() / "q", "bf16", "nvfp4a16");
+  const InputError e = expect_error(
+      [&] { convert_quant_layout(ModelFolder::open(d.str("q")), OutputFormat::LegacyFp8, std::nullopt, job_for(d.path() / "out")); },
+      Kind::Unsupported, {"legacy fp8 holds FP8 per-tensor or block weights only"});
+  EXPECT_FALSE(fs::exists(d.path() / "out"));
 }
 
 TEST(ConvertQuantized, DequantizesLegacyFp8AsCodeTimesScaleRoundedToBf16) {

@@ -15,6 +15,7 @@
 #include "libquant/microscale.h"
 #include "libquant/quant_rows.h"
 #include "libquant/quantize.h"
+#include "libquant/schemes.h"
 
 namespace qt {
 namespace {
@@ -43,7 +44,14 @@ TEST(QuantRows, E2m1CodesEqualTheScalarNvfp4StepForEveryBf16PatternAndEveryIsa) 
     std::memcpy(raw.data() + 1 + 2 * b, &h, 2);
   }
   const uint8_t* x = raw.data() + 1;
-  for (float d : {1.0f, 0.5f, 2.0f, 0.0052083335f, 1.3e-3f, 7.5f, 1e-38f, 1e-45f, 3.0e38f, -1.0f, NAN}) {
+  std::vector<float> divisors = {1.0f, 0.5f, 2.0f, 0.0052083335f, 1.3e-3f, 7.5f, 1e-38f, 1e-45f, 3.0e38f, -1.0f, NAN};
+  // The divisors NVFP4 itself uses: f32(e4m3 group scale) / global scale (libquant/NUMERICS.md
+  // §10.3), for the smallest, a middle and the largest group-scale codes and global scales of a
+  // tensor max of 3.0 (896), 0.02 and 40.
+  for (uint8_t c : {0x01, 0x20, 0x38, 0x57, 0x71, 0x7E})
+    for (float gs : {896.0f, nvfp4_global_scale(0.02f, DType::BF16), nvfp4_global_scale(40.0f, DType::BF16)})
+      divisors.push_back(f32_from_e4m3fn(c) / gs);
+  for (float d : divisors) {
     std::vector<uint8_t> ref(65536);
     e2m1_codes_bf16_row_ref(x, 65536, d, ref.data());
     for (uint32_t b = 0; b < 65536; ++b)
@@ -162,6 +170,30 @@ TEST(QuantRows, QuantizeWeightGivesTheSameCodesAndScalesOnEveryIsa) {
         EXPECT_EQ(q.amax, ref.amax) << isa_name(isa);
       });
     }
+  }
+}
+
+TEST(QuantRows, MicroscaleWeightsGiveTheSameCodesAndScalesOnEveryIsa) {
+  // NVFP4 (e2m1_codes_bf16_row) and MXFP4 / MXFP8 (quantize_bf16_row) on a bf16 tensor with
+  // outlier columns, against the scalar path.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<uint16_t> bits(40 * 512);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = bf16_from_f32(nd(rng) * (i % 512 == 7 ? 40.0f : 1.0f));
+  TensorView v;
+  v.name = "w"; v.dtype = DType::BF16; v.shape = {40, 512};
+  v.bytes = {reinterpret_cast<const uint8_t*>(bits.data()), bits.size() * 2};
+  for (const char* name : {"nvfp4a16", "mxfp4a16", "mxfp8"}) {
+    const QuantArgs a = find_scheme(name)->weights;
+    isa_cap_for_tests(Isa::Scalar);
+    const QuantizedWeight ref = quantize_weight(v, a);
+    isa_cap_for_tests(Isa::Avx512);
+    for_each_isa([&](Isa isa) {
+      const QuantizedWeight q = quantize_weight(v, a);
+      EXPECT_EQ(q.codes, ref.codes) << name << " " << isa_name(isa);
+      EXPECT_EQ(q.scale_bytes, ref.scale_bytes) << name << " " << isa_name(isa);
+      EXPECT_EQ(q.global_scale, ref.global_scale) << name << " " << isa_name(isa);
+    });
   }
 }
 

@@ -130,7 +130,9 @@ void register_convert(CLI::App& app, RunFn& run) {
   sub->add_option("-o,--output", o->out, "Output folder (must not exist, or be empty)")->required();
   auto* dt = sub->add_option("--dtype", o->dtype, "Weight dtype of a GGUF conversion or --dequantize (RNE from f32)")
                  ->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
-  sub->add_flag("--dequantize", o->dequantize, "Write a dense checkpoint (quantized folder input)");
+  sub->add_flag("--dequantize", o->dequantize,
+                "Write a dense checkpoint (quantized folder input: every scheme qtool writes, FP4 / MX as "
+                "compressed-tensors decompresses them, and legacy fp8)");
   sub->add_option("--format", o->format, "Lossless layout conversion of an FP8 folder: compressed-tensors or legacy-fp8")
       ->check(CLI::IsMember({"compressed-tensors", "legacy-fp8"}));
   auto* sd = sub->add_option("--scale-dtype", o->scale_dtype,

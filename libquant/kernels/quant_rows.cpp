@@ -43,8 +43,11 @@ void e2m1_codes_bf16_row_ref(const uint8_t* x, int64_t n, float divisor, uint8_t
 }
 
 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {
-  if (active_isa() == Isa::Avx512) return quant_rows_avx512::e2m1_codes_bf16_row(x, n, divisor, codes);
-  e2m1_codes_bf16_row_ref(x, n, divisor, codes);
+  switch (active_isa()) {
+    case Isa::Avx512: return quant_rows_avx512::e2m1_codes_bf16_row(x, n, divisor, codes);
+    case Isa::Avx2: return quant_rows_avx2::e2m1_codes_bf16_row(x, n, divisor, codes);
+    default: return e2m1_codes_bf16_row_ref(x, n, divisor, codes);
+  }
 }
 
 uint16_t absmax_bits16(const uint8_t* x, int64_t n, uint16_t special, int64_t* first_special) {

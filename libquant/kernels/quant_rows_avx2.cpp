@@ -62,4 +62,37 @@ QT_AVX2 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const u
   if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, table, codes + i);
 }
 
+QT_AVX2 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {
+  // The AVX-512 body's threshold count on 8 lanes: a compare gives all-ones (-1) in the lanes
+  // where |q| is NOT below the threshold (unordered-true, so a NaN counts all seven), and
+  // subtracting the mask adds one there.
+  const __m256 vd = _mm256_set1_ps(divisor);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i eight = _mm256_set1_epi32(8);
+  const __m256 t025 = _mm256_set1_ps(0.25f), t075 = _mm256_set1_ps(0.75f), t125 = _mm256_set1_ps(1.25f);
+  const __m256 t175 = _mm256_set1_ps(1.75f), t250 = _mm256_set1_ps(2.5f), t350 = _mm256_set1_ps(3.5f);
+  const __m256 t500 = _mm256_set1_ps(5.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * i));
+    const __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    const __m256 q = _mm256_div_ps(f, vd);
+    const __m256 a = _mm256_and_ps(q, absmask);
+    __m256i idx = _mm256_setzero_si256();
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t025, _CMP_NLE_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t075, _CMP_NLT_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t125, _CMP_NLE_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t175, _CMP_NLT_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t250, _CMP_NLE_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t350, _CMP_NLT_UQ)));
+    idx = _mm256_sub_epi32(idx, _mm256_castps_si256(_mm256_cmp_ps(a, t500, _CMP_NLE_UQ)));
+    idx = _mm256_or_si256(idx, _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(q, zero, _CMP_LT_OQ)), eight));
+    // 8 lanes of 0..15 to 8 bytes: 32 -> 16 -> 8 bits (no saturation can act).
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(idx), _mm256_extracti128_si256(idx, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm_packus_epi16(w, w));
+  }
+  if (i < n) e2m1_codes_bf16_row_ref(x + 2 * i, n - i, divisor, codes + i);
+}
+
 }  // namespace qt::quant_rows_avx2

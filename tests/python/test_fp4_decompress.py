@@ -166,3 +166,29 @@ def test_bytes_and_decompression_match_compressed_tensors(quantized):
         w = orig[name].to(torch.float32)
         rel = float((dq[name] - w).norm() / w.norm())
         assert rel < (0.25 if "fp4" in scheme else 0.08), f"{name}: relative error {rel:.3g}"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])
+def test_qtool_dequantize_equals_the_compressed_tensors_dequantizer(quantized, tmp_path, dtype):
+    """`qtool convert --dequantize --dtype D` on qtool's own output gives, for every quantized
+    weight, byte for byte what CompressedTensorsDequantizer(OUT, dtype=D) gives (it decompresses to
+    bfloat16 and casts to D: formats/FORMATS.md §3.6)."""
+    scheme, _, out = quantized
+    torch_dtype = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[dtype]
+    deq = tmp_path / "deq"
+    proc = _run("convert", str(out), "-o", str(deq), "--dequantize", "--dtype", dtype, "--no-hash")
+    if proc.returncode != 0:
+        _unavailable(f"convert --dequantize --dtype {dtype}", proc)
+    got = _load_dir(deq)
+    stored = _load_dir(out)
+    ref = CompressedTensorsDequantizer(str(out), dtype=torch_dtype).process(dict(stored))
+    weights = [n for n in stored if n.endswith((".weight_packed", ".weight_scale"))]
+    modules = sorted({n.rsplit(".", 1)[0] for n in weights})
+    assert modules
+    for m in modules:
+        name = m + ".weight"
+        assert name in got and name in ref, name
+        assert got[name].dtype == torch_dtype, f"{name}: {got[name].dtype}"
+        assert torch.equal(got[name].view(torch.uint8), ref[name].contiguous().view(torch.uint8)), \
+            f"{name}: qtool's {dtype} dequantization differs from compressed-tensors'"
+    assert not any(n.endswith(("_scale", "_global_scale", "weight_packed")) for n in got), sorted(got)

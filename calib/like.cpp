@@ -8,6 +8,7 @@
 #include "calib/smoothing.h"
 #include "formats/checkpoint.h"
 #include "formats/model_folder.h"
+#include "libquant/drift_rows.h"
 #include "libquant/error.h"
 #include "libquant/dtype.h"
 #include "libquant/float_formats.h"
@@ -181,36 +182,33 @@ LayerDrift weight_drift(const ModelFolder& quant, const LikeRecipe& r, const std
   std::vector<float> maxd(N);
   std::vector<float> amax_n(N), amax_q(N);
   std::vector<int64_t> clip(N);
+  // One scale group at a time, in f32 within the group (a report, not a checkpoint value), in the
+  // fixed order of libquant/drift_rows.h, so the result is the same on every ISA and at any thread
+  // count. BF16 weights with E4M3 / INT8 codes go through the fused kernel (codes decoded in the
+  // registers); other dtypes are decoded first and run its reference, which gives the same sums.
+  const bool fused = w.dtype == DType::BF16 && (l.ref.code_dtype == DType::F8_E4M3 || l.ref.code_dtype == DType::I8);
 #pragma omp parallel
   {
-    std::vector<float> a(K), c(K);
+    std::vector<float> a(fused ? 0 : K), c(fused ? 0 : K);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
-      decode_to_f32(w.dtype, w.bytes.data() + static_cast<size_t>(i * K) * wbytes, K, a.data());
-      decode_to_f32(l.ref.code_dtype, l.ref.codes + static_cast<size_t>(i * K) * cbytes, K, c.data());
+      const uint8_t* wrow = w.bytes.data() + static_cast<size_t>(i * K) * wbytes;
+      const uint8_t* crow = l.ref.codes + static_cast<size_t>(i * K) * cbytes;
+      if (!fused) {
+        decode_to_f32(w.dtype, wrow, K, a.data());
+        decode_to_f32(l.ref.code_dtype, crow, K, c.data());
+      }
       const float* srow = scales.data() + (i / grid.rows_per) * scols;
       double d2 = 0, r2 = 0;
       float md = 0, an = 0, aq = 0;
       int64_t cl = 0;
-      // One scale group at a time, in f32 within the group (a report, not a checkpoint value),
-      // vectorised; the order is fixed by the code, so the result is the same at any thread count.
       for (int64_t g0 = 0; g0 < K; g0 += grid.cols_per) {
         const int64_t g1 = std::min(K, g0 + grid.cols_per);
         const float s = srow[g0 / grid.cols_per], lim_s = lim * s;
-        float gd2 = 0, gr2 = 0, gmd = 0, gan = 0, gaq = 0;
-        int32_t gcl = 0;
-#pragma omp simd reduction(+ : gd2, gr2, gcl) reduction(max : gmd, gan, gaq)
-        for (int64_t j = g0; j < g1; ++j) {
-          const float deq = c[j] * s, d = a[j] - deq, aa = std::fabs(a[j]);
-          gd2 += d * d;
-          gr2 += deq * deq;
-          gmd = std::max(gmd, std::fabs(d));
-          gan = std::max(gan, aa);
-          gaq = std::max(gaq, std::fabs(deq));
-          gcl += aa > lim_s ? 1 : 0;
-        }
-        d2 += gd2, r2 += gr2, cl += gcl;
-        md = std::max(md, gmd), an = std::max(an, gan), aq = std::max(aq, gaq);
+        const DriftGroup g = fused ? drift_group_bf16(wrow + g0 * 2, crow + g0, l.ref.code_dtype, g1 - g0, s, lim_s)
+                                   : drift_group_ref(a.data() + g0, c.data() + g0, g1 - g0, s, lim_s);
+        d2 += g.d2, r2 += g.r2, cl += g.clipped;
+        md = std::max(md, g.max_d), an = std::max(an, g.amax_new), aq = std::max(aq, g.amax_quant);
       }
       diff2[i] = d2, ref2[i] = r2, maxd[i] = md, amax_n[i] = an, amax_q[i] = aq, clip[i] = cl;
     }

@@ -19,7 +19,9 @@
 // against QUANT's dequantized weight: relative L2 distance, max |difference|, and how many of
 // NEW's elements lie beyond the range QUANT's weight scale covers by more than rounding
 // (|w| > (code_max + half the top step) * scale of their group: 464 s for FP8, 127.5 s for INT8,
-// 7.5 s for INT4), i.e. would be clamped if QUANT's weight scales were kept.
+// 7.5 s for INT4), i.e. would be clamped if QUANT's weight scales were kept. The sums are f32
+// within a scale group in the fixed order of libquant/drift_rows.h (one fused pass for BF16
+// weights with E4M3 / INT8 codes), accumulated per row in double: the same on every ISA.
 #pragma once
 
 #include <cstdint>

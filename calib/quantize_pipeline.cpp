@@ -8,8 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "formats/atomic_file.h"
+#include "formats/checkpoint.h"
+#include "formats/mmap_file.h"
 #include "formats/manifest.h"
 #include "formats/ct_config.h"
 #include "formats/model_folder.h"
@@ -164,6 +167,28 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     writers[shard_of.at(name)]->write(name, bytes);
   };
 
+  // A tensor written unchanged (norms, embeddings, lm_head, ignored layers) is copied from its
+  // input shard's file range by the kernel (SafetensorsWriter::write_copy), so its bytes need not
+  // pass through this process; one input shard is open at a time (tensors come in shard order).
+  // A shard that cannot be reopened as the same file is written from the mapping as before.
+  struct SourceFile {
+    std::optional<size_t> shard;
+    int fd = -1;
+    ~SourceFile() { if (fd >= 0) ::close(fd); }
+  } source;
+  auto write_unchanged = [&](const TensorView& v) {
+    const Checkpoint& ck = model.checkpoint();
+    const std::optional<size_t> sh = ck.shard_of(v.name);
+    if (!sh) return write(v.name, v.bytes);
+    if (source.shard != sh) {
+      if (source.fd >= 0) ::close(source.fd);
+      source.shard = sh;
+      source.fd = ck.shard(*sh).mapping()->reopen_same_file();
+    }
+    if (source.fd < 0) return write(v.name, v.bytes);
+    writers[shard_of.at(v.name)]->write_copy(v.name, v.bytes, source.fd, ck.shard(*sh).file_offset(v));
+  };
+
   // Outputs grouped by source tensor, in plan order.
   std::map<std::string, std::vector<const OutputTensor*>> outs_of_source;
   std::vector<const OutputTensor*> kv_outputs;
@@ -217,7 +242,8 @@ QuantizeSummary run_quantize(const ModelFolder& model, const QuantPlan& plan, co
     prog.from_dtype = std::string(dtype_short_name(t.dtype));
     prog.in_bytes = t.bytes.size();
     if (!d.quantize) {
-      write(t.name, t.bytes);
+      if (smoothed.empty()) write_unchanged(orig);
+      else write(t.name, t.bytes);
       prog.to_dtype = prog.from_dtype;
       prog.out_bytes = t.bytes.size();
     } else {

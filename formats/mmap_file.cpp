@@ -44,6 +44,8 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     throw_os_error(path, "cannot stat", err);
   }
   size_ = static_cast<uint64_t>(st.st_size);
+  dev_ = static_cast<uint64_t>(st.st_dev);
+  ino_ = static_cast<uint64_t>(st.st_ino);
   if (size_ == 0) {
     // mmap(length 0) is EINVAL; an empty file is still a valid (if useless) input.
     static const uint8_t kEmpty = 0;
@@ -75,6 +77,22 @@ void MappedFile::prefetch(uint64_t offset, uint64_t length) const {
 }
 void MappedFile::release(uint64_t offset, uint64_t length) const {
   advise(map_, size_, offset, length, MADV_DONTNEED);
+}
+
+int MappedFile::reopen_same_file() const {
+  int fd = -1;
+  try {
+    fd = open_input_file(path_);
+  } catch (const InputError&) {
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != dev_ ||
+      static_cast<uint64_t>(st.st_ino) != ino_ || static_cast<uint64_t>(st.st_size) != size_) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 }  // namespace qt

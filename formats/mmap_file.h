@@ -38,11 +38,19 @@ class MappedFile {
   void prefetch(uint64_t offset, uint64_t length) const;
   void release(uint64_t offset, uint64_t length) const;
 
+  // A read-only descriptor of the mapped file, for reading its bytes by file offset through the
+  // kernel (copy_file_range) rather than the mapping: the path opened again (open_input_file),
+  // accepted only if it is still the same file (device, inode and size as when mapped).
+  // Returns -1 (having opened nothing) when it cannot be opened or is another file now (replaced
+  // or truncated since): then use the mapping. The caller closes it.
+  int reopen_same_file() const;
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
   void* map_ = nullptr;  // nullptr for an empty file
+  uint64_t dev_ = 0, ino_ = 0;  // identity of the mapped file
 };
 
 }  // namespace qt

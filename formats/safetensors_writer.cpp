@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -200,44 +201,84 @@ void SafetensorsWriter::write(const std::string& name, std::span<const uint8_t> 
   write_chunk(name, 0, bytes);
 }
 
-void SafetensorsWriter::write_chunk(const std::string& name, uint64_t offset_in_tensor,
-                                    std::span<const uint8_t> bytes) {
+bool SafetensorsWriter::book(const std::string& name, uint64_t begin, uint64_t end, TensorSlot& slot) {
   const auto it = slots_.find(name);
   if (it == slots_.end())
     throw std::logic_error(path_ + ": tensor '" + name + "' is not in this file's layout");
-  const TensorSlot slot = it->second;
-  const uint64_t begin = offset_in_tensor, end = offset_in_tensor + bytes.size();
+  slot = it->second;
   if (end < begin || end > slot.size)
     throw std::logic_error(path_ + ": tensor '" + name + "': chunk [" + std::to_string(begin) + "," +
                            std::to_string(end) + ") is outside the tensor's " +
                            std::to_string(slot.size) + " bytes");
-  {
-    // Book the range first (under the lock), then write outside it so threads overlap their I/O.
-    std::lock_guard<std::mutex> lock(mu_);
-    if (fd_ < 0) throw std::logic_error(path_ + ": write after commit");
-    if (begin == end) return;
-    auto& ranges = written_[name];
-    auto next = ranges.lower_bound(begin);  // first range starting at or after begin
-    if (next != ranges.end() && next->first < end)
-      throw std::logic_error(path_ + ": tensor '" + name + "': bytes [" + std::to_string(next->first) +
-                             "," + std::to_string(std::min(end, next->second)) + ") written twice");
-    if (next != ranges.begin()) {
-      auto prev = std::prev(next);
-      if (prev->second > begin)
-        throw std::logic_error(path_ + ": tensor '" + name + "': bytes [" + std::to_string(begin) + "," +
-                               std::to_string(std::min(end, prev->second)) + ") written twice");
-    }
-    // Insert [begin,end) merged with touching neighbours to keep the map short.
-    uint64_t nb = begin, ne = end;
-    if (next != ranges.end() && next->first == end) { ne = next->second; next = ranges.erase(next); }
-    if (next != ranges.begin()) {
-      auto prev = std::prev(next);
-      if (prev->second == begin) { nb = prev->first; ranges.erase(prev); }
-    }
-    ranges.emplace(nb, ne);
+  // Book the range under the lock; the caller writes outside it so threads overlap their I/O.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) throw std::logic_error(path_ + ": write after commit");
+  if (begin == end) return false;
+  auto& ranges = written_[name];
+  auto next = ranges.lower_bound(begin);  // first range starting at or after begin
+  if (next != ranges.end() && next->first < end)
+    throw std::logic_error(path_ + ": tensor '" + name + "': bytes [" + std::to_string(next->first) +
+                           "," + std::to_string(std::min(end, next->second)) + ") written twice");
+  if (next != ranges.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second > begin)
+      throw std::logic_error(path_ + ": tensor '" + name + "': bytes [" + std::to_string(begin) + "," +
+                             std::to_string(std::min(end, prev->second)) + ") written twice");
   }
-  pwrite_all(fd_, bytes.data(), bytes.size(), slot.offset + begin, path_, name);
-  start_writeback(slot.offset + begin, bytes.size());
+  // Insert [begin,end) merged with touching neighbours to keep the map short.
+  uint64_t nb = begin, ne = end;
+  if (next != ranges.end() && next->first == end) { ne = next->second; next = ranges.erase(next); }
+  if (next != ranges.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second == begin) { nb = prev->first; ranges.erase(prev); }
+  }
+  ranges.emplace(nb, ne);
+  return true;
+}
+
+void SafetensorsWriter::write_chunk(const std::string& name, uint64_t offset_in_tensor,
+                                    std::span<const uint8_t> bytes) {
+  TensorSlot slot;
+  if (!book(name, offset_in_tensor, offset_in_tensor + bytes.size(), slot)) return;
+  pwrite_all(fd_, bytes.data(), bytes.size(), slot.offset + offset_in_tensor, path_, name);
+  start_writeback(slot.offset + offset_in_tensor, bytes.size());
+}
+
+namespace {
+std::atomic<SafetensorsWriter::KernelCopy> g_kernel_copy{SafetensorsWriter::KernelCopy::Auto};
+}  // namespace
+
+void SafetensorsWriter::kernel_copy_for_tests(KernelCopy mode) { g_kernel_copy.store(mode); }
+
+uint64_t SafetensorsWriter::write_copy(const std::string& name, std::span<const uint8_t> bytes, int src_fd,
+                                       uint64_t src_offset) {
+  const auto it = slots_.find(name);
+  if (it != slots_.end() && bytes.size() != it->second.size)
+    throw std::logic_error(path_ + ": tensor '" + name + "': write of " + std::to_string(bytes.size()) +
+                           " bytes, but the tensor has " + std::to_string(it->second.size) + " bytes");
+  TensorSlot slot;
+  if (!book(name, 0, bytes.size(), slot)) return 0;
+  const KernelCopy mode = g_kernel_copy.load();
+  const uint64_t size = bytes.size();
+  uint64_t done = 0;
+  // copy_file_range copies inside the kernel (on one file system: through the page cache, or by
+  // sharing blocks where the file system can). Any failure (EXDEV across file systems on some
+  // kernels, EOPNOTSUPP, ENOSYS, EINVAL, an I/O error) or a short copy of 0 ends the attempt; the
+  // rest is written from `bytes`, which reports real I/O errors the usual way. A failed call may
+  // have written part of its range: the pwrite below covers that range again.
+  while (mode != KernelCopy::Off && done < size) {
+    if (mode == KernelCopy::FailAfterFirstChunk && done > 0) break;
+    uint64_t want = std::min<uint64_t>(size - done, 1ull << 30);
+    if (mode == KernelCopy::FailAfterFirstChunk) want = std::min<uint64_t>(want, 4096);
+    off64_t in = static_cast<off64_t>(src_offset + done), out = static_cast<off64_t>(slot.offset + done);
+    const ssize_t r = ::copy_file_range(src_fd, &in, fd_, &out, static_cast<size_t>(want), 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    done += static_cast<uint64_t>(r);
+  }
+  if (done < size) pwrite_all(fd_, bytes.data() + done, size - done, slot.offset + done, path_, name);
+  start_writeback(slot.offset, size);
+  return done;
 }
 
 // Without this, a file smaller than the kernel's dirty-page threshold (10 % of RAM by default)

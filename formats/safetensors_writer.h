@@ -75,6 +75,18 @@ class SafetensorsWriter {
   // Caller errors throw std::logic_error naming the file and tensor: unknown name, range outside
   // the tensor, or a byte already written. OS errors throw InputError(Io).
   void write_chunk(const std::string& name, uint64_t offset_in_tensor, std::span<const uint8_t> bytes);
+  // Writes a whole tensor whose bytes also lie, unchanged, in the regular file `src_fd` at
+  // `src_offset` (`bytes` is the same data, e.g. that file's mapping). The kernel is asked to copy
+  // the file range (copy_file_range(2)), so the bytes do not pass through this process; whatever
+  // it does not copy (another file system, an older kernel, any error: it may stop part-way) is
+  // then written from `bytes` as write() does. The file's bytes are the same either way. Same
+  // rules and errors as write(). Returns how many bytes the kernel copied.
+  uint64_t write_copy(const std::string& name, std::span<const uint8_t> bytes, int src_fd, uint64_t src_offset);
+  // Test hook (process wide): Auto = as above; Off = never ask the kernel (write() only);
+  // FailAfterFirstChunk = the kernel copies at most the first 4096 bytes of each tensor, then the
+  // rest is written as if it had failed.
+  enum class KernelCopy { Auto, Off, FailAfterFirstChunk };
+  static void kernel_copy_for_tests(KernelCopy mode);
   // Each write of 1 MiB or more also starts its writeback to disk at once (not waiting for it), so
   // that the disk writes while the caller computes the next tensor instead of all at commit().
   // Checks completeness (std::logic_error naming the first tensor with missing bytes and how many),
@@ -95,6 +107,9 @@ class SafetensorsWriter {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
+  // Books bytes [begin, end) of tensor `name` as written (throwing for a range outside the tensor
+  // or written before); returns the tensor's slot. false: nothing to write (empty range).
+  bool book(const std::string& name, uint64_t begin, uint64_t end, TensorSlot& slot);
   // Starts the kernel writing [offset, offset+size) to disk now (see the .cpp); does not wait.
   void start_writeback(uint64_t offset, uint64_t size);
 

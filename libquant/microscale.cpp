@@ -35,20 +35,18 @@ void decode_row(const TensorView& w, int64_t r, int64_t cols, float* dst) {
   QT_ASSERT(ok);
 }
 
-// MX code tables: bf16 bits t of the rounded quotient -> code, by the reference's own clamp and
+// MXFP4 code table: bf16 bits t of the rounded quotient -> code, by the reference's own clamp and
 // cast (quantize_microscale's scalar loop), so that a table lookup after quantize_bf16_row's
-// f32 division and bf16 rounding gives exactly the scalar result.
-const uint8_t* mx_bf16_table(bool fp4) {
-  static const std::vector<uint8_t> tables = [] {
-    std::vector<uint8_t> t(2 * 65536);
-    for (uint32_t b = 0; b < 65536; ++b) {
-      const float q = f32_from_bf16(static_cast<uint16_t>(b));
-      t[b] = e2m1_from_f32(std::clamp(q, -6.0f, 6.0f));
-      t[65536 + b] = e4m3fn_from_f32(std::clamp(q, -448.0f, 448.0f));
-    }
+// f32 division and bf16 rounding gives exactly the scalar result. (MXFP8 needs no table:
+// quantize_bf16_row_cast computes the same clamp and E4M3 cast in the vector registers.)
+const uint8_t* mxfp4_bf16_table() {
+  static const std::vector<uint8_t> table = [] {
+    std::vector<uint8_t> t(65536);
+    for (uint32_t b = 0; b < 65536; ++b)
+      t[b] = e2m1_from_f32(std::clamp(f32_from_bf16(static_cast<uint16_t>(b)), -6.0f, 6.0f));
     return t;
   }();
-  return tables.data() + (fp4 ? 0 : 65536);
+  return table.data();
 }
 
 // BF16 fast path of quantize_microscale: pass 1 takes each group's max |x| from the raw bits
@@ -81,7 +79,9 @@ bool quantize_microscale_bf16(const TensorView& w, const QuantArgs& args, const 
     r.has_global_scale = true;
   }
   const float gs = r.global_scale;
-  const uint8_t* table = nv ? nullptr : mx_bf16_table(fp4);
+  // MXFP8's clamp-and-cast (to +-448, then the c10 cast) is code_table(BF16, Float8E4M3)'s, which
+  // quantize_bf16_row_cast computes in the registers; MXFP4 looks its codes up.
+  const uint8_t* table = nv || !fp4 ? nullptr : mxfp4_bf16_table();
   int64_t zero_groups = 0;
 #pragma omp parallel for schedule(static) reduction(+ : zero_groups)
   for (int64_t i = 0; i < out; ++i) {
@@ -98,7 +98,8 @@ bool quantize_microscale_bf16(const TensorView& w, const QuantArgs& args, const 
       } else {
         const float s = mx_scale_in_dtype(mx_exponent(m, DType::BF16, args.type), DType::BF16);
         sb = mx_stored_exponent(s);
-        quantize_bf16_row(x, g, s, table, codes);
+        if (fp4) quantize_bf16_row(x, g, s, table, codes);
+        else quantize_bf16_row_cast(x, g, s, QuantType::Float8E4M3, codes);
       }
     }
   }

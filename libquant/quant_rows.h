@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "libquant/schemes.h"
+
 namespace qt {
 
 // max over i < n of (bits(x[i]) & 0x7FFF). With `special` the first Inf/NaN pattern (0x7F80 for
@@ -28,6 +30,19 @@ uint16_t absmax_bits16_ref(const uint8_t* x, int64_t n, uint16_t special, int64_
 // codes[i] = table[bf16_rne(f32(x[i]) / scale)] for i < n; x holds n bf16 values.
 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const uint8_t* table, uint8_t* codes);
 void quantize_bf16_row_ref(const uint8_t* x, int64_t n, float scale, const uint8_t* table, uint8_t* codes);
+
+// The same codes for t = Float8E4M3, Int8 or Int4 with the clamp and cast computed in the vector
+// registers instead of looked up: codes[i] = code_table(BF16, t)[bf16_rne(f32(x[i]) / scale)].
+// After the division and the bf16 rounding (as above), with T the rounded quotient:
+// - FP8 E4M3: |T| is clamped to 448 (Inf included; a NaN is not clamped), then c10's RNE cast of
+//   e4m3fn_from_f32 on the clamped value: below 2^-6 the subnormal grid 2^-9 by the magic-number
+//   add (|T| + 2^14 in f32, whose low mantissa bits are the code), else exponent rebias 127 -> 7
+//   and mantissa rounding 7 -> 3 bits nearest-even in integers; a NaN gives 0x7F; the sign bit of
+//   T is or-ed in (so -0 gives 0x80, -NaN 0xFF, -Inf 0xFE).
+// - INT8 / INT4: T clamped to [-128, 127] / [-8, 7], rounded half-to-even to an integer, stored
+//   as its two's-complement byte; a NaN gives 0.
+// Other t (and CPUs without AVX2) run quantize_bf16_row_ref with code_table(BF16, t).
+void quantize_bf16_row_cast(const uint8_t* x, int64_t n, float scale, QuantType t, uint8_t* codes);
 
 // NVFP4 codes of a row (libquant/microscale.cpp): codes[i] = e2m1_from_f32(clamp(f32(x[i]) /
 // divisor, -6, 6)) for i < n, one unpacked E2M1 code per byte; x holds n bf16 values. The quotient

@@ -278,12 +278,12 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
   // Pass 2: codes. For 16-bit model dtypes the rounded quotient t = M(w / scale) has only 65536
   // possible bit patterns, so clamp + cast is a table lookup built from quantize_element's own
   // reference steps (code_table); only the f32 division and the RNE rounding to M run per element.
-  // BF16 rows go straight from the stored bits through quantize_bf16_row (libquant/quant_rows.h:
-  // the same steps, vectorised).
+  // BF16 rows go straight from the stored bits through quantize_bf16_row_cast (libquant/
+  // quant_rows.h: the same steps, vectorised, with the clamp and cast computed in the registers).
 #pragma omp parallel
   {
     std::vector<float> buf(M == DType::BF16 ? 0 : static_cast<size_t>(in));
-    const uint8_t* table = (M == DType::BF16 || M == DType::F16) ? code_table(M, qt) : nullptr;
+    const uint8_t* table = M == DType::F16 ? code_table(M, qt) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < out; ++i) {
       const uint8_t* src = w.bytes.data() + static_cast<size_t>(i) * static_cast<size_t>(in) * esz;
@@ -294,7 +294,7 @@ QuantizedWeight quantize_weight(const TensorView& w, const QuantArgs& args,
         const int64_t c1 = std::min(in, c0 + cols_per);
         const float s = srow[c0 / cols_per];
         if (M == DType::BF16) {
-          quantize_bf16_row(src + static_cast<size_t>(c0) * 2, c1 - c0, s, table, crow + c0);
+          quantize_bf16_row_cast(src + static_cast<size_t>(c0) * 2, c1 - c0, s, qt, crow + c0);
         } else if (M == DType::F16) {
           for (int64_t j = c0; j < c1; ++j) crow[j] = table[f16_from_f32(buf[static_cast<size_t>(j)] / s)];
         } else {

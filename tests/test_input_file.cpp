@@ -133,6 +133,35 @@ void map_truncate_and_read(const std::string& path, bool with_handling_thread, c
   std::exit(0);
 }
 
+TEST(MappedFile, ReopensTheSameFileButNotOneReplacedOrTruncatedSinceItWasMapped) {
+  test::TempDir d;
+  const std::string path = d.str("model.safetensors");
+  test::write_file(path, std::vector<uint8_t>(10000, 7));
+  {
+    MappedFile m(path);
+    const int fd = m.reopen_same_file();
+    ASSERT_GE(fd, 0);
+    uint8_t b = 0;
+    EXPECT_EQ(::pread(fd, &b, 1, 9999), 1);
+    EXPECT_EQ(b, 7);
+    ::close(fd);
+    // Replaced by another file of the same size under the same name: not the mapped file.
+    test::write_file(d.str("other"), std::vector<uint8_t>(10000, 9));
+    fs::rename(d.str("other"), path);
+    EXPECT_EQ(m.reopen_same_file(), -1);
+  }
+  {
+    MappedFile m(path);
+    ::truncate(path.c_str(), 5000);  // the same file, another size
+    EXPECT_EQ(m.reopen_same_file(), -1);
+  }
+  {
+    MappedFile m(path);
+    fs::remove(path);  // gone
+    EXPECT_EQ(m.reopen_same_file(), -1);
+  }
+}
+
 TEST(InputFileDeathTest, AMappedInputTruncatedWhileReadIsACleanIoErrorNamingTheFile) {
   test::TempDir d;
   const std::string path = d.str("model.safetensors");

@@ -105,6 +105,80 @@ TEST(QuantRows, Bf16CodesEqualTheElementReferenceForEveryBf16PatternAndEveryIsa)
   }
 }
 
+TEST(QuantRows, ArithmeticCastEqualsTheElementReferenceForEveryBf16PatternEveryScaleAndEveryIsa) {
+  // quantize_bf16_row_cast computes the clamp and cast in the registers instead of the table: the
+  // reference is quantize_element itself (pinned by the compressed-tensors FP8 / INT8 goldens).
+  // All 65536 patterns at an odd byte offset, under scales that put the quotient inside the
+  // code range, into the E4M3 subnormals (x / s below 2^-6 for most patterns at s = 2^7 and 3e2),
+  // into saturation (s = 2^-10, 1e-30), to f32 Inf (3e38 with the largest patterns the other way,
+  // 1e-40: a subnormal scale), a negative scale, a zero scale (x / 0 = +-Inf, 0 / 0 = NaN) and a
+  // NaN scale, plus random scales.
+  std::vector<uint8_t> raw(1 + 65536 * 2);
+  for (uint32_t b = 0; b < 65536; ++b) {
+    const uint16_t h = static_cast<uint16_t>(b);
+    std::memcpy(raw.data() + 1 + 2 * b, &h, 2);
+  }
+  const uint8_t* x = raw.data() + 1;
+  std::vector<float> scales = {1.0f, 128.0f, 300.0f, 0.0009765625f, 0.0078125f, 3.0517578e-05f, 0.11279297f,
+                               2.5f, 1e-30f, 3.0e38f, 1e-40f, -0.5f, 0.0f, -0.0f, NAN};
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> ex(-40.0f, 40.0f);
+  for (int k = 0; k < 6; ++k) scales.push_back(round_to_dtype(DType::BF16, std::exp2(ex(rng))));
+  for (QuantType t : {QuantType::Float8E4M3, QuantType::Int8, QuantType::Int4}) {
+    for (float s : scales) {
+      std::vector<uint8_t> want(65536);
+      for (uint32_t b = 0; b < 65536; ++b)
+        want[b] = quantize_element(f32_from_bf16(static_cast<uint16_t>(b)), s, t, DType::BF16);
+      for_each_isa([&](Isa isa) {
+        std::vector<uint8_t> got(65536);
+        quantize_bf16_row_cast(x, 65536, s, t, got.data());
+        for (uint32_t b = 0; b < 65536; ++b)
+          ASSERT_EQ(got[b], want[b]) << isa_name(isa) << " type " << static_cast<int>(t) << " scale " << s
+                                     << " pattern 0x" << std::hex << b;
+        for (int64_t n = 0; n <= 40; ++n) {  // every tail length; exactly n codes written
+          std::vector<uint8_t> part(64, 0xAB);
+          quantize_bf16_row_cast(x + 2 * 1000, n, s, t, part.data());
+          for (int64_t i = 0; i < n; ++i) ASSERT_EQ(part[i], want[1000 + i]) << isa_name(isa) << " n " << n;
+          for (int64_t i = n; i < 64; ++i) ASSERT_EQ(part[i], 0xAB) << isa_name(isa) << " wrote past n " << n;
+        }
+      });
+    }
+  }
+}
+
+TEST(QuantRows, ArithmeticE4m3CastGivesTheHandDerivedCodesAtTheEdges) {
+  // Scale 1, so the code is E4M3(clamp(x)) of the bf16 value itself. Derived by hand from the
+  // E4M3 layout (bias 7, 3 mantissa bits, subnormal step 2^-9, largest 448 = 0x7E, NaN 0x7F).
+  struct Case { uint16_t bf16; uint8_t code; };
+  const Case cases[] = {
+      {0x0000, 0x00},  // +0
+      {0x8000, 0x80},  // -0 keeps its sign
+      {0x3B00, 0x01},  // 2^-9: the smallest subnormal
+      {0x3A80, 0x00},  // 2^-10: half the step, a tie, to even 0
+      {0x3B40, 0x02},  // 3 * 2^-10 = 1.5 steps, a tie, to even 2
+      {0x3C60, 0x07},  // 7 * 2^-9 (0x3C60 = 1.75 * 2^-7): the largest subnormal
+      {0x3C80, 0x08},  // 2^-6: the smallest normal
+      {0x3F80, 0x38},  // 1.0: exponent 7, mantissa 0
+      {0x3F90, 0x39},  // 1.125 = 1 + 1/8: exponent 7, mantissa 1
+      {0x43E0, 0x7E},  // 448
+      {0x43E8, 0x7E},  // 464: clamped to 448 first (unclamped it would round up to the NaN code)
+      {0x4400, 0x7E},  // 512: clamped
+      {0x7F80, 0x7E},  // +Inf: clamped to 448
+      {0xFF80, 0xFE},  // -Inf: -448
+      {0x7FC0, 0x7F},  // NaN
+      {0xFFC1, 0xFF},  // -NaN keeps its sign
+  };
+  for_each_isa([&](Isa isa) {
+    std::vector<uint8_t> raw(2 * 32);
+    for (int rep = 0; rep < 2; ++rep)
+      for (size_t i = 0; i < std::size(cases); ++i) std::memcpy(raw.data() + 2 * (rep * 16 + i), &cases[i].bf16, 2);
+    std::vector<uint8_t> got(32);
+    quantize_bf16_row_cast(raw.data(), 32, 1.0f, QuantType::Float8E4M3, got.data());
+    for (size_t i = 0; i < 32; ++i)
+      EXPECT_EQ(got[i], cases[i % 16].code) << isa_name(isa) << " bf16 0x" << std::hex << cases[i % 16].bf16;
+  });
+}
+
 TEST(QuantRows, AbsmaxBitsEqualsTheDecodedMaximumAndFindsTheFirstInfOrNaN) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 0.02f);

@@ -23,6 +23,8 @@
 #include "libquant/cpu_isa.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
+#include "formats/safetensors_writer.h"
+#include "formats/sha256.h"
 #include "formats/tiny_model.h"
 #include "libquant/error.h"
 #include "libquant/microscale.h"
@@ -196,6 +198,56 @@ TEST(QuantizePipeline, OutputIsByteIdenticalAtOneAndTwoThreads) {
   quantize_tiny(in, d.str("two"), "fp8-block");
   for (const char* f : {"model.safetensors", "config.json", "qtool_manifest.json"})
     EXPECT_EQ(test::read_file(d.path() / "one" / f), test::read_file(d.path() / "two" / f)) << f;
+}
+
+TEST(QuantizePipeline, KeptTensorsCopiedByTheKernelOrWrittenGiveTheSameFilesAndInputHashes) {
+  // Unchanged tensors go through copy_file_range from the input shard; the fallback (the kernel
+  // copying nothing, or stopping after its first chunk) must give the same bytes, and the
+  // manifest's sha256 of each input shard is the file's (two input shards, two output shards).
+  test::TempDir d;
+  TinyModelOptions o;
+  o.num_shards = 2;
+  write_tiny_model(d.str("m"), o);
+  auto run = [&](const std::string& out, SafetensorsWriter::KernelCopy mode) {
+    SafetensorsWriter::kernel_copy_for_tests(mode);
+    const ModelFolder m = ModelFolder::open(d.str("m"));
+    PlanOptions po;
+    po.scheme = find_scheme("fp8-dynamic");
+    const QuantPlan plan = build_quant_plan(m.checkpoint().tensors(), po, m.dir());
+    QuantizeJob job;
+    job.output_dir = out;
+    job.max_shard_bytes = 300'000;
+    job.hash_inputs = true;
+    job.command_line = "test";
+    preflight_output(m, plan, job);
+    run_quantize(m, plan, job);
+    SafetensorsWriter::kernel_copy_for_tests(SafetensorsWriter::KernelCopy::Auto);
+  };
+  run(d.str("auto"), SafetensorsWriter::KernelCopy::Auto);
+  run(d.str("off"), SafetensorsWriter::KernelCopy::Off);
+  run(d.str("part"), SafetensorsWriter::KernelCopy::FailAfterFirstChunk);
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(d.path() / "off")) files.push_back(e.path().filename().string());
+  EXPECT_GE(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.ends_with(".safetensors"); }), 2);
+  for (const auto& f : files) {
+    EXPECT_EQ(test::read_file(d.path() / "auto" / f), test::read_file(d.path() / "off" / f)) << f;
+    EXPECT_EQ(test::read_file(d.path() / "part" / f), test::read_file(d.path() / "off" / f)) << f;
+  }
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "auto" / "qtool_manifest.json"));
+  ASSERT_EQ(man.at("inputs").size(), 2u);
+  for (const auto& in : man.at("inputs"))
+    EXPECT_EQ(in.at("sha256"), sha256_file(d.str("m") + "/" + in.at("file").get<std::string>())) << in.dump();
+  // Every kept tensor holds its input bytes (the copy read the right file range).
+  const Checkpoint out = Checkpoint::open(d.str("auto")), src = Checkpoint::open(d.str("m"));
+  int kept = 0;
+  for (const TensorView& t : src.tensors()) {
+    const TensorView* w = out.find(t.name);
+    if (w == nullptr) continue;  // quantized: written as .weight with another dtype, or renamed
+    if (w->dtype != t.dtype) continue;
+    ++kept;
+    EXPECT_TRUE(std::equal(t.bytes.begin(), t.bytes.end(), w->bytes.begin(), w->bytes.end())) << t.name;
+  }
+  EXPECT_GT(kept, 3);
 }
 
 TEST(QuantizePipeline, ConfigAndManifestDescribeTheRun) {

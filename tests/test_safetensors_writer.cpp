@@ -3,6 +3,7 @@
 // formats/FORMATS.md §1.5.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -240,6 +241,97 @@ TEST(SafetensorsWriter, RefusesBytesWrittenTwiceUnknownTensorsAndOutOfRangeChunk
   w.write_chunk("a", 5, pattern(5, 0));
   w.commit();
   EXPECT_THROW(w.commit(), std::logic_error);
+}
+
+// Writes the same three tensors (one of 3 MiB + 5 bytes, one of 7 bytes, one empty) once with
+// write() and once with write_copy() from a source file holding their bytes at odd offsets, under
+// the given kernel-copy mode and source descriptor; returns the two files' bytes and the bytes
+// the kernel copied.
+struct CopyRun {
+  std::vector<uint8_t> by_write, by_copy;
+  uint64_t kernel_bytes = 0;
+};
+CopyRun write_both_ways(const TempDir& d, SafetensorsWriter::KernelCopy mode, bool bad_fd) {
+  const std::vector<TensorSpec> specs = {{"big", DType::U8, {(3 << 20) + 5}}, {"small", DType::BF16, {7, 1}},
+                                         {"none", DType::F32, {0}}};
+  std::vector<uint8_t> src(3);  // the tensors at offsets 3, 3 + big, ...
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> parts;
+  for (const auto& sp : specs) {
+    auto b = pattern(size_of(sp), static_cast<uint8_t>(sp.name[0]));
+    parts.push_back({src.size(), b});
+    src.insert(src.end(), b.begin(), b.end());
+  }
+  test::write_file(d.path() / "src.bin", src);
+  CopyRun r;
+  {
+    SafetensorsWriter w(d.str("a.safetensors"), specs);
+    for (size_t i = 0; i < specs.size(); ++i) w.write(specs[i].name, parts[i].second);
+    w.commit();
+  }
+  SafetensorsWriter::kernel_copy_for_tests(mode);
+  {
+    const int fd = bad_fd ? -1 : ::open(d.str("src.bin").c_str(), O_RDONLY | O_CLOEXEC);
+    SafetensorsWriter w(d.str("b.safetensors"), specs);
+    for (size_t i = 0; i < specs.size(); ++i)
+      r.kernel_bytes += w.write_copy(specs[i].name, parts[i].second, fd, parts[i].first);
+    w.commit();
+    if (fd >= 0) ::close(fd);
+  }
+  SafetensorsWriter::kernel_copy_for_tests(SafetensorsWriter::KernelCopy::Auto);
+  r.by_write = test::read_file(d.str("a.safetensors"));
+  r.by_copy = test::read_file(d.str("b.safetensors"));
+  return r;
+}
+
+TEST(SafetensorsWriter, WriteCopyGivesTheSameFileAsWriteWhetherTheKernelCopiesAllSomeOrNone) {
+  using K = SafetensorsWriter::KernelCopy;
+  {
+    TempDir d;
+    const CopyRun r = write_both_ways(d, K::Auto, false);
+    EXPECT_EQ(r.by_copy, r.by_write);
+    // On Linux >= 5.3 on one file system the kernel copies everything; a kernel that cannot still
+    // gives the same file through the fallback (0 bytes copied), which this line does not forbid.
+    EXPECT_TRUE(r.kernel_bytes == (3u << 20) + 5 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
+  }
+  {
+    TempDir d;
+    const CopyRun r = write_both_ways(d, K::Off, false);
+    EXPECT_EQ(r.by_copy, r.by_write);
+    EXPECT_EQ(r.kernel_bytes, 0u);
+  }
+  {
+    TempDir d;  // the kernel copies the first 4096 bytes of "big" and all 14 of "small", then "fails"
+    const CopyRun r = write_both_ways(d, K::FailAfterFirstChunk, false);
+    EXPECT_EQ(r.by_copy, r.by_write);
+    EXPECT_TRUE(r.kernel_bytes == 4096 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
+  }
+  {
+    TempDir d;  // a descriptor the kernel refuses (EBADF): everything through the fallback
+    const CopyRun r = write_both_ways(d, K::Auto, true);
+    EXPECT_EQ(r.by_copy, r.by_write);
+    EXPECT_EQ(r.kernel_bytes, 0u);
+  }
+}
+
+TEST(SafetensorsWriter, WriteCopyRefusesAWrongSizeAndBytesWrittenTwice) {
+  TempDir d;
+  test::write_file(d.path() / "src.bin", pattern(16, 1));
+  const int fd = ::open(d.str("src.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  SafetensorsWriter w(d.str("m.safetensors"), {{"a", DType::U8, {10}}});
+  try {
+    w.write_copy("a", pattern(9, 1), fd, 0);
+    ADD_FAILURE() << "no error";
+  } catch (const std::logic_error& e) {
+    EXPECT_CONTAINS(e.what(), "tensor 'a': write of 9 bytes, but the tensor has 10 bytes");
+  }
+  w.write_chunk("a", 0, pattern(1, 1));
+  try {
+    w.write_copy("a", pattern(10, 1), fd, 0);
+    ADD_FAILURE() << "no error";
+  } catch (const std::logic_error& e) {
+    EXPECT_CONTAINS(e.what(), "tensor 'a': bytes [0,1) written twice");
+  }
+  ::close(fd);
 }
 
 TEST(SafetensorsWriter, RemovesItsTemporaryFileWhenDestroyedWithoutCommit) {

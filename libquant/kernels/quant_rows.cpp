@@ -7,9 +7,11 @@
 #include <cstring>
 
 #include "libquant/cpu_isa.h"
+#include "libquant/error.h"
 #include "libquant/float_formats.h"
 #include "libquant/kernels/quant_rows_isa.h"
 #include "libquant/microscale.h"
+#include "libquant/quantize.h"
 
 namespace qt {
 
@@ -64,6 +66,16 @@ void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const uint8_t* 
     case Isa::Avx2: return quant_rows_avx2::quantize_bf16_row(x, n, scale, table, codes);
     default: return quantize_bf16_row_ref(x, n, scale, table, codes);
   }
+}
+
+void quantize_bf16_row_cast(const uint8_t* x, int64_t n, float scale, QuantType t, uint8_t* codes) {
+  QT_ASSERT(t == QuantType::Float8E4M3 || t == QuantType::Int8 || t == QuantType::Int4);
+  switch (active_isa()) {
+    case Isa::Avx512: return quant_rows_avx512::quantize_bf16_row_cast(x, n, scale, t, codes);
+    case Isa::Avx2: return quant_rows_avx2::quantize_bf16_row_cast(x, n, scale, t, codes);
+    default: break;
+  }
+  quantize_bf16_row_ref(x, n, scale, code_table(DType::BF16, t), codes);
 }
 
 }  // namespace qt

@@ -6,6 +6,7 @@
 
 #include "libquant/kernels/quant_rows_isa.h"
 #include "libquant/quant_rows.h"
+#include "libquant/quantize.h"
 
 #define QT_AVX2 __attribute__((target("avx2")))
 
@@ -60,6 +61,72 @@ QT_AVX2 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const u
     for (int k = 0; k < 8; ++k) codes[i + k] = table[idx[k]];
   }
   if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, table, codes + i);
+}
+
+namespace {
+
+// The AVX-512 helpers of quant_rows_avx512.cpp on 8 lanes (AVX2 has no unsigned 32-bit compare:
+// the magnitudes compared here are below 2^31, so the signed compares give the same answers).
+QT_AVX2 inline __m256i bf16_rne_bits(__m256 q) {
+  const __m256i qi = _mm256_castps_si256(q);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(qi, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(qi, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+  const __m256i nanbits = _mm256_or_si256(
+      _mm256_srli_epi32(_mm256_and_si256(qi, _mm256_set1_epi32(static_cast<int>(0x80000000u))), 16),
+      _mm256_set1_epi32(0x7FC0));
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nanbits), nan));
+}
+
+QT_AVX2 inline __m256i blend32(__m256i a, __m256i b, __m256i mask) {
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), _mm256_castsi256_ps(mask)));
+}
+
+QT_AVX2 inline __m256i e4m3_of_clamped(__m256i tb) {
+  const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(tb, 24), _mm256_set1_epi32(0x80));
+  const __m256i a0 = _mm256_and_si256(tb, _mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i nan = _mm256_cmpgt_epi32(a0, _mm256_set1_epi32(0x7F800000));
+  const __m256i a = _mm256_min_epi32(a0, _mm256_set1_epi32(0x43E00000));
+  const __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3C800000), a);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1));
+  __m256i c = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_sub_epi32(a, _mm256_set1_epi32(120 << 23)), _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFFF))), 20);
+  const __m256 magic = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(16384.0f));
+  const __m256i cs = _mm256_sub_epi32(_mm256_castps_si256(magic), _mm256_set1_epi32(141 << 23));
+  c = blend32(c, cs, sub);
+  c = blend32(c, _mm256_set1_epi32(0x7F), nan);
+  return _mm256_or_si256(c, sign);
+}
+
+QT_AVX2 inline __m256i int_of_clamped(__m256i tb, __m256 lo, __m256 hi) {
+  const __m256 t = _mm256_castsi256_ps(tb);
+  const __m256 nan = _mm256_cmp_ps(t, t, _CMP_UNORD_Q);
+  const __m256 c = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+  const __m256i v = _mm256_cvttps_epi32(_mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return _mm256_andnot_si256(_mm256_castps_si256(nan), v);
+}
+
+}  // namespace
+
+QT_AVX2 void quantize_bf16_row_cast(const uint8_t* x, int64_t n, float scale, QuantType t, uint8_t* codes) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  const bool fp8 = t == QuantType::Float8E4M3;
+  const __m256 lo = _mm256_set1_ps(t == QuantType::Int4 ? -8.0f : -128.0f);
+  const __m256 hi = _mm256_set1_ps(t == QuantType::Int4 ? 7.0f : 127.0f);
+  // Byte 0 of each 32-bit lane to bytes 0-3 of its 128-bit half; then dwords 0 and 4 together.
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i join = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 2 * i));
+    const __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    const __m256i tb = _mm256_slli_epi32(bf16_rne_bits(_mm256_div_ps(f, vs)), 16);
+    const __m256i c = fp8 ? e4m3_of_clamped(tb) : int_of_clamped(tb, lo, hi);
+    const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(c, pick), join);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + i), _mm256_castsi256_si128(b));
+  }
+  if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, code_table(DType::BF16, t), codes + i);
 }
 
 QT_AVX2 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {

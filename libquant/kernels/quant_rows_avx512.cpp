@@ -9,6 +9,7 @@
 
 #include "libquant/kernels/quant_rows_isa.h"
 #include "libquant/quant_rows.h"
+#include "libquant/quantize.h"
 
 #define QT_AVX512 __attribute__((target("avx512f")))
 
@@ -58,6 +59,66 @@ QT_AVX512 void quantize_bf16_row(const uint8_t* x, int64_t n, float scale, const
     for (int k = 0; k < 16; ++k) codes[i + k] = table[idx[k]];
   }
   if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, table, codes + i);
+}
+
+namespace {
+
+// bf16_from_f32 of 16 f32 quotients, in the low 16 bits of each lane (NaN -> signed 0x7FC0).
+QT_AVX512 inline __m512i bf16_rne_bits(__m512 q) {
+  const __m512i qi = _mm512_castps_si512(q);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(qi, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(qi, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
+  const __m512i nanbits = _mm512_or_si512(
+      _mm512_srli_epi32(_mm512_and_si512(qi, _mm512_set1_epi32(static_cast<int>(0x80000000u))), 16),
+      _mm512_set1_epi32(0x7FC0));
+  return _mm512_mask_blend_epi32(nan, r, nanbits);
+}
+
+// E4M3 code (low byte of each lane) of the bf16 values t (as f32 bits), clamped to +-448 first:
+// e4m3fn_from_f32's three branches on the clamped magnitude, NaN -> 0x7F, sign or-ed in.
+QT_AVX512 inline __m512i e4m3_of_clamped(__m512i tb) {
+  const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(tb, 24), _mm512_set1_epi32(0x80));
+  const __m512i a0 = _mm512_and_si512(tb, _mm512_set1_epi32(0x7FFFFFFF));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(a0, _mm512_set1_epi32(0x7F800000));
+  const __m512i a = _mm512_min_epu32(a0, _mm512_set1_epi32(0x43E00000));  // |t| <= 448 (Inf too)
+  const __mmask16 sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x3C800000));  // < 2^-6
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1));
+  __m512i c = _mm512_srli_epi32(
+      _mm512_add_epi32(_mm512_sub_epi32(a, _mm512_set1_epi32(120 << 23)), _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFFF))), 20);
+  const __m512 magic = _mm512_add_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(16384.0f));
+  const __m512i cs = _mm512_sub_epi32(_mm512_castps_si512(magic), _mm512_set1_epi32(141 << 23));
+  c = _mm512_mask_blend_epi32(sub, c, cs);
+  c = _mm512_mask_blend_epi32(nan, c, _mm512_set1_epi32(0x7F));
+  return _mm512_or_si512(c, sign);
+}
+
+// Integer code (low byte of each lane) of the bf16 values t: clamp to [lo, hi], round half to
+// even, NaN -> 0.
+QT_AVX512 inline __m512i int_of_clamped(__m512i tb, __m512 lo, __m512 hi) {
+  const __m512 t = _mm512_castsi512_ps(tb);
+  const __mmask16 nan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+  const __m512 c = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+  const __m512i v = _mm512_cvt_roundps_epi32(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), v);
+}
+
+}  // namespace
+
+QT_AVX512 void quantize_bf16_row_cast(const uint8_t* x, int64_t n, float scale, QuantType t, uint8_t* codes) {
+  const __m512 vs = _mm512_set1_ps(scale);
+  const bool fp8 = t == QuantType::Float8E4M3;
+  const __m512 lo = _mm512_set1_ps(t == QuantType::Int4 ? -8.0f : -128.0f);
+  const __m512 hi = _mm512_set1_ps(t == QuantType::Int4 ? 7.0f : 127.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 2 * i));
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    const __m512i tb = _mm512_slli_epi32(bf16_rne_bits(_mm512_div_ps(f, vs)), 16);
+    const __m512i c = fp8 ? e4m3_of_clamped(tb) : int_of_clamped(tb, lo, hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(c));
+  }
+  if (i < n) quantize_bf16_row_ref(x + 2 * i, n - i, scale, code_table(DType::BF16, t), codes + i);
 }
 
 QT_AVX512 void e2m1_codes_bf16_row(const uint8_t* x, int64_t n, float divisor, uint8_t* codes) {

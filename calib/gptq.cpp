@@ -141,11 +141,14 @@ GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vec
   };
   TeeObserver tee({&hess, stats_obs});
   std::vector<SmoothingMapping> mappings;
+  std::set<std::string> linear_smoothed;  // smoothed Linears (up_proj of the "all" mappings)
   if (opts.smoothing) {
     if (!stats_obs)
       throw InputError(InputError::Kind::Usage, "", "", "GPTQ with SmoothQuant needs an observer for its channel ranges");
     run.smoothing = begin_smoothing_plan(opts.smoothing->alpha, opts.smoothing->which);
     mappings = smoothing_mappings(model, opts.smoothing->which);
+    for (const auto& m : mappings)
+      if (m.smooth_is_linear) linear_smoothed.insert(m.smooth);
     // The forward pass holds no bias to rewrite: a smoothed Linear with one (up_proj with
     // mlp_bias, mappings "all") is refused rather than written inconsistently.
     for (const auto& m : mappings)
@@ -214,8 +217,22 @@ GptqRun run_gptq(const ModelFolder& model, const QuantPlan& plan, const std::vec
       if (f == factors.end()) {
         const int64_t n = h->columns();
         // With SmoothQuant: the Hessian of the input as observed, before this layer's smoothing
-        // (llm-compressor's; libquant/NUMERICS.md 9.7).
-        f = factors.emplace(h, gptq_factor(h->release_normalized(), n, opts.gptq, opts.num_threads)).first;
+        // (llm-compressor's; libquant/NUMERICS.md 9.7) -- except after qtool's own up_proj ->
+        // down_proj mapping, which llm-compressor does not have: there down_proj gets the
+        // Hessian of its smoothed input, diag(1/s) H diag(1/s) (the observed one ruined
+        // SmolLM2's down_proj: bench/RESULTS.md).
+        std::vector<double> Hn = h->release_normalized();
+        if (run.smoothing) {
+          auto cf = run.smoothing->column_factors.find(l.module + ".weight");
+          if (cf != run.smoothing->column_factors.end() && linear_smoothed.count(cf->second)) {
+            const std::vector<float>& sv = run.smoothing->factors.at(cf->second);
+            QT_ASSERT(static_cast<int64_t>(sv.size()) == n);
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j < n; ++j)
+                Hn[static_cast<size_t>(i * n + j)] /= static_cast<double>(sv[static_cast<size_t>(i)]) * sv[static_cast<size_t>(j)];
+          }
+        }
+        f = factors.emplace(h, gptq_factor(std::move(Hn), n, opts.gptq, opts.num_threads)).first;
         run.solve_seconds += f->second.seconds;
       }
       TensorView w = *tv;

@@ -286,7 +286,7 @@ GptqResult gptq_quantize(const TensorView& w, const QuantArgs& args, const GptqF
   std::vector<uint8_t> codes(static_cast<size_t>(out * n));  // original column order
   r.dequant.assign(static_cast<size_t>(out * n), 0.0f);
   std::vector<double> row_loss(static_cast<size_t>(out), 0.0);
-  std::vector<float> ht;
+  std::vector<float> ht, negerr;  // reused by every block
   const int64_t chunks = (out + kRowChunk - 1) / kRowChunk;
   const int nthreads = resolve_threads(threads);
   (void)nthreads;
@@ -310,6 +310,9 @@ GptqResult gptq_quantize(const TensorView& w, const QuantArgs& args, const GptqF
           er[i - i1] = e;
           row_loss[static_cast<size_t>(row)] += static_cast<double>(e) * e;
           const float* hrow = Hinv.data() + i * n;
+          // Element-wise (a product, then a difference, each rounded; no contraction): SIMD
+          // lanes give the same bits as the scalar loop.
+#pragma omp simd
           for (int64_t j = i + 1; j < i2; ++j) {
             const float u = e * hrow[j];
             wr[j] = wr[j] - u;
@@ -325,11 +328,15 @@ GptqResult gptq_quantize(const TensorView& w, const QuantArgs& args, const GptqF
     if (i2 < n) {
       // W[:, i2:] -= Err . Hinv[i1:i2, i2:]  as  W = fl(W + fl(sum_k (-err_k) h_k))
       const int64_t rest = n - i2;
+      // Hinv[i1:i2, i2:] transposed, in 16 x 16 tiles (reading Hinv's rows, not its columns).
       ht.resize(static_cast<size_t>(rest * bw));
-      for (int64_t j = 0; j < rest; ++j)
-        for (int64_t k = 0; k < bw; ++k) ht[static_cast<size_t>(j * bw + k)] = Hinv[(i1 + k) * n + i2 + j];
+      for (int64_t j0 = 0; j0 < rest; j0 += 16)
+        for (int64_t k0 = 0; k0 < bw; k0 += 16)
+          for (int64_t k = k0; k < std::min(bw, k0 + 16); ++k)
+            for (int64_t j = j0; j < std::min(rest, j0 + 16); ++j)
+              ht[static_cast<size_t>(j * bw + k)] = Hinv[(i1 + k) * n + i2 + j];
       const PackedLinear p = pack_linear({{ht.data(), rest, bw}}, bw, threads);
-      std::vector<float> negerr(static_cast<size_t>(out * bw));
+      negerr.resize(static_cast<size_t>(out * bw));
       for (int64_t row = 0; row < out; ++row)
         for (int64_t k = 0; k < bw; ++k) negerr[static_cast<size_t>(row * bw + k)] = -err[static_cast<size_t>(row * B + k)];
       linear_packed(negerr.data(), out, p, nullptr, {{W.data() + i2, n, rest}}, /*add_to_output=*/true, threads);

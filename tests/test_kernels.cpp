@@ -330,6 +330,61 @@ TEST(ActivationQuant, Mxfp8GroupsOf32RoundTheScaleUpToAPowerOfTwo) {
   for (int k = 64; k < 96; ++k) EXPECT_EQ(q.codes[static_cast<size_t>(k)], 0) << k;
 }
 
+// The mxfp4 scheme's activations (NUMERICS.md §10.7): vLLM's SM >= 100 path (FlashInfer's CuTe-DSL
+// MXFP4 quantizer) takes E = ceil(log2(f32(amax * f32(1/6)))) + 127 from the product's bits and
+// rounds x * 2^(127-E) to E2M1 nearest-even. Every value below is derived by hand.
+TEST(ActivationQuant, Mxfp4GroupsOf32RoundTheScaleOfAmaxOver6UpToAPowerOfTwo) {
+  const Scheme* s = find_scheme("mxfp4");
+  ASSERT_NE(s, nullptr);
+  LinearDescriptor d = descriptor_from_args(QuantArgs{QuantType::Float8E4M3, Strategy::Group, 32, 0, 0, false},
+                                            s->input, 4, 128);
+  EXPECT_EQ(d.act_scale_format, ScaleFormat::E8M0);
+  EXPECT_TRUE(d.act_fp4_values);
+  EXPECT_FALSE(d.needs_static_act_scale());
+  // f32(1/6) = 0x3E2AAAAB = 11184811 * 2^-26.
+  // amax 6.5: r = 1.0833334 (exponent 0, mantissa != 0) -> 2^1, E 128. (compressed-tensors' weight
+  //   rule gives scale 1 here: 6.5 = 1.625 * 4 rounds down; OCP's floor(log2 6.5) - 2 = 0 too.)
+  // amax 6: 6 * 11184811 * 2^-26 = 1 + 2^-25 rounds to 1.0 exactly -> E 127 (no rounding up).
+  // amax 3: 3 * 11184811 * 2^-26 = 0.5 + 2^-26 rounds to 0.5 -> E 126.
+  // amax 1: r = 0.16666667 = 1.33 * 2^-3 -> 2^-2, E 125.
+  // amax 3e38: r = 5e37 = 1.18 * 2^125 -> 2^126, E 253. amax 1e-40: r subnormal -> E 1. amax 0 -> 0.
+  EXPECT_EQ(mxfp4_act_exponent(6.5f), 128);
+  EXPECT_EQ(mxfp4_act_exponent(6.0f), 127);
+  EXPECT_EQ(mxfp4_act_exponent(3.0f), 126);
+  EXPECT_EQ(mxfp4_act_exponent(1.0f), 125);
+  EXPECT_EQ(mxfp4_act_exponent(3e38f), 253);
+  EXPECT_EQ(mxfp4_act_exponent(1e-40f), 1);
+  EXPECT_EQ(mxfp4_act_exponent(0.0f), 0);
+  std::vector<float> x(128, 0.0f);
+  // group 0 (scale 2, multiplier 1/2): 6.5 -> 3.25 -> 3 (value 6); 2.5 -> 1.25 -> tie -> 1 (value
+  //   2); -1 -> -0.5; 0.3 -> 0.15 -> 0.
+  x[0] = 6.5f, x[1] = 2.5f, x[2] = -1.0f, x[3] = 0.3f;
+  // group 1 (scale 1): 6 -> 6; -5 -> tie 4 | 6 -> -4; 3.5 -> tie 3 | 4 -> 4; 0.25 -> 0; 0.75 -> 1.
+  x[32] = 6.0f, x[33] = -5.0f, x[34] = 3.5f, x[35] = 0.25f, x[36] = 0.75f;
+  // group 2 (scale 1/4, multiplier 4): 1 -> 4 (value 1); -0.1 -> -0.4 -> -0.5 (value -0.125).
+  x[64] = 1.0f, x[65] = -0.1f;
+  // group 3: all zero -> E 0, codes 0.
+  QuantizedActivations q = quantize_activations(d, x.data(), 1, 0.0f);
+  ASSERT_EQ(q.scales.size(), 4u);
+  EXPECT_EQ(q.scales[0], 2.0f);
+  EXPECT_EQ(q.scales[1], 1.0f);
+  EXPECT_EQ(q.scales[2], 0.25f);
+  EXPECT_EQ(q.scales[3], 0x1p-127f);
+  auto value = [&](int k) { return f32_from_e4m3fn(q.codes[static_cast<size_t>(k)]) * q.scale(0, k); };
+  EXPECT_EQ(value(0), 6.0f);
+  EXPECT_EQ(value(1), 2.0f);
+  EXPECT_EQ(value(2), -1.0f);
+  EXPECT_EQ(value(3), 0.0f);
+  EXPECT_EQ(value(32), 6.0f);
+  EXPECT_EQ(value(33), -4.0f);
+  EXPECT_EQ(value(34), 4.0f);
+  EXPECT_EQ(value(35), 0.0f);
+  EXPECT_EQ(value(36), 1.0f);
+  EXPECT_EQ(value(64), 1.0f);
+  EXPECT_EQ(value(65), -0.125f);
+  for (int k = 96; k < 128; ++k) EXPECT_EQ(q.codes[static_cast<size_t>(k)], 0) << k;
+}
+
 TEST(ActivationQuant, RejectsNonFiniteActivationsNamingThePosition) {
   LinearDescriptor d = desc(QuantType::Float8E4M3, Strategy::Channel, ActType::Float8E4M3,
                             ActScheme::DynamicToken, 1, 3);

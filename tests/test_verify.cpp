@@ -243,40 +243,29 @@ TEST(VerifyCheckpoint, PassesOnRealOutputWithTheReference) {
   }
 }
 
-TEST(VerifyCheckpoint, SimulatesNvfp4AndMxfp8ActivationsAndPassesTheirGates) {
-  for (const char* scheme : {"nvfp4", "mxfp8"}) {
+TEST(VerifyCheckpoint, SimulatesNvfp4Mxfp4AndMxfp8ActivationsAndPassesTheirGates) {
+  for (const char* scheme : {"nvfp4", "mxfp4", "mxfp8"}) {
     SCOPED_TRACE(scheme);
     Models& m = Models::get();
     const VerifyReport r = verify::verify_checkpoint(opts(m.quantized(scheme), m.tiny()));
     EXPECT_TRUE(r.pass) << (r.failures.empty() ? "" : r.failures[0]);
     EXPECT_TRUE(r.findings.empty()) << (r.findings.empty() ? "" : r.findings[0].message);
     ASSERT_EQ(r.layers.size(), 14u) << "every Linear is verified, none skipped";
-    const bool nv = std::string(scheme) == "nvfp4";
+    const std::string sc = scheme;
+    const std::string act =
+        sc == "nvfp4"   ? "activations FP4 E2M1 (as E4M3 codes) dynamic per-group of 16 (FP8 E4M3 scales under the F32 "
+                          "input_global_scale)"
+        : sc == "mxfp4" ? "activations FP4 E2M1 (as E4M3 codes) dynamic per-group of 32 (E8M0 scales)"
+                        : "activations FP8 E4M3 dynamic per-group of 32 (E8M0 scales)";
     for (const auto& L : r.layers) {
-      EXPECT_NE(L.descriptor.find(nv ? "activations FP4 E2M1 (as E4M3 codes) dynamic per-group of 16 (FP8 E4M3 scales "
-                                       "under the F32 input_global_scale)"
-                                     : "activations FP8 E4M3 dynamic per-group of 32 (E8M0 scales)"),
-                std::string::npos) << L.descriptor;
-      EXPECT_TRUE(L.gates.basis.starts_with(nv ? "FP4 W4A4 default" : "FP8 W8A8 default")) << L.gates.basis;
+      EXPECT_NE(L.descriptor.find(act), std::string::npos) << L.descriptor;
+      EXPECT_TRUE(L.gates.basis.starts_with(sc == "mxfp8" ? "FP8 W8A8 default" : "FP4 W4A4 default")) << L.gates.basis;
       EXPECT_GT(L.act_err, 0.0) << "activation quantization changes the GEMM";
       for (const auto& a : L.agreement) EXPECT_TRUE(a.ok) << L.module << " " << a.kernel;
     }
     EXPECT_TRUE(r.model.ran) << r.model.skipped;
     EXPECT_GT(r.model.metrics.kl_mean, 0.0);
   }
-}
-
-TEST(VerifyCheckpoint, ListsMxfp4LayersAsUnverifiableAndSaysWhy) {
-  Models& m = Models::get();
-  const VerifyReport r = verify::verify_checkpoint(opts(m.quantized("mxfp4"), m.tiny()));
-  EXPECT_FALSE(r.pass);
-  EXPECT_TRUE(r.layers.empty());
-  bool named = false;
-  for (const auto& f : r.findings)
-    named = named || (f.severity == "error" && f.where == "model.layers.0.self_attn.q_proj" &&
-                      f.message.find("cannot be verified: MXFP4 activations (FP4 E2M1 dynamic per-group of 32 (E8M0 "
-                                     "scales)) are not simulated") == 0);
-  EXPECT_TRUE(named) << (r.findings.empty() ? "no findings" : r.findings[0].where + ": " + r.findings[0].message);
 }
 
 TEST(VerifyCheckpoint, Int8FastKernelEqualsTheReferenceKernelBitForBit) {

@@ -20,6 +20,7 @@ GateValues default_gates(const LinearDescriptor& d) {
   //    size as the weights', so the GEMM error grows by ~sqrt(2); on SmolLM2-135M every nvfp4
   //    layer stays below 0.23 (bench/RESULTS.md); the model gates are nvfp4a16's, loosened by the
   //    same factor (that 135M model fails them, as it fails nvfp4a16's: 4-bit RTN on a small model).
+  //    MXFP4 W4A4 (power-of-two group-32 scales for both) shares these gates.
   if (d.weight_fp4_values && d.act_fp4_values) return {12.0, 0.50, 0.20, 0.65, "FP4 W4A4 default"};
   if (d.weight_fp4_values) return {12.0, 0.35, 0.10, 0.75, "FP4 W4A16 default"};
   switch (d.weight_type) {

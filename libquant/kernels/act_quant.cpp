@@ -38,6 +38,16 @@ uint8_t mxfp8_act_exponent(float amax) {
   return static_cast<uint8_t>(up > 254 ? 254 : up);
 }
 
+uint8_t mxfp4_act_exponent(float amax) {
+  const float r = amax * (1.0f / 6.0f);
+  uint32_t bits;
+  std::memcpy(&bits, &r, 4);
+  if (!(r > 0.0f)) return 0;  // amax == 0
+  const uint32_t e = (bits >> 23) & 0xFF, man = bits & 0x7FFFFF;
+  const uint32_t up = e + (man != 0 ? 1u : 0u);  // a subnormal r (e == 0) gives 1
+  return static_cast<uint8_t>(up > 254 ? 254 : up);
+}
+
 QuantizedActivations quantize_activations(const LinearDescriptor& d, const float* X, int64_t M,
                                           float static_scale) {
   QT_ASSERT(d.act_type != ActType::None && M >= 0);
@@ -125,6 +135,15 @@ QuantizedActivations quantize_activations(const LinearDescriptor& d, const float
             srow[g] = sc / static_scale;
             for (int64_t k = k0; k < k1; ++k) {
               float v = x[k] * mult;
+              v = v < -6.0f ? -6.0f : (v > 6.0f ? 6.0f : v);
+              q[k] = e4m3fn_from_f32(f32_from_e2m1(e2m1_from_f32(v)));
+            }
+          } else if (d.act_scale_format == ScaleFormat::E8M0 && d.act_fp4_values) {
+            const uint8_t E = mxfp4_act_exponent(amax);
+            const float mult = amax == 0.0f ? 0.0f : std::ldexp(1.0f, 127 - static_cast<int>(E));
+            srow[g] = std::ldexp(1.0f, static_cast<int>(E) - 127);
+            for (int64_t k = k0; k < k1; ++k) {
+              float v = x[k] * mult;  // exact: a power of two (|v| <= 6 by the rounded-up scale)
               v = v < -6.0f ? -6.0f : (v > 6.0f ? 6.0f : v);
               q[k] = e4m3fn_from_f32(f32_from_e2m1(e2m1_from_f32(v)));
             }

@@ -18,6 +18,11 @@
 //   MXFP8 per-group of 32   E = e8m0 exponent of f32(amax * f32(1/448)) rounded up (saturating,
 //                           amax == 0: E = 0); q = e4m3(clamp(x * 2^(127-E), +-448)) (0 when
 //                           amax == 0); scale 2^(E-127) (NUMERICS.md §10.6)
+//   MXFP4 per-group of 32   E = exponent field of r = f32(amax * f32(1/6)) plus one unless r is a
+//                           power of two (saturating at 254; a subnormal r gives 1, amax == 0
+//                           gives 0); q = e2m1(clamp(x * 2^(127-E), +-6)) (RNE, ties to even;
+//                           0 when amax == 0); scale 2^(E-127) (NUMERICS.md §10.7, FlashInfer's
+//                           CuTe-DSL MXFP4 quantizer that vLLM runs on SM >= 100)
 // where amax = max |x| over the scale's elements, e4m3() is the c10 round-to-nearest-even cast
 // (float_formats.h) and rni_sat() rounds half to even and saturates to [-128, 127] (PTX
 // cvt.rni.sat.s8.f32). vLLM's CUDA kernels may use approximate division for the per-group path
@@ -55,6 +60,10 @@ uint8_t nvfp4_act_group_scale(float amax, float global_scale);
 // MXFP8 activation exponent: E8M0 of f32(amax * f32(1/448)) rounded up to a power of two,
 // saturating at 254; 0 for amax == 0 (and for anything <= 2^-127).
 uint8_t mxfp8_act_exponent(float amax);
+// MXFP4 activation exponent (vLLM on SM >= 100, FlashInfer's CuTe-DSL quantizer): the biased
+// exponent of r = f32(amax * f32(1/6)), plus one when r's mantissa is not zero (ceil(log2 r)),
+// at most 254; 0 for amax == 0; 1 for a subnormal r.
+uint8_t mxfp4_act_exponent(float amax);
 // Round half to even, saturate to [-128, 127] (NaN -> 0), as PTX cvt.rni.sat.s8.f32. Inline:
 // it runs once per activation element.
 inline int8_t int8_round_sat(float v) {

@@ -129,12 +129,10 @@ LinearDescriptor descriptor_from_args(const QuantArgs& w, const std::optional<Qu
     case QuantType::Int8: d.act_type = ActType::Int8; break;
     case QuantType::Int4: unsupported("INT4 activations are not supported (no W*A4 GEMM)");
     case QuantType::Float4E2M1:
-      if (in->scale_format == ScaleFormat::E8M0)
-        unsupported("MXFP4 activations (" + describe_args(*in) + ") are not simulated: vLLM quantizes them with "
-                    "FlashInfer's (SM100) or AMD Quark's MXFP4 quantizer, whose scale rounding qtool does not "
-                    "reproduce yet");
-      if (in->scale_format != ScaleFormat::Nvfp4)
-        unsupported("FP4 activations with " + describe_args(*in) + " scales are not simulated (NVFP4 only)");
+      // NVFP4 (FP8 scales under the static global scale) or MXFP4 (E8M0 scales, as vLLM's SM >= 100
+      // FlashInfer path quantizes them: act_quant.h).
+      if (in->scale_format != ScaleFormat::Nvfp4 && in->scale_format != ScaleFormat::E8M0)
+        unsupported("FP4 activations with " + describe_args(*in) + " scales are not simulated (NVFP4 and MXFP4 only)");
       d.act_type = ActType::Float8E4M3;  // E2M1 values as E4M3 codes
       d.act_fp4_values = true;
       break;

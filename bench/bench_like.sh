@@ -13,7 +13,8 @@
 #   4. qtool quantize --like QUANT --no-drift.
 # Usage: bench/bench_like.sh [WORKDIR] [8b|8b-8l|small] [QTOOL] [BASE_QTOOL]
 # With BASE_QTOOL (an older build), its --like runs are interleaved too (labels like-base,
-# like-no-drift-base), to measure a change in the same run.
+# like-no-drift-base), to measure a change in the same run. ROUNDS (environment, default 3): how
+# many interleaved rounds; the load average is printed before and after each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/qtool-bench-like}
@@ -30,7 +31,8 @@ M=$WORK/model-$SIZE
 du -sb "$M"/*.safetensors | awk '{s+=$1} END {printf "input bytes: %.0f\n", s}'
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 warm() { cat "$M"/*.safetensors "$WORK/quant-$SIZE"/*.safetensors > /dev/null; }
-for round in 1 2 3; do
+for ((round = 1; round <= ${ROUNDS:-3}; round++)); do
+  echo "round $round, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   warm; rm -rf "$WORK/copy" && mkdir -p "$WORK/copy"
   python3 bench/peak_anon.py --label copy -- sh -c "cp $M/*.safetensors $WORK/copy/ && sync"
   rm -rf "$WORK/copy"
@@ -47,6 +49,7 @@ for round in 1 2 3; do
     warm; python3 bench/peak_anon.py --label like-no-drift-base -- sh -c "$BASE -q quantize $M -o $WORK/out --like $WORK/quant-$SIZE --no-hash --no-drift && sync"
     rm -rf "$WORK/out"
   fi
+  echo "round $round, load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <set>
 
+#include "calib/quant_plan.h"
 #include "calib/smoothing.h"
+#include "formats/manifest.h"
 #include "formats/checkpoint.h"
 #include "formats/model_folder.h"
 #include "libquant/drift_rows.h"
@@ -75,10 +77,17 @@ LikeRecipe read_like_recipe(const ModelFolder& quant) {
     throw InputError(InputError::Kind::Unsupported, quant.config_path(), "",
                      "--like: group '" + g.name + "' is asymmetric; qtool schemes are symmetric");
   r.format = info.method == "fp8" ? OutputFormat::LegacyFp8 : OutputFormat::CompressedTensors;
+  // A group-wise scheme made with another --group-size (one vLLM's kernels run) is that scheme.
+  const bool other_group = g.weights->strategy == Strategy::Group &&
+                           std::find(std::begin(kGroupSizes), std::end(kGroupSizes), g.weights->group_size) !=
+                               std::end(kGroupSizes);
   for (const Scheme& s : all_schemes()) {
-    if (!same_args(s.weights, *g.weights) || !same_input(s.input, g.input)) continue;
+    QuantArgs sw = s.weights;
+    if (other_group && sw.strategy == Strategy::Group) sw.group_size = g.weights->group_size;
+    if (!same_args(sw, *g.weights) || !same_input(s.input, g.input)) continue;
     if (r.format == OutputFormat::LegacyFp8 ? !s.legacy_fp8 : g.format != ct_format_name(s.format)) continue;
     r.scheme = &s;
+    if (sw.group_size != s.weights.group_size) r.group_size = sw.group_size;
     break;
   }
   if (!r.scheme)
@@ -94,6 +103,14 @@ LikeRecipe read_like_recipe(const ModelFolder& quant) {
     r.kv_cache_fp8 = true;
   }
   r.observer = config_observer(quant.config());
+  {
+    std::error_code ec;
+    const std::filesystem::path man = std::filesystem::path(quant.dir()) / kManifestFile;
+    if (std::filesystem::exists(man, ec)) {
+      const nlohmann::json mj = read_json_file(man.string());
+      if (mj.is_object() && mj.contains("algorithm") && mj["algorithm"].is_string()) r.algorithm = mj["algorithm"];
+    }
+  }
   std::vector<std::string> skipped;
   for (auto& e : find_quantized_linears(quant.checkpoint(), info, &skipped)) {
     if (!same_args(e.weights, *g.weights))

@@ -51,6 +51,12 @@ struct LikeRecipe {
   std::vector<std::string> quantized_modules;  // QUANT's quantized Linears, checkpoint order
   std::map<std::string, QuantizedLinearEntry> entries;  // module -> its tensors and logical shape
   std::string smoothing_file;                  // QUANT/qtool_smoothing.json, "" if none
+  // The weight group size when QUANT's differs from its scheme's own (w4a16 made with
+  // --group-size 64 or 32); 0 otherwise. Passed on as the plan's group size.
+  int64_t group_size = 0;
+  // How QUANT's weights were rounded, from its qtool_manifest.json ("rtn" when it has none or
+  // says so; "gptq"). --like always rounds to nearest: GPTQ needs a calibration pass.
+  std::string algorithm = "rtn";
 };
 
 // Reads QUANT's config and tensors. Throws InputError: Missing (no folder / config), Unsupported

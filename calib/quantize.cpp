@@ -223,12 +223,10 @@ std::vector<ScaleCheck> check_static_scales(const ModelFolder& model, const Quan
   const Tokenizer tok = Tokenizer::from_dir(model.dir());
   const CalibrationText text = r.dataset.empty() ? builtin_calibration_text() : load_calibration_text(r.dataset);
   const auto samples = make_samples(tok, text, r.num_samples, r.seq_len, r.seed);
-  CalibrateOptions co;
-  co.observer = "static_minmax";  // the range the activations need, whatever QUANT's observer
-  co.num_threads = r.threads;
-  co.hidden_spill.dir = std::filesystem::path(canonical_or_abs(r.output)).parent_path().string();
-  co.hidden_spill.above_bytes = r.calib_memory_bytes;
-  co.on_layer_done = ev.on_calib_layer;
+  // --calib-precision, --calib-memory and --moe-calibration as the user gave them; the observer is
+  // the range the activations need, whatever QUANT's.
+  CalibrateOptions co = calibrate_options(r, ev, r.output);
+  co.observer = "static_minmax";
   const CalibrationRun run = calibrate(model, samples, co);
   out.calibration = {run.seconds, run.samples, run.tokens};
   say(ev.info, fmt::format("check-scales: {} samples, {} tokens from {} in {:.1f} s", run.samples, run.tokens, text.source,
@@ -286,9 +284,16 @@ QuantizeOutcome quantize_like(const QuantizeRequest& r, const QuantizeEvents& ev
                            recipe.kv_cache_fp8 ? ", kv-cache fp8" : "",
                            recipe.smoothing_file.empty() ? "" : ", SmoothQuant factors", recipe.quantized_modules.size()));
 
+  if (recipe.algorithm != "rtn")
+    say(ev.warn, fmt::format("warning: {}'s weights were made by {} (its qtool_manifest.json); --like rounds to "
+                             "nearest, with its scales and recipe. For {} weights, quantize MODEL with --scheme {} "
+                             "--algorithm {} (a calibration pass)",
+                             quant.dir(), recipe.algorithm, recipe.algorithm, recipe.scheme->name, recipe.algorithm));
+
   PlanOptions po;
   po.scheme = recipe.scheme;
   po.format = recipe.format;
+  po.group_size = recipe.group_size;
   const std::set<std::string> modules(recipe.quantized_modules.begin(), recipe.quantized_modules.end());
   po.target_set = &modules;  // exactly the modules QUANT quantized
   po.kv_cache_fp8 = recipe.kv_cache_fp8;

@@ -105,6 +105,8 @@ TEST(QuantizeLike, SameModelGivesByteIdenticalFilesForEveryOtherRecipe) {
       {"--scheme", "int8-static", "--smoothquant", "--smoothquant-mappings", "norms"},
       {"--scheme", "fp8-static", "--format", "legacy-fp8", "--kv-cache", "fp8"},
       {"--scheme", "w4a16", "--ignore", "re:.*down_proj"},
+      {"--scheme", "w4a16", "--group-size", "64"},  // QUANT's group size, not the scheme's 128
+      {"--scheme", "w4a16", "--group-size", "32"},
       {"--scheme", "fp8-block"},
       {"--scheme", "w8a16", "--kv-cache", "fp8"},
       {"--scheme", "nvfp4"},  // input_global_scale taken byte for byte
@@ -250,8 +252,55 @@ TEST(QuantizeLike, RefusesAModelThatDoesNotFitNamingTheTensor) {
   EXPECT_CONTAINS(r.err, "--like: this checkpoint is not quantized (config.json has no quantization_config)");
   r = run_qtool({"quantize", a, "-o", d.str("o"), "--like", d.str("q"), "--scheme", "w4a16"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_CONTAINS(r.err, "--like takes the scheme, format, targets, KV-cache scales and SmoothQuant factors from");
-  EXPECT_CONTAINS(r.err, "; drop --scheme");
+  EXPECT_CONTAINS(r.err, "--like takes the scheme, format, targets, group size, KV-cache scales and SmoothQuant "
+                         "factors from " + d.str("q") + " and runs no calibration (calibration options need "
+                         "--check-scales); drop --scheme");
+  // Recipe options, and calibration options without --check-scales.
+  for (const std::vector<std::string>& extra :
+       std::vector<std::vector<std::string>>{{"--group-size", "64"}, {"--algorithm", "gptq"}, {"--moe-fallback", "layer-max"},
+                                             {"--observer", "minmax"}, {"--calib-precision", "bf16"},
+                                             {"--moe-calibration", "routed"}, {"--num-samples", "4"}}) {
+    std::vector<std::string> args = {"quantize", a, "-o", d.str("o"), "--like", d.str("q")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    r = run_qtool(args);
+    EXPECT_EQ(r.exit_code, 2) << extra[0] << ": " << r.err;
+    EXPECT_CONTAINS(r.err, "; drop " + extra[0]);
+  }
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+}
+
+TEST(QuantizeLike, CalibrationOptionsShapeTheCheckScalesCalibration) {
+  test::TempDir d;
+  const std::string a = tiny(d);
+  auto q = run_qtool({"quantize", a, "-o", d.str("q"), "--scheme", "fp8-static", "--num-samples", "4", "--seq-len", "32"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  // With --check-scales they are accepted, and --calib-precision reaches that calibration: a bf16
+  // calibration of the same model asks for scales that are not all QUANT's f32 ones bit for bit,
+  // while an f32 one asks for exactly QUANT's (the test above).
+  auto r = run_qtool({"quantize", a, "-o", d.str("o"), "--like", d.str("q"), "--check-scales", "--json", "--num-samples",
+                      "4", "--seq-len", "32", "--calib-precision", "bf16", "--calib-memory", "1GiB"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_EQ(j["check_scales"].size(), 14u);
+  int differ = 0;
+  for (const auto& c : j["check_scales"]) differ += c["ratio"].get<double>() != 1.0;
+  EXPECT_GT(differ, 0) << "a bf16 calibration gave f32's scales exactly: was --calib-precision ignored?";
+}
+
+TEST(QuantizeLike, GptqCheckpointIsRoundedToNearestWithAWarning) {
+  test::TempDir d;
+  const std::string a = tiny(d);
+  auto q = run_qtool({"quantize", a, "-o", d.str("qg"), "--scheme", "w4a16", "--group-size", "64", "--algorithm", "gptq",
+                      "--num-samples", "4", "--seq-len", "32"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  auto rtn = run_qtool({"quantize", a, "-o", d.str("qr"), "--scheme", "w4a16", "--group-size", "64"});
+  ASSERT_EQ(rtn.exit_code, 0) << rtn.err;
+  auto r = run_qtool({"quantize", a, "-o", d.str("o"), "--like", d.str("qg")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_CONTAINS(r.err, "warning: " + d.str("qg") + "'s weights were made by gptq (its qtool_manifest.json); --like "
+                         "rounds to nearest, with its scales and recipe. For gptq weights, quantize MODEL with --scheme "
+                         "w4a16 --algorithm gptq (a calibration pass)");
+  expect_same_files(d.str("qr"), d.str("o"));  // what round-to-nearest with the recipe writes
 }
 
 }  // namespace

@@ -116,8 +116,9 @@ calib::QuantizeRequest make_request(const Opts& o) {
   r.check_scales = o.check_scales;
   if (!o.like.empty() && !o.set_by_user.empty())
     throw InputError(InputError::Kind::Usage, "", "",
-                     "--like takes the scheme, format, targets, KV-cache scales and SmoothQuant factors from " + o.like +
-                         "; drop " + o.set_by_user[0]);
+                     "--like takes the scheme, format, targets, group size, KV-cache scales and SmoothQuant factors "
+                     "from " + o.like + " and runs no calibration (calibration options need --check-scales); drop " +
+                         o.set_by_user[0]);
   return r;
 }
 
@@ -419,12 +420,19 @@ void register_quantize(CLI::App& app, RunFn& run) {
   sub->callback([&run, o, sub] {
     // Options --like decides itself.
     o->set_by_user.clear();
-    for (const char* opt : {"--scheme", "--format", "--ignore", "--targets", "--kv-cache", "--smoothquant", "--dataset",
-                            "--num-samples", "--seq-len", "--seed", "--observer", "--stats", "--save-stats", "--calib-shard"}) {
-      const std::string n = opt;
-      const bool check_option = n == "--dataset" || n == "--num-samples" || n == "--seq-len" || n == "--seed";
-      if (sub->count(opt) > 0 && !(o->check_scales && check_option)) o->set_by_user.push_back(opt);
-    }
+    // The recipe (QUANT's) and the calibration that made its scales; the calibration options in
+    // the second list only shape --check-scales' short calibration, so they need it.
+    static constexpr const char* kRecipe[] = {
+        "--scheme", "--format", "--ignore", "--targets", "--group-size", "--kv-cache", "--smoothquant",
+        "--smoothing-strength", "--smoothquant-mappings", "--smoothquant-moe-norm", "--algorithm",
+        "--dampening-frac", "--gptq-block-size", "--actorder", "--observer", "--stats", "--save-stats",
+        "--calib-shard", "--moe-min-tokens", "--moe-fallback"};
+    static constexpr const char* kCheckScales[] = {"--dataset", "--num-samples", "--seq-len", "--seed",
+                                                   "--calib-precision", "--calib-memory", "--moe-calibration"};
+    for (const char* opt : kRecipe)
+      if (sub->count(opt) > 0) o->set_by_user.push_back(opt);
+    for (const char* opt : kCheckScales)
+      if (sub->count(opt) > 0 && !o->check_scales) o->set_by_user.push_back(opt);
     run = [o] { return run_quantize_cmd(*o); };
   });
 }

@@ -60,14 +60,6 @@ void maybe_inject_fault(const char* point) {
   }
 }
 
-std::string human_size(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024.0 && u < 4) v /= 1024.0, ++u;
-  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
-}
-
 // The calibration samples (token ids) of --dataset (or the built-in text), --num-samples,
 // --seq-len and --seed; warns when the text gives fewer samples than asked.
 std::vector<std::vector<int32_t>> calibration_samples(const ModelFolder& model, const QuantizeRequest& r,
@@ -171,7 +163,7 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   CalibrationRun run = calibrate(model, samples, co);
   if (run.hidden_spilled)
     say(ev.info, fmt::format("calibration: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
-                             human_size(run.hidden_bytes), co.hidden_spill.dir, r.calib_memory_text));
+                             human_bytes(run.hidden_bytes), co.hidden_spill.dir, r.calib_memory_text));
   cost = {run.seconds, run.samples, run.tokens};
   say(ev.info, fmt::format("calibration: {:.1f} s, {:.0f} tokens/s", run.seconds,
                            run.seconds > 0 ? run.tokens / run.seconds : 0.0));
@@ -580,7 +572,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     gptq_run = run_gptq(model, plan, samples, go);
     if (gptq_run.hidden_spilled)
       say(ev.info, fmt::format("gptq: hidden states ({}) kept in a temporary file in {} (above --calib-memory {})",
-                               human_size(gptq_run.hidden_bytes), go.hidden_spill.dir, r.calib_memory_text));
+                               human_bytes(gptq_run.hidden_bytes), go.hidden_spill.dir, r.calib_memory_text));
     for (const auto& m : gptq_run.rtn_fallback)
       say(ev.warn, fmt::format("warning: gptq: the Hessian of {} is not positive definite even after dampening; "
                                "{} was rounded to nearest (a larger --dampening-frac or more --num-samples may help)", m, m));
@@ -599,7 +591,7 @@ QuantizeOutcome quantize_model(const QuantizeRequest& r, const QuantizeEvents& e
     say(ev.info, fmt::format("gptq: {:.1f} s (forward {:.1f} s, Hessians {:.1f} s, factorization {:.1f} s, column updates "
                              "{:.1f} s); peak Hessian memory {}",
                              g.seconds, g.forward_seconds, g.hessian_seconds, g.solve_seconds, g.update_seconds,
-                             human_size(g.peak_hessian_bytes)));
+                             human_bytes(g.peak_hessian_bytes)));
     if (needs_stats) {
       stats = std::move(gptq_run.stats);
       job.stats = &stats;

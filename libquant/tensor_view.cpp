@@ -1,5 +1,7 @@
 #include "libquant/tensor_view.h"
 
+#include <cstdio>
+
 #include "libquant/error.h"
 #include "libquant/float_formats.h"
 
@@ -11,6 +13,16 @@ std::string shape_string(const std::vector<int64_t>& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+std::string human_bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) { v /= 1024.0; ++u; }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
 }
 
 std::vector<float> decode_tensor_f32(const TensorView& t) {

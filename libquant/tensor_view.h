@@ -30,6 +30,8 @@ struct TensorView {
 
 // "[4096,4096]"
 std::string shape_string(const std::vector<int64_t>& shape);
+// A byte count for people, in binary units: "512 B", "32.0 MiB", "1.5 GiB".
+std::string human_bytes(uint64_t b);
 
 // The whole tensor decoded to f32 (a new vector, exactly as decode_to_f32 converts each dtype).
 // Throws InputError(Unsupported) naming the file and tensor for a dtype it cannot decode.

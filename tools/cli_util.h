@@ -1,4 +1,5 @@
-// Small helpers shared by the subcommands: human-readable sizes, size parsing, TTY progress.
+// Small helpers shared by the subcommands: size parsing, TTY progress (human_bytes is in
+// libquant/tensor_view.h, beside shape_string).
 #pragma once
 
 #include <chrono>
@@ -8,9 +9,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "libquant/tensor_view.h"
+
 namespace qt {
 
-std::string human_bytes(uint64_t b);               // "32.0 MiB"
 // The candidate nearest to `word` by edit distance (insertions, deletions, substitutions and
 // swaps of neighbours each count 1), or "" when even the nearest needs more than a third of the
 // word changed (then a suggestion would only confuse).

@@ -112,6 +112,51 @@ QT_AVX512BF16 void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, cons
   }
 }
 
+template <int R>
+QT_AVX512BF16 static void bf16_tile2_r(const uint16_t* A, int64_t lda, const uint16_t* B0, const uint16_t* B1,
+                                       int64_t kpn, float* C0, float* C1, bool acc) {
+#define QT_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define QT_DECL(r) __m512 c##r = _mm512_setzero_ps(), d##r = _mm512_setzero_ps(); \
+  const uint16_t* a##r = A + (r < R ? r : 0) * lda; (void)a##r;
+  QT_ROWS6(QT_DECL)
+#undef QT_DECL
+  if (acc) {
+#define QT_LOAD(r) if constexpr (r < R) { c##r = _mm512_loadu_ps(C0 + 16 * r); d##r = _mm512_loadu_ps(C1 + 16 * r); }
+    QT_ROWS6(QT_LOAD)
+#undef QT_LOAD
+  }
+  for (int64_t p = 0; p < kpn; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B0 + 32 * p);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(B1 + 32 * p);
+#define QT_DP(r)                                                  \
+  if constexpr (r < R) {                                          \
+    int32_t pair;                                                 \
+    std::memcpy(&pair, a##r + 2 * p, sizeof pair);                \
+    const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);        \
+    c##r = _mm512_dpbf16_ps(c##r, av, b0);                        \
+    d##r = _mm512_dpbf16_ps(d##r, av, b1);                        \
+  }
+    QT_ROWS6(QT_DP)
+#undef QT_DP
+  }
+#define QT_STORE(r) if constexpr (r < R) { _mm512_storeu_ps(C0 + 16 * r, c##r); _mm512_storeu_ps(C1 + 16 * r, d##r); }
+  QT_ROWS6(QT_STORE)
+#undef QT_STORE
+#undef QT_ROWS6
+}
+
+QT_AVX512BF16 void bf16_tile2_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B0, const uint16_t* B1,
+                                   int64_t kpn, float* C0, float* C1, bool acc) {
+  switch (rows) {
+    case 1: bf16_tile2_r<1>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+    case 2: bf16_tile2_r<2>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+    case 3: bf16_tile2_r<3>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+    case 4: bf16_tile2_r<4>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+    case 5: bf16_tile2_r<5>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+    default: bf16_tile2_r<6>(A, lda, B0, B1, kpn, C0, C1, acc); break;
+  }
+}
+
 QT_AVX512BF16 void f32_to_bf16(const float* x, uint16_t* y, int64_t n) {
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {

@@ -5,7 +5,7 @@
 //   y[t][n] = fl(b[n] + acc)  when a bias is given, else acc, where
 //   acc = fma(x[t][K-1], W[n][K-1], ... fma(x[t][1], W[n][1], fma(x[t][0], W[n][0], 0.0f)))
 // i.e. one f32 fused multiply-add chain per output, k in increasing order, rounded to f32 at
-// every step. The AVX-512 micro-kernel (libquant/kernels/gemm_avx512.h, 12 x 16 tiles; bf16 6 x 32), the AVX2
+// every step. The AVX-512 micro-kernel (libquant/kernels/gemm_avx512.h, 6 x 32 tiles over two panels), the AVX2
 // one (cpu_fast_avx2.h f32_tile, 6 x 16) and the scalar fallback (std::fma) compute exactly that
 // chain, so the result does not depend on the CPU's ISA path (cpu_isa.h), SIMD width, the cache
 // blocking, the task partition or the thread count -- only on the inputs.

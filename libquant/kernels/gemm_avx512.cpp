@@ -67,6 +67,49 @@ QT_AVX512 void f32_tile_rows(int rows, const float* A, int64_t lda, const float*
 }
 
 template <int R>
+QT_AVX512 static void f32_tile2_r(const float* A, int64_t lda, const float* B0, const float* B1, int64_t kn, float* C0,
+                                  float* C1, bool acc) {
+#define QT_ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define QT_DECL(r) __m512 c##r = _mm512_setzero_ps(), d##r = _mm512_setzero_ps(); \
+  const float* a##r = A + (r < R ? r : 0) * lda; (void)a##r;
+  QT_ROWS6(QT_DECL)
+#undef QT_DECL
+  if (acc) {
+#define QT_LOAD(r) if constexpr (r < R) { c##r = _mm512_loadu_ps(C0 + 16 * r); d##r = _mm512_loadu_ps(C1 + 16 * r); }
+    QT_ROWS6(QT_LOAD)
+#undef QT_LOAD
+  }
+  for (int64_t k = 0; k < kn; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(B0 + 16 * k);
+    const __m512 b1 = _mm512_loadu_ps(B1 + 16 * k);
+#define QT_FMA(r)                                   \
+  if constexpr (r < R) {                            \
+    const __m512 av = _mm512_set1_ps(a##r[k]);      \
+    c##r = _mm512_fmadd_ps(av, b0, c##r);           \
+    d##r = _mm512_fmadd_ps(av, b1, d##r);           \
+  }
+    QT_ROWS6(QT_FMA)
+#undef QT_FMA
+  }
+#define QT_STORE(r) if constexpr (r < R) { _mm512_storeu_ps(C0 + 16 * r, c##r); _mm512_storeu_ps(C1 + 16 * r, d##r); }
+  QT_ROWS6(QT_STORE)
+#undef QT_STORE
+#undef QT_ROWS6
+}
+
+QT_AVX512 void f32_tile2_rows(int rows, const float* A, int64_t lda, const float* B0, const float* B1, int64_t kn,
+                              float* C0, float* C1, bool acc) {
+  switch (rows) {
+    case 1: f32_tile2_r<1>(A, lda, B0, B1, kn, C0, C1, acc); break;
+    case 2: f32_tile2_r<2>(A, lda, B0, B1, kn, C0, C1, acc); break;
+    case 3: f32_tile2_r<3>(A, lda, B0, B1, kn, C0, C1, acc); break;
+    case 4: f32_tile2_r<4>(A, lda, B0, B1, kn, C0, C1, acc); break;
+    case 5: f32_tile2_r<5>(A, lda, B0, B1, kn, C0, C1, acc); break;
+    default: f32_tile2_r<6>(A, lda, B0, B1, kn, C0, C1, acc); break;
+  }
+}
+
+template <int R>
 QT_AVX512BF16 static void bf16_tile_r(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
                                       bool acc) {
 #define QT_DECL(r) __m512 c##r = _mm512_setzero_ps(); const uint16_t* a##r = A + (r < R ? r : 0) * lda; (void)a##r;

@@ -36,6 +36,12 @@ void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_
 // B[(p * 16 + j) * 2 + {1, 0}]; rows 1..12.
 void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
                     bool accumulate);
+// Two panels at once, rows 1..6: C0 from B0 and C1 from B1 (each [rows][16], contiguous),
+// each output's chain f32_tile_rows' exactly (same bits): a step loads 2 + rows values for
+// 2 x rows FMAs instead of 1 + rows for rows.
+void f32_tile2_rows(int rows, const float* A, int64_t lda, const float* B0, const float* B1, int64_t kn, float* C0,
+                    float* C1, bool accumulate);
+
 // The same for two panels at once, rows 1..6: C0 from B0 and C1 from B1 (each [rows][16],
 // contiguous). Each output's chain is bf16_tile_rows' exactly (same bits); one broadcast of a row's
 // k pair feeds two vdpbf16ps instead of one, so a step loads 2 + rows values for 2 x rows products.

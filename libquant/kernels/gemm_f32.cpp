@@ -115,11 +115,11 @@ void bf16_tile_scalar(int rows, const uint16_t* A, int64_t lda, const uint16_t* 
 }
 
 std::atomic<bool> g_force_scalar{false};
-// bf16 on AVX512-BF16: two panels per micro-kernel call (avx512::bf16_tile2_rows) unless
-// QTOOL_BF16_TILE=12x16 asks for the one-panel kernel -- a benchmark switch for before/after
-// timings in one binary; both give the same bits.
-const bool g_bf16_two_panels = [] {
-  const char* v = std::getenv("QTOOL_BF16_TILE");
+// AVX-512 (f32) and AVX512-BF16: two panels per micro-kernel call (avx512::f32_tile2_rows,
+// bf16_tile2_rows) unless QTOOL_GEMM_TILE=12x16 asks for the one-panel kernels -- a benchmark
+// switch for before/after timings in one binary; both give the same bits.
+const bool g_two_panels = [] {
+  const char* v = std::getenv("QTOOL_GEMM_TILE");
   return !(v && std::string(v) == "12x16");
 }();
 
@@ -259,7 +259,22 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
         const int64_t kn = std::min(kKBlock, K - k0);
         for (int64_t q = 0; q < np; ++q) {
-          if (bf16 && hw16 && g_bf16_two_panels && q + 1 < np) {
+          if (!bf16 && isa == Isa::Avx512 && g_two_panels && q + 1 < np) {
+            // Panels q and q + 1 together, six rows at a time (the same chains, same bits).
+            const float* p0f = W.panels.data() + ((p0 + q) * K + k0) * kNR;
+            const float* p1f = W.panels.data() + ((p0 + q + 1) * K + k0) * kNR;
+            for (int64_t i = 0; i < tiles; ++i) {
+              const int64_t rows = std::min(mr, mt - i * mr);
+              float* c0 = acc.get() + (q * tiles + i) * tile_floats;
+              float* c1 = acc.get() + ((q + 1) * tiles + i) * tile_floats;
+              for (int64_t r0 = 0; r0 < rows; r0 += 6)
+                avx512::f32_tile2_rows(static_cast<int>(std::min<int64_t>(6, rows - r0)), x + (t0 + i * mr + r0) * K + k0,
+                                       K, p0f, p1f, kn, c0 + r0 * kNR, c1 + r0 * kNR, k0 > 0);
+            }
+            ++q;
+            continue;
+          }
+          if (bf16 && hw16 && g_two_panels && q + 1 < np) {
             // Panels q and q + 1 together, six rows at a time (the same chains, same bits).
             const uint16_t* p0b = W.panels_bf16.data() + ((p0 + q) * Kp + k0 / 2) * kNR * 2;
             const uint16_t* p1b = W.panels_bf16.data() + ((p0 + q + 1) * Kp + k0 / 2) * kNR * 2;

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #define QT_AVX512 __attribute__((target("avx512f")))
 #define QT_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -26,6 +27,15 @@ bool bf16_ok() {
 
 // Accumulators as named variables (an array of __m512 would live in memory, as with AVX2).
 #define QT_ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+// Calls f(std::integral_constant<int, R>{}) for R = rows, 1 <= rows <= Max (larger: Max): the
+// row count becomes a template argument of the micro-kernel (its accumulators stay registers).
+template <int Max, int R = 1, typename F>
+static void with_rows(int rows, F&& f) {
+  if constexpr (R == Max) f(std::integral_constant<int, R>{});
+  else if (rows == R) f(std::integral_constant<int, R>{});
+  else with_rows<Max, R + 1>(rows, f);
+}
 
 template <int R>
 QT_AVX512 static void f32_tile_r(const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool acc) {
@@ -50,20 +60,7 @@ QT_AVX512 static void f32_tile_r(const float* A, int64_t lda, const float* B, in
 
 QT_AVX512 void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C,
                              bool acc) {
-  switch (rows) {
-    case 1: f32_tile_r<1>(A, lda, B, kn, C, acc); break;
-    case 2: f32_tile_r<2>(A, lda, B, kn, C, acc); break;
-    case 3: f32_tile_r<3>(A, lda, B, kn, C, acc); break;
-    case 4: f32_tile_r<4>(A, lda, B, kn, C, acc); break;
-    case 5: f32_tile_r<5>(A, lda, B, kn, C, acc); break;
-    case 6: f32_tile_r<6>(A, lda, B, kn, C, acc); break;
-    case 7: f32_tile_r<7>(A, lda, B, kn, C, acc); break;
-    case 8: f32_tile_r<8>(A, lda, B, kn, C, acc); break;
-    case 9: f32_tile_r<9>(A, lda, B, kn, C, acc); break;
-    case 10: f32_tile_r<10>(A, lda, B, kn, C, acc); break;
-    case 11: f32_tile_r<11>(A, lda, B, kn, C, acc); break;
-    default: f32_tile_r<12>(A, lda, B, kn, C, acc); break;
-  }
+  with_rows<12>(rows, [&](auto r) { f32_tile_r<decltype(r)::value>(A, lda, B, kn, C, acc); });
 }
 
 template <int R>
@@ -99,14 +96,7 @@ QT_AVX512 static void f32_tile2_r(const float* A, int64_t lda, const float* B0, 
 
 QT_AVX512 void f32_tile2_rows(int rows, const float* A, int64_t lda, const float* B0, const float* B1, int64_t kn,
                               float* C0, float* C1, bool acc) {
-  switch (rows) {
-    case 1: f32_tile2_r<1>(A, lda, B0, B1, kn, C0, C1, acc); break;
-    case 2: f32_tile2_r<2>(A, lda, B0, B1, kn, C0, C1, acc); break;
-    case 3: f32_tile2_r<3>(A, lda, B0, B1, kn, C0, C1, acc); break;
-    case 4: f32_tile2_r<4>(A, lda, B0, B1, kn, C0, C1, acc); break;
-    case 5: f32_tile2_r<5>(A, lda, B0, B1, kn, C0, C1, acc); break;
-    default: f32_tile2_r<6>(A, lda, B0, B1, kn, C0, C1, acc); break;
-  }
+  with_rows<6>(rows, [&](auto r) { f32_tile2_r<decltype(r)::value>(A, lda, B0, B1, kn, C0, C1, acc); });
 }
 
 template <int R>
@@ -139,20 +129,7 @@ QT_AVX512BF16 static void bf16_tile_r(const uint16_t* A, int64_t lda, const uint
 
 QT_AVX512BF16 void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn,
                                   float* C, bool acc) {
-  switch (rows) {
-    case 1: bf16_tile_r<1>(A, lda, B, kpn, C, acc); break;
-    case 2: bf16_tile_r<2>(A, lda, B, kpn, C, acc); break;
-    case 3: bf16_tile_r<3>(A, lda, B, kpn, C, acc); break;
-    case 4: bf16_tile_r<4>(A, lda, B, kpn, C, acc); break;
-    case 5: bf16_tile_r<5>(A, lda, B, kpn, C, acc); break;
-    case 6: bf16_tile_r<6>(A, lda, B, kpn, C, acc); break;
-    case 7: bf16_tile_r<7>(A, lda, B, kpn, C, acc); break;
-    case 8: bf16_tile_r<8>(A, lda, B, kpn, C, acc); break;
-    case 9: bf16_tile_r<9>(A, lda, B, kpn, C, acc); break;
-    case 10: bf16_tile_r<10>(A, lda, B, kpn, C, acc); break;
-    case 11: bf16_tile_r<11>(A, lda, B, kpn, C, acc); break;
-    default: bf16_tile_r<12>(A, lda, B, kpn, C, acc); break;
-  }
+  with_rows<12>(rows, [&](auto r) { bf16_tile_r<decltype(r)::value>(A, lda, B, kpn, C, acc); });
 }
 
 template <int R>
@@ -190,14 +167,7 @@ QT_AVX512BF16 static void bf16_tile2_r(const uint16_t* A, int64_t lda, const uin
 
 QT_AVX512BF16 void bf16_tile2_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B0, const uint16_t* B1,
                                    int64_t kpn, float* C0, float* C1, bool acc) {
-  switch (rows) {
-    case 1: bf16_tile2_r<1>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-    case 2: bf16_tile2_r<2>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-    case 3: bf16_tile2_r<3>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-    case 4: bf16_tile2_r<4>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-    case 5: bf16_tile2_r<5>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-    default: bf16_tile2_r<6>(A, lda, B0, B1, kpn, C0, C1, acc); break;
-  }
+  with_rows<6>(rows, [&](auto r) { bf16_tile2_r<decltype(r)::value>(A, lda, B0, B1, kpn, C0, C1, acc); });
 }
 
 QT_AVX512BF16 void f32_to_bf16(const float* x, uint16_t* y, int64_t n) {

@@ -14,21 +14,12 @@
 #include "libquant/drift_rows.h"
 #include "libquant/dtype.h"
 #include "libquant/float_formats.h"
+#include "tests/support/test_support.h"
 
 namespace qt {
 namespace {
 
-const Isa kIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
-
-template <typename F>
-void for_each_isa(F f) {
-  for (Isa isa : kIsas) {
-    if (static_cast<int>(isa) > static_cast<int>(cpu_isa())) continue;
-    isa_cap_for_tests(isa);
-    f(isa);
-  }
-  isa_cap_for_tests(Isa::Avx512);
-}
+using test::for_each_isa;
 
 bool same(float x, float y) { return (std::isnan(x) && std::isnan(y)) || std::memcmp(&x, &y, 4) == 0; }
 

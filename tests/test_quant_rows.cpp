@@ -16,22 +16,12 @@
 #include "libquant/quant_rows.h"
 #include "libquant/quantize.h"
 #include "libquant/schemes.h"
+#include "tests/support/test_support.h"
 
 namespace qt {
 namespace {
 
-const Isa kIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
-
-// Runs f once per ISA path this CPU has, with the path capped there.
-template <typename F>
-void for_each_isa(F f) {
-  for (Isa isa : kIsas) {
-    if (static_cast<int>(isa) > static_cast<int>(cpu_isa())) continue;
-    isa_cap_for_tests(isa);
-    f(isa);
-  }
-  isa_cap_for_tests(Isa::Avx512);
-}
+using test::for_each_isa;
 
 TEST(QuantRows, E2m1CodesEqualTheScalarNvfp4StepForEveryBf16PatternAndEveryIsa) {
   // All 65536 patterns at an odd byte offset, under divisors that put the quotient exactly on

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "libquant/cpu_isa.h"
 #include "libquant/dtype.h"
 #include "libquant/error.h"
 
@@ -63,5 +64,17 @@ void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const 
 
 // Path of a file in the source tree (e.g. "testdata/ct_goldens/...").
 std::filesystem::path source_path(const std::string& rel);
+
+// Runs f(isa) once per ISA path this CPU has (scalar, AVX2, AVX-512), with libquant's dispatch
+// capped there (cpu_isa.h isa_cap_for_tests); restores the cap to the CPU's own afterwards.
+template <typename F>
+void for_each_isa(F f) {
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu_isa())) continue;
+    isa_cap_for_tests(isa);
+    f(isa);
+  }
+  isa_cap_for_tests(Isa::Avx512);
+}
 
 }  // namespace qt::test

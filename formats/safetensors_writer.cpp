@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "formats/atomic_file.h"
+#include "formats/direct_writer.h"
 #include "formats/json_util.h"
 #include "formats/safetensors.h"
 #include "libquant/tensor_view.h"
@@ -179,8 +180,11 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<TensorSpec> s
                          "cannot set file size to " + std::to_string(plan_.file_size) + ": " +
                              std::strerror(errno));
     }
-    pwrite_all(fd_, plan_.header.data(), plan_.header.size(), 0, path_);
+    direct_ = DirectWriter::attach(fd_, path_, plan_.file_size);
+    if (direct_) direct_->write(0, {reinterpret_cast<const uint8_t*>(plan_.header.data()), plan_.header.size()}, "");
+    else pwrite_all(fd_, plan_.header.data(), plan_.header.size(), 0, path_);
   } catch (...) {
+    direct_.reset();
     ::close(fd_);
     ::unlink(temp_path_.c_str());
     fd_ = -1;
@@ -189,6 +193,7 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<TensorSpec> s
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
+  direct_.reset();  // waits for its write in progress: the descriptor must outlive it
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(temp_path_.c_str());
 }
@@ -240,6 +245,7 @@ void SafetensorsWriter::write_chunk(const std::string& name, uint64_t offset_in_
                                     std::span<const uint8_t> bytes) {
   TensorSlot slot;
   if (!book(name, offset_in_tensor, offset_in_tensor + bytes.size(), slot)) return;
+  if (direct_) return direct_->write(slot.offset + offset_in_tensor, bytes, name);
   pwrite_all(fd_, bytes.data(), bytes.size(), slot.offset + offset_in_tensor, path_, name);
   start_writeback(slot.offset + offset_in_tensor, bytes.size());
 }
@@ -261,6 +267,16 @@ uint64_t SafetensorsWriter::write_copy(const std::string& name, std::span<const 
   const KernelCopy mode = g_kernel_copy.load();
   const uint64_t size = bytes.size();
   uint64_t done = 0;
+  if (direct_) {
+    // Direct I/O: the range is read from src_fd into the writer's buffers (pread: no mapping, no
+    // page-cache copy of the output); whatever is not read is written from `bytes`.
+    if (mode != KernelCopy::Off && src_fd >= 0) {
+      const uint64_t want = mode == KernelCopy::FailAfterFirstChunk ? std::min<uint64_t>(size, 4096) : size;
+      done = direct_->copy(src_fd, src_offset, slot.offset, want, name);
+    }
+    if (done < size) direct_->write(slot.offset + done, bytes.subspan(done), name);
+    return done;
+  }
   // copy_file_range copies inside the kernel (on one file system: through the page cache, or by
   // sharing blocks where the file system can). Any failure (EXDEV across file systems on some
   // kernels, EOPNOTSUPP, ENOSYS, EINVAL, an I/O error) or a short copy of 0 ends the attempt; the
@@ -308,7 +324,9 @@ void SafetensorsWriter::commit() {
       throw std::logic_error(path_ + ": tensor '" + s.name + "': only " + std::to_string(have) + " of " +
                              std::to_string(size) + " bytes were written before commit");
   }
+  if (direct_) direct_->finish();
   if (::fsync(fd_) != 0) throw InputError(Kind::Io, path_, "", std::string("cannot sync: ") + std::strerror(errno));
+  direct_.reset();
   const int rc = ::close(fd_);
   fd_ = -1;
   if (rc != 0) throw InputError(Kind::Io, path_, "", std::string("cannot close: ") + std::strerror(errno));

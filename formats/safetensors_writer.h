@@ -12,10 +12,14 @@
 // directory; tensors then arrive in any order, whole or in chunks, each pwritten at its
 // precomputed offset, so the checkpoint never has to be held in memory. commit() checks that
 // every byte of every tensor was written exactly once, fsyncs and renames the file into place.
+// Files of 8 MiB or more are written with direct I/O where the file system offers it
+// (formats/direct_writer.h: no page-cache copy of the output); otherwise through the page cache.
+// The bytes are the same either way.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -24,6 +28,8 @@
 #include "libquant/dtype.h"
 
 namespace qt {
+
+class DirectWriter;  // formats/direct_writer.h
 
 // What a tensor will be: name, element type, shape (row-major). Size = dtype_nbytes(numel).
 struct TensorSpec {
@@ -76,19 +82,22 @@ class SafetensorsWriter {
   // the tensor, or a byte already written. OS errors throw InputError(Io).
   void write_chunk(const std::string& name, uint64_t offset_in_tensor, std::span<const uint8_t> bytes);
   // Writes a whole tensor whose bytes also lie, unchanged, in the regular file `src_fd` at
-  // `src_offset` (`bytes` is the same data, e.g. that file's mapping). The kernel is asked to copy
-  // the file range (copy_file_range(2)), so the bytes do not pass through this process; whatever
-  // it does not copy (another file system, an older kernel, any error: it may stop part-way) is
-  // then written from `bytes` as write() does. The file's bytes are the same either way. Same
-  // rules and errors as write(). Returns how many bytes the kernel copied.
+  // `src_offset` (`bytes` is the same data, e.g. that file's mapping). Through the page cache, the
+  // kernel is asked to copy the file range (copy_file_range(2)), so the bytes do not pass through
+  // this process; with direct I/O they are read from `src_fd` (pread, not through the mapping).
+  // Whatever is not copied that way (another file system, an older kernel, any error: it may stop
+  // part-way) is then written from `bytes` as write() does. The file's bytes are the same either
+  // way. Same rules and errors as write(). Returns how many bytes came from `src_fd`.
   uint64_t write_copy(const std::string& name, std::span<const uint8_t> bytes, int src_fd, uint64_t src_offset);
   // Test hook (process wide): Auto = as above; Off = never ask the kernel (write() only);
   // FailAfterFirstChunk = the kernel copies at most the first 4096 bytes of each tensor, then the
   // rest is written as if it had failed.
   enum class KernelCopy { Auto, Off, FailAfterFirstChunk };
   static void kernel_copy_for_tests(KernelCopy mode);
-  // Each write of 1 MiB or more also starts its writeback to disk at once (not waiting for it), so
-  // that the disk writes while the caller computes the next tensor instead of all at commit().
+  // Through the page cache, each write of 1 MiB or more also starts its writeback to disk at once
+  // (not waiting for it), so that the disk writes while the caller computes the next tensor
+  // instead of all at commit(); with direct I/O the writes are queued to a background thread.
+  // commit() waits for them.
   // Checks completeness (std::logic_error naming the first tensor with missing bytes and how many),
   // fsyncs, renames into place and fsyncs the directory. Throws InputError(Io) on OS errors.
   // Call once; the writer is finished afterwards.
@@ -121,6 +130,7 @@ class SafetensorsWriter {
   std::map<std::string, std::map<uint64_t, uint64_t>> written_;
   std::mutex mu_;
   int fd_ = -1;
+  std::unique_ptr<DirectWriter> direct_;  // null: writes go through the page cache
   bool committed_ = false;
 };
 

@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -50,15 +53,39 @@ std::string Sha256::hex() {
 
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
   int fd = open_input_file(path);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw InputError(InputError::Kind::Io, path, "", std::string("cannot stat: ") + std::strerror(e));
+  }
   Sha256 h;
-  std::vector<uint8_t> buf(size_t{4} << 20);
-  for (;;) {
+  // From the file's pages through a mapping, a window at a time: no copy of the bytes into a
+  // buffer (read(2) cost ~15 % of the hashing's CPU time, bench/RESULTS.md), and the resident
+  // set stays one window. Where mapping fails (a file system without mmap), read(2) instead.
+  constexpr uint64_t kWindow = uint64_t{64} << 20;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  uint64_t off = 0;
+  for (; off < size; off += kWindow) {
     if (stop && stop->load()) {
       ::close(fd);
       return "";
     }
-    ssize_t n = ::read(fd, buf.data(), buf.size());
+    const size_t n = static_cast<size_t>(std::min(kWindow, size - off));
+    void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
+    if (p == MAP_FAILED) break;
+    ::madvise(p, n, MADV_SEQUENTIAL);
+    h.update(p, n);
+    ::munmap(p, n);
+  }
+  std::vector<uint8_t> buf(off < size ? size_t{4} << 20 : 0);
+  for (;;) {
+    if (off >= size && buf.empty()) break;
+    if (stop && stop->load()) {
+      ::close(fd);
+      return "";
+    }
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
     if (n < 0) {
       if (errno == EINTR) continue;
       int e = errno;
@@ -67,6 +94,7 @@ std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) 
     }
     if (n == 0) break;
     h.update(buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
   }
   ::close(fd);
   return h.hex();

@@ -28,7 +28,8 @@ class Sha256 {
   std::unique_ptr<Ctx> ctx_;
 };
 
-// Hash of a whole file, read sequentially in 4 MiB chunks. Throws InputError(Io) naming the file.
+// Hash of a whole file, read through 64 MiB mappings in order (read(2) where mapping fails).
+// Throws InputError(Io) naming the file.
 // When `stop` becomes true the read stops and "" is returned (the caller is giving up).
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop = nullptr);
 

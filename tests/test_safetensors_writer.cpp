@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "formats/atomic_file.h"
+#include "formats/direct_writer.h"
 #include "formats/safetensors.h"
 #include "formats/safetensors_writer.h"
 #include "libquant/error.h"
@@ -44,6 +45,20 @@ std::vector<std::string> dir_entries(const fs::path& p) {
   for (const auto& e : fs::directory_iterator(p)) v.push_back(e.path().filename().string());
   std::sort(v.begin(), v.end());
   return v;
+}
+
+// Runs `body` once per way the writer can reach the disk: through the page cache, with direct
+// I/O (formats/direct_writer.h; for files of any size), and with direct I/O refused at the first
+// write (the fallback). Every way must give the same files.
+template <class F>
+void for_each_write_path(F body) {
+  using M = DirectWriter::Mode;
+  for (M m : {M::Off, M::Always, M::RefuseFirstWrite}) {
+    SCOPED_TRACE(m == M::Off ? "page cache" : m == M::Always ? "direct I/O" : "direct I/O refused");
+    DirectWriter::mode_for_tests(m);
+    body();
+  }
+  DirectWriter::mode_for_tests(M::Auto);
 }
 
 TEST(SafetensorsLayout, EmptyFileMatchesTheReferenceBytes) {
@@ -119,37 +134,39 @@ TEST(SafetensorsLayout, RejectsBadSpecs) {
 }
 
 TEST(SafetensorsWriter, WritesTensorsInAnyOrderAndTheReaderGetsThemBack) {
-  TempDir d;
-  const std::string path = d.str("m.safetensors");
-  const std::vector<TensorSpec> specs = {{"w", DType::BF16, {4, 3}}, {"s", DType::F32, {4, 1}},
-                                         {"q", DType::I8, {5}},      {"z", DType::F32, {0, 2}},
-                                         {"scalar", DType::I64, {}}};
-  {
-    SafetensorsWriter w(path, specs, {{"quant", "fp8"}});
-    for (auto it = specs.rbegin(); it != specs.rend(); ++it)
-      w.write(it->name, pattern(size_of(*it), static_cast<uint8_t>(it->name[0])));
-    EXPECT_FALSE(fs::exists(path));
-    EXPECT_TRUE(fs::exists(w.temp_path()));
-    w.commit();
-    EXPECT_EQ(fs::file_size(path), w.file_size());
-    EXPECT_EQ(w.layout().at("s").size, 16u);
-    EXPECT_EQ(test::read_file(path).size(), w.file_size());
-    const auto bytes = test::read_file(path);
-    EXPECT_EQ(std::string(bytes.begin(), bytes.begin() + static_cast<long>(w.header_bytes().size())), w.header_bytes());
-  }
-  EXPECT_EQ(dir_entries(d.path()), std::vector<std::string>{"m.safetensors"});
-  const auto f = SafetensorsFile::open(path);
-  EXPECT_EQ(f.metadata().at("format"), "pt");
-  EXPECT_EQ(f.metadata().at("quant"), "fp8");
-  ASSERT_EQ(f.tensors().size(), specs.size());
-  for (const auto& s : specs) {
-    const TensorView* t = f.find(s.name);
-    ASSERT_NE(t, nullptr) << s.name;
-    EXPECT_EQ(t->dtype, s.dtype);
-    EXPECT_EQ(t->shape, s.shape);
-    const auto want = pattern(size_of(s), static_cast<uint8_t>(s.name[0]));
-    EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), want.begin(), want.end())) << s.name;
-  }
+  for_each_write_path([&] {
+    TempDir d;
+    const std::string path = d.str("m.safetensors");
+    const std::vector<TensorSpec> specs = {{"w", DType::BF16, {4, 3}}, {"s", DType::F32, {4, 1}},
+                                           {"q", DType::I8, {5}},      {"z", DType::F32, {0, 2}},
+                                           {"scalar", DType::I64, {}}};
+    {
+      SafetensorsWriter w(path, specs, {{"quant", "fp8"}});
+      for (auto it = specs.rbegin(); it != specs.rend(); ++it)
+        w.write(it->name, pattern(size_of(*it), static_cast<uint8_t>(it->name[0])));
+      EXPECT_FALSE(fs::exists(path));
+      EXPECT_TRUE(fs::exists(w.temp_path()));
+      w.commit();
+      EXPECT_EQ(fs::file_size(path), w.file_size());
+      EXPECT_EQ(w.layout().at("s").size, 16u);
+      EXPECT_EQ(test::read_file(path).size(), w.file_size());
+      const auto bytes = test::read_file(path);
+      EXPECT_EQ(std::string(bytes.begin(), bytes.begin() + static_cast<long>(w.header_bytes().size())), w.header_bytes());
+    }
+    EXPECT_EQ(dir_entries(d.path()), std::vector<std::string>{"m.safetensors"});
+    const auto f = SafetensorsFile::open(path);
+    EXPECT_EQ(f.metadata().at("format"), "pt");
+    EXPECT_EQ(f.metadata().at("quant"), "fp8");
+    ASSERT_EQ(f.tensors().size(), specs.size());
+    for (const auto& s : specs) {
+      const TensorView* t = f.find(s.name);
+      ASSERT_NE(t, nullptr) << s.name;
+      EXPECT_EQ(t->dtype, s.dtype);
+      EXPECT_EQ(t->shape, s.shape);
+      const auto want = pattern(size_of(s), static_cast<uint8_t>(s.name[0]));
+      EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), want.begin(), want.end())) << s.name;
+    }
+  });
 }
 
 TEST(SafetensorsWriter, KeepsACallersFormatMetadata) {
@@ -161,66 +178,72 @@ TEST(SafetensorsWriter, KeepsACallersFormatMetadata) {
 }
 
 TEST(SafetensorsWriter, AcceptsChunksInAnyOrderOfAnySize) {
-  for (size_t chunk : {1u, 7u, 64u, 100u, 1000u}) {
-    TempDir d;
-    const TensorSpec spec{"t", DType::U8, {1000}};
-    const auto data = pattern(1000, 5);
-    std::vector<size_t> starts;
-    for (size_t s = 0; s < 1000; s += chunk) starts.push_back(s);
-    std::shuffle(starts.begin(), starts.end(), std::mt19937(static_cast<unsigned>(chunk)));
-    SafetensorsWriter w(d.str("c.safetensors"), {spec, {"u", DType::U16, {3}}});
-    for (size_t s : starts) {
-      const size_t len = std::min(chunk, 1000 - s);
-      w.write_chunk("t", s, std::span<const uint8_t>(data.data() + s, len));
+  for_each_write_path([&] {
+    for (size_t chunk : {1u, 7u, 64u, 100u, 1000u}) {
+      TempDir d;
+      const TensorSpec spec{"t", DType::U8, {1000}};
+      const auto data = pattern(1000, 5);
+      std::vector<size_t> starts;
+      for (size_t s = 0; s < 1000; s += chunk) starts.push_back(s);
+      std::shuffle(starts.begin(), starts.end(), std::mt19937(static_cast<unsigned>(chunk)));
+      SafetensorsWriter w(d.str("c.safetensors"), {spec, {"u", DType::U16, {3}}});
+      for (size_t s : starts) {
+        const size_t len = std::min(chunk, 1000 - s);
+        w.write_chunk("t", s, std::span<const uint8_t>(data.data() + s, len));
+      }
+      w.write("u", pattern(6, 1));
+      w.commit();
+      const auto f = SafetensorsFile::open(d.str("c.safetensors"));
+      EXPECT_TRUE(std::equal(f.find("t")->bytes.begin(), f.find("t")->bytes.end(), data.begin(), data.end()))
+          << "chunk " << chunk;
     }
-    w.write("u", pattern(6, 1));
-    w.commit();
-    const auto f = SafetensorsFile::open(d.str("c.safetensors"));
-    EXPECT_TRUE(std::equal(f.find("t")->bytes.begin(), f.find("t")->bytes.end(), data.begin(), data.end()))
-        << "chunk " << chunk;
-  }
+  });
 }
 
 TEST(SafetensorsWriter, AcceptsConcurrentWritesFromSeveralThreads) {
-  TempDir d;
-  std::vector<TensorSpec> specs;
-  for (int i = 0; i < 16; ++i) specs.push_back({"t" + std::to_string(i), DType::F32, {257}});
-  SafetensorsWriter w(d.str("p.safetensors"), specs);
-  std::vector<std::thread> threads;
-  for (int k = 0; k < 4; ++k)
-    threads.emplace_back([&, k] {
-      for (int i = k; i < 16; i += 4) {
-        const auto data = pattern(257 * 4, static_cast<uint8_t>(i));
-        for (size_t off = 0; off < data.size(); off += 100)
-          w.write_chunk(specs[static_cast<size_t>(i)].name, off,
-                        std::span<const uint8_t>(data.data() + off, std::min<size_t>(100, data.size() - off)));
-      }
-    });
-  for (auto& t : threads) t.join();
-  w.commit();
-  const auto f = SafetensorsFile::open(d.str("p.safetensors"));
-  for (int i = 0; i < 16; ++i) {
-    const auto want = pattern(257 * 4, static_cast<uint8_t>(i));
-    const auto& got = f.find("t" + std::to_string(i))->bytes;
-    EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin(), want.end()));
-  }
+  for_each_write_path([&] {
+    TempDir d;
+    std::vector<TensorSpec> specs;
+    for (int i = 0; i < 16; ++i) specs.push_back({"t" + std::to_string(i), DType::F32, {257}});
+    SafetensorsWriter w(d.str("p.safetensors"), specs);
+    std::vector<std::thread> threads;
+    for (int k = 0; k < 4; ++k)
+      threads.emplace_back([&, k] {
+        for (int i = k; i < 16; i += 4) {
+          const auto data = pattern(257 * 4, static_cast<uint8_t>(i));
+          for (size_t off = 0; off < data.size(); off += 100)
+            w.write_chunk(specs[static_cast<size_t>(i)].name, off,
+                          std::span<const uint8_t>(data.data() + off, std::min<size_t>(100, data.size() - off)));
+        }
+      });
+    for (auto& t : threads) t.join();
+    w.commit();
+    const auto f = SafetensorsFile::open(d.str("p.safetensors"));
+    for (int i = 0; i < 16; ++i) {
+      const auto want = pattern(257 * 4, static_cast<uint8_t>(i));
+      const auto& got = f.find("t" + std::to_string(i))->bytes;
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin(), want.end()));
+    }
+  });
 }
 
 TEST(SafetensorsWriter, CommitRefusesMissingBytesAndLeavesNoFile) {
-  TempDir d;
-  {
-    SafetensorsWriter w(d.str("m.safetensors"), {{"a", DType::U8, {100}}, {"b", DType::U8, {4}}});
-    w.write("b", pattern(4, 0));
-    w.write_chunk("a", 0, pattern(60, 0));
-    w.write_chunk("a", 67, pattern(33, 0));
-    try {
-      w.commit();
-      FAIL() << "commit accepted missing bytes";
-    } catch (const std::logic_error& e) {
-      EXPECT_CONTAINS(e.what(), "tensor 'a': only 93 of 100 bytes were written before commit");
+  for_each_write_path([&] {
+    TempDir d;
+    {
+      SafetensorsWriter w(d.str("m.safetensors"), {{"a", DType::U8, {100}}, {"b", DType::U8, {4}}});
+      w.write("b", pattern(4, 0));
+      w.write_chunk("a", 0, pattern(60, 0));
+      w.write_chunk("a", 67, pattern(33, 0));
+      try {
+        w.commit();
+        FAIL() << "commit accepted missing bytes";
+      } catch (const std::logic_error& e) {
+        EXPECT_CONTAINS(e.what(), "tensor 'a': only 93 of 100 bytes were written before commit");
+      }
     }
-  }
-  EXPECT_TRUE(dir_entries(d.path()).empty());
+    EXPECT_TRUE(dir_entries(d.path()).empty());
+  });
 }
 
 TEST(SafetensorsWriter, RefusesBytesWrittenTwiceUnknownTensorsAndOutOfRangeChunks) {
@@ -284,33 +307,35 @@ CopyRun write_both_ways(const TempDir& d, SafetensorsWriter::KernelCopy mode, bo
 }
 
 TEST(SafetensorsWriter, WriteCopyGivesTheSameFileAsWriteWhetherTheKernelCopiesAllSomeOrNone) {
-  using K = SafetensorsWriter::KernelCopy;
-  {
-    TempDir d;
-    const CopyRun r = write_both_ways(d, K::Auto, false);
-    EXPECT_EQ(r.by_copy, r.by_write);
-    // On Linux >= 5.3 on one file system the kernel copies everything; a kernel that cannot still
-    // gives the same file through the fallback (0 bytes copied), which this line does not forbid.
-    EXPECT_TRUE(r.kernel_bytes == (3u << 20) + 5 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
-  }
-  {
-    TempDir d;
-    const CopyRun r = write_both_ways(d, K::Off, false);
-    EXPECT_EQ(r.by_copy, r.by_write);
-    EXPECT_EQ(r.kernel_bytes, 0u);
-  }
-  {
-    TempDir d;  // the kernel copies the first 4096 bytes of "big" and all 14 of "small", then "fails"
-    const CopyRun r = write_both_ways(d, K::FailAfterFirstChunk, false);
-    EXPECT_EQ(r.by_copy, r.by_write);
-    EXPECT_TRUE(r.kernel_bytes == 4096 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
-  }
-  {
-    TempDir d;  // a descriptor the kernel refuses (EBADF): everything through the fallback
-    const CopyRun r = write_both_ways(d, K::Auto, true);
-    EXPECT_EQ(r.by_copy, r.by_write);
-    EXPECT_EQ(r.kernel_bytes, 0u);
-  }
+  for_each_write_path([&] {
+    using K = SafetensorsWriter::KernelCopy;
+    {
+      TempDir d;
+      const CopyRun r = write_both_ways(d, K::Auto, false);
+      EXPECT_EQ(r.by_copy, r.by_write);
+      // On Linux >= 5.3 on one file system the kernel copies everything; a kernel that cannot still
+      // gives the same file through the fallback (0 bytes copied), which this line does not forbid.
+      EXPECT_TRUE(r.kernel_bytes == (3u << 20) + 5 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
+    }
+    {
+      TempDir d;
+      const CopyRun r = write_both_ways(d, K::Off, false);
+      EXPECT_EQ(r.by_copy, r.by_write);
+      EXPECT_EQ(r.kernel_bytes, 0u);
+    }
+    {
+      TempDir d;  // the kernel copies the first 4096 bytes of "big" and all 14 of "small", then "fails"
+      const CopyRun r = write_both_ways(d, K::FailAfterFirstChunk, false);
+      EXPECT_EQ(r.by_copy, r.by_write);
+      EXPECT_TRUE(r.kernel_bytes == 4096 + 14 || r.kernel_bytes == 0) << r.kernel_bytes;
+    }
+    {
+      TempDir d;  // a descriptor the kernel refuses (EBADF): everything through the fallback
+      const CopyRun r = write_both_ways(d, K::Auto, true);
+      EXPECT_EQ(r.by_copy, r.by_write);
+      EXPECT_EQ(r.kernel_bytes, 0u);
+    }
+  });
 }
 
 TEST(SafetensorsWriter, WriteCopyRefusesAWrongSizeAndBytesWrittenTwice) {
@@ -335,17 +360,19 @@ TEST(SafetensorsWriter, WriteCopyRefusesAWrongSizeAndBytesWrittenTwice) {
 }
 
 TEST(SafetensorsWriter, RemovesItsTemporaryFileWhenDestroyedWithoutCommit) {
-  TempDir d;
-  test::write_text(d.path() / "m.safetensors", "old");
-  {
-    SafetensorsWriter w(d.str("m.safetensors"), {{"a", DType::U8, {10}}});
-    w.write("a", pattern(10, 0));
-    EXPECT_EQ(fs::path(w.temp_path()).filename().string(),
-              ".m.safetensors.tmp-" + std::to_string(::getpid()));
-    EXPECT_EQ(fs::path(w.temp_path()).parent_path(), d.path());
-  }
-  EXPECT_EQ(dir_entries(d.path()), std::vector<std::string>{"m.safetensors"});
-  EXPECT_EQ(test::read_text(d.path() / "m.safetensors"), "old");  // target untouched
+  for_each_write_path([&] {
+    TempDir d;
+    test::write_text(d.path() / "m.safetensors", "old");
+    {
+      SafetensorsWriter w(d.str("m.safetensors"), {{"a", DType::U8, {10}}});
+      w.write("a", pattern(10, 0));
+      EXPECT_EQ(fs::path(w.temp_path()).filename().string(),
+                ".m.safetensors.tmp-" + std::to_string(::getpid()));
+      EXPECT_EQ(fs::path(w.temp_path()).parent_path(), d.path());
+    }
+    EXPECT_EQ(dir_entries(d.path()), std::vector<std::string>{"m.safetensors"});
+    EXPECT_EQ(test::read_text(d.path() / "m.safetensors"), "old");  // target untouched
+  });
 }
 
 TEST(SafetensorsWriter, CommitReplacesAnExistingFile) {

@@ -18,8 +18,10 @@
 // One background thread (process wide) performs the queued writes with pwrite(2). The last
 // block of the file is written zero-padded to a whole block and the file truncated back to its
 // size by finish(). A writer waits for a free pool buffer when all are queued, so memory stays
-// bounded (kPoolBuffers x 4 MiB + the staging blocks of ranges still incomplete) whatever the
-// file size.
+// bounded (kPoolBuffers x 4 MiB = 128 MiB, allocated as the queue grows, + the staging blocks of
+// ranges still incomplete) whatever the file size. The queue is that long so that the output of
+// a large tensor (an 8B model's MLP weight: 56 MiB of FP8) is queued while the next tensor is
+// computed: with 4 buffers the quantize loop waited for the disk after each tensor.
 //
 // Every byte must be written exactly once before finish() (SafetensorsWriter books the ranges
 // and refuses overlaps). Direct I/O is used on ext4 and XFS only: tmpfs is memory already, and
@@ -41,7 +43,7 @@ class DirectWriter {
   // Files smaller than this are written through the page cache (the copy is cheap there).
   static constexpr uint64_t kMinFileBytes = uint64_t{8} << 20;
   static constexpr size_t kBufferBytes = size_t{4} << 20;
-  static constexpr int kPoolBuffers = 4;
+  static constexpr int kPoolBuffers = 32;  // 128 MiB at most; fewer held the quantize loop back (bench/RESULTS.md)
 
   // Switches `fd` (open for writing; owned by the caller, who keeps it open until this object is
   // gone) to O_DIRECT and returns a writer for a file of `file_size` bytes, or null where direct

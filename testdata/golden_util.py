@@ -1,5 +1,5 @@
-"""What the golden generators under testdata/ share: writing (or checking) their files and the
-compressed-tensors model-free steps around one Linear.
+"""What the golden generators under testdata/ share: writing (or checking) their files (and JSON
+files) and the compressed-tensors model-free steps around one Linear.
 
 The generators run from different virtualenvs (see each one's header), so this module imports only
 the standard library at the top; torch and compressed-tensors are imported inside the
@@ -12,6 +12,7 @@ functions that use them. A generator imports it through its own path:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def write_or_check(files: dict[Path, bytes], check: bool, base: Path) -> int:
     if check:
         print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
     return 1 if bad else 0
+
+
+def write_json(path, obj, **dump_args) -> None:
+    """json.dump(obj, **dump_args) into `path`, then a newline."""
+    with open(path, "w") as f:
+        json.dump(obj, f, **dump_args)
+        f.write("\n")
 
 
 def in_folders(base: Path, tree: dict[str, dict[str, bytes]]) -> dict[Path, bytes]:

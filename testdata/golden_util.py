@@ -1,9 +1,10 @@
-"""What the golden generators under testdata/ share: writing (or checking) their files (and JSON
-files) and the compressed-tensors model-free steps around one Linear.
+"""What the golden generators under testdata/ share: writing (or checking) their files, the
+compressed-tensors model-free steps around one Linear, and llm-compressor's `oneshot` run into a
+throw-away checkpoint.
 
 The generators run from different virtualenvs (see each one's header), so this module imports only
-the standard library at the top; torch and compressed-tensors are imported inside the
-functions that use them. A generator imports it through its own path:
+the standard library at the top; torch, compressed-tensors, datasets and llm-compressor are
+imported inside the functions that use them. A generator imports it through its own path:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import golden_util as gu
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -95,3 +98,46 @@ def weight_tensors(module, name: str) -> dict:
     prefix = name.removesuffix(".weight") + "."
     return {k: v.detach().contiguous() for k, v in module.state_dict(prefix=prefix).items()
             if not k[len(prefix):].startswith(("input_", "output_"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# llm-compressor
+# ---------------------------------------------------------------------------------------------
+
+def llmc_versions() -> str:
+    """The versions line the llm-compressor generators print on stderr."""
+    import compressed_tensors
+    import llmcompressor
+    import torch
+    import transformers
+    return (f"llmcompressor {llmcompressor.__version__}, compressed-tensors {compressed_tensors.__version__}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}")
+
+
+def oneshot_checkpoint(model, ids: list[list[int]], recipe, seq_len: int) -> tuple[dict, dict]:
+    """llm-compressor's `oneshot` on a tokenized dataset of `ids` (every mask 1; shuffle off,
+    sequential pipeline), saved into a temporary folder: returns (every tensor of the compressed
+    checkpoint, its config.json)."""
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from safetensors.torch import load_file
+
+    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
+    out = tempfile.mkdtemp()
+    try:
+        oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids),
+                max_seq_length=seq_len, shuffle_calibration_samples=False, pipeline="sequential",
+                output_dir=out)
+        tensors = {}
+        for f in sorted(Path(out).glob("*.safetensors")):
+            tensors.update(load_file(str(f)))
+        cfg = json.loads((Path(out) / "config.json").read_text())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return tensors, cfg
+
+
+def layer_tensors(tensors: dict, suffixes: tuple[str, ...]) -> dict:
+    """The decoder-layer tensors (names with '.layers.') ending in one of `suffixes`."""
+    return {k: v.contiguous() for k, v in tensors.items()
+            if ".layers." in k and any(k.endswith(s) for s in suffixes)}

@@ -223,15 +223,12 @@ TEST(MoeConfig, RefusesMoreExpertsPerTokenThanExperts) {
   json j = qwen3_moe_json();
   j["num_experts"] = 4;
   j["num_experts_per_tok"] = 5;
-  try {
-    ModelConfig::from_json(j, "/m/config.json");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::BadFile);
-    EXPECT_EQ(std::string(e.what()),
-              "/m/config.json: config key 'num_experts_per_tok' must be between 1 and the number of experts "
-              "(expected 1..4, got 5)");
-  }
+  const std::optional<InputError> e = qt::test::input_error([&] { ModelConfig::from_json(j, "/m/config.json"); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), InputError::Kind::BadFile);
+  EXPECT_EQ(std::string(e->what()),
+            "/m/config.json: config key 'num_experts_per_tok' must be between 1 and the number of experts "
+            "(expected 1..4, got 5)");
 }
 
 // ---- coverage report and the routed policy's refusal ------------------------------------------
@@ -275,18 +272,15 @@ TEST(MoeCoverage, ReportsMinMedianMaxAndExpertsWithoutTokensPerLayerInLayerOrder
 
 TEST(MoeCoverage, RoutedPolicyRefusesExpertsUnderTheMinimumNamingLayersAndExperts) {
   const auto cov = qt::calib::moe_coverage(coverage_stats());
-  try {
-    qt::calib::check_routed_coverage(cov, 5, "/m");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::BadValue);
-    EXPECT_EQ(std::string(e.what()),
-              "/m: --moe-calibration routed: 3 experts saw fewer than --moe-min-tokens 5 routed calibration tokens: "
-              "model.layers.0.mlp expert 1 (0 tokens), 3 (3 tokens); model.layers.10.mlp expert 0 (4 tokens). Their "
-              "input scales would rest on too few tokens; use --moe-calibration all (every token through every "
-              "expert, the default), more calibration samples, a lower --moe-min-tokens, or --moe-fallback layer-max "
-              "(such an expert takes the layer's maximum over the experts that met the minimum)");
-  }
+  const std::optional<InputError> e = qt::test::input_error([&] { qt::calib::check_routed_coverage(cov, 5, "/m"); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), InputError::Kind::BadValue);
+  EXPECT_EQ(std::string(e->what()),
+            "/m: --moe-calibration routed: 3 experts saw fewer than --moe-min-tokens 5 routed calibration tokens: "
+            "model.layers.0.mlp expert 1 (0 tokens), 3 (3 tokens); model.layers.10.mlp expert 0 (4 tokens). Their "
+            "input scales would rest on too few tokens; use --moe-calibration all (every token through every "
+            "expert, the default), more calibration samples, a lower --moe-min-tokens, or --moe-fallback layer-max "
+            "(such an expert takes the layer's maximum over the experts that met the minimum)");
   EXPECT_NO_THROW(qt::calib::check_routed_coverage(cov, 0, "/m"));
 }
 
@@ -351,16 +345,14 @@ TEST(MoeFallback, LayerMaxFillsAnExpertThatSawNoTokenEvenWithMinimumZero) {
 TEST(MoeFallback, LayerMaxRefusesALayerWhereNoExpertMetTheMinimum) {
   qt::ActivationStats s = coverage_stats();
   auto cov = qt::calib::moe_coverage(s);
-  try {
-    qt::calib::apply_layer_max_fallback(s, cov, 13, "/m");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::BadValue);
-    EXPECT_EQ(std::string(e.what()),
-              "/m: --moe-fallback layer-max: no expert of model.layers.0.mlp saw --moe-min-tokens 13 routed calibration "
-              "tokens (the most any saw: 12), so the layer has no maximum to fall back on; use --moe-calibration all, "
-              "more calibration samples, or a lower --moe-min-tokens");
-  }
+  const std::optional<InputError> e =
+      qt::test::input_error([&] { qt::calib::apply_layer_max_fallback(s, cov, 13, "/m"); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), InputError::Kind::BadValue);
+  EXPECT_EQ(std::string(e->what()),
+            "/m: --moe-fallback layer-max: no expert of model.layers.0.mlp saw --moe-min-tokens 13 routed calibration "
+            "tokens (the most any saw: 12), so the layer has no maximum to fall back on; use --moe-calibration all, "
+            "more calibration samples, or a lower --moe-min-tokens");
 }
 
 TEST(MoeFallback, LayerMaxRefusesAZeroMaximumRatherThanWriteAZeroScale) {
@@ -369,14 +361,12 @@ TEST(MoeFallback, LayerMaxRefusesAZeroMaximumRatherThanWriteAZeroScale) {
   s.routed_tokens["model.layers.2.mlp"] = {9, 1, 1, 1};
   for (int e = 1; e < 4; ++e) s.input_absmax["model.layers.2.mlp.experts." + std::to_string(e) + ".down_proj"] = 5.0f;
   auto cov = qt::calib::moe_coverage(s);
-  try {
-    qt::calib::apply_layer_max_fallback(s, cov, 5, "/m");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "/m: --moe-fallback layer-max: a w2 input statistic of the experts of model.layers.2.mlp that met "
-              "--moe-min-tokens is zero, negative or not finite; it cannot serve as the layer's maximum");
-  }
+  const std::optional<InputError> e =
+      qt::test::input_error([&] { qt::calib::apply_layer_max_fallback(s, cov, 5, "/m"); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(std::string(e->what()),
+            "/m: --moe-fallback layer-max: a w2 input statistic of the experts of model.layers.2.mlp that met "
+            "--moe-min-tokens is zero, negative or not finite; it cannot serve as the layer's maximum");
 }
 
 TEST(MoeFallback, ParsesItsTwoNamesOnly) {
@@ -494,15 +484,14 @@ TEST(MoeScales, EveryExpertGetsTheLayerMaximumOfItsW13OrW2InputScale) {
 TEST(MoeScales, AnExpertWithoutItsOwnStatisticIsStillRefused) {
   qt::ActivationStats s = coverage_stats();
   s.input_absmax.erase("model.layers.2.mlp.experts.3.down_proj");
-  try {
+  const std::optional<InputError> e = qt::test::input_error([&] {
     qt::calib::static_input_scale(s, "model.layers.2.mlp.experts.3.down_proj", qt::QuantType::Float8E4M3,
                                   qt::DType::F32, "/m");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "/m: tensor 'model.layers.2.mlp.experts.3.down_proj.input_scale': no calibration statistic (the module saw no "
-              "tokens, or stats do not match the model)");
-  }
+  });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(std::string(e->what()),
+            "/m: tensor 'model.layers.2.mlp.experts.3.down_proj.input_scale': no calibration statistic (the module saw no "
+            "tokens, or stats do not match the model)");
 }
 
 // ---- tiny-model --arch: folders qtool's own forward runs, and the plan's MoE rules -----------------
@@ -555,16 +544,14 @@ TEST_P(TinyMoe, Int8StaticIsRefusedForExpertsBecauseVllmFusedMoeTakesDynamicActi
   const std::string blk = o.arch == "mixtral" ? "block_sparse_moe" : "mlp";
   // The first expert projection in checkpoint order (the writer orders tensors by name).
   const std::string first = "model.layers.0." + blk + ".experts.0." + (o.arch == "mixtral" ? "w1" : "down_proj");
-  try {
-    qt::calib::build_quant_plan(f.checkpoint().tensors(), po, "/m");
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::Unsupported);
-    EXPECT_EQ(std::string(e.what()),
-              "/m: tensor '" + first + ".weight': int8-static quantizes mixture-of-experts experts with static INT8 input scales, "
-              "which vLLM's fused-MoE INT8 kernels refuse (they take dynamic per-token activations only); use "
-              "int8-dynamic or fp8-static, or keep the experts unquantized with --ignore 're:.*\\.experts\\..*'");
-  }
+  const std::optional<InputError> e =
+      qt::test::input_error([&] { qt::calib::build_quant_plan(f.checkpoint().tensors(), po, "/m"); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), InputError::Kind::Unsupported);
+  EXPECT_EQ(std::string(e->what()),
+            "/m: tensor '" + first + ".weight': int8-static quantizes mixture-of-experts experts with static INT8 input scales, "
+            "which vLLM's fused-MoE INT8 kernels refuse (they take dynamic per-token activations only); use "
+            "int8-dynamic or fp8-static, or keep the experts unquantized with --ignore 're:.*\\.experts\\..*'");
   // fp8-static: routers (and Qwen2-MoE's shared_expert_gate) kept and listed in ignore.
   po.scheme = qt::find_scheme("fp8-static");
   const auto plan = qt::calib::build_quant_plan(f.checkpoint().tensors(), po, "/m");

@@ -223,14 +223,12 @@ TEST(GptqQuantize, ASingularHessianWithoutDampeningFallsBackToRoundToNearest) {
 TEST(GptqQuantize, FloatingPointWeightsAreRefusedWithTheReason) {
   const std::vector<float> w = noise(8, 11);
   Hessian h(4);
-  try {
-    gptq_quantize(f32_view(w, 2, 4), find_scheme("fp8-dynamic")->weights, h, {});
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Unsupported);
-    EXPECT_EQ(e.problem(),
-              "GPTQ is implemented for integer weights with per-channel or per-group scales, not FP8 E4M3 per-channel");
-  }
+  const std::optional<InputError> e =
+      test::input_error([&] { gptq_quantize(f32_view(w, 2, 4), find_scheme("fp8-dynamic")->weights, h, {}); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Unsupported);
+  EXPECT_EQ(e->problem(),
+            "GPTQ is implemented for integer weights with per-channel or per-group scales, not FP8 E4M3 per-channel");
 }
 
 TEST(GptqQuantize, TheResultDoesNotDependOnTheThreadCount) {
@@ -416,15 +414,13 @@ TEST(QuantizeModelGptq, WithSmoothQuantWritesSmoothedNormsAndFactorsBesideGptqCo
 
 TEST(QuantizeModelGptq, IsRefusedForFp8WeightsWithTheReason) {
   test::TempDir d;
-  try {
-    calib::quantize_model(gptq_request(d, tiny(d), "out", "fp8-dynamic"));
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); fp8-dynamic has FP8 "
-                           "E4M3 per-channel weights, which qtool rounds to nearest (GPTQ's error feedback is "
-                           "implemented for integer codes)");
-  }
+  const std::optional<InputError> e =
+      test::input_error([&] { calib::quantize_model(gptq_request(d, tiny(d), "out", "fp8-dynamic")); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Usage);
+  EXPECT_EQ(e->problem(), "--algorithm gptq needs integer weights (w4a16, w8a16, int8-dynamic, int8-static); fp8-dynamic has FP8 "
+                          "E4M3 per-channel weights, which qtool rounds to nearest (GPTQ's error feedback is "
+                          "implemented for integer codes)");
 }
 
 TEST(QuantizeModelGptq, IsRefusedWithStatisticsFilesWithTheReason) {
@@ -432,15 +428,12 @@ TEST(QuantizeModelGptq, IsRefusedWithStatisticsFilesWithTheReason) {
   calib::QuantizeRequest r = gptq_request(d, tiny(d), "out", "int8-dynamic");
   r.smoothquant = true;
   r.stats_in = {d.str("stats.zst")};
-  try {
-    calib::quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--algorithm gptq observes the activations in its own layer-by-layer pass (each layer on the "
-                           "outputs of the quantized layers before it): --stats and --save-stats (statistics of the "
-                           "unquantized model) do not apply");
-  }
+  const std::optional<InputError> e = test::input_error([&] { calib::quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Usage);
+  EXPECT_EQ(e->problem(), "--algorithm gptq observes the activations in its own layer-by-layer pass (each layer on the "
+                          "outputs of the quantized layers before it): --stats and --save-stats (statistics of the "
+                          "unquantized model) do not apply");
 }
 
 TEST(QuantizeModelGptq, ObservesStaticInputAndKvScalesInItsOwnPassOnTheQuantizedLayersBefore) {
@@ -489,30 +482,26 @@ TEST(CheckFreeSpace, NamesTheOutputAndGptqsTemporaryFilesWhenTheyDoNotFit) {
   s.before_write_what = "hidden states";
   s.before_write = 200 * MiB;
   // Peak: output 50 + weights 30 + (hidden 200 - output 50) + margin 64 = 294 MiB.
-  try {
-    calib::check_free_space("/data/out-parent", 293 * MiB, 50 * MiB, s);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Io);
-    EXPECT_EQ(e.file(), "/data/out-parent");
-    EXPECT_EQ(e.problem(), "not enough free disk space");
-    EXPECT_EQ(e.expected(), "294 MiB (the output 50 MiB; GPTQ's temporary files: quantized weights 30 MiB while "
-                            "writing, hidden states 200 MiB before)");
-    EXPECT_EQ(e.got(), "293 MiB free");
-  }
+  const std::optional<InputError> e =
+      test::input_error([&] { calib::check_free_space("/data/out-parent", 293 * MiB, 50 * MiB, s); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Io);
+  EXPECT_EQ(e->file(), "/data/out-parent");
+  EXPECT_EQ(e->problem(), "not enough free disk space");
+  EXPECT_EQ(e->expected(), "294 MiB (the output 50 MiB; GPTQ's temporary files: quantized weights 30 MiB while "
+                           "writing, hidden states 200 MiB before)");
+  EXPECT_EQ(e->got(), "293 MiB free");
   EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 294 * MiB, 50 * MiB, s));
   // Hidden states smaller than the output: the output's space serves them first.
   s.before_write = 20 * MiB;
   EXPECT_NO_THROW(calib::check_free_space("/data/out-parent", 144 * MiB, 50 * MiB, s));
   EXPECT_THROW(calib::check_free_space("/data/out-parent", 143 * MiB, 50 * MiB, s), InputError);
   // Without temporary files: the output and the margin, as before.
-  try {
-    calib::check_free_space("/data/out-parent", 100 * MiB, 50 * MiB);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.expected(), "114 MiB");
-    EXPECT_EQ(e.got(), "100 MiB free");
-  }
+  const std::optional<InputError> e2 =
+      test::input_error([&] { calib::check_free_space("/data/out-parent", 100 * MiB, 50 * MiB); });
+  ASSERT_TRUE(e2) << "no error";
+  EXPECT_EQ(e2->expected(), "114 MiB");
+  EXPECT_EQ(e2->got(), "100 MiB free");
 }
 
 TEST(GptqScratchFiles, AreTheSizesOfTheSpillFilesARunReallyKeeps) {

@@ -69,6 +69,15 @@ std::string tiny(const test::TempDir& d, DType dt = DType::BF16) {
   return d.str("m");
 }
 
+// A request to quantize the model in model_dir with the scheme into output; the rest as defaulted.
+QuantizeRequest request(const std::string& model_dir, const std::string& output, const char* scheme) {
+  QuantizeRequest r;
+  r.model = model_dir;
+  r.output = output;
+  r.scheme = find_scheme(scheme);
+  return r;
+}
+
 TEST(QuantizePipeline, WritesExactlyThePlannedTensorsAndCopiesKeptOnesByteForByte) {
   test::TempDir d;
   const std::string in = tiny(d);
@@ -304,10 +313,7 @@ TEST(QuantizePipeline, StaticInputScaleIsTheFusedGroupsAbsmaxOverTheFp8Maximum) 
 
 TEST(QuantizeModel, DryRunPlansWithoutWritingAnything) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("fp8-static");  // would calibrate, but not in a dry run
+  QuantizeRequest r = request(tiny(d), d.str("out"), "fp8-static");  // would calibrate, but not in a dry run
   r.dry_run = true;
   const QuantizeOutcome o = quantize_model(r);
   EXPECT_TRUE(o.dry_run);
@@ -319,47 +325,32 @@ TEST(QuantizeModel, DryRunPlansWithoutWritingAnything) {
 
 TEST(QuantizeModel, AnAlreadyQuantizedModelIsRefused) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("q");
-  r.scheme = find_scheme("fp8-dynamic");
+  QuantizeRequest r = request(tiny(d), d.str("q"), "fp8-dynamic");
   quantize_model(r);
   r.model = d.str("q");
   r.output = d.str("qq");
-  try {
-    quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Unsupported);
-    EXPECT_EQ(e.file(), d.str("q") + "/config.json");
-    EXPECT_EQ(e.problem(), "the model is already quantized (config.json has a quantization_config); quantize an "
-                           "unquantized BF16/F16/F32 checkpoint");
-  }
+  const std::optional<InputError> e = test::input_error([&] { quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Unsupported);
+  EXPECT_EQ(e->file(), d.str("q") + "/config.json");
+  EXPECT_EQ(e->problem(), "the model is already quantized (config.json has a quantization_config); quantize an "
+                          "unquantized BF16/F16/F32 checkpoint");
 }
 
 TEST(QuantizeModel, SmoothQuantWithAWeightOnlySchemeIsAUsageError) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("w4a16");
+  QuantizeRequest r = request(tiny(d), d.str("out"), "w4a16");
   r.smoothquant = true;
-  try {
-    quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--smoothquant needs a scheme that quantizes activations; w4a16 is weight-only (smoothing "
-                           "would only make its weights harder to quantize)");
-  }
+  const std::optional<InputError> e = test::input_error([&] { quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Usage);
+  EXPECT_EQ(e->problem(), "--smoothquant needs a scheme that quantizes activations; w4a16 is weight-only (smoothing "
+                          "would only make its weights harder to quantize)");
 }
 
 TEST(QuantizeModel, ACalibratedRunReportsItsCostAndRemovesTheResumeFile) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("int8-static");
+  QuantizeRequest r = request(tiny(d), d.str("out"), "int8-static");
   r.num_samples = 2;
   r.seq_len = 16;
   std::vector<std::string> lines;
@@ -377,10 +368,7 @@ TEST(QuantizeModel, ACalibratedRunReportsItsCostAndRemovesTheResumeFile) {
 
 TEST(QuantizeModel, FewerSamplesThanAskedAreAnnouncedAndRecordedInTheManifest) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("fp8-static");
+  QuantizeRequest r = request(tiny(d), d.str("out"), "fp8-static");
   r.num_samples = 100000;  // far more than the built-in text has chunks
   r.seq_len = 16;
   std::vector<std::string> warnings;
@@ -411,27 +399,18 @@ std::string tiny_hidden_192(const test::TempDir& d) {
 
 TEST(QuantizeModel, W4a16OnAHiddenSizeGroup128CannotTakeNamesTheGroupSizeThatFits) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny_hidden_192(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("w4a16");
-  try {
-    quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Unsupported);
-    EXPECT_EQ(e.tensor(), "model.layers.0.mlp.gate_proj.weight");  // the first in the file's (sorted) order
-    EXPECT_EQ(e.problem(), "scheme w4a16 cannot quantize it: input dimension 192 is not a multiple of the group size "
-                           "128 (--group-size 64 fits it, or add --ignore model.layers.0.mlp.gate_proj to keep it in bf16)");
-  }
+  QuantizeRequest r = request(tiny_hidden_192(d), d.str("out"), "w4a16");
+  const std::optional<InputError> e = test::input_error([&] { quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Unsupported);
+  EXPECT_EQ(e->tensor(), "model.layers.0.mlp.gate_proj.weight");  // the first in the file's (sorted) order
+  EXPECT_EQ(e->problem(), "scheme w4a16 cannot quantize it: input dimension 192 is not a multiple of the group size "
+                          "128 (--group-size 64 fits it, or add --ignore model.layers.0.mlp.gate_proj to keep it in bf16)");
 }
 
 TEST(QuantizeModel, GroupSize64WritesGroupsOf64AndRecordsThemInConfigAndManifest) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny_hidden_192(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("w4a16");
+  QuantizeRequest r = request(tiny_hidden_192(d), d.str("out"), "w4a16");
   r.group_size = 64;
   r.hash_inputs = false;
   const QuantizeOutcome o = quantize_model(r);
@@ -458,36 +437,24 @@ TEST(QuantizeModel, GroupSize64WritesGroupsOf64AndRecordsThemInConfigAndManifest
 
 TEST(QuantizeModel, GroupSizeWithAPerChannelSchemeIsAUsageError) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("w8a16");
+  QuantizeRequest r = request(tiny(d), d.str("out"), "w8a16");
   r.group_size = 64;
-  try {
-    quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--group-size applies to schemes with group-wise weight scales (w4a16); w8a16 has INT8 "
-                           "per-channel weights");
-  }
+  const std::optional<InputError> e = test::input_error([&] { quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Usage);
+  EXPECT_EQ(e->problem(), "--group-size applies to schemes with group-wise weight scales (w4a16); w8a16 has INT8 "
+                          "per-channel weights");
 }
 
 TEST(QuantizeModel, AGroupSizeVllmDoesNotRunIsAUsageError) {
   test::TempDir d;
-  QuantizeRequest r;
-  r.model = tiny(d);
-  r.output = d.str("out");
-  r.scheme = find_scheme("w4a16");
+  QuantizeRequest r = request(tiny(d), d.str("out"), "w4a16");
   r.group_size = 48;
-  try {
-    quantize_model(r);
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), Kind::Usage);
-    EXPECT_EQ(e.problem(), "--group-size 48 is not supported");
-    EXPECT_EQ(e.expected(), "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
-  }
+  const std::optional<InputError> e = test::input_error([&] { quantize_model(r); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), Kind::Usage);
+  EXPECT_EQ(e->problem(), "--group-size 48 is not supported");
+  EXPECT_EQ(e->expected(), "32, 64 or 128 (the group sizes vLLM's WNA16 kernels run)");
 }
 
 TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndTheStatistics) {
@@ -496,10 +463,7 @@ TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndThe
   for (GemmPrecision prec : {GemmPrecision::F32, GemmPrecision::BF16}) {
     const std::string name = precision_name(prec);
     SCOPED_TRACE(name);
-    QuantizeRequest r;
-    r.model = model;
-    r.output = d.str("out-" + name);
-    r.scheme = find_scheme("fp8-static");
+    QuantizeRequest r = request(model, d.str("out-" + name), "fp8-static");
     r.num_samples = 2;
     r.seq_len = 16;
     r.calib_precision = prec;

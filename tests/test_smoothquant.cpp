@@ -383,6 +383,40 @@ TEST_F(SmoothingOnTinyModel, RefusesAStrengthOutsideZeroToOne) {
 // and versions). qtool calibrates the same model on the same token ids with its own forward pass
 // (logits within ~5e-7 of transformers), so statistics agree to f32 rounding, and the factors,
 // which are smooth functions of them, to a few f32 ulps.
+// got and want agree to `rel` relative difference (absolute where want is 0); `what` names them.
+void expect_near(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double worst = 0;
+  for (size_t j = 0; j < got.size(); ++j) {
+    const double d = std::fabs(static_cast<double>(got[j]) - want[j]);
+    const double r = d / std::max(std::fabs(static_cast<double>(want[j])), 1e-30);
+    worst = std::max(worst, want[j] == 0 ? d : r);
+  }
+  EXPECT_LE(worst, rel) << what << ": worst relative difference " << worst;
+}
+
+// One mapping gm of an llm-compressor SmoothQuant golden against qtool's statistics st and plan
+// on the model m, to 2e-6: the norm's channel ranges, the factors, the smoothed norm weight and
+// the first rows of the first smoothed balance weight (the golden may keep only those).
+void expect_mapping_matches(const ModelFolder& m, const ActivationStats& st, const calib::SmoothingPlan& plan,
+                            const nlohmann::json& gm) {
+  const std::string norm = gm.at("smooth");
+  expect_near(st.channel_min.at(norm), gm.at("channel_min").get<std::vector<float>>(), 2e-6, "channel_min");
+  expect_near(st.channel_max.at(norm), gm.at("channel_max").get<std::vector<float>>(), 2e-6, "channel_max");
+  expect_near(plan.factors.at(norm), gm.at("scales").get<std::vector<float>>(), 2e-6, "scales");
+  const TensorView* gw = m.checkpoint().find(norm + ".weight");
+  expect_near(decode(gw->dtype, plan.smoothed_bytes(*gw)), gm.at("smoothed_norm_weight").get<std::vector<float>>(),
+              2e-6, "smoothed norm weight");
+  const std::string first = gm.at("balance")[0].get<std::string>() + ".weight";
+  const TensorView* bw = m.checkpoint().find(first);
+  std::vector<float> want;
+  for (const auto& row : gm.at("smoothed_first_balance_weight_first4rows"))
+    for (float v : row.get<std::vector<float>>()) want.push_back(v);
+  std::vector<float> got = decode(bw->dtype, plan.smoothed_bytes(*bw));
+  got.resize(want.size());  // the golden may keep only the first rows
+  expect_near(got, want, 2e-6, "smoothed " + first);
+}
+
 class SmoothQuantGolden : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
@@ -397,35 +431,12 @@ TEST_P(SmoothQuantGolden, MatchesLlmCompressorsFactorsAndSmoothedWeights) {
   const ActivationStats st = calib::calibrate(m, samples, {}).stats;
   // llm-compressor's default mappings (the norms); up -> down is qtool's addition.
   const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, g.at("alpha").get<double>(), calib::SmoothingMappings::Norms);
-  auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    double worst = 0;
-    for (size_t j = 0; j < got.size(); ++j) {
-      const double d = std::fabs(static_cast<double>(got[j]) - want[j]);
-      const double r = d / std::max(std::fabs(static_cast<double>(want[j])), 1e-30);
-      worst = std::max(worst, want[j] == 0 ? d : r);
-    }
-    EXPECT_LE(worst, rel) << what << ": worst relative difference " << worst;
-  };
   ASSERT_EQ(g.at("mappings").size(), plan.mappings.size());
   EXPECT_EQ(g.at("pipeline").get<std::string>(), "basic");  // statistics of the unsmoothed model, like qtool's
   for (const auto& gm : g.at("mappings")) {
     const std::string norm = gm.at("smooth");
     SCOPED_TRACE(norm);
-    near(st.channel_min.at(norm), gm.at("channel_min").get<std::vector<float>>(), 2e-6, "channel_min");
-    near(st.channel_max.at(norm), gm.at("channel_max").get<std::vector<float>>(), 2e-6, "channel_max");
-    near(plan.factors.at(norm), gm.at("scales").get<std::vector<float>>(), 2e-6, "scales");
-    const TensorView* gw = m.checkpoint().find(norm + ".weight");
-    near(decode(gw->dtype, plan.smoothed_bytes(*gw)), gm.at("smoothed_norm_weight").get<std::vector<float>>(), 2e-6,
-         "smoothed norm weight");
-    const std::string first = gm.at("balance")[0].get<std::string>() + ".weight";
-    const TensorView* bw = m.checkpoint().find(first);
-    std::vector<float> want;
-    for (const auto& row : gm.at("smoothed_first_balance_weight_first4rows"))
-      for (float v : row.get<std::vector<float>>()) want.push_back(v);
-    std::vector<float> got = decode(bw->dtype, plan.smoothed_bytes(*bw));
-    got.resize(want.size());  // the golden may keep only the first rows
-    near(got, want, 2e-6, "smoothed " + first);
+    expect_mapping_matches(m, st, plan, gm);
   }
 }
 
@@ -455,15 +466,6 @@ TEST_P(SmoothQuantMoeGolden, MatchesLlmCompressorsMoeMappingsFactorsAndInputScal
   const auto samples = g.at("tokens").get<std::vector<std::vector<int32_t>>>();
   const ActivationStats st = calib::calibrate(m, samples, {}).stats;
   const calib::SmoothingPlan plan = calib::plan_smoothing(m, st, g.at("alpha").get<double>(), calib::SmoothingMappings::Norms);
-  auto near = [](const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    double worst = 0;
-    for (size_t j = 0; j < got.size(); ++j) {
-      const double d = std::fabs(static_cast<double>(got[j]) - want[j]);
-      worst = std::max(worst, want[j] == 0 ? d : d / std::fabs(static_cast<double>(want[j])));
-    }
-    EXPECT_LE(worst, rel) << what << ": worst relative difference " << worst;
-  };
   std::set<std::string> golden;
   for (const auto& gm : g.at("mappings")) {
     const std::string norm = gm.at("smooth");
@@ -474,19 +476,7 @@ TEST_P(SmoothQuantMoeGolden, MatchesLlmCompressorsMoeMappingsFactorsAndInputScal
       if (pm.smooth == norm) mine = &pm;
     ASSERT_NE(mine, nullptr);
     EXPECT_EQ(nlohmann::json(mine->balance), gm.at("balance"));
-    near(st.channel_min.at(norm), gm.at("channel_min").get<std::vector<float>>(), 2e-6, "channel_min");
-    near(st.channel_max.at(norm), gm.at("channel_max").get<std::vector<float>>(), 2e-6, "channel_max");
-    near(plan.factors.at(norm), gm.at("scales").get<std::vector<float>>(), 2e-6, "scales");
-    const TensorView* gw = m.checkpoint().find(norm + ".weight");
-    near(decode(gw->dtype, plan.smoothed_bytes(*gw)), gm.at("smoothed_norm_weight").get<std::vector<float>>(), 2e-6,
-         "smoothed norm weight");
-    const TensorView* bw = m.checkpoint().find(gm.at("balance")[0].get<std::string>() + ".weight");
-    std::vector<float> want;
-    for (const auto& row : gm.at("smoothed_first_balance_weight_first4rows"))
-      for (float v : row.get<std::vector<float>>()) want.push_back(v);
-    std::vector<float> got = decode(bw->dtype, plan.smoothed_bytes(*bw));
-    got.resize(want.size());
-    near(got, want, 2e-6, "smoothed first balance rows");
+    expect_mapping_matches(m, st, plan, gm);
   }
   EXPECT_FALSE(golden.empty());
   // qtool's extra mappings: only the post_attention_layernorm of a dense layer (no router).

@@ -409,13 +409,11 @@ TEST(VerifyCheckpoint, ReferenceOfADifferentModelIsAUsageError) {
   Models& m = Models::get();
   test::TempDir d;
   ASSERT_EQ(test::run_qtool({"tiny-model", d.str("wide"), "--hidden", "64"}).exit_code, 0);
-  try {
-    verify::verify_checkpoint(opts(m.quantized("fp8-dynamic"), d.str("wide")));
-    FAIL() << "no error";
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::Usage);
-    EXPECT_NE(std::string(e.what()).find("hidden_size"), std::string::npos) << e.what();
-  }
+  const std::optional<InputError> e =
+      test::input_error([&] { verify::verify_checkpoint(opts(m.quantized("fp8-dynamic"), d.str("wide"))); });
+  ASSERT_TRUE(e) << "no error";
+  EXPECT_EQ(e->kind(), InputError::Kind::Usage);
+  EXPECT_NE(std::string(e->what()).find("hidden_size"), std::string::npos) << e->what();
 }
 
 TEST(ModelLevel, KlOfACheckpointAgainstItselfDequantizedIsZeroAndPositiveWithActivationQuantization) {

@@ -33,7 +33,6 @@ step 2, which is dropped here (model_free_ptq refuses static activations altoget
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -42,7 +41,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save, save_file
 
-import compressed_tensors
 from compressed_tensors.compressors import compress_module
 from compressed_tensors.offload import update_offload_parameter
 from compressed_tensors.quantization import (
@@ -50,7 +48,6 @@ from compressed_tensors.quantization import (
     QuantizationScheme,
     QuantizationStatus,
     QuantizationStrategy,
-    initialize_module_for_quantization,
 )
 from compressed_tensors.quantization.utils import (
     calculate_qparams,
@@ -59,6 +56,9 @@ from compressed_tensors.quantization.utils import (
 )
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 SEED = 20260806
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -190,10 +190,7 @@ def quantize_tensor(name: str, weight: torch.Tensor, scheme: QuantizationScheme,
                     expect_format: str | None = None) -> dict[str, torch.Tensor]:
     """The model-free path for one 2-D weight; returns the checkpoint tensors, named
     '<name minus .weight>.<param>'. expect_format: fail unless ct picks this format."""
-    out_f, in_f = weight.shape
-    module = torch.nn.Linear(in_f, out_f, bias=False, dtype=weight.dtype)
-    module.weight.data.copy_(weight)
-    initialize_module_for_quantization(module, scheme, force_zero_point=False)
+    module = gu.quant_linear(weight, scheme)
 
     # memoryless_minmax observer (llm-compressor observers/min_max.py::_get_min_max)
     observed = flatten_weight(module.weight, scheme.weights)
@@ -210,9 +207,7 @@ def quantize_tensor(name: str, weight: torch.Tensor, scheme: QuantizationScheme,
     if expect_format is not None and got_format != expect_format:
         raise RuntimeError(f"{name}: compressed-tensors chose {got_format}, expected {expect_format}")
 
-    prefix = name.removesuffix(".weight") + "."
-    return {k: v.detach().contiguous() for k, v in module.state_dict(prefix=prefix).items()
-            if not k[len(prefix):].startswith(("input_", "output_"))}
+    return gu.weight_tensors(module, name)
 
 
 def build_all() -> tuple[dict[str, dict[str, bytes]], list[str]]:
@@ -236,31 +231,11 @@ def build_all() -> tuple[dict[str, dict[str, bytes]], list[str]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate in memory and compare with the committed files")
-    opts = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}, "
-          f"numpy {np.__version__}", file=sys.stderr)
+    check = gu.start_ct(__doc__.split("\n")[0])
     files, notes = build_all()
     for n in sorted(set(notes)):
         print("note:", n, file=sys.stderr)
-    bad = 0
-    for dname, entries in files.items():
-        d = HERE / dname
-        for fname, blob in entries.items():
-            p = d / fname
-            if opts.check:
-                if not p.exists() or p.read_bytes() != blob:
-                    print(f"DIFFERS: {p.relative_to(HERE)}", file=sys.stderr)
-                    bad += 1
-            else:
-                d.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(blob)
-    if opts.check:
-        print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
-    return 1 if bad else 0
+    return gu.write_or_check(gu.in_folders(HERE, files), check, HERE)
 
 
 if __name__ == "__main__":

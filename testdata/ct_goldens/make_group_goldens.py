@@ -19,14 +19,12 @@ Every input weight is quantized, d.weight [16,320] included: 320 is a multiple o
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
-import compressed_tensors
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,24 +57,8 @@ def build() -> dict[str, dict[str, bytes]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true")
-    opts = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}", file=sys.stderr)
-    bad = 0
-    for dname, entries in build().items():
-        for fname, blob in entries.items():
-            p = mg.HERE / dname / fname
-            if opts.check:
-                if not p.exists() or p.read_bytes() != blob:
-                    print(f"DIFFERS: {dname}/{fname}", file=sys.stderr)
-                    bad += 1
-            else:
-                p.write_bytes(blob)
-    if opts.check:
-        print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
-    return 1 if bad else 0
+    check = mg.gu.start_ct(__doc__.split("\n")[0])
+    return mg.gu.write_or_check(mg.gu.in_folders(mg.HERE, build()), check, mg.HERE)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from transformers.models.qwen2 import modeling_qwen2
 from transformers.models.qwen3 import modeling_qwen3
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import golden_util as gu  # noqa: E402
 
 TOKENS = [
     [1, 17, 42, 99, 5, 127, 64, 3, 88, 42, 42, 7],
@@ -88,7 +90,8 @@ MODELING = {"llama": modeling_llama, "mistral": modeling_mistral, "qwen2": model
 
 
 def randomize(model, seed):
-    """Weights with O(1) activations: N(0,1/in) for Linears, N(0,1) embeddings, norms 1+N(0,0.1)
+    """Weights with O(1) activations: N(0,1/in) for Linears (the last dim is `in`, also for the
+    fused [E, out, in] expert tensors of the MoE models), N(0,1) embeddings, norms 1+N(0,0.1)
     (so a norm weight that is ignored shows), biases N(0,0.1)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -100,7 +103,7 @@ def randomize(model, seed):
             elif "embed_tokens" in name:
                 p.copy_(torch.randn(p.shape, generator=g))
             else:
-                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(p.shape[1]))
+                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(p.shape[-1]))
 
 
 def run_captured(model, modeling, token_lists):
@@ -161,11 +164,13 @@ def without_window(out_dir, tokens):
         return model(torch.tensor([tokens]), use_cache=False).logits[0].numpy()
 
 
-def make_model(name, cfg_dict, seed):
+def save_random_model(name, cfg_dict, common, seed):
+    """A tiny model from the config common + cfg_dict with randomize(seed) weights, saved with
+    save_pretrained (safetensors) into HERE/<name>; returns (that folder, the config)."""
     out_dir = os.path.join(HERE, name)
     os.makedirs(out_dir, exist_ok=True)
-    cfg = AutoConfig.for_model(**{k: v for k, v in {**COMMON, **cfg_dict}.items()
-                                  if k not in ("architectures",)})
+    cfg = AutoConfig.for_model(**{k: v for k, v in {**common, **cfg_dict}.items()
+                                  if k != "architectures"})
     cfg.architectures = cfg_dict["architectures"]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager",
@@ -175,23 +180,49 @@ def make_model(name, cfg_dict, seed):
         model.tie_weights()
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
-    if name in LEGACY_CONFIG:
-        # Rewrite config.json the way transformers v4 wrote it (rope_theta at the top level,
-        # `rope_scaling` instead of v5's `rope_parameters`), as older hub checkpoints have it.
-        path = os.path.join(out_dir, "config.json")
-        with open(path) as f:
-            cj = json.load(f)
-        rp = cj.pop("rope_parameters")
-        cj["rope_theta"] = rp.pop("rope_theta")
-        cj["rope_scaling"] = LEGACY_CONFIG[name]
-        with open(path, "w") as f:
-            json.dump(cj, f, indent=2, sort_keys=True)
-            f.write("\n")
+    return out_dir, cfg
 
-    # Reload from disk so the goldens come from exactly the saved checkpoint and config.json.
+
+def edit_config(out_dir, edit):
+    """Rewrites out_dir/config.json after edit(the parsed dict) (sorted keys, indent 2)."""
+    path = os.path.join(out_dir, "config.json")
+    with open(path) as f:
+        cj = json.load(f)
+    edit(cj)
+    gu.write_json(path, cj, indent=2, sort_keys=True)
+
+
+def reload(out_dir):
+    """The saved model, read back (eager attention, float32), in eval mode."""
     model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager",
                                                  dtype=torch.float32)
     model.eval()
+    return model
+
+
+def write_goldens(out_dir, logits, stats):
+    """logits.bin (the samples' logits one after the other, f32 LE) and stats.json; returns the
+    folder's size, which must stay under 200 KB."""
+    np.concatenate(logits, axis=0).astype("<f4").tofile(os.path.join(out_dir, "logits.bin"))
+    gu.write_json(os.path.join(out_dir, "stats.json"), stats, indent=1, sort_keys=True)
+    size = sum(os.path.getsize(os.path.join(out_dir, x)) for x in os.listdir(out_dir))
+    assert size <= 200 * 1024, f"{os.path.basename(out_dir)} goldens exceed 200 KB"
+    return size
+
+
+def make_model(name, cfg_dict, seed):
+    out_dir, cfg = save_random_model(name, cfg_dict, COMMON, seed)
+    if name in LEGACY_CONFIG:
+        # Rewrite config.json the way transformers v4 wrote it (rope_theta at the top level,
+        # `rope_scaling` instead of v5's `rope_parameters`), as older hub checkpoints have it.
+        def legacy(cj):
+            rp = cj.pop("rope_parameters")
+            cj["rope_theta"] = rp.pop("rope_theta")
+            cj["rope_scaling"] = LEGACY_CONFIG[name]
+        edit_config(out_dir, legacy)
+
+    # Reload from disk so the goldens come from exactly the saved checkpoint and config.json.
+    model = reload(out_dir)
 
     logits, stats = run_captured(model, MODELING[name], TOKENS)
 
@@ -209,18 +240,11 @@ def make_model(name, cfg_dict, seed):
             "sliding window has no effect on the long sample"
         long_logits[0][-LONG_TAIL:].astype("<f4").tofile(os.path.join(out_dir, "long_logits_tail.bin"))
         long_stats.update(tokens=long_tokens, tail=LONG_TAIL, vocab=cfg.vocab_size)
-        with open(os.path.join(out_dir, "long.json"), "w") as f:
-            json.dump(long_stats, f, indent=1, sort_keys=True)
-            f.write("\n")
+        gu.write_json(os.path.join(out_dir, "long.json"), long_stats, indent=1, sort_keys=True)
 
-    np.concatenate(logits, axis=0).astype("<f4").tofile(os.path.join(out_dir, "logits.bin"))
     stats.update(tokens=TOKENS, vocab=cfg.vocab_size)
-    with open(os.path.join(out_dir, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=1, sort_keys=True)
-        f.write("\n")
-    size = sum(os.path.getsize(os.path.join(out_dir, x)) for x in os.listdir(out_dir))
+    size = write_goldens(out_dir, logits, stats)
     print(f"{name}: {size} bytes")
-    assert size <= 200 * 1024, f"{name} goldens exceed 200 KB"
 
 
 # RoPE configurations: (name, config.json dict). head_dim comes from hidden/heads or head_dim.
@@ -286,15 +310,18 @@ def rope_cases():
         cases.append({"name": name, "config": config_json,
                       "inv_freq": [float(x) for x in rot.inv_freq.float().numpy()],
                       "attention_scaling": float(rot.attention_scaling)})
-    with open(os.path.join(HERE, "rope_cases.json"), "w") as f:
-        json.dump({"cases": cases}, f, indent=1)
-        f.write("\n")
+    gu.write_json(os.path.join(HERE, "rope_cases.json"), {"cases": cases}, indent=1)
 
 
-def main():
+def start():
+    """One torch thread; the versions on stdout."""
     torch.set_num_threads(1)
     print(f"python {sys.version.split()[0]} torch {torch.__version__} "
           f"transformers {transformers.__version__} numpy {np.__version__}")
+
+
+def main():
+    start()
     for i, (name, cfg) in enumerate(MODELS.items()):
         make_model(name, cfg, seed=1000 + i)
     rope_cases()

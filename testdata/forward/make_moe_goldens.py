@@ -27,21 +27,19 @@ safetensors 0.8.0.
 
 Run from the repository root:  python3 testdata/forward/make_moe_goldens.py
 """
-import json
 import os
 import sys
 
-import numpy as np
 import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
+
 from transformers.models.mixtral import modeling_mixtral
 from transformers.models.qwen2_moe import modeling_qwen2_moe
 from transformers.models.qwen3_moe import modeling_qwen3_moe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_goldens import TOKENS, run_captured  # noqa: E402
+from make_goldens import (TOKENS, edit_config, reload, run_captured,  # noqa: E402
+                          save_random_model, start, write_goldens)
 
 COMMON = dict(vocab_size=128, num_attention_heads=4, num_key_value_heads=2, hidden_act="silu",
               max_position_embeddings=256, torch_dtype="float32", tie_word_embeddings=False)
@@ -73,22 +71,6 @@ MODELING = {"mixtral": modeling_mixtral, "qwen3_moe": modeling_qwen3_moe,
             "qwen2_moe": modeling_qwen2_moe}
 EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2")}
 DEFAULT_NAMES = ("gate_proj", "up_proj", "down_proj")
-
-
-def randomize(model, seed):
-    """O(1) activations: weights N(0, 1/in) (the last dim is `in`, also for the fused [E, out, in]
-    expert tensors), embeddings N(0, 1), norms 1 + N(0, 0.1), biases N(0, 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(p.shape[-1]))
 
 
 def expert_spies(model, name):
@@ -131,30 +113,16 @@ def expert_spies(model, name):
 
 
 def make_model(name, cfg_dict, seed):
-    out_dir = os.path.join(HERE, name)
-    os.makedirs(out_dir, exist_ok=True)
-    cfg = AutoConfig.for_model(**{k: v for k, v in {**COMMON, **cfg_dict}.items()
-                                  if k != "architectures"})
-    cfg.architectures = cfg_dict["architectures"]
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
-    randomize(model, seed)
-    model.eval()
-    model.save_pretrained(out_dir, safe_serialization=True)
+    out_dir, cfg = save_random_model(name, cfg_dict, COMMON, seed)
     if name == "mixtral":
         # Leave rope_theta and rms_norm_eps to the class defaults qtool must know.
-        path = os.path.join(out_dir, "config.json")
-        with open(path) as f:
-            cj = json.load(f)
-        assert cj.pop("rms_norm_eps") == 1e-5
-        rp = cj.pop("rope_parameters")
-        assert rp == {"rope_theta": 1000000.0, "rope_type": "default"}, rp
-        with open(path, "w") as f:
-            json.dump(cj, f, indent=2, sort_keys=True)
-            f.write("\n")
+        def class_defaults(cj):
+            assert cj.pop("rms_norm_eps") == 1e-5
+            rp = cj.pop("rope_parameters")
+            assert rp == {"rope_theta": 1000000.0, "rope_type": "default"}, rp
+        edit_config(out_dir, class_defaults)
 
-    model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager", dtype=torch.float32)
-    model.eval()
+    model = reload(out_dir)
     hooks, counts, all_max, routed_max = expert_spies(model, name)
     try:
         logits, stats = run_captured(model, MODELING[name], TOKENS)
@@ -163,21 +131,14 @@ def make_model(name, cfg_dict, seed):
             h.remove()
     # The router's own Linear (Qwen2-MoE's shared_expert_gate is an nn.Linear) stays in the
     # statistics as transformers saw it; qtool never observes routers (they are not quantized).
-    np.concatenate(logits, axis=0).astype("<f4").tofile(os.path.join(out_dir, "logits.bin"))
     stats.update(tokens=TOKENS, vocab=cfg.vocab_size, routed_tokens=counts, expert_all=all_max,
                  expert_routed=routed_max)
-    with open(os.path.join(out_dir, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=1, sort_keys=True)
-        f.write("\n")
-    size = sum(os.path.getsize(os.path.join(out_dir, x)) for x in os.listdir(out_dir))
+    size = write_goldens(out_dir, logits, stats)
     print(f"{name}: {size} bytes, routed {counts}")
-    assert size <= 200 * 1024, f"{name} goldens exceed 200 KB"
 
 
 def main():
-    torch.set_num_threads(1)
-    print(f"python {sys.version.split()[0]} torch {torch.__version__} "
-          f"transformers {transformers.__version__} numpy {np.__version__}")
+    start()
     for i, (name, cfg) in enumerate(MODELS.items()):
         make_model(name, cfg, seed=2000 + i)
 

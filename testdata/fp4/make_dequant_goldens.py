@@ -39,7 +39,6 @@ f32(fp8) / global (NVFP4) or 2^(E-127) (MX).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -51,11 +50,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-import compressed_tensors
 from compressed_tensors.compressors.mx_utils import decompress_mx_scale
 from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import CompressedTensorsDequantizer
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 MODEL_DTYPES = ["bf16", "fp16", "fp32"]
 SCHEMES = ["nvfp4a16", "nvfp4", "mxfp4a16", "mxfp4", "mxfp8"]
 STORED = ["nvfp4a16", "mxfp4a16", "mxfp8"]  # nvfp4 / mxfp4 give the same tensors
@@ -135,23 +136,8 @@ def build() -> dict[Path, bytes]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true")
-    opts = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}, "
-          f"numpy {np.__version__}", file=sys.stderr)
-    bad = 0
-    for p, blob in build().items():
-        if opts.check:
-            if not p.exists() or p.read_bytes() != blob:
-                print(f"DIFFERS: {p.relative_to(HERE)}", file=sys.stderr)
-                bad += 1
-        else:
-            p.write_bytes(blob)
-    if opts.check:
-        print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
-    return 1 if bad else 0
+    check = gu.start_ct(__doc__.split("\n")[0])
+    return gu.write_or_check(build(), check, HERE)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ NVFP4's TENSOR_GROUP), on the CPU:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -42,19 +41,20 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-import compressed_tensors
 from compressed_tensors.compressors import compress_module
 from compressed_tensors.offload import update_offload_parameter
 from compressed_tensors.quantization import (
     QuantizationConfig,
     QuantizationScheme,
     QuantizationStatus,
-    initialize_module_for_quantization,
     preset_name_to_scheme,
 )
 from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 SEED = 20261206
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # qtool scheme -> (ct preset, expected compressed-tensors format)
@@ -128,14 +128,6 @@ def make_inputs(dtype: torch.dtype) -> dict[str, torch.Tensor]:
 # The model-free path
 # ---------------------------------------------------------------------------------------------
 
-def new_module(weight: torch.Tensor, scheme: QuantizationScheme) -> torch.nn.Linear:
-    out_f, in_f = weight.shape
-    m = torch.nn.Linear(in_f, out_f, bias=False, dtype=weight.dtype)
-    m.weight.data.copy_(weight)
-    initialize_module_for_quantization(m, scheme, force_zero_point=False)
-    return m
-
-
 def global_minmax(weights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Observer (memoryless_minmax) global statistic over a fused set: amin / amax of each
     member reshaped to (1, 1, -1), combined with torch.minimum / torch.maximum."""
@@ -152,7 +144,7 @@ def global_minmax(weights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 def quantize_set(names: list[str], inputs: dict[str, torch.Tensor], qname: str) -> dict:
     scheme = scheme_for(qname)
     args = scheme.weights
-    mods = {n: new_module(inputs[n], scheme_for(qname)) for n in names}
+    mods = {n: gu.quant_linear(inputs[n], scheme_for(qname)) for n in names}
     gs = None
     if args.strategy == "tensor_group":
         mn, mx = global_minmax([inputs[n] for n in names])
@@ -172,9 +164,7 @@ def quantize_set(names: list[str], inputs: dict[str, torch.Tensor], qname: str) 
         fmt = m.quantization_scheme.format.value
         if fmt != SCHEMES[qname][1]:
             raise RuntimeError(f"{n}: ct chose {fmt}, expected {SCHEMES[qname][1]}")
-        prefix = n.removesuffix(".weight") + "."
-        out.update({k: v.detach().contiguous() for k, v in m.state_dict(prefix=prefix).items()
-                    if not k[len(prefix):].startswith(("input_", "output_"))})
+        out.update(gu.weight_tensors(m, n))
     return out
 
 
@@ -204,27 +194,8 @@ def build_all() -> dict[str, dict[str, bytes]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true")
-    opts = ap.parse_args()
-    torch.set_num_threads(1)
-    print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}, "
-          f"numpy {np.__version__}", file=sys.stderr)
-    bad = 0
-    for dname, entries in build_all().items():
-        d = HERE / dname
-        for fname, blob in entries.items():
-            p = d / fname
-            if opts.check:
-                if not p.exists() or p.read_bytes() != blob:
-                    print(f"DIFFERS: {p.relative_to(HERE)}", file=sys.stderr)
-                    bad += 1
-            else:
-                d.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(blob)
-    if opts.check:
-        print("check:", "OK" if bad == 0 else f"{bad} file(s) differ", file=sys.stderr)
-    return 1 if bad else 0
+    check = gu.start_ct(__doc__.split("\n")[0])
+    return gu.write_or_check(gu.in_folders(HERE, build_all()), check, HERE)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,17 @@ Everything runs on the CPU (torch.linalg.cholesky -> LAPACK from the torch wheel
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 SEED = 20261206
 NUM_SAMPLES, SEQ_LEN = 8, 64
 
@@ -45,44 +46,25 @@ def calibration_ids(vocab: int) -> list[list[int]]:
 
 
 def run(model_dir: str, ids: list[list[int]], weights: dict, actorder) -> dict[str, torch.Tensor]:
-    from datasets import Dataset
-    from llmcompressor import oneshot
     from llmcompressor.modifiers.gptq import GPTQModifier
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
     kw = {} if actorder == "default" else {"actorder": actorder}
     recipe = GPTQModifier(
         config_groups={"group_0": {"targets": ["Linear"], "weights": weights}},
         ignore=["lm_head"], block_size=128, dampening_frac=0.01, **kw)
-    out = tempfile.mkdtemp()
-    try:
-        oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids),
-                max_seq_length=SEQ_LEN, shuffle_calibration_samples=False, pipeline="sequential",
-                output_dir=out)
-        tensors = {}
-        for f in sorted(Path(out).glob("*.safetensors")):
-            tensors.update(load_file(str(f)))
-        cfg = json.loads((Path(out) / "config.json").read_text())
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    keep = {k: v.contiguous() for k, v in tensors.items()
-            if ".layers." in k and any(k.endswith(s) for s in
-                                       (".weight_packed", ".weight_scale", ".weight_shape", ".weight_g_idx"))}
+    tensors, cfg = gu.oneshot_checkpoint(model, ids, recipe, SEQ_LEN)
+    keep = gu.layer_tensors(tensors, (".weight_packed", ".weight_scale", ".weight_shape", ".weight_g_idx"))
     qc = cfg["quantization_config"]
     print(json.dumps(qc["config_groups"]["group_0"]["weights"]), file=sys.stderr)
     return keep
 
 
 def main() -> int:
-    import compressed_tensors
-    import llmcompressor
-    import transformers
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"llmcompressor {llmcompressor.__version__}, compressed-tensors {compressed_tensors.__version__}, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}", file=sys.stderr)
+    print(gu.llmc_versions(), file=sys.stderr)
     model_dir = sys.argv[1]
     vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
     ids = calibration_ids(vocab)

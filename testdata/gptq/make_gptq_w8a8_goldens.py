@@ -30,53 +30,36 @@ transformers 5.17.0, datasets 5.2.0, Python 3.11.7.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 SEQ_LEN = 64
 KEEP = (".weight", ".weight_scale", ".input_scale", ".k_scale", ".v_scale")
 
 
 def run(model_dir: str, ids: list[list[int]], recipe) -> dict[str, torch.Tensor]:
-    from datasets import Dataset
-    from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
-    out = tempfile.mkdtemp()
-    try:
-        oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids),
-                max_seq_length=SEQ_LEN, shuffle_calibration_samples=False, pipeline="sequential",
-                output_dir=out)
-        tensors = {}
-        for f in sorted(Path(out).glob("*.safetensors")):
-            tensors.update(load_file(str(f)))
-        cfg = json.loads((Path(out) / "config.json").read_text())
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    tensors, cfg = gu.oneshot_checkpoint(model, ids, recipe, SEQ_LEN)
     print(json.dumps(cfg["quantization_config"], indent=None)[:2000], file=sys.stderr)
-    return {k: v.contiguous() for k, v in tensors.items()
-            if ".layers." in k and any(k.endswith(s) for s in KEEP)}
+    return gu.layer_tensors(tensors, KEEP)
 
 
 def main() -> int:
-    import compressed_tensors
-    import llmcompressor
-    import transformers
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"llmcompressor {llmcompressor.__version__}, compressed-tensors {compressed_tensors.__version__}, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}", file=sys.stderr)
+    print(gu.llmc_versions(), file=sys.stderr)
     model_dir = sys.argv[1]
     ids = json.loads((HERE / "calibration_ids.json").read_text())
 

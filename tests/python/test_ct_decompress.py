@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +26,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressed_tensors")
 transformers = pytest.importorskip("transformers")
-from safetensors.torch import load_file  # noqa: E402
 
 from compressed_tensors.compressors import BaseCompressor  # noqa: E402
 from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  # noqa: E402
@@ -37,17 +34,14 @@ from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  
 from compressed_tensors.quantization import QuantizationConfig  # noqa: E402
 from compressed_tensors.utils import match_quantizable_tensors  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "testdata" / "ct_goldens"))
+import qtool_support as qs  # noqa: E402
+
+sys.path.insert(0, str(qs.REPO / "testdata" / "ct_goldens"))
 import make_goldens  # noqa: E402  (the compressed-tensors model-free path, one tensor at a time)
 
-QTOOL = os.environ.get("QTOOL_BINARY")
-STRICT = os.environ.get("QTOOL_STRICT") == "1"
 TIMEOUT_S = 120
 
-pytestmark = pytest.mark.skipif(
-    not QTOOL or not os.access(QTOOL, os.X_OK),
-    reason="QTOOL_BINARY is unset or not executable")
+pytestmark = qs.needs_qtool
 
 # qtool scheme -> (compressed-tensors format, weight args that the config must carry)
 SCHEMES = {
@@ -63,28 +57,8 @@ SCHEMES = {
 }
 
 
-def _run_qtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=TIMEOUT_S)
-
-
-def _unavailable(what: str, proc: subprocess.CompletedProcess, problem: str = "") -> None:
-    msg = (f"`qtool {what}` exited {proc.returncode}{problem}: "
-           f"{(proc.stderr or proc.stdout).strip()[-800:]}")
-    if STRICT:
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def _load_dir(d: Path) -> dict[str, torch.Tensor]:
-    files = sorted(d.glob("*.safetensors"))
-    assert files, f"{d}: no *.safetensors files"
-    out: dict[str, torch.Tensor] = {}
-    for f in files:
-        part = load_file(f)
-        dup = set(part) & set(out)
-        assert not dup, f"{f}: tensors also stored in another shard: {sorted(dup)[:5]}"
-        out.update(part)
-    return out
+def _run_qtool(*args: str):
+    return qs.run(*args, timeout=TIMEOUT_S)
 
 
 def _quant_config(d: Path) -> QuantizationConfig:
@@ -101,7 +75,7 @@ def tiny_model(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny") / "model"
     proc = _run_qtool("tiny-model", str(d))
     if proc.returncode != 0 or not (d / "config.json").is_file():
-        _unavailable(f"tiny-model {d}", proc, "" if proc.returncode else " but wrote no config.json")
+        qs.unavailable(f"tiny-model {d}", proc, "" if proc.returncode else " but wrote no config.json")
     return d
 
 
@@ -111,7 +85,7 @@ def quantized(request, tiny_model, tmp_path_factory) -> tuple[str, Path, Path]:
     out = tmp_path_factory.mktemp(f"q-{scheme}") / "out"
     proc = _run_qtool("quantize", str(tiny_model), "-o", str(out), "--scheme", scheme)
     if proc.returncode != 0 or not (out / "config.json").is_file():
-        _unavailable(f"quantize --scheme {scheme}", proc,
+        qs.unavailable(f"quantize --scheme {scheme}", proc,
                      "" if proc.returncode else " but wrote no config.json")
     return scheme, tiny_model, out
 
@@ -150,8 +124,8 @@ def test_config_names_the_scheme_qtool_was_asked_for(quantized):
 def test_compressed_tensors_bytes_and_decompression_match(quantized):
     scheme, src, out = quantized
     qc = _quant_config(out)
-    orig = _load_dir(src)
-    got = _load_dir(out)
+    orig = qs.load_dir(src)
+    got = qs.load_dir(out)
     expected = _expected(orig, qc)
     assert expected, f"{out}: the config's targets/ignore match no weight of {src}"
 
@@ -243,10 +217,10 @@ def test_the_ignore_list_names_embeddings_because_the_model_free_dequantizer_nee
     proc = _run_qtool("quantize", str(tiny_model), "-o", str(out), "--scheme", "fp8-dynamic",
                       "--no-hash")
     if proc.returncode != 0:
-        _unavailable("quantize", proc)
+        qs.unavailable("quantize", proc)
     cfg = json.loads((out / "config.json").read_text())
     assert "model.embed_tokens" in cfg["quantization_config"]["ignore"]
-    tensors = _load_dir(out)
+    tensors = qs.load_dir(out)
     dq = CompressedTensorsDequantizer(str(out), dtype=torch.float32)
     dq.validate(dict(tensors))
     assert "model.embed_tokens.weight" in dq.process(dict(tensors))

@@ -19,11 +19,7 @@ Run in a venv with compressed-tensors 0.20.1 (e.g. /work/venvs/fp4-ct):
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +27,6 @@ import pytest
 torch = pytest.importorskip("torch")
 # The goldens' version (testdata/fp4/README.md); the MX / NVFP4 code paths moved between releases.
 pytest.importorskip("compressed_tensors", minversion="0.20.1")
-from safetensors.torch import load_file  # noqa: E402
 
 from compressed_tensors.compressors import BaseCompressor  # noqa: E402
 from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  # noqa: E402
@@ -39,18 +34,11 @@ from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  
 )
 from compressed_tensors.quantization import QuantizationConfig  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-# Loaded under its own name: other tests import testdata/ct_goldens/make_goldens.py as
-# "make_goldens", and the module cache would hand that one back.
-_spec = importlib.util.spec_from_file_location("fp4_make_goldens", REPO / "testdata" / "fp4" / "make_goldens.py")
-make_goldens = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_goldens)
+import qtool_support as qs  # noqa: E402
 
-QTOOL = os.environ.get("QTOOL_BINARY")
-STRICT = os.environ.get("QTOOL_STRICT") == "1"
+make_goldens = qs.load_module("fp4_make_goldens", qs.REPO / "testdata" / "fp4" / "make_goldens.py")
 
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK),
-                                reason="QTOOL_BINARY is unset or not executable")
+pytestmark = qs.needs_qtool
 
 # qtool scheme -> weight args the config must carry
 SCHEMES = {
@@ -62,22 +50,8 @@ SCHEMES = {
 FUSED = [r"self_attn\.(q|k|v)_proj\.weight$", r"mlp\.(gate|up)_proj\.weight$"]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=120)
-
-
-def _unavailable(what: str, proc: subprocess.CompletedProcess) -> None:
-    msg = f"`qtool {what}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}"
-    if STRICT:
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
-def _load_dir(d: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(d.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
+def _run(*args: str):
+    return qs.run(*args, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +59,7 @@ def tiny_model(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny") / "model"
     proc = _run("tiny-model", str(d))
     if proc.returncode != 0:
-        _unavailable("tiny-model", proc)
+        qs.unavailable("tiny-model", proc)
     return d
 
 
@@ -95,7 +69,7 @@ def quantized(request, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"q-{scheme}") / "out"
     proc = _run("quantize", str(tiny_model), "-o", str(out), "--scheme", scheme)
     if proc.returncode != 0:
-        _unavailable(f"quantize --scheme {scheme}", proc)
+        qs.unavailable(f"quantize --scheme {scheme}", proc)
     return scheme, tiny_model, out
 
 
@@ -139,7 +113,7 @@ def test_config_validates_as_the_preset(quantized):
 def test_bytes_and_decompression_match_compressed_tensors(quantized):
     scheme, src, out = quantized
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
-    orig, got = _load_dir(src), _load_dir(out)
+    orig, got = qs.load_dir(src), qs.load_dir(out)
     names = _targets(orig, cfg["ignore"])
     assert names
     want = _expected(orig, names, scheme)
@@ -178,9 +152,9 @@ def test_qtool_dequantize_equals_the_compressed_tensors_dequantizer(quantized, t
     deq = tmp_path / "deq"
     proc = _run("convert", str(out), "-o", str(deq), "--dequantize", "--dtype", dtype, "--no-hash")
     if proc.returncode != 0:
-        _unavailable(f"convert --dequantize --dtype {dtype}", proc)
-    got = _load_dir(deq)
-    stored = _load_dir(out)
+        qs.unavailable(f"convert --dequantize --dtype {dtype}", proc)
+    got = qs.load_dir(deq)
+    stored = qs.load_dir(out)
     ref = CompressedTensorsDequantizer(str(out), dtype=torch_dtype).process(dict(stored))
     weights = [n for n in stored if n.endswith((".weight_packed", ".weight_scale"))]
     modules = sorted({n.rsplit(".", 1)[0] for n in weights})

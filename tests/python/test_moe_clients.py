@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,13 +24,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressed_tensors")
 transformers = pytest.importorskip("transformers")
-from safetensors.torch import load_file  # noqa: E402
 
-QTOOL = os.environ.get("QTOOL_BINARY")
-STRICT = os.environ.get("QTOOL_STRICT") == "1"
+import qtool_support as qs  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK),
-                                reason="QTOOL_BINARY is unset or not executable")
+pytestmark = qs.needs_qtool
 
 ARCHS = {"mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
          "qwen2_moe": "Qwen2MoeForCausalLM"}
@@ -40,12 +35,7 @@ TOKENS = [[1, 17, 42, 99, 5, 127, 64, 3, 88, 42, 42, 7, 200, 31, 77, 9]]
 
 
 def _qtool(*args: str) -> str:
-    proc = subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        msg = f"`qtool {' '.join(args)}` exited {proc.returncode}: {proc.stderr.strip()[-800:]}"
-        if STRICT:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    proc = qs.run_or_skip(*args, timeout=300)
     return proc.stdout + proc.stderr
 
 
@@ -99,9 +89,7 @@ def test_routers_are_ignored_and_experts_share_the_layer_maximum_input_scale(qua
         assert f"model.layers.{l}.{block}.gate" in ignore
         if arch == "qwen2_moe":
             assert f"model.layers.{l}.mlp.shared_expert_gate" in ignore
-    tensors = {}
-    for f in out.glob("*.safetensors"):
-        tensors.update(load_file(str(f)))
+    tensors = qs.load_dir(out)
     w13, w2 = ("w1", "w3"), ("w2",)
     if arch != "mixtral":
         w13, w2 = ("gate_proj", "up_proj"), ("down_proj",)
@@ -141,9 +129,7 @@ def test_moe_norm_smoothing_factors_leave_transformers_logits_unchanged(arch, tm
            "--smoothquant-moe-norm", "--num-samples", "4", "--seq-len", "48")
     factors = json.loads((out / "qtool_smoothing.json").read_text())
     assert factors["moe_norm"] is True
-    tensors = {}
-    for f in src.glob("*.safetensors"):
-        tensors.update(load_file(str(f)))
+    tensors = qs.load_dir(src)
     moe_norms = 0
     for m in factors["mappings"]:
         s = torch.tensor(m["factors"], dtype=torch.float32)

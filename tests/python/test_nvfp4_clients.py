@@ -20,19 +20,14 @@ QTOOL_STRICT=1 turns qtool failures into test failures. Run in a venv with compr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressed_tensors", minversion="0.20.1")
-from safetensors.torch import load_file  # noqa: E402
 
 from compressed_tensors.compressors import BaseCompressor  # noqa: E402
 from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  # noqa: E402
@@ -40,27 +35,12 @@ from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import (  
 )
 from compressed_tensors.quantization import QuantizationConfig, preset_name_to_scheme  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("fp4_make_goldens_nvfp4", REPO / "testdata" / "fp4" / "make_goldens.py")
-make_goldens = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_goldens)
+import qtool_support as qs  # noqa: E402
 
-QTOOL = os.environ.get("QTOOL_BINARY")
-STRICT = os.environ.get("QTOOL_STRICT") == "1"
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK),
-                                reason="QTOOL_BINARY is unset or not executable")
+make_goldens = qs.load_module("fp4_make_goldens_nvfp4", qs.REPO / "testdata" / "fp4" / "make_goldens.py")
+
+pytestmark = qs.needs_qtool
 FUSED = [r"self_attn\.(q|k|v)_proj$", r"mlp\.(gate|up)_proj$"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=300)
-
-
-def _load_dir(d: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(d.glob("*.safetensors")):
-        out.update(load_file(f))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +48,9 @@ def quantized(tmp_path_factory):
     base = tmp_path_factory.mktemp("nvfp4")
     src, out = base / "model", base / "out"
     for args in (("tiny-model", str(src)), ("quantize", str(src), "-o", str(out), "--scheme", "nvfp4")):
-        proc = _run(*args)
+        proc = qs.run(*args, timeout=300)
         if proc.returncode != 0:
-            msg = f"`qtool {args[0]}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}"
-            if STRICT:
-                pytest.fail(msg)
-            pytest.skip(msg)
+            qs.unavailable(args[0], proc)
     return src, out
 
 
@@ -92,7 +69,7 @@ def test_config_validates_with_the_nvfp4_presets_weights_and_activations(quantiz
 def test_weights_match_compressed_tensors_and_only_input_global_scales_remain(quantized):
     src, out = quantized
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
-    orig, got = _load_dir(src), _load_dir(out)
+    orig, got = qs.load_dir(src), qs.load_dir(out)
     names = [n for n, t in orig.items() if n.endswith("_proj.weight") and ".layers." in n and t.ndim == 2
              and n.removesuffix(".weight") not in cfg["ignore"]]
     assert names

@@ -18,8 +18,6 @@ failing qtool into a failure.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,24 +31,16 @@ from safetensors.torch import load_file  # noqa: E402
 from compressed_tensors.quantization import QuantizationConfig  # noqa: E402
 from compressed_tensors.utils import match_quantizable_tensors  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "testdata" / "ct_goldens"))
+import qtool_support as qs  # noqa: E402
+
+sys.path.insert(0, str(qs.REPO / "testdata" / "ct_goldens"))
 import make_goldens  # noqa: E402  (compressed-tensors' model-free path, one tensor at a time)
 
-QTOOL = os.environ.get("QTOOL_BINARY")
-STRICT = os.environ.get("QTOOL_STRICT") == "1"
-
-pytestmark = pytest.mark.skipif(not QTOOL or not os.access(QTOOL, os.X_OK),
-                                reason="QTOOL_BINARY is unset or not executable")
+pytestmark = qs.needs_qtool
 
 
 def _qtool(*args: str) -> None:
-    proc = subprocess.run([QTOOL, *args], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        msg = f"`qtool {' '.join(args)}` exited {proc.returncode}: {proc.stderr.strip()[-800:]}"
-        if STRICT:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    qs.run_or_skip(*args, timeout=120)
 
 
 @pytest.fixture(scope="module")

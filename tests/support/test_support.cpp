@@ -82,6 +82,15 @@ void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const 
   ADD_FAILURE() << "no InputError thrown; expected: " << what;
 }
 
+std::optional<InputError> input_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
 std::string patched_copy(const std::string& src, const std::string& dst, const std::string& tensor,
                          const std::function<void(uint8_t* bytes, uint64_t n, DType dt)>& patch) {
   std::filesystem::remove_all(dst);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,10 @@ std::string patched_copy(const std::string& src, const std::string& dst, const s
 
 // Runs fn and expects an InputError of `kind` whose full text (what()) is `what`.
 void expect_exact(const std::function<void()>& fn, InputError::Kind kind, const std::string& what);
+
+// Runs fn and returns the InputError it throws; nullopt when it throws none (a test then writes
+// ASSERT_TRUE(e) << "no error" and checks the error's parts).
+std::optional<InputError> input_error(const std::function<void()>& fn);
 
 // Path of a file in the source tree (e.g. "testdata/ct_goldens/...").
 std::filesystem::path source_path(const std::string& rel);

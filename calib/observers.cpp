@@ -35,8 +35,8 @@ bool wants_channel_range(const std::string& module) {
   return false;
 }
 
-void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
-                          int64_t tokens, int64_t channels) {
+float update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
+                           int64_t tokens, int64_t channels) {
   auto& mn = stats.channel_min[producer];
   auto& mx = stats.channel_max[producer];
   const size_t C = static_cast<size_t>(channels);
@@ -48,42 +48,55 @@ void update_channel_range(ActivationStats& stats, const std::string& producer, c
   // Columns are split into fixed 64-channel blocks, one task each (every column is owned by one
   // task: the result cannot depend on the thread count); within a block, row by row over
   // contiguous channels with branch-free min/max the compiler vectorises. A NaN loses every such
-  // comparison, so NaN columns are found separately (rare) and set to NaN afterwards.
+  // comparison, so NaN columns are found separately (rare) and set to NaN afterwards. The same
+  // pass keeps each column's max |x| of this call (the absmax, one read of x for both).
   constexpr int64_t kBlock = 64;
   const int64_t nblocks = (channels + kBlock - 1) / kBlock;
   float* pmn = mn.data();
   float* pmx = mx.data();
+  std::vector<float> col_abs(static_cast<size_t>(nblocks * kBlock), 0.0f);
+  std::vector<char> block_nan(static_cast<size_t>(nblocks), 0);
 #pragma omp parallel for schedule(static) if (tokens * channels >= (int64_t{1} << 16))
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
+    float* ab = col_abs.data() + c0;
     bool nan = false;
     for (int64_t t = 0; t < tokens; ++t) {
       const float* row = x + t * channels;
       for (int64_t c = c0; c < c1; ++c) {
         const float v = row[c];
+        const float a = std::fabs(v);
         pmn[c] = v < pmn[c] ? v : pmn[c];
         pmx[c] = v > pmx[c] ? v : pmx[c];
+        ab[c - c0] = a > ab[c - c0] ? a : ab[c - c0];
         nan |= v != v;
       }
     }
-    if (nan)
+    if (nan) {
+      block_nan[static_cast<size_t>(b)] = 1;
       for (int64_t t = 0; t < tokens; ++t)
         for (int64_t c = c0; c < c1; ++c)
           if (x[t * channels + c] != x[t * channels + c]) pmn[c] = pmx[c] = std::numeric_limits<float>::quiet_NaN();
+    }
   }
+  float m = 0.0f;
+  for (int64_t b = 0; b < nblocks; ++b)
+    if (block_nan[static_cast<size_t>(b)]) return std::numeric_limits<float>::quiet_NaN();
+  for (const float a : col_abs) m = a > m ? a : m;
+  return m;
 }
 
 void AbsMaxObserver::on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
                                             const float* x, int64_t tokens, int64_t in_features) {
-  update_channel_range(stats_, producer, x, tokens, in_features);
-  const float m = absmax_f32(x, tokens * in_features);
+  const float m = update_channel_range(stats_, producer, x, tokens, in_features);  // = absmax_f32(x)
   for (const auto& module : modules) update_max(stats_.input_absmax, module, m);
 }
 
 void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
                                      int64_t in_features) {
-  if (wants_channel_range(module)) update_channel_range(stats_, module, x, tokens, in_features);
-  update_max(stats_.input_absmax, module, absmax_f32(x, tokens * in_features));
+  const float m = wants_channel_range(module) ? update_channel_range(stats_, module, x, tokens, in_features)
+                                              : absmax_f32(x, tokens * in_features);
+  update_max(stats_.input_absmax, module, m);
 }
 
 void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const float* v,

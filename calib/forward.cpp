@@ -136,8 +136,8 @@ void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, 
 //   S = Q K^T over the 16-key panels any query of the block can see (6-row x 16-key tiles past
 //     a tile's last query are skipped; one FMA chain over D per score, gemm.h);
 //   per row: s *= D^-0.5 (after the product, as transformers' eager path), m = max over the
-//     visible keys, p = exp_f32(s - m), sum in double, rounded to f32, p /= sum; masked keys
-//     are exactly 0;
+//     visible keys, p = exp_f32(s - m), sum in double (keys ascending; four rows' sums are
+//     interleaved, each in its own order), rounded to f32, p /= sum; masked keys are exactly 0;
 //   O = P V over the keys up to the tile's last query (masked p = 0 add nothing).
 void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_t nH, int64_t nKV,
                int64_t D, int64_t W, float scale, int threads) {
@@ -168,25 +168,46 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
                         sizeof(float) * kTileCols);
         }
       }
-      // masked softmax per row
-      for (int64_t r = 0; r < bq; ++r) {
-        const int64_t i = i0 + r;
-        const int64_t lo = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
-        const int64_t hi = i - kb;  // inclusive
-        float* s = S.data() + r * lds;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t j = lo; j <= hi; ++j) {
-          s[j] *= scale;
-          m = std::max(m, s[j]);
+      // masked softmax per row, four rows at a time: their double sums (each j ascending, one
+      // dependent chain per row) run side by side over the keys all four see.
+      for (int64_t r0 = 0; r0 < bq; r0 += 4) {
+        const int nr = static_cast<int>(std::min<int64_t>(4, bq - r0));
+        int64_t lo[4], hi[4], pos[4];
+        double sum[4];
+        float* s[4];
+        for (int a = 0; a < nr; ++a) {
+          const int64_t i = i0 + r0 + a;
+          lo[a] = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
+          hi[a] = i - kb;  // inclusive
+          float* sr = s[a] = S.data() + (r0 + a) * lds;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) {
+            sr[j] *= scale;
+            m = std::max(m, sr[j]);
+          }
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] -= m;
+          exp_f32(sr + lo[a], sr + lo[a], hi[a] - lo[a] + 1);
+          sum[a] = 0.0, pos[a] = lo[a];
         }
-        for (int64_t j = lo; j <= hi; ++j) s[j] -= m;
-        exp_f32(s + lo, s + lo, hi - lo + 1);
-        double sum = 0.0;
-        for (int64_t j = lo; j <= hi; ++j) sum += s[j];
-        const float fsum = static_cast<float>(sum);
-        for (int64_t j = lo; j <= hi; ++j) s[j] /= fsum;
-        std::fill(s, s + lo, 0.0f);
-        std::fill(s + hi + 1, s + ncols, 0.0f);
+        int64_t L = lo[0], Hm = hi[0];
+        for (int a = 1; a < nr; ++a) L = std::max(L, lo[a]), Hm = std::min(Hm, hi[a]);
+        for (int a = 0; a < nr; ++a)  // up to the keys all rows see
+          for (; pos[a] < L && pos[a] <= hi[a]; ++pos[a]) sum[a] += s[a][pos[a]];
+        if (nr == 4 && L <= Hm) {  // every row is at L now
+          const float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+          double a0 = sum[0], a1 = sum[1], a2 = sum[2], a3 = sum[3];
+          for (int64_t j = L; j <= Hm; ++j) a0 += s0[j], a1 += s1[j], a2 += s2[j], a3 += s3[j];
+          sum[0] = a0, sum[1] = a1, sum[2] = a2, sum[3] = a3;
+          for (int a = 0; a < 4; ++a) pos[a] = Hm + 1;
+        }
+        for (int a = 0; a < nr; ++a) {
+          for (; pos[a] <= hi[a]; ++pos[a]) sum[a] += s[a][pos[a]];
+          const float fsum = static_cast<float>(sum[a]);
+          float* sr = s[a];
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] /= fsum;
+          std::fill(sr, sr + lo[a], 0.0f);
+          std::fill(sr + hi[a] + 1, sr + ncols, 0.0f);
+        }
       }
       // O = P V
       for (int64_t r0 = 0; r0 < bq; r0 += kTileRows) {

@@ -290,6 +290,8 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
     // zero-fill: the first K block writes before anything reads). x is read in place by the
     // micro-kernel (mr row streams), so no packing of x.
     std::unique_ptr<float[]> acc(new float[static_cast<size_t>(kTaskPanels * kTaskRows * kNR)]);
+    std::unique_ptr<float[]> glu_g, glu_u;  // a GLU task's gate and up values of one panel pair
+    if (W.glu) glu_g.reset(new float[static_cast<size_t>(kTaskRows * kNR)]), glu_u.reset(new float[static_cast<size_t>(kTaskRows * kNR)]);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t t0 = (task / col_tasks) * kTaskRows, p0 = (task % col_tasks) * kTaskPanels;
@@ -354,8 +356,11 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       if (W.glu) {
         // m = silu(gate + bg) * (up + bu), 16 columns per (gate, up) panel pair, through the
         // same silu_mul_f32 as the unfused path (same bits).
+        // One silu_mul_f32 call per panel pair over all the task's rows (an elementwise function:
+        // the same bits as per row), written out row by row.
         const OutputColumns& o = outs[0];
-        float g[kNR], u[kNR];
+        float* g = glu_g.get();
+        float* u = glu_u.get();
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
           for (int64_t i = 0; i < tiles; ++i) {
@@ -363,13 +368,17 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             const float* cg = acc.get() + (q * tiles + i) * tile_floats;
             const float* cu = acc.get() + ((q + 1) * tiles + i) * tile_floats;
             for (int64_t r = 0; r < rows; ++r) {
+              float* gr = g + (i * mr + r) * nn;
+              float* ur = u + (i * mr + r) * nn;
               for (int64_t j = 0; j < nn; ++j) {
-                g[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
-                u[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
+                gr[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
+                ur[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
               }
-              silu_mul_f32(g, u, o.y + (t0 + i * mr + r) * o.ldy + n0, nn);
             }
           }
+          silu_mul_f32(g, u, g, mt * nn);
+          for (int64_t r = 0; r < mt; ++r)
+            std::memcpy(o.y + (t0 + r) * o.ldy + n0, g + r * nn, sizeof(float) * static_cast<size_t>(nn));
         }
         continue;
       }

@@ -48,18 +48,38 @@ std::string shape_str(const std::vector<int64_t>& s) { return shape_string(s); }
 void rms_norm_to(const float* src, float* dst, int64_t rows, int64_t n, const float* w, float eps,
                  int threads) {
   (void)threads;
+  // Four rows per task: their sums of squares (each its own chain, i ascending) run side by side.
+  const int64_t groups = (rows + 3) / 4;
 #pragma omp parallel for schedule(static) num_threads(threads) if (rows * n >= kMinParallelElems)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = src + r * n;
-    float* yr = dst + r * n;
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      const float sq = xr[i] * xr[i];  // f32 square, as torch's pow(2)
-      ss += sq;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const int64_t r0 = gi * 4, nr = std::min<int64_t>(4, rows - r0);
+    double ss[4] = {0.0, 0.0, 0.0, 0.0};
+    if (nr == 4) {
+      const float *x0 = src + r0 * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;
+      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+      for (int64_t i = 0; i < n; ++i) {  // f32 squares, as torch's pow(2)
+        const float q0 = x0[i] * x0[i], q1 = x1[i] * x1[i], q2 = x2[i] * x2[i], q3 = x3[i] * x3[i];
+        s0 += q0, s1 += q1, s2 += q2, s3 += q3;
+      }
+      ss[0] = s0, ss[1] = s1, ss[2] = s2, ss[3] = s3;
+    } else {
+      for (int64_t a = 0; a < nr; ++a) {
+        const float* xr = src + (r0 + a) * n;
+        double s = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          const float sq = xr[i] * xr[i];
+          s += sq;
+        }
+        ss[a] = s;
+      }
     }
-    const float var = static_cast<float>(ss / static_cast<double>(n));
-    const float inv = 1.0f / std::sqrt(var + eps);
-    for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
+    for (int64_t a = 0; a < nr; ++a) {
+      const float* xr = src + (r0 + a) * n;
+      float* yr = dst + (r0 + a) * n;
+      const float var = static_cast<float>(ss[a] / static_cast<double>(n));
+      const float inv = 1.0f / std::sqrt(var + eps);
+      for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
+    }
   }
 }
 
@@ -111,12 +131,13 @@ void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, 
   const int64_t kvd = nKV * D;
   p.Tp = round_up16(T), p.Dp = round_up16(D);
   p.k.resize(static_cast<size_t>(nKV));
-  for (int64_t g = 0; g < nKV; ++g) p.k[static_cast<size_t>(g)] = pack_linear({{k + g * D, T, kvd}}, D, threads);
   p.vp.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
   const int64_t vpanels = p.Dp / kTileCols;
   (void)threads;
+  // One task per kv head: its keys and its values (the buffers are reused across samples).
 #pragma omp parallel for schedule(static) num_threads(threads) if (T * kvd >= kMinParallelElems)
   for (int64_t g = 0; g < nKV; ++g) {
+    pack_linear_into(p.k[static_cast<size_t>(g)], {{k + g * D, T, kvd}}, D, 1);
     for (int64_t pd = 0; pd < vpanels; ++pd) {
       float* dst = p.vp.data() + (g * p.Dp + pd * kTileCols) * p.Tp;
       const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
@@ -135,8 +156,8 @@ void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, 
 //   S = Q K^T over the 16-key panels any query of the block can see (6-row x 16-key tiles past
 //     a tile's last query are skipped; one FMA chain over D per score, gemm.h);
 //   per row: s *= D^-0.5 (after the product, as transformers' eager path), m = max over the
-//     visible keys, p = exp_f32(s - m), sum in double, rounded to f32, p /= sum; masked keys
-//     are exactly 0;
+//     visible keys, p = exp_f32(s - m), sum in double (keys ascending; four rows' sums are
+//     interleaved, each in its own order), rounded to f32, p /= sum; masked keys are exactly 0;
 //   O = P V over the keys up to the tile's last query (masked p = 0 add nothing).
 void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_t nH, int64_t nKV,
                int64_t D, int64_t W, float scale, int threads) {
@@ -167,25 +188,46 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
                         sizeof(float) * kTileCols);
         }
       }
-      // masked softmax per row
-      for (int64_t r = 0; r < bq; ++r) {
-        const int64_t i = i0 + r;
-        const int64_t lo = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
-        const int64_t hi = i - kb;  // inclusive
-        float* s = S.data() + r * lds;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t j = lo; j <= hi; ++j) {
-          s[j] *= scale;
-          m = std::max(m, s[j]);
+      // masked softmax per row, four rows at a time: their double sums (each j ascending, one
+      // dependent chain per row) run side by side over the keys all four see.
+      for (int64_t r0 = 0; r0 < bq; r0 += 4) {
+        const int nr = static_cast<int>(std::min<int64_t>(4, bq - r0));
+        int64_t lo[4], hi[4], pos[4];
+        double sum[4];
+        float* s[4];
+        for (int a = 0; a < nr; ++a) {
+          const int64_t i = i0 + r0 + a;
+          lo[a] = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
+          hi[a] = i - kb;  // inclusive
+          float* sr = s[a] = S.data() + (r0 + a) * lds;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) {
+            sr[j] *= scale;
+            m = std::max(m, sr[j]);
+          }
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] -= m;
+          exp_f32(sr + lo[a], sr + lo[a], hi[a] - lo[a] + 1);
+          sum[a] = 0.0, pos[a] = lo[a];
         }
-        for (int64_t j = lo; j <= hi; ++j) s[j] -= m;
-        exp_f32(s + lo, s + lo, hi - lo + 1);
-        double sum = 0.0;
-        for (int64_t j = lo; j <= hi; ++j) sum += s[j];
-        const float fsum = static_cast<float>(sum);
-        for (int64_t j = lo; j <= hi; ++j) s[j] /= fsum;
-        std::fill(s, s + lo, 0.0f);
-        std::fill(s + hi + 1, s + ncols, 0.0f);
+        int64_t L = lo[0], Hm = hi[0];
+        for (int a = 1; a < nr; ++a) L = std::max(L, lo[a]), Hm = std::min(Hm, hi[a]);
+        for (int a = 0; a < nr; ++a)  // up to the keys all rows see
+          for (; pos[a] < L && pos[a] <= hi[a]; ++pos[a]) sum[a] += s[a][pos[a]];
+        if (nr == 4 && L <= Hm) {  // every row is at L now
+          const float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+          double a0 = sum[0], a1 = sum[1], a2 = sum[2], a3 = sum[3];
+          for (int64_t j = L; j <= Hm; ++j) a0 += s0[j], a1 += s1[j], a2 += s2[j], a3 += s3[j];
+          sum[0] = a0, sum[1] = a1, sum[2] = a2, sum[3] = a3;
+          for (int a = 0; a < 4; ++a) pos[a] = Hm + 1;
+        }
+        for (int a = 0; a < nr; ++a) {
+          for (; pos[a] <= hi[a]; ++pos[a]) sum[a] += s[a][pos[a]];
+          const float fsum = static_cast<float>(sum[a]);
+          float* sr = s[a];
+          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] /= fsum;
+          std::fill(sr, sr + lo[a], 0.0f);
+          std::fill(sr + hi[a] + 1, sr + ncols, 0.0f);
+        }
       }
       // O = P V
       for (int64_t r0 = 0; r0 < bq; r0 += kTileRows) {
@@ -231,10 +273,15 @@ struct Loader {
   size_t next = 0;
 
   std::vector<float> load(const std::string& name, const std::vector<int64_t>& expected) {
+    std::vector<float> out;
+    load_into(name, expected, out);
+    return out;
+  }
+  // The same into `out`, whose memory the provider may reuse (the view provider resizes it).
+  void load_into(const std::string& name, const std::vector<int64_t>& expected, std::vector<float>& out) {
     QT_ASSERT(next < order.size() && order[next].name == name && order[next].shape == expected);
     ++next;
     const auto t0 = Clock::now();
-    std::vector<float> out;
     std::vector<int64_t> shape;
     provider(name, out, shape);
     seconds += since(t0);
@@ -242,7 +289,6 @@ struct Loader {
     uint64_t n = 1;
     for (int64_t d : expected) n *= static_cast<uint64_t>(d);
     QT_ASSERT(out.size() == n);
-    return out;
   }
 };
 
@@ -291,52 +337,53 @@ struct LayerLinears {
 void pack_qkv(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
   const int64_t H = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   if (w.fused) {
-    w.qkv = pack_linear({{r.q.data(), qd}, {r.k.data(), kvd}, {r.v.data(), kvd}}, H, threads, w.prec);
+    pack_linear_into(w.qkv, {{r.q.data(), qd}, {r.k.data(), kvd}, {r.v.data(), kvd}}, H, threads, w.prec);
   } else {
-    w.q = pack_linear({{r.q.data(), qd}}, H, threads, w.prec);
-    w.k = pack_linear({{r.k.data(), kvd}}, H, threads, w.prec);
-    w.v = pack_linear({{r.v.data(), kvd}}, H, threads, w.prec);
+    pack_linear_into(w.q, {{r.q.data(), qd}}, H, threads, w.prec);
+    pack_linear_into(w.k, {{r.k.data(), kvd}}, H, threads, w.prec);
+    pack_linear_into(w.v, {{r.v.data(), kvd}}, H, threads, w.prec);
   }
 }
 void pack_o(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
-  w.o = pack_linear({{r.o.data(), c.hidden_size}}, c.q_dim(), threads, w.prec);
+  pack_linear_into(w.o, {{r.o.data(), c.hidden_size}}, c.q_dim(), threads, w.prec);
 }
 void pack_gate_up(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   if (w.fused) {
-    w.gu = pack_glu(r.gate.data(), r.up.data(), I, H, threads, w.prec);
+    pack_glu_into(w.gu, r.gate.data(), r.up.data(), I, H, threads, w.prec);
   } else {
-    w.gate = pack_linear({{r.gate.data(), I}}, H, threads, w.prec);
-    w.up = pack_linear({{r.up.data(), I}}, H, threads, w.prec);
+    pack_linear_into(w.gate, {{r.gate.data(), I}}, H, threads, w.prec);
+    pack_linear_into(w.up, {{r.up.data(), I}}, H, threads, w.prec);
   }
 }
 void pack_down(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
-  w.down = pack_linear({{r.down.data(), c.hidden_size}}, c.intermediate_size, threads, w.prec);
+  pack_linear_into(w.down, {{r.down.data(), c.hidden_size}}, c.intermediate_size, threads, w.prec);
 }
-void free_vec(std::vector<float>& v) { std::vector<float>().swap(v); }
 
-// Loads layer l's tensors (checking shapes), packs the Linears and drops the row-major copies:
-// peak ~2x one layer's f32 parameters while packing. With `keep`, the row-major Linear weights
+// Loads layer l's tensors (checking shapes) and packs the Linears into `w`, reusing the memory
+// that `w` and `scratch` hold from the previous layer (freshly mapped pages cost more than the
+// copy into them, so every buffer is touched once per run, not once per layer). The row-major
+// copies go through three scratch buffers (q, k, v; then o; gate, up; down): peak ~ one layer's
+// packed Linears + its largest fused group row-major. With `keep`, the row-major Linear weights
 // are kept there instead (for ForwardOptions::rewrite_layer). `prec`: f32 or bf16 packing (gemm.h).
-LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads, GemmPrecision prec,
-                        LayerLinears* keep = nullptr) {
+void load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused, int threads, GemmPrecision prec,
+                LayerWeights& w, LayerLinears& scratch, LayerLinears* keep = nullptr) {
   const std::string p = "model.layers." + std::to_string(l) + ".";
   const int64_t H = c.hidden_size, I = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
-  LayerLinears tmp;
-  LayerLinears& r = keep ? *keep : tmp;
-  LayerWeights w;
+  LayerLinears& r = keep ? *keep : scratch;
   w.fused = fused;
   w.prec = prec;
-  w.in_norm = ld.load(p + "input_layernorm.weight", {H});
-  w.post_norm = ld.load(p + "post_attention_layernorm.weight", {H});
-  r.q = ld.load(p + "self_attn.q_proj.weight", {qd, H});
-  r.k = ld.load(p + "self_attn.k_proj.weight", {kvd, H});
-  r.v = ld.load(p + "self_attn.v_proj.weight", {kvd, H});
+  w.sparse = w.shared = false;
+  for (auto* b : {&w.qkv_b, &w.gu_b, &w.qb, &w.kb, &w.vb, &w.gb, &w.ub, &w.ob, &w.db, &w.q_norm, &w.k_norm}) b->clear();
+  ld.load_into(p + "input_layernorm.weight", {H}, w.in_norm);
+  ld.load_into(p + "post_attention_layernorm.weight", {H}, w.post_norm);
+  ld.load_into(p + "self_attn.q_proj.weight", {qd, H}, r.q);
+  ld.load_into(p + "self_attn.k_proj.weight", {kvd, H}, r.k);
+  ld.load_into(p + "self_attn.v_proj.weight", {kvd, H}, r.v);
   pack_qkv(w, r, c, threads);
-  if (!keep) free_vec(r.q), free_vec(r.k), free_vec(r.v);
-  r.o = ld.load(p + "self_attn.o_proj.weight", {H, qd});
+  if (!keep) r.o.swap(r.q);  // o reuses q's buffer
+  ld.load_into(p + "self_attn.o_proj.weight", {H, qd}, r.o);
   pack_o(w, r, c, threads);
-  if (!keep) free_vec(r.o);
   if (c.qkv_bias) {
     w.qb = ld.load(p + "self_attn.q_proj.bias", {qd});
     w.kb = ld.load(p + "self_attn.k_proj.bias", {kvd});
@@ -348,28 +395,31 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     w.q_norm = ld.load(p + "self_attn.q_norm.weight", {c.head_dim});
     w.k_norm = ld.load(p + "self_attn.k_norm.weight", {c.head_dim});
   }
+  // Without `keep`, the buffers of q (now o's) and k are free once o is packed: the remaining
+  // row-major weights go through them.
+  std::vector<float> keep_a, keep_b;
+  std::vector<float>& buf_a = keep ? keep_a : r.o;
+  std::vector<float>& buf_b = keep ? keep_b : r.k;
   if (c.layer_is_sparse(l)) {
     const MoeConfig& m = c.moe;
     const int64_t E = m.num_experts, EI = m.expert_intermediate;
     w.sparse = true;
     const std::string blk = c.moe_block(l) + ".";
-    {
-      const auto r = ld.load(blk + "gate.weight", {E, H});
-      w.router = pack_linear({{r.data(), E}}, H, threads);
-    }
-    // One expert at a time: its row-major copies are dropped once packed.
+    ld.load_into(blk + "gate.weight", {E, H}, buf_a);
+    pack_linear_into(w.router, {{buf_a.data(), E}}, H, threads);
+    // One expert at a time through the same two buffers.
     auto load_mlp = [&](const std::string& mp, const std::string& gn, const std::string& un,
                         const std::string& dn, int64_t inter, LayerWeights::Expert& ex) {
-      const auto g = ld.load(mp + gn + ".weight", {inter, H});
-      const auto u = ld.load(mp + un + ".weight", {inter, H});
+      ld.load_into(mp + gn + ".weight", {inter, H}, buf_a);
+      ld.load_into(mp + un + ".weight", {inter, H}, buf_b);
       if (fused) {
-        ex.gu = pack_glu(g.data(), u.data(), inter, H, threads, w.prec);
+        pack_glu_into(ex.gu, buf_a.data(), buf_b.data(), inter, H, threads, w.prec);
       } else {
-        ex.gate = pack_linear({{g.data(), inter}}, H, threads, w.prec);
-        ex.up = pack_linear({{u.data(), inter}}, H, threads, w.prec);
+        pack_linear_into(ex.gate, {{buf_a.data(), inter}}, H, threads, w.prec);
+        pack_linear_into(ex.up, {{buf_b.data(), inter}}, H, threads, w.prec);
       }
-      const auto d = ld.load(mp + dn + ".weight", {H, inter});
-      ex.down = pack_linear({{d.data(), H}}, inter, threads, w.prec);
+      ld.load_into(mp + dn + ".weight", {H, inter}, buf_a);
+      pack_linear_into(ex.down, {{buf_a.data(), H}}, inter, threads, w.prec);
     };
     w.experts.resize(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e)
@@ -377,30 +427,30 @@ LayerWeights load_layer(Loader& ld, const ModelConfig& c, int64_t l, bool fused,
     if (m.shared_intermediate > 0) {
       w.shared = true;
       load_mlp(blk + "shared_expert.", "gate_proj", "up_proj", "down_proj", m.shared_intermediate, w.shared_expert);
-      const auto sg = ld.load(blk + "shared_expert_gate.weight", {1, H});
-      w.shared_gate = pack_linear({{sg.data(), 1}}, H, threads);
+      ld.load_into(blk + "shared_expert_gate.weight", {1, H}, buf_a);
+      pack_linear_into(w.shared_gate, {{buf_a.data(), 1}}, H, threads);
     }
-    return w;
+    if (!keep) r.q.swap(r.o);  // q's buffer back where the next layer looks for it
+    return;
   }
-  r.gate = ld.load(p + "mlp.gate_proj.weight", {I, H});
-  r.up = ld.load(p + "mlp.up_proj.weight", {I, H});
+  if (!keep) r.gate.swap(r.o), r.up.swap(r.k);
+  ld.load_into(p + "mlp.gate_proj.weight", {I, H}, r.gate);
+  ld.load_into(p + "mlp.up_proj.weight", {I, H}, r.up);
   pack_gate_up(w, r, c, threads);
-  if (!keep) free_vec(r.gate), free_vec(r.up);
-  r.down = ld.load(p + "mlp.down_proj.weight", {H, I});
+  if (!keep) r.down.swap(r.gate);
+  ld.load_into(p + "mlp.down_proj.weight", {H, I}, r.down);
   pack_down(w, r, c, threads);
-  if (!keep) free_vec(r.down);
+  if (!keep) r.q.swap(r.down), r.k.swap(r.up);  // back where the next layer looks for them
   if (c.mlp_bias) {
     w.gb = ld.load(p + "mlp.gate_proj.bias", {I});
     w.ub = ld.load(p + "mlp.up_proj.bias", {I});
     w.db = ld.load(p + "mlp.down_proj.bias", {H});
     if (fused) w.gu_b = concat(w.gb, w.ub);
   }
-  return w;
 }
 
 // Packs the (rewritten) Linears of `r` into `w` again, replacing the old packed copies.
 void repack_layer(LayerWeights& w, const LayerLinears& r, const ModelConfig& c, int threads) {
-  for (PackedLinear* pl : {&w.qkv, &w.gu, &w.q, &w.k, &w.v, &w.gate, &w.up, &w.o, &w.down}) *pl = PackedLinear{};
   pack_qkv(w, r, c, threads);
   pack_o(w, r, c, threads);
   pack_gate_up(w, r, c, threads);
@@ -715,7 +765,9 @@ WeightProvider make_view_weight_provider(std::function<const TensorView*(const s
     shape = tv->shape;
     if (n == 0) return;
     const uint64_t elem = tv->bytes.size() / n;  // whole bytes per element for every decodable dtype
-    constexpr uint64_t kChunk = 1u << 20;
+    // Chunks small enough that every Linear of a layer decodes on all threads (the values do not
+    // depend on the split).
+    constexpr uint64_t kChunk = 1u << 16;
     const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static) if (chunks > 1)
     for (int64_t c = 0; c < chunks; ++c) {
@@ -887,9 +939,11 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   const bool rewrite = static_cast<bool>(opts.rewrite_layer);
   std::vector<float> hcopy;  // observation pass of a rewritten layer: the hidden state it must not change
+  LayerWeights w;           // every layer's weights, packed into the same buffers
+  LayerLinears raw_scratch;  // row-major weights on their way to being packed (load_layer)
   for (int64_t l = 0; l < c.num_layers; ++l) {
     LayerLinears raw;
-    LayerWeights w = load_layer(ld, c, l, fused, threads, opts.precision, rewrite ? &raw : nullptr);
+    load_layer(ld, c, l, fused, threads, opts.precision, w, raw_scratch, rewrite ? &raw : nullptr);
     const auto t0 = Clock::now();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string attn_name = p + "self_attn";
@@ -1002,6 +1056,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
     st.layer_seconds += since(t0);
     if (opts.on_layer_done) opts.on_layer_done(l, c.num_layers);
   }
+  w = LayerWeights{}, raw_scratch = LayerLinears{};
   std::vector<float>().swap(q), std::vector<float>().swap(k), std::vector<float>().swap(v);
   std::vector<float>().swap(attn), std::vector<float>().swap(g), std::vector<float>().swap(u);
 

@@ -7,13 +7,15 @@
 //   1. load model.embed_tokens.weight, gather the rows of every sample into its hidden state
 //      ([tokens, hidden] f32 per sample), free the embedding;
 //   2. for each layer l: load ONLY layer l's tensors through the WeightProvider, run the layer
-//      on every sample in turn (hidden states of all samples stay in memory between layers),
-//      free the weights;
+//      on every sample in turn (hidden states of all samples stay in memory between layers);
+//      the next layer's weights are loaded and packed into the same buffers (fresh pages cost
+//      more than the copy into them), freed after the last layer;
 //   3. only when logits are requested (ForwardOptions::on_logits): final norm, then lm_head
 //      (or the embedding when tied) in token chunks, streamed to the callback.
 // Peak memory ~ 4 bytes * (all calibration tokens * hidden + one layer's parameters + one
 // sample's intermediates [tokens, max(q+2kv, 2*intermediate)]) + the caller's mapped files;
-// while a layer's Linears are packed, its row-major and packed copies coexist briefly. The first
+// + the row-major copy of a layer's largest fused group (q/k/v or gate/up), the buffers its
+// Linears are decoded into before packing. The first
 // term leaves anonymous memory for a file-backed mapping above ForwardOptions::hidden_spill.
 //
 // Numerics: every tensor is f32; weights are decoded to f32 (exact from bf16/f16). Every matrix

@@ -18,13 +18,33 @@ void update_max(std::map<std::string, float>& m, const std::string& key, float v
 
 // Parallel (the observer runs on the caller's thread while the other threads would idle).
 float absmax_f32(const float* x, int64_t n) {
+  // 16 lanes per chunk of 4096 values (each chunk one task): branch-free max and NaN flags the
+  // compiler vectorises; a maximum is exact, so the lanes and chunks may combine in any order.
+  constexpr int64_t kChunk = 4096, kLanes = 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
   float m = 0.0f;
   bool nan = false;
 #pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan) if (n >= (int64_t{1} << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    nan = nan || (a != a);
-    m = a > m ? a : m;
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t b = ch * kChunk, e = std::min(n, b + kChunk);
+    float lm[kLanes] = {};
+    int32_t ln[kLanes] = {};
+    int64_t i = b;
+    for (; i + kLanes <= e; i += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) {
+        const float a = std::fabs(x[i + j]);
+        lm[j] = a > lm[j] ? a : lm[j];
+        ln[j] |= a != a ? 1 : 0;
+      }
+    for (; i < e; ++i) {
+      const float a = std::fabs(x[i]);
+      lm[0] = a > lm[0] ? a : lm[0];
+      ln[0] |= a != a ? 1 : 0;
+    }
+    for (int64_t j = 0; j < kLanes; ++j) {
+      m = lm[j] > m ? lm[j] : m;
+      nan = nan || ln[j] != 0;
+    }
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
@@ -35,8 +55,8 @@ bool wants_channel_range(const std::string& module) {
   return false;
 }
 
-void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
-                          int64_t tokens, int64_t channels) {
+float update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
+                           int64_t tokens, int64_t channels) {
   auto& mn = stats.channel_min[producer];
   auto& mx = stats.channel_max[producer];
   const size_t C = static_cast<size_t>(channels);
@@ -47,43 +67,70 @@ void update_channel_range(ActivationStats& stats, const std::string& producer, c
   QT_ASSERT(mn.size() == C && mx.size() == C);
   // Columns are split into fixed 64-channel blocks, one task each (every column is owned by one
   // task: the result cannot depend on the thread count); within a block, row by row over
-  // contiguous channels with branch-free min/max the compiler vectorises. A NaN loses every such
-  // comparison, so NaN columns are found separately (rare) and set to NaN afterwards.
+  // contiguous channels with branch-free min/max into local arrays (no aliasing with x, so the
+  // compiler vectorises them). A NaN loses every such comparison, so NaN columns are flagged
+  // separately (rare) and set to NaN afterwards. The same pass keeps each column's max |x| of
+  // this call (the absmax, one read of x for both).
   constexpr int64_t kBlock = 64;
   const int64_t nblocks = (channels + kBlock - 1) / kBlock;
   float* pmn = mn.data();
   float* pmx = mx.data();
+  std::vector<float> col_abs(static_cast<size_t>(nblocks * kBlock), 0.0f);
+  std::vector<char> block_nan(static_cast<size_t>(nblocks), 0);
 #pragma omp parallel for schedule(static) if (tokens * channels >= (int64_t{1} << 16))
   for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t c0 = b * kBlock, c1 = std::min(channels, c0 + kBlock);
-    bool nan = false;
-    for (int64_t t = 0; t < tokens; ++t) {
-      const float* row = x + t * channels;
-      for (int64_t c = c0; c < c1; ++c) {
-        const float v = row[c];
-        pmn[c] = v < pmn[c] ? v : pmn[c];
-        pmx[c] = v > pmx[c] ? v : pmx[c];
-        nan |= v != v;
-      }
+    const int64_t c0 = b * kBlock, n = std::min(channels, c0 + kBlock) - c0;
+    alignas(64) float lmn[kBlock], lmx[kBlock], lab[kBlock];
+    alignas(64) int32_t lnan[kBlock];
+    for (int64_t c = 0; c < kBlock; ++c) {
+      lmn[c] = c < n ? pmn[c0 + c] : 0.0f;
+      lmx[c] = c < n ? pmx[c0 + c] : 0.0f;
+      lab[c] = 0.0f;
+      lnan[c] = 0;
     }
-    if (nan)
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t c = c0; c < c1; ++c)
-          if (x[t * channels + c] != x[t * channels + c]) pmn[c] = pmx[c] = std::numeric_limits<float>::quiet_NaN();
+    auto fold_row = [&](const float* row, int64_t m) {
+      for (int64_t c = 0; c < m; ++c) {
+        const float v = row[c];
+        const float a = std::fabs(v);
+        lmn[c] = v < lmn[c] ? v : lmn[c];
+        lmx[c] = v > lmx[c] ? v : lmx[c];
+        lab[c] = a > lab[c] ? a : lab[c];
+        lnan[c] |= v != v ? 1 : 0;
+      }
+    };
+    if (n == kBlock) for (int64_t t = 0; t < tokens; ++t) fold_row(x + t * channels + c0, kBlock);
+    else for (int64_t t = 0; t < tokens; ++t) fold_row(x + t * channels + c0, n);
+    bool nan = false;
+    for (int64_t c = 0; c < n; ++c) {
+      pmn[c0 + c] = lmn[c];
+      pmx[c0 + c] = lmx[c];
+      col_abs[static_cast<size_t>(c0 + c)] = lab[c];
+      nan |= lnan[c] != 0;
+    }
+    if (nan) {
+      block_nan[static_cast<size_t>(b)] = 1;
+      for (int64_t c = 0; c < n; ++c)
+        if (lnan[c]) pmn[c0 + c] = pmx[c0 + c] = std::numeric_limits<float>::quiet_NaN();
+    }
   }
+  float m = 0.0f;
+  for (int64_t b = 0; b < nblocks; ++b)
+    if (block_nan[static_cast<size_t>(b)]) return std::numeric_limits<float>::quiet_NaN();
+  for (const float a : col_abs) m = a > m ? a : m;
+  return m;
 }
 
 void AbsMaxObserver::on_shared_linear_input(const std::string& producer, const std::vector<std::string>& modules,
                                             const float* x, int64_t tokens, int64_t in_features) {
-  update_channel_range(stats_, producer, x, tokens, in_features);
-  const float m = absmax_f32(x, tokens * in_features);
+  const float m = update_channel_range(stats_, producer, x, tokens, in_features);  // = absmax_f32(x)
   for (const auto& module : modules) update_max(stats_.input_absmax, module, m);
 }
 
 void AbsMaxObserver::on_linear_input(const std::string& module, const float* x, int64_t tokens,
                                      int64_t in_features) {
-  if (wants_channel_range(module)) update_channel_range(stats_, module, x, tokens, in_features);
-  update_max(stats_.input_absmax, module, absmax_f32(x, tokens * in_features));
+  const float m = wants_channel_range(module) ? update_channel_range(stats_, module, x, tokens, in_features)
+                                              : absmax_f32(x, tokens * in_features);
+  update_max(stats_.input_absmax, module, m);
 }
 
 void AbsMaxObserver::on_kv(const std::string& attn_module, const float* k, const float* v,

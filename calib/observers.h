@@ -53,8 +53,9 @@ bool wants_channel_range(const std::string& module);
 
 // Folds x [tokens, channels] (row-major) into stats.channel_min / channel_max[producer]: per
 // column minimum and maximum, exact and order-independent; a column that ever sees a NaN stays
-// NaN. Throws nothing; asserts that `channels` matches an existing entry's size.
-void update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
+// NaN. Returns absmax_f32(x, tokens * channels) (max |x| of this call, NaN if any x is NaN),
+// found in the same pass. Throws nothing; asserts that `channels` matches an existing entry's size.
+float update_channel_range(ActivationStats& stats, const std::string& producer, const float* x,
                           int64_t tokens, int64_t channels);
 
 // Adds one sample's routed-token counts of `moe_block` to stats.routed_tokens.

@@ -65,12 +65,19 @@ struct WeightPart {
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads = 0,
                          GemmPrecision precision = GemmPrecision::F32);
 
+// The same into `p`, reusing its buffers' memory (a forward pass packs every layer's Linears into
+// the same PackedLinears: pages are touched once per run, not once per layer).
+void pack_linear_into(PackedLinear& p, const std::vector<WeightPart>& parts, int64_t in, int threads = 0,
+                      GemmPrecision precision = GemmPrecision::F32);
+
 // The MLP's gate and up projections (each row-major [I, in]) packed as one GLU pair (see
 // PackedLinear::glu): one GEMM then gives m = silu(gate(x) + bg) * (up(x) + bu) without writing
 // gate and up out -- bit-identical to computing them separately and applying vmath.h's
 // silu_mul_f32 (the bias is I gate values then I up values).
 PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads = 0,
                       GemmPrecision precision = GemmPrecision::F32);
+void pack_glu_into(PackedLinear& p, const float* gate, const float* up, int64_t I, int64_t in, int threads = 0,
+                   GemmPrecision precision = GemmPrecision::F32);
 
 // Where a GEMM's output columns go: `cols` consecutive columns into y (row stride ldy >= cols).
 struct OutputColumns {

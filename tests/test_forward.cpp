@@ -740,6 +740,24 @@ TEST(ChannelRange, LargeInputsGiveTheExactRangeAtAnyThreadCount) {
   omp_set_num_threads(2);
 }
 
+TEST(ChannelRange, ReturnsTheAbsmaxOfItsInputAtAnyThreadCount) {
+  // 300 x 577: parallel, a partial 64-channel block; the largest magnitude is negative.
+  const int64_t T = 300, C = 577;
+  std::vector<float> x(static_cast<size_t>(T * C));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i) * 0.017f) * static_cast<float>(1 + i % 7);
+  x[static_cast<size_t>(123 * C + 575)] = -11.25f;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    ActivationStats st;
+    EXPECT_EQ(update_channel_range(st, "n", x.data(), T, C), 11.25f);
+    EXPECT_EQ(update_channel_range(st, "n", x.data(), 0, C), 0.0f);
+    std::vector<float> y(x);
+    y[static_cast<size_t>(299 * C + 3)] = NAN;
+    EXPECT_TRUE(std::isnan(update_channel_range(st, "n", y.data(), T, C)));
+  }
+  omp_set_num_threads(2);
+}
+
 TEST(AbsMaxF32, FindsTheMaximumMagnitudeInLongArraysAndPropagatesNaN) {
   std::vector<float> x(300001, 0.25f);  // long enough to run in parallel
   x[123457] = -9.5f;

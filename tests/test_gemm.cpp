@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -250,6 +251,49 @@ TEST(Gemm, PackedLayoutIsSixteenRowPanelsKMajorZeroPadded) {
   EXPECT_EQ(p.panels[0 * 16 + 5], 16.0f);      // W[5][0] = 5*3 + 1
   EXPECT_EQ(p.panels[48 + 2 * 16 + 0], 51.0f); // W[16][2]
   EXPECT_EQ(p.panels[48 + 2 * 16 + 1], 0.0f);  // padding
+}
+
+TEST(Gemm, PackingIntoAUsedPackedLinearEqualsAFreshPackInBothPrecisions) {
+  // A large pack first, then smaller ones into the same object (odd K, partial panels, a GLU
+  // pair with padding rows): every slot must be rewritten, the padding with zeros.
+  const auto big = random_vec(static_cast<size_t>(70 * 301), 60);
+  const auto w = random_vec(static_cast<size_t>(37 * 259), 61);
+  const auto g = random_vec(static_cast<size_t>(21 * 259), 62);
+  for (GemmPrecision prec : {GemmPrecision::F32, GemmPrecision::BF16}) {
+    PackedLinear used;
+    pack_linear_into(used, {{big.data(), 70}}, 301, 2, prec);
+    pack_linear_into(used, {{w.data(), 37}}, 259, 2, prec);
+    const PackedLinear fresh = pack_linear({{w.data(), 37}}, 259, 2, prec);
+    EXPECT_EQ(used.out, 37);
+    EXPECT_TRUE(same_bits(used.panels, fresh.panels));
+    EXPECT_EQ(used.panels_bf16, fresh.panels_bf16);
+    pack_glu_into(used, g.data(), w.data(), 21, 259, 2, prec);
+    const PackedLinear fresh_glu = pack_glu(g.data(), w.data(), 21, 259, 2, prec);
+    EXPECT_TRUE(used.glu);
+    EXPECT_TRUE(same_bits(used.panels, fresh_glu.panels));
+    EXPECT_EQ(used.panels_bf16, fresh_glu.panels_bf16);
+    pack_linear_into(used, {{w.data(), 37}}, 259, 2, prec);
+    EXPECT_FALSE(used.glu);
+  }
+}
+
+TEST(Bf16, PackedPanelsAreTheScalarRoundingOfEveryWeightWithAndWithoutHardware) {
+  // K = 301 (odd, two 256 blocks), 18 rows (a partial second panel); special values included.
+  const int64_t N = 18, K = 301;
+  auto w = random_vec(static_cast<size_t>(N * K), 63, -3.0f, 3.0f);
+  const uint32_t special[] = {0x00000001u, 0x807FFFFFu, 0x7F800000u, 0xFF800000u, 0x7F800001u,
+                              0x7FC00000u, 0x3F808000u, 0x3F818000u, 0x7F7FFFFFu, 0x80000000u};
+  for (size_t i = 0; i < std::size(special); ++i) w[i * 97 % w.size()] = f32_of_bits(special[i]);
+  std::vector<uint16_t> want(2 * 2 * ((K + 1) / 2) * 16, 0);  // 2 panels [K/2][16][2]
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      want[static_cast<size_t>((n / 16) * ((K + 1) / 2) * 32 + ((k / 2) * 16 + n % 16) * 2 + k % 2)] =
+          bf16_round(w[static_cast<size_t>(n * K + k)]);
+  for (bool scalar : {false, true}) {
+    linear_force_scalar(scalar);
+    EXPECT_EQ(pack_linear({{w.data(), N}}, K, 2, GemmPrecision::BF16).panels_bf16, want) << (scalar ? "scalar" : "dispatched");
+  }
+  linear_force_scalar(false);
 }
 
 TEST(Gemm, StridedRowsPackLikeTheirContiguousCopy) {

@@ -142,25 +142,53 @@ void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_r
 
 // Panels from row pointers: slot (panel pi, column j) holds row[pi * 16 + j] (nullptr: zeros).
 // f32: [k][16] per panel; bf16: [k/2][16][2] per panel, K padded to even with zeros.
+// Every slot is written (zeros included), so reused memory needs no clearing first. K is walked in
+// blocks (kPackK values) so that the block's panel rows stay in L1 while the 16 source rows are
+// transposed into them; bf16 rows are rounded a block at a time (AVX512-BF16's conversion where
+// present: the same bits as bf16_round, test_gemm), then moved as k pairs (32-bit words).
 void pack_rows(const std::vector<const float*>& row, int64_t in, int threads, PackedLinear& p) {
+  constexpr int64_t kPackK = 256;  // even: a bf16 k pair never straddles two blocks
   const int64_t npanels = static_cast<int64_t>(row.size()) / kNR;
   const bool bf16 = p.precision == GemmPrecision::BF16;
+  const bool hw16 = bf16 && bf16_hw();
   const int64_t kp = (in + 1) / 2;
-  if (bf16) p.panels_bf16.assign(static_cast<size_t>(npanels * kp * kNR * 2), 0);
-  else p.panels.assign(static_cast<size_t>(npanels * in * kNR), 0.0f);
+  // resize keeps the vector's memory when it is large enough (pack_linear_into reuse).
+  if (bf16) {
+    p.panels_bf16.resize(static_cast<size_t>(npanels * kp * kNR * 2));
+    std::vector<float>().swap(p.panels);
+  } else {
+    p.panels.resize(static_cast<size_t>(npanels * in * kNR));
+    std::vector<uint16_t>().swap(p.panels_bf16);
+  }
   const int nth = resolve_threads(threads);
   (void)nth;
 #pragma omp parallel for schedule(static) num_threads(nth) if (npanels * kNR * in >= (int64_t{1} << 18))
   for (int64_t pi = 0; pi < npanels; ++pi) {
-    for (int64_t j = 0; j < kNR; ++j) {
-      const float* src = row[static_cast<size_t>(pi * kNR + j)];
-      if (!src) continue;
+    uint16_t tmp[kPackK];
+    for (int64_t k0 = 0; k0 < in; k0 += kPackK) {
+      const int64_t kn = std::min(kPackK, in - k0);
       if (bf16) {
-        uint16_t* dst = p.panels_bf16.data() + pi * kp * kNR * 2;
-        for (int64_t k = 0; k < in; ++k) dst[((k / 2) * kNR + j) * 2 + (k % 2)] = bf16_round(src[k]);
+        // [kp][16] 32-bit words (one k pair each) from k pair k0 / 2 on.
+        uint16_t* dst = p.panels_bf16.data() + (pi * kp + k0 / 2) * kNR * 2;
+        const int64_t pairs = (kn + 1) / 2;
+        for (int64_t j = 0; j < kNR; ++j) {
+          const float* src = row[static_cast<size_t>(pi * kNR + j)];
+          if (!src) {
+            std::fill(tmp, tmp + 2 * pairs, uint16_t{0});
+          } else {
+            if (hw16) avx512::f32_to_bf16(src + k0, tmp, kn);
+            else for (int64_t k = 0; k < kn; ++k) tmp[k] = bf16_round(src[k0 + k]);
+            if (kn % 2) tmp[kn] = 0;  // an odd K's pair partner
+          }
+          for (int64_t q = 0; q < pairs; ++q) std::memcpy(dst + (q * kNR + j) * 2, tmp + 2 * q, 4);
+        }
       } else {
-        float* dst = p.panels.data() + pi * in * kNR;
-        for (int64_t k = 0; k < in; ++k) dst[k * kNR + j] = src[k];
+        float* dst = p.panels.data() + (pi * in + k0) * kNR;
+        for (int64_t j = 0; j < kNR; ++j) {
+          const float* src = row[static_cast<size_t>(pi * kNR + j)];
+          if (!src) for (int64_t k = 0; k < kn; ++k) dst[k * kNR + j] = 0.0f;
+          else for (int64_t k = 0; k < kn; ++k) dst[k * kNR + j] = src[k0 + k];
+        }
       }
     }
   }
@@ -168,8 +196,16 @@ void pack_rows(const std::vector<const float*>& row, int64_t in, int threads, Pa
 
 PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int threads, GemmPrecision precision) {
   PackedLinear p;
+  pack_linear_into(p, parts, in, threads, precision);
+  return p;
+}
+
+void pack_linear_into(PackedLinear& p, const std::vector<WeightPart>& parts, int64_t in, int threads,
+                      GemmPrecision precision) {
   p.precision = precision;
   p.in = in;
+  p.out = 0;
+  p.glu = false;
   for (const auto& part : parts) p.out += part.rows;
   QT_ASSERT(in > 0 && p.out > 0);
   // Row n of the concatenation -> (part, row within part); slots past N stay null (zeros).
@@ -178,11 +214,16 @@ PackedLinear pack_linear(const std::vector<WeightPart>& parts, int64_t in, int t
   for (const auto& part : parts)
     for (int64_t r = 0; r < part.rows; ++r) row[static_cast<size_t>(n++)] = part.w + r * (part.ld ? part.ld : in);
   pack_rows(row, in, threads, p);
-  return p;
 }
 
 PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in, int threads, GemmPrecision precision) {
   PackedLinear p;
+  pack_glu_into(p, gate, up, I, in, threads, precision);
+  return p;
+}
+
+void pack_glu_into(PackedLinear& p, const float* gate, const float* up, int64_t I, int64_t in, int threads,
+                   GemmPrecision precision) {
   p.precision = precision;
   p.in = in, p.out = I, p.glu = true;
   QT_ASSERT(in > 0 && I > 0);
@@ -194,7 +235,6 @@ PackedLinear pack_glu(const float* gate, const float* up, int64_t I, int64_t in,
     row[static_cast<size_t>((2 * pair + 1) * kNR + j)] = up + i * in;
   }
   pack_rows(row, in, threads, p);
-  return p;
 }
 
 void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float* bias,
@@ -250,6 +290,8 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
     // zero-fill: the first K block writes before anything reads). x is read in place by the
     // micro-kernel (mr row streams), so no packing of x.
     std::unique_ptr<float[]> acc(new float[static_cast<size_t>(kTaskPanels * kTaskRows * kNR)]);
+    std::unique_ptr<float[]> glu_g, glu_u;  // a GLU task's gate and up values of one panel pair
+    if (W.glu) glu_g.reset(new float[static_cast<size_t>(kTaskRows * kNR)]), glu_u.reset(new float[static_cast<size_t>(kTaskRows * kNR)]);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t t0 = (task / col_tasks) * kTaskRows, p0 = (task % col_tasks) * kTaskPanels;
@@ -314,8 +356,11 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       if (W.glu) {
         // m = silu(gate + bg) * (up + bu), 16 columns per (gate, up) panel pair, through the
         // same silu_mul_f32 as the unfused path (same bits).
+        // One silu_mul_f32 call per panel pair over all the task's rows (an elementwise function:
+        // the same bits as per row), written out row by row.
         const OutputColumns& o = outs[0];
-        float g[kNR], u[kNR];
+        float* g = glu_g.get();
+        float* u = glu_u.get();
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
           for (int64_t i = 0; i < tiles; ++i) {
@@ -323,13 +368,17 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             const float* cg = acc.get() + (q * tiles + i) * tile_floats;
             const float* cu = acc.get() + ((q + 1) * tiles + i) * tile_floats;
             for (int64_t r = 0; r < rows; ++r) {
+              float* gr = g + (i * mr + r) * nn;
+              float* ur = u + (i * mr + r) * nn;
               for (int64_t j = 0; j < nn; ++j) {
-                g[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
-                u[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
+                gr[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
+                ur[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
               }
-              silu_mul_f32(g, u, o.y + (t0 + i * mr + r) * o.ldy + n0, nn);
             }
           }
+          silu_mul_f32(g, u, g, mt * nn);
+          for (int64_t r = 0; r < mt; ++r)
+            std::memcpy(o.y + (t0 + r) * o.ldy + n0, g + r * nn, sizeof(float) * static_cast<size_t>(nn));
         }
         continue;
       }

@@ -237,7 +237,8 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
           gemm_tile(rows, S.data() + r0 * lds, lds, kv.v_panel(g, pd, kb), kn, tile, false);
           const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
           for (int r = 0; r < rows; ++r)
-            std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * nd);
+            if (nd == kTileCols) std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * kTileCols);
+            else std::copy_n(tile + r * kTileCols, nd, out + (i0 + r0 + r) * qd + h * D + d0);
         }
       }
     }

@@ -114,6 +114,13 @@ void bf16_tile_scalar(int rows, const uint16_t* A, int64_t lda, const uint16_t* 
     }
 }
 
+// Copies n <= 16 floats (a panel row) inline: a full row is a fixed-size copy the compiler
+// expands, where a memcpy call per 64 bytes cost more than the copy.
+inline void copy_upto16(float* dst, const float* src, int64_t n) {
+  if (n == kNR) std::memcpy(dst, src, sizeof(float) * kNR);
+  else for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+}
+
 std::atomic<bool> g_force_scalar{false};
 // AVX-512 (f32) and AVX512-BF16: two panels per micro-kernel call (avx512::f32_tile2_rows,
 // bf16_tile2_rows) unless QTOOL_GEMM_TILE=12x16 asks for the one-panel kernels -- a benchmark
@@ -377,8 +384,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             }
           }
           silu_mul_f32(g, u, g, mt * nn);
-          for (int64_t r = 0; r < mt; ++r)
-            std::memcpy(o.y + (t0 + r) * o.ldy + n0, g + r * nn, sizeof(float) * static_cast<size_t>(nn));
+          for (int64_t r = 0; r < mt; ++r) copy_upto16(o.y + (t0 + r) * o.ldy + n0, g + r * nn, nn);
         }
         continue;
       }
@@ -403,7 +409,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
                 else for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + cr[j];
               } else {
                 if (b) for (int64_t j = 0; j < run; ++j) yr[j] = cr[j] + b[j];
-                else std::memcpy(yr, cr, sizeof(float) * static_cast<size_t>(run));
+                else copy_upto16(yr, cr, run);
               }
             }
           }

@@ -280,19 +280,20 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
   (void)nth;
   const bool par = tasks > 1 && T * K * N >= kMinParallelFlops;
   // bf16: x rounded to bf16 once per call, rows of 2 Kp (an odd K's pair partner is 0).
+  // (In the same parallel region as the product: one fork per call.)
   std::unique_ptr<uint16_t[]> xb;
-  if (bf16) {
-    xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
-#pragma omp parallel for schedule(static) num_threads(nth) if (par)
-    for (int64_t t = 0; t < T; ++t) {
-      uint16_t* dst = xb.get() + t * 2 * Kp;
-      if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
-      else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
-      if (K % 2) dst[K] = 0;
-    }
-  }
+  if (bf16) xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
 #pragma omp parallel num_threads(nth) if (par)
   {
+    if (bf16) {
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < T; ++t) {
+        uint16_t* dst = xb.get() + t * 2 * Kp;
+        if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
+        else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
+        if (K % 2) dst[K] = 0;
+      }  // implicit barrier: every row is converted before any task reads it
+    }
     // Per-thread accumulators of a task, [panel][tile][mr][16], reused across tasks (no
     // zero-fill: the first K block writes before anything reads). x is read in place by the
     // micro-kernel (mr row streams), so no packing of x.

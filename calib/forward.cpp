@@ -87,18 +87,19 @@ void rms_norm(float* x, int64_t rows, int64_t n, const float* w, float eps, int 
   rms_norm_to(x, x, rows, n, w, eps, threads);
 }
 
-// rotate_half RoPE in place on x[T, heads*D]; cos/sin tables [maxT, D/2] (already multiplied by
-// the attention scaling). out[d] = x1*c - x2*s, out[d+D/2] = x2*c + x1*s.
-void rope(float* x, int64_t T, int64_t heads, int64_t D, const std::vector<float>& cos_t,
+// rotate_half RoPE in place on q[T, nH*D] and k[T, nKV*D] (one parallel loop for both); cos/sin
+// tables [maxT, D/2] (already multiplied by the attention scaling). out[d] = x1*c - x2*s,
+// out[d+D/2] = x2*c + x1*s.
+void rope(float* q, int64_t nH, float* k, int64_t nKV, int64_t T, int64_t D, const std::vector<float>& cos_t,
           const std::vector<float>& sin_t, int threads) {
   const int64_t half = D / 2;
   (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (T * heads * D >= kMinParallelElems)
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * (nH + nKV) * D >= kMinParallelElems)
   for (int64_t t = 0; t < T; ++t) {
     const float* c = cos_t.data() + t * half;
     const float* s = sin_t.data() + t * half;
-    for (int64_t h = 0; h < heads; ++h) {
-      float* xh = x + (t * heads + h) * D;
+    for (int64_t h = 0; h < nH + nKV; ++h) {
+      float* xh = h < nH ? q + (t * nH + h) * D : k + (t * nKV + h - nH) * D;
       for (int64_t d = 0; d < half; ++d) {
         const float x1 = xh[d], x2 = xh[d + half];
         xh[d] = x1 * c[d] - x2 * s[d];
@@ -237,7 +238,8 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
           gemm_tile(rows, S.data() + r0 * lds, lds, kv.v_panel(g, pd, kb), kn, tile, false);
           const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
           for (int r = 0; r < rows; ++r)
-            std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * nd);
+            if (nd == kTileCols) std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * kTileCols);
+            else std::copy_n(tile + r * kTileCols, nd, out + (i0 + r0 + r) * qd + h * D + d0);
         }
       }
     }
@@ -983,8 +985,7 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
         rms_norm(q.data(), T * c.num_heads, D, w.q_norm.data(), eps, threads);
         rms_norm(k.data(), T * c.num_kv_heads, D, w.k_norm.data(), eps, threads);
       }
-      rope(q.data(), T, c.num_heads, D, cos_t, sin_t, threads);
-      rope(k.data(), T, c.num_kv_heads, D, cos_t, sin_t, threads);
+      rope(q.data(), c.num_heads, k.data(), c.num_kv_heads, T, D, cos_t, sin_t, threads);
       if (obs) obs->on_kv(attn_name, k.data(), v.data(), T, kvd);
       pack_kv(k.data(), v.data(), T, c.num_kv_heads, D, kvp, threads);
       attention(q.data(), kvp, attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale, threads);

@@ -114,6 +114,13 @@ void bf16_tile_scalar(int rows, const uint16_t* A, int64_t lda, const uint16_t* 
     }
 }
 
+// Copies n <= 16 floats (a panel row) inline: a full row is a fixed-size copy the compiler
+// expands, where a memcpy call per 64 bytes cost more than the copy.
+inline void copy_upto16(float* dst, const float* src, int64_t n) {
+  if (n == kNR) std::memcpy(dst, src, sizeof(float) * kNR);
+  else for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+}
+
 std::atomic<bool> g_force_scalar{false};
 // AVX-512 (f32) and AVX512-BF16: two panels per micro-kernel call (avx512::f32_tile2_rows,
 // bf16_tile2_rows) unless QTOOL_GEMM_TILE=12x16 asks for the one-panel kernels -- a benchmark
@@ -273,19 +280,20 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
   (void)nth;
   const bool par = tasks > 1 && T * K * N >= kMinParallelFlops;
   // bf16: x rounded to bf16 once per call, rows of 2 Kp (an odd K's pair partner is 0).
+  // (In the same parallel region as the product: one fork per call.)
   std::unique_ptr<uint16_t[]> xb;
-  if (bf16) {
-    xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
-#pragma omp parallel for schedule(static) num_threads(nth) if (par)
-    for (int64_t t = 0; t < T; ++t) {
-      uint16_t* dst = xb.get() + t * 2 * Kp;
-      if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
-      else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
-      if (K % 2) dst[K] = 0;
-    }
-  }
+  if (bf16) xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
 #pragma omp parallel num_threads(nth) if (par)
   {
+    if (bf16) {
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < T; ++t) {
+        uint16_t* dst = xb.get() + t * 2 * Kp;
+        if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
+        else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
+        if (K % 2) dst[K] = 0;
+      }  // implicit barrier: every row is converted before any task reads it
+    }
     // Per-thread accumulators of a task, [panel][tile][mr][16], reused across tasks (no
     // zero-fill: the first K block writes before anything reads). x is read in place by the
     // micro-kernel (mr row streams), so no packing of x.
@@ -377,8 +385,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             }
           }
           silu_mul_f32(g, u, g, mt * nn);
-          for (int64_t r = 0; r < mt; ++r)
-            std::memcpy(o.y + (t0 + r) * o.ldy + n0, g + r * nn, sizeof(float) * static_cast<size_t>(nn));
+          for (int64_t r = 0; r < mt; ++r) copy_upto16(o.y + (t0 + r) * o.ldy + n0, g + r * nn, nn);
         }
         continue;
       }
@@ -403,7 +410,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
                 else for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + cr[j];
               } else {
                 if (b) for (int64_t j = 0; j < run; ++j) yr[j] = cr[j] + b[j];
-                else std::memcpy(yr, cr, sizeof(float) * static_cast<size_t>(run));
+                else copy_upto16(yr, cr, run);
               }
             }
           }

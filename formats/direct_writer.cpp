@@ -248,9 +248,8 @@ std::unique_ptr<DirectWriter> DirectWriter::attach(int fd, const std::string& pa
     if (env && std::string(env) == "0") return nullptr;
     if (!local_disk_file_system(fd)) return nullptr;
   }
-  if (!IoService::get()->usable()) return nullptr;
   const uint64_t block = direct_block(fd);
-  if (block == 0) return nullptr;
+  if (block == 0 || !IoService::get()->usable()) return nullptr;
   const int fl = ::fcntl(fd, F_GETFL);
   if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return nullptr;
   auto f = std::make_shared<File>();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "formats/input_file.h"
+#include "formats/run_cleanup.h"
 #include "libquant/error.h"
 
 namespace qt {
@@ -75,7 +76,11 @@ std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) 
     void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
     if (p == MAP_FAILED) break;
     ::madvise(p, n, MADV_SEQUENTIAL);
+    // A file truncated underneath raises SIGBUS here: reported as the I/O error it is, like every
+    // input mapping (formats/run_cleanup.h).
+    cleanup::register_mapping(p, n, path);
     h.update(p, n);
+    cleanup::unregister_mapping(p);
     ::munmap(p, n);
   }
   std::vector<uint8_t> buf(off < size ? size_t{4} << 20 : 0);

@@ -5,12 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <random>
 #include <thread>
 
@@ -166,23 +164,18 @@ TEST(DirectWriter, ReportsAFailedWriteNamingTheFileAndTheTensor) {
   const int fd = open_output(d, "out.bin");
   auto w = DirectWriter::attach(fd, d.str("out.bin"), 16u << 20);
   if (!w) GTEST_SKIP() << "no direct I/O here";
-  struct rlimit old {};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit lim = old;
-  lim.rlim_cur = 1 << 20;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &lim), 0);
   const auto bytes = pattern(16u << 20, 1);
   std::string what;
-  try {
-    w->write(0, bytes, "model.layers.0.mlp.up_proj.weight");
-    w->finish();
-  } catch (const InputError& e) {
-    EXPECT_EQ(e.kind(), InputError::Kind::Io);
-    what = e.what();
+  {
+    const test::FileSizeLimit limit(1 << 20);
+    try {
+      w->write(0, bytes, "model.layers.0.mlp.up_proj.weight");
+      w->finish();
+    } catch (const InputError& e) {
+      EXPECT_EQ(e.kind(), InputError::Kind::Io);
+      what = e.what();
+    }
   }
-  ::setrlimit(RLIMIT_FSIZE, &old);
-  std::signal(SIGXFSZ, old_handler);
   EXPECT_CONTAINS(what, d.str("out.bin"));
   EXPECT_CONTAINS(what, "model.layers.0.mlp.up_proj.weight");
   EXPECT_CONTAINS(what, "cannot write bytes [1048576,");

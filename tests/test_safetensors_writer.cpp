@@ -4,11 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -399,22 +397,17 @@ TEST(SafetensorsWriter, ReportsOsErrorsAsIoErrorsNamingTheFile) {
 TEST(SafetensorsWriter, ReportsAFullDiskBeforeAnyTensorIsWritten) {
   // A file-size limit stands in for a full disk: the reservation at construction fails (EFBIG).
   TempDir d;
-  struct rlimit old {};
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit lim = old;
-  lim.rlim_cur = 1 << 20;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &lim), 0);
   bool threw = false;
-  try {
-    SafetensorsWriter w(d.str("big.safetensors"), {{"a", DType::U8, {4 << 20}}});
-  } catch (const InputError& e) {
-    threw = true;
-    EXPECT_EQ(e.kind(), InputError::Kind::Io);
-    EXPECT_CONTAINS(e.what(), "big.safetensors");
+  {
+    const test::FileSizeLimit limit(1 << 20);
+    try {
+      SafetensorsWriter w(d.str("big.safetensors"), {{"a", DType::U8, {4 << 20}}});
+    } catch (const InputError& e) {
+      threw = true;
+      EXPECT_EQ(e.kind(), InputError::Kind::Io);
+      EXPECT_CONTAINS(e.what(), "big.safetensors");
+    }
   }
-  ::setrlimit(RLIMIT_FSIZE, &old);
-  std::signal(SIGXFSZ, old_handler);
   EXPECT_TRUE(threw);
   EXPECT_TRUE(dir_entries(d.path()).empty());
 }

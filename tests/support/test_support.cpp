@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -32,6 +34,23 @@ TempDir::TempDir() {
   throw std::runtime_error("cannot create a temporary directory");
 }
 TempDir::~TempDir() { std::error_code ec; fs::remove_all(path_, ec); }
+
+FileSizeLimit::FileSizeLimit(uint64_t bytes) {
+  struct rlimit lim {};
+  if (::getrlimit(RLIMIT_FSIZE, &lim) != 0) throw std::runtime_error("getrlimit(RLIMIT_FSIZE) failed");
+  old_cur_ = lim.rlim_cur;
+  old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+  lim.rlim_cur = bytes;
+  if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) throw std::runtime_error("setrlimit(RLIMIT_FSIZE) failed");
+}
+
+FileSizeLimit::~FileSizeLimit() {
+  struct rlimit lim {};
+  ::getrlimit(RLIMIT_FSIZE, &lim);
+  lim.rlim_cur = old_cur_;
+  ::setrlimit(RLIMIT_FSIZE, &lim);
+  std::signal(SIGXFSZ, old_handler_);
+}
 
 static std::string shell_quote(const std::string& s) {
   std::string q = "'";

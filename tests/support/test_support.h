@@ -36,6 +36,19 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// While it lives, this process may not write files past `bytes` (RLIMIT_FSIZE; writes there
+// fail with EFBIG, SIGXFSZ ignored): a stand-in for a full disk. Restores both when it dies.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(uint64_t bytes);
+  ~FileSizeLimit();
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+ private:
+  uint64_t old_cur_ = 0;
+  void (*old_handler_)(int) = nullptr;
+};
+
 struct RunResult {
   int exit_code = -1;
   std::string out;  // stdout

@@ -31,7 +31,8 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float h
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  // memcmp of two empty vectors would pass null pointers (undefined even for 0 bytes; UBSan).
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 struct Dims { int64_t T, N, K; };

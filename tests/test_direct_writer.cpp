@@ -54,10 +54,20 @@ int open_output(const TempDir& d, const char* name) {
   return fd;
 }
 
+// Whether the file system under `d` takes direct I/O at all (in the current test mode).
+bool direct_io_here(const TempDir& d) {
+  const int fd = open_output(d, "probe");
+  const bool ok = DirectWriter::attach(fd, d.str("probe"), 1) != nullptr;
+  ::close(fd);
+  ::unlink(d.str("probe").c_str());
+  return ok;
+}
+
 // Writes `want` by random pieces from three threads; returns whether the file stayed direct.
 bool write_in_pieces(const TempDir& d, const std::vector<uint8_t>& want, uint32_t seed) {
   const int fd = open_output(d, "out.bin");
   auto w = DirectWriter::attach(fd, d.str("out.bin"), want.size());
+  EXPECT_NE(w, nullptr);
   if (!w) {
     ::close(fd);
     return false;
@@ -83,6 +93,7 @@ TEST(DirectWriter, WritesPiecesArrivingInAnyOrderFromSeveralThreadsAsTheFileThey
   // (so buffers are reused) with a tail that ends inside a block.
   for (size_t n : {size_t{1}, size_t{4095}, size_t{3} << 12, (size_t{21} << 20) + 12345}) {
     TempDir d;
+    if (!direct_io_here(d)) GTEST_SKIP() << "the file system under " << d.str() << " offers no direct I/O";
     const auto want = pattern(n, static_cast<uint32_t>(n));
     const bool direct = write_in_pieces(d, want, static_cast<uint32_t>(n));
     EXPECT_EQ(test::read_file(d.path() / "out.bin"), want) << n << " bytes, direct: " << direct;
@@ -94,10 +105,7 @@ TEST(DirectWriter, FallsBackToOrdinaryWritesWithTheSameBytesWhenADirectWriteIsRe
   const ModeGuard g(DirectWriter::Mode::RefuseFirstWrite);
   TempDir d;
   const auto want = pattern((size_t{9} << 20) + 77, 5);
-  const int fd = open_output(d, "probe");
-  const bool attached = DirectWriter::attach(fd, d.str("probe"), 1) != nullptr;
-  ::close(fd);
-  if (!attached) GTEST_SKIP() << "the file system under " << d.str("") << " offers no direct I/O";
+  if (!direct_io_here(d)) GTEST_SKIP() << "the file system under " << d.str() << " offers no direct I/O";
   EXPECT_FALSE(write_in_pieces(d, want, 9));  // fell back
   EXPECT_EQ(test::read_file(d.path() / "out.bin"), want);
 }
@@ -136,7 +144,7 @@ TEST(DirectWriter, CopiesRangesOfASourceFileAndSaysWhereTheSourceEnded) {
   std::vector<uint8_t> want(n, 0);
   const int fd = open_output(d, "out.bin");
   auto w = DirectWriter::attach(fd, d.str("out.bin"), n);
-  if (!w) GTEST_SKIP() << "no direct I/O here";
+  if (!w) GTEST_SKIP() << "the file system under " << d.str() << " offers no direct I/O";
   const uint64_t a = 9u << 20;
   std::copy(src.begin() + 7, src.begin() + 7 + a, want.begin() + 100);
   EXPECT_EQ(w->copy(in, 7, 100, a, "a"), a);
@@ -163,7 +171,7 @@ TEST(DirectWriter, ReportsAFailedWriteNamingTheFileAndTheTensor) {
   TempDir d;
   const int fd = open_output(d, "out.bin");
   auto w = DirectWriter::attach(fd, d.str("out.bin"), 16u << 20);
-  if (!w) GTEST_SKIP() << "no direct I/O here";
+  if (!w) GTEST_SKIP() << "the file system under " << d.str() << " offers no direct I/O";
   const auto bytes = pattern(16u << 20, 1);
   std::string what;
   {

@@ -106,9 +106,11 @@ TEST_P(Nvfp4Goldens, WeightsAreByteIdenticalAndInputGlobalScalesAgreeWithLlmComp
   // Every quantization tensor qtool writes for a decoder Linear is one llm-compressor writes too.
   for (const TensorView& t : ours.tensors())
     for (const char* suf : {".weight_packed", ".weight_scale", ".weight_global_scale", ".input_global_scale",
-                            ".input_scale", ".weight_shape"})
-      if (t.name.find(".layers.") != std::string::npos && t.name.ends_with(suf))
+                            ".input_scale", ".weight_shape"}) {
+      if (t.name.find(".layers.") != std::string::npos && t.name.ends_with(suf)) {
         EXPECT_NE(gold.find(t.name), nullptr) << t.name << " is written by qtool only";
+      }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(LlmCompressor014, Nvfp4Goldens,

@@ -23,6 +23,7 @@
 #include "libquant/cpu_isa.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
+#include "formats/direct_writer.h"
 #include "formats/safetensors_writer.h"
 #include "formats/sha256.h"
 #include "formats/tiny_model.h"
@@ -209,7 +210,7 @@ TEST(QuantizePipeline, OutputIsByteIdenticalAtOneAndTwoThreads) {
     EXPECT_EQ(test::read_file(d.path() / "one" / f), test::read_file(d.path() / "two" / f)) << f;
 }
 
-TEST(QuantizePipeline, KeptTensorsCopiedByTheKernelOrWrittenGiveTheSameFilesAndInputHashes) {
+TEST(QuantizePipeline, KeptTensorsCopiedByTheKernelOrWrittenAndDirectIoGiveTheSameFilesAndInputHashes) {
   // Unchanged tensors go through copy_file_range from the input shard; the fallback (the kernel
   // copying nothing, or stopping after its first chunk) must give the same bytes, and the
   // manifest's sha256 of each input shard is the file's (two input shards, two output shards).
@@ -235,12 +236,19 @@ TEST(QuantizePipeline, KeptTensorsCopiedByTheKernelOrWrittenGiveTheSameFilesAndI
   run(d.str("auto"), SafetensorsWriter::KernelCopy::Auto);
   run(d.str("off"), SafetensorsWriter::KernelCopy::Off);
   run(d.str("part"), SafetensorsWriter::KernelCopy::FailAfterFirstChunk);
+  // The same through direct I/O (formats/direct_writer.h; forced for these small shards): kept
+  // tensors then come from the input shard by pread, or from the mapping after a "failed" read.
+  DirectWriter::mode_for_tests(DirectWriter::Mode::Always);
+  run(d.str("direct"), SafetensorsWriter::KernelCopy::Auto);
+  run(d.str("direct-part"), SafetensorsWriter::KernelCopy::FailAfterFirstChunk);
+  DirectWriter::mode_for_tests(DirectWriter::Mode::Auto);
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(d.path() / "off")) files.push_back(e.path().filename().string());
   EXPECT_GE(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.ends_with(".safetensors"); }), 2);
   for (const auto& f : files) {
-    EXPECT_EQ(test::read_file(d.path() / "auto" / f), test::read_file(d.path() / "off" / f)) << f;
-    EXPECT_EQ(test::read_file(d.path() / "part" / f), test::read_file(d.path() / "off" / f)) << f;
+    const auto want = test::read_file(d.path() / "off" / f);
+    for (const char* way : {"auto", "part", "direct", "direct-part"})
+      EXPECT_EQ(test::read_file(d.path() / way / f), want) << way << "/" << f;
   }
   const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "auto" / "qtool_manifest.json"));
   ASSERT_EQ(man.at("inputs").size(), 2u);

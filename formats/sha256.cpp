@@ -53,13 +53,14 @@ std::string Sha256::hex() {
 }
 
 std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
-  int fd = open_input_file(path);
+  struct Fd {
+    int fd;
+    ~Fd() { ::close(fd); }
+  } f{open_input_file(path)};
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    throw InputError(InputError::Kind::Io, path, "", std::string("cannot stat: ") + std::strerror(e));
-  }
+  if (::fstat(f.fd, &st) != 0)
+    throw InputError(InputError::Kind::Io, path, "", std::string("cannot stat: ") + std::strerror(errno));
+  auto stopped = [&] { return stop && stop->load(); };
   Sha256 h;
   // From the file's pages through a mapping, a window at a time: no copy of the bytes into a
   // buffer (read(2) cost ~15 % of the hashing's CPU time, bench/RESULTS.md), and the resident
@@ -68,12 +69,9 @@ std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) 
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   uint64_t off = 0;
   for (; off < size; off += kWindow) {
-    if (stop && stop->load()) {
-      ::close(fd);
-      return "";
-    }
+    if (stopped()) return "";
     const size_t n = static_cast<size_t>(std::min(kWindow, size - off));
-    void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
+    void* p = ::mmap(nullptr, n, PROT_READ, MAP_SHARED, f.fd, static_cast<off_t>(off));
     if (p == MAP_FAILED) break;
     ::madvise(p, n, MADV_SEQUENTIAL);
     // A file truncated underneath raises SIGBUS here: reported as the I/O error it is, like every
@@ -83,25 +81,18 @@ std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) 
     cleanup::unregister_mapping(p);
     ::munmap(p, n);
   }
-  std::vector<uint8_t> buf(off < size ? size_t{4} << 20 : 0);
-  for (;;) {
-    if (off >= size && buf.empty()) break;
-    if (stop && stop->load()) {
-      ::close(fd);
-      return "";
+  if (off < size) {  // the read(2) fallback, from where mapping failed to the end of the file
+    std::vector<uint8_t> buf(size_t{4} << 20);
+    for (;;) {
+      if (stopped()) return "";
+      const ssize_t n = ::pread(f.fd, buf.data(), buf.size(), static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw InputError(InputError::Kind::Io, path, "", std::string("read failed: ") + std::strerror(errno));
+      if (n == 0) break;
+      h.update(buf.data(), static_cast<size_t>(n));
+      off += static_cast<uint64_t>(n);
     }
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      throw InputError(InputError::Kind::Io, path, "", std::string("read failed: ") + std::strerror(e));
-    }
-    if (n == 0) break;
-    h.update(buf.data(), static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
   }
-  ::close(fd);
   return h.hex();
 }
 

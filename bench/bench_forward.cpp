@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
               "\"precision\": \"%s\", \"isa\": \"%s\", \"moe\": \"%s\"}\n",
               (long long)n, (long long)len, (long long)st.tokens, st.seconds, st.tokens_per_second(),
               flops / st.seconds / 1e9, st.layer_seconds, st.weight_seconds, precision_name(fo.precision),
-              gemm_path_name(fo.precision == GemmPrecision::BF16),
+              gemm_path_name(fo.precision == GemmPrecision::BF16).c_str(),
               cfg.is_moe() ? (fo.moe_all_experts ? "all" : "routed") : "none");
   return 0;
 }

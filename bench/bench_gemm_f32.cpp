@@ -83,5 +83,5 @@ int main(int argc, char** argv) {
                 static_cast<long long>(T), static_cast<long long>(s.n), static_cast<long long>(s.k), best * 1e3, flop / best * 1e-9);
   }
   std::printf("{\"shape\": \"layer\", \"gflops\": %.1f, \"path\": \"%s\", \"fma_peak_gflops\": %.1f}\n",
-              total_flop / total_s * 1e-9, qt::gemm_path_name(prec == qt::GemmPrecision::BF16), fma_peak_gflops(threads));
+              total_flop / total_s * 1e-9, qt::gemm_path_name(prec == qt::GemmPrecision::BF16).c_str(), fma_peak_gflops(threads));
 }

@@ -4,11 +4,20 @@
 //   avx2    AVX2 + FMA (+ F16C): the 6 x 16 micro-kernel and 8-lane vmath;
 //   scalar  baseline x86-64 (std::fma).
 // All three compute the same IEEE operations in the same order for f32 (gemm.h, vmath.h): the path
-// changes speed, not bits. The bf16 GEMM (gemm.h Precision::BF16) runs vdpbf16ps where the CPU has
-// AVX512-BF16 ("avx512-bf16") and its scalar emulation elsewhere ("scalar-bf16").
-// The environment variable QTOOL_ISA (scalar | avx2 | avx512), read once, caps the choice (for
-// comparisons on one machine); a value above what the CPU has changes nothing.
+// changes speed, not bits. The bf16 GEMM (gemm.h Precision::BF16) has two back ends:
+//   own     vdpbf16ps where the CPU has AVX512-BF16 ("avx512-bf16") and its bit-identical scalar
+//           emulation elsewhere ("scalar-bf16"): one documented summation order on every CPU;
+//   onednn  oneDNN's matmul ("onednn-" + oneDNN's implementation name, e.g.
+//           "onednn-brg:avx512_core_amx_bf16"): AMX-BF16 tiles where the CPU has them, oneDNN's own
+//           summation order (gemm.h, kernels/gemm_onednn.h).
+// By default the bf16 GEMM uses oneDNN where this build has it and the CPU has AMX-BF16 that Linux
+// lets the process use (amx_status()), and the own kernel everywhere else. QTOOL_BF16_GEMM=own |
+// onednn | auto (read once) overrides that for comparisons (onednn where oneDNN is not built in,
+// or has no bf16 matmul for this CPU, as on AVX2-only CPUs: own). The environment variable QTOOL_ISA (scalar | avx2 | avx512), read once, caps the own
+// kernels' choice (for comparisons on one machine); a value above what the CPU has changes nothing.
 #pragma once
+
+#include <string>
 
 namespace qt {
 
@@ -22,8 +31,30 @@ Isa active_isa();
 // false when the cap is below avx512.
 bool bf16_hardware();
 const char* isa_name(Isa isa);
-// "avx512", "avx2" or "scalar" for f32, "avx512-bf16" or "scalar-bf16" for bf16.
-const char* gemm_path_name(bool bf16);
+// "avx512", "avx2" or "scalar" for f32; "avx512-bf16", "scalar-bf16" or "onednn-<implementation>"
+// for bf16 (what the manifest records as calibration.forward.isa).
+std::string gemm_path_name(bool bf16);
+
+// AMX-BF16 tiles (Intel Xeon from Sapphire Rapids on). Linux (5.16 and later) gives a process the
+// 8 KiB of tile state only on request, arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); a tile
+// instruction before that kills the process (SIGILL). amx_status() checks the CPU (CPUID leaf 7:
+// AMX-TILE and AMX-BF16), the OS (XCR0 bits 17 and 18) and makes the request, once per process;
+// `detail` says what it found ("granted", or why not, in one sentence).
+struct AmxStatus {
+  bool usable = false;
+  std::string detail;
+};
+const AmxStatus& amx_status();
+// The request itself: "" when Linux grants tile data to this process, else why not (with the
+// errno text). amx_status() calls it only on a CPU with AMX; tests call it anywhere.
+std::string request_amx_tile_data();
+
+enum class Bf16Backend { Own, Onednn };
+// The bf16 GEMM back end linear_packed uses for weights packed from now on (see the top).
+Bf16Backend bf16_backend();
+// Test hook: force a back end (Onednn only where kernels::onednn::available()) or go back to the default (nullptr);
+// process wide, not while GEMMs run.
+void bf16_backend_for_tests(const Bf16Backend* choice);
 
 // Test hook: cap the path process wide (nullptr-like Isa::Avx512 = no cap beyond QTOOL_ISA); not
 // for use while GEMMs are running.

@@ -22,16 +22,26 @@
 // (unit roundoff 2^-8 each), and each f32 chain is within K 2^-24 sum |terms| of its exact sum, so
 //   |y_bf16 - y_f32| <= (2^-7 + 2^-16 + 2.01 K 2^-24) sum_k |x_k W_k| + K 2^-126   (tests check).
 //
+// bf16 through oneDNN (cpu_isa.h Bf16Backend::Onednn, the default only on CPUs with AMX-BF16): the
+// same bf16 operands and exact products, summed in f32 in oneDNN's order instead of the chain
+// above, so the bound above holds (the 2.01 K 2^-24 term covers any summation order), and the
+// result is within 2 K 2^-24 sum_k |x_k W_k| of the own kernel's. Identical at any thread count on
+// one machine, not across CPUs (libquant/kernels/gemm_onednn.h says how).
+//
 // Layout of PackedLinear::panels: the N output rows of W (the concatenation of `parts`) are cut
 // into panels of 16 consecutive rows; panel p holds [K][16] floats (W[16p + j][k] at k*16 + j),
 // zero-padded past N. That is the B operand of f32_tile read with unit stride.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace qt {
+namespace kernels::onednn {
+struct Weights;
+}
 
 enum class GemmPrecision { F32, BF16 };
 // "f32" / "bf16" (the --calib-precision values), and back (false for anything else).
@@ -48,6 +58,9 @@ struct PackedLinear {
   std::vector<float> panels;   // ceil(N/16) * K * 16 floats (GLU: 2 * ceil(I/16) * K * 16); F32 only
   // BF16 only: the same panels with k pairs side by side, [ceil(K/2)][16][2] bf16 bits each.
   std::vector<uint16_t> panels_bf16;
+  // BF16 packed while bf16_backend() was Onednn: the same columns (panel order, zero slots included)
+  // in oneDNN's blocked layout instead of panels_bf16.
+  std::shared_ptr<kernels::onednn::Weights> onednn;
 };
 
 // One row-major [rows, in] weight matrix (not owned; read during pack_linear only).
@@ -112,6 +125,8 @@ void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K,
 // The same for bf16 precision (the emulated vdpbf16ps chain above).
 void linear_ref_bf16(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,
                      float* y, int64_t ldy);
+// dst[i] = bf16_round(src[i]) for i < n (AVX512-BF16's conversion where present: the same bits).
+void bf16_round_row(const float* src, uint16_t* dst, int64_t n);
 // bf16 bits of x rounded to nearest even (subnormals to signed zero, NaN stays a quiet NaN), and
 // back (exact).
 uint16_t bf16_round(float x);

@@ -5,7 +5,9 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 PKGS=(build-essential cmake ninja-build pkg-config git
       libcli11-dev nlohmann-json3-dev libzstd-dev libeigen3-dev libspdlog-dev libfmt-dev
-      libgtest-dev libgmock-dev libpcre2-dev libicu-dev libssl-dev pandoc python3 python3-pip)
+      libgtest-dev libgmock-dev libpcre2-dev libicu-dev libssl-dev pandoc python3 python3-pip
+      # oneDNN (the bf16 calibration GEMM on AMX); its CMake config needs OpenCL's, only recommended
+      libdnnl-dev ocl-icd-opencl-dev)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -19,6 +19,7 @@
 #include "calib/observers.h"
 #include "calib/forward.h"
 #include "libquant/cpu_isa.h"
+#include "libquant/kernels/gemm_onednn.h"
 #include "libquant/gemm.h"
 #include "libquant/vmath.h"
 #include "calib/model_config.h"
@@ -647,6 +648,28 @@ TEST(ForwardBf16, StatisticsStayWithinAFewBf16UlpsOfTheF32Run) {
             b.second.input_absmax.at("model.layers.0.self_attn.q_proj"));  // before any GEMM
   EXPECT_GT(worst, 0.0);  // the bf16 run really differs
   RecordProperty("worst_relative_absmax_difference", std::to_string(worst));
+}
+
+// The bf16 GEMM through oneDNN (the default on AMX machines; forced here): bit-identical at any
+// thread count, and every statistic within the same 2 bf16 ulps of the f32 run as the own kernel.
+TEST(ForwardBf16, OnednnBackendIsBitIdenticalForAnyThreadCountAndStaysWithinTwoUlpsOfF32) {
+  if (!qt::kernels::onednn::available())
+    GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";
+  const auto f = determinism_run(2, qt::GemmPrecision::F32);
+  const qt::Bf16Backend dnn = qt::Bf16Backend::Onednn;
+  qt::bf16_backend_for_tests(&dnn);
+  const auto a = determinism_run(1, qt::GemmPrecision::BF16);
+  const auto b = determinism_run(2, qt::GemmPrecision::BF16);
+  const auto c = determinism_run(3, qt::GemmPrecision::BF16);
+  qt::bf16_backend_for_tests(nullptr);
+  EXPECT_EQ(std::memcmp(a.first.data(), b.first.data(), a.first.size() * 4), 0) << "2 threads";
+  EXPECT_EQ(std::memcmp(a.first.data(), c.first.data(), a.first.size() * 4), 0) << "3 threads";
+  EXPECT_EQ(a.second.input_absmax, b.second.input_absmax);
+  EXPECT_EQ(a.second.input_absmax, c.second.input_absmax);
+  for (const auto& [name, v] : f.second.input_absmax) {
+    const float w = a.second.input_absmax.at(name);
+    EXPECT_LE(std::fabs(static_cast<double>(w) - v) / v, 0x1p-6) << name << ": f32 " << v << ", bf16 " << w;
+  }
 }
 
 TEST(ForwardReference, SyntheticProviderIsDeterministicAndShapedByTheConfig) {

@@ -21,6 +21,7 @@
 #include "calib/quantize_pipeline.h"
 #include "calib/stats_file.h"
 #include "libquant/cpu_isa.h"
+#include "libquant/kernels/gemm_onednn.h"
 #include "formats/model_folder.h"
 #include "formats/safetensors.h"
 #include "formats/direct_writer.h"
@@ -484,6 +485,24 @@ TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndThe
     load_stats(r.stats_out, model_fingerprint(ModelFolder::open(model)), &prov);
     EXPECT_EQ(prov.calib_precision, name);
   }
+}
+
+TEST(QuantizeModel, ABf16CalibrationThroughOnednnRecordsOnednnsKernelInTheManifest) {
+  if (!kernels::onednn::available())
+      GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";
+  test::TempDir d;
+  QuantizeRequest r = request(tiny(d), d.str("out"), "fp8-static");
+  r.num_samples = 2;
+  r.seq_len = 16;
+  r.calib_precision = GemmPrecision::BF16;
+  const Bf16Backend dnn = Bf16Backend::Onednn;
+  bf16_backend_for_tests(&dnn);
+  quantize_model(r, {});
+  bf16_backend_for_tests(nullptr);
+  const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "out" / "qtool_manifest.json"));
+  EXPECT_EQ(man.at("calibration").at("forward").at("precision"), "bf16");
+  // e.g. "onednn-brg:avx512_core_bf16" on AVX512-BF16, "onednn-brg:avx512_core_amx_bf16" on AMX.
+  EXPECT_EQ(man.at("calibration").at("forward").at("isa"), "onednn-" + kernels::onednn::impl_name());
 }
 
 }  // namespace

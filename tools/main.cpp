@@ -26,7 +26,8 @@ namespace {
 
 std::string version_text() {
   std::string s = std::string("qtool ") + QTOOL_VERSION_STRING + "\n";
-  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " isa=" + qt::isa_name(qt::active_isa()) + " (run-time; bf16 GEMM: " + qt::gemm_path_name(true) + ")\n";
+  s += std::string("features: openmp=") + QTOOL_BUILD_OPENMP + " cuda=" + QTOOL_BUILD_CUDA + " onednn=" + QTOOL_BUILD_ONEDNN + " isa=" + qt::isa_name(qt::active_isa()) + " (run-time; bf16 GEMM: " + qt::gemm_path_name(true) + ")\n";
+  s += "amx: " + qt::amx_status().detail + "\n";
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   s += std::string("threads: ") + std::to_string(qt::resolve_threads(0)) + " by default (-j to change), OMP_WAIT_POLICY=" +
        (wait ? wait : "(unset)") + "\n";

@@ -1,12 +1,20 @@
 // Run-time ISA choice of libquant/cpu_isa.h.
 #include "libquant/cpu_isa.h"
+#include "libquant/error.h"
+
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "libquant/kernels/cpu_fast_avx2.h"
 #include "libquant/kernels/gemm_avx512.h"
+#include "libquant/kernels/gemm_onednn.h"
 
 namespace qt {
 namespace {
@@ -55,9 +63,68 @@ const char* isa_name(Isa isa) {
   }
 }
 
-const char* gemm_path_name(bool bf16) {
-  if (bf16) return bf16_hardware() ? "avx512-bf16" : "scalar-bf16";
-  return isa_name(active_isa());
+std::string gemm_path_name(bool bf16) {
+  if (!bf16) return isa_name(active_isa());
+  if (bf16_backend() == Bf16Backend::Onednn) return "onednn-" + kernels::onednn::impl_name();
+  return bf16_hardware() ? "avx512-bf16" : "scalar-bf16";
+}
+
+namespace {
+
+// Linux's arch_prctl codes for extended state permission (asm/prctl.h, Linux 5.16) and the XSAVE
+// component number of AMX tile data (asm/fpu/types.h: XFEATURE_XTILEDATA).
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr unsigned long kXfeatureXtiledata = 18;
+
+AmxStatus detect_amx() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)))
+    return {false, "the CPU has no AMX-BF16"};
+  // OSXSAVE (leaf 1 ECX bit 27), then XCR0's tile configuration and tile data bits (17, 18).
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return {false, "the OS has not enabled XSAVE"};
+  uint32_t lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return {false, "the OS has not enabled AMX tile state (XCR0 bits 17-18)"};
+  std::string refused = request_amx_tile_data();
+  if (!refused.empty()) return {false, refused};
+  return {true, "granted"};
+}
+
+// -1: no test override; else the Bf16Backend value.
+std::atomic<int> g_bf16_backend_test{-1};
+
+Bf16Backend default_bf16_backend() {
+  const char* v = std::getenv("QTOOL_BF16_GEMM");
+  const std::string want = v ? v : "auto";
+  // The request comes first in every case: oneDNN's AMX kernels need the permission.
+  const bool amx = amx_status().usable;
+  if (want == "own" || !kernels::onednn::available()) return Bf16Backend::Own;
+  if (want == "onednn") return Bf16Backend::Onednn;
+  return amx ? Bf16Backend::Onednn : Bf16Backend::Own;
+}
+
+}  // namespace
+
+std::string request_amx_tile_data() {
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0) return "";
+  const int e = errno;
+  return std::string("Linux refused AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM): ") + std::strerror(e);
+}
+
+const AmxStatus& amx_status() {
+  static const AmxStatus s = detect_amx();
+  return s;
+}
+
+Bf16Backend bf16_backend() {
+  static const Bf16Backend d = default_bf16_backend();
+  const int t = g_bf16_backend_test.load(std::memory_order_relaxed);
+  return t < 0 ? d : static_cast<Bf16Backend>(t);
+}
+
+void bf16_backend_for_tests(const Bf16Backend* choice) {
+  QT_ASSERT(!choice || *choice == Bf16Backend::Own || kernels::onednn::available());
+  g_bf16_backend_test.store(choice ? static_cast<int>(*choice) : -1, std::memory_order_relaxed);
 }
 
 void isa_cap_for_tests(Isa cap) { g_test_cap.store(static_cast<int>(cap), std::memory_order_relaxed); }

@@ -27,6 +27,7 @@
 #include "libquant/error.h"
 #include "libquant/kernels/cpu_fast_avx2.h"
 #include "libquant/kernels/gemm_avx512.h"
+#include "libquant/kernels/gemm_onednn.h"
 
 namespace qt {
 namespace {
@@ -136,6 +137,11 @@ bool bf16_hw() { return !g_force_scalar.load(std::memory_order_relaxed) && bf16_
 }  // namespace
 
 bool linear_uses_avx2() { return gemm_isa() != Isa::Scalar; }
+
+void bf16_round_row(const float* src, uint16_t* dst, int64_t n) {
+  if (bf16_hw()) avx512::f32_to_bf16(src, dst, n);
+  else for (int64_t k = 0; k < n; ++k) dst[k] = bf16_round(src[k]);
+}
 void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool accumulate) {
   QT_ASSERT(rows >= 1 && rows <= kTileRows);
   switch (gemm_isa()) {
@@ -157,8 +163,15 @@ void pack_rows(const std::vector<const float*>& row, int64_t in, int threads, Pa
   constexpr int64_t kPackK = 256;  // even: a bf16 k pair never straddles two blocks
   const int64_t npanels = static_cast<int64_t>(row.size()) / kNR;
   const bool bf16 = p.precision == GemmPrecision::BF16;
-  const bool hw16 = bf16 && bf16_hw();
   const int64_t kp = (in + 1) / 2;
+  if (bf16 && !g_force_scalar.load(std::memory_order_relaxed) && bf16_backend() == Bf16Backend::Onednn) {
+    // oneDNN's layout, one block per task's columns (linear_packed); p.onednn keeps its memory.
+    kernels::onednn::pack(p.onednn, row, in, kTaskPanels * kNR, threads);
+    std::vector<float>().swap(p.panels);
+    std::vector<uint16_t>().swap(p.panels_bf16);
+    return;
+  }
+  p.onednn.reset();
   // resize keeps the vector's memory when it is large enough (pack_linear_into reuse).
   if (bf16) {
     p.panels_bf16.resize(static_cast<size_t>(npanels * kp * kNR * 2));
@@ -183,8 +196,7 @@ void pack_rows(const std::vector<const float*>& row, int64_t in, int threads, Pa
           if (!src) {
             std::fill(tmp, tmp + 2 * pairs, uint16_t{0});
           } else {
-            if (hw16) avx512::f32_to_bf16(src + k0, tmp, kn);
-            else for (int64_t k = 0; k < kn; ++k) tmp[k] = bf16_round(src[k0 + k]);
+            bf16_round_row(src + k0, tmp, kn);
             if (kn % 2) tmp[kn] = 0;  // an odd K's pair partner
           }
           for (int64_t q = 0; q < pairs; ++q) std::memcpy(dst + (q * kNR + j) * 2, tmp + 2 * q, 4);
@@ -266,8 +278,10 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
     }
   }
   const int64_t Kp = (K + 1) / 2;  // bf16 k pairs
-  const int64_t npanels = bf16 ? static_cast<int64_t>(W.panels_bf16.size()) / (Kp * kNR * 2)
-                               : static_cast<int64_t>(W.panels.size()) / (K * kNR);
+  const int64_t npanels = (W.glu ? 2 : 1) * ((N + kNR - 1) / kNR);
+  const bool dnn = bf16 && W.onednn;  // oneDNN computes each task's block (gemm_onednn.h)
+  QT_ASSERT(dnn || npanels == (bf16 ? static_cast<int64_t>(W.panels_bf16.size()) / (Kp * kNR * 2)
+                                    : static_cast<int64_t>(W.panels.size()) / (K * kNR)));
   static_assert(kTaskPanels % 2 == 0, "GLU pairs must not straddle tasks");
   const int64_t row_tasks = (T + kTaskRows - 1) / kTaskRows;
   const int64_t col_tasks = (npanels + kTaskPanels - 1) / kTaskPanels;
@@ -276,21 +290,32 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
   const bool hw16 = bf16 && bf16_hw();
   // Rows per micro-tile: 12 where 32 vector registers hold 12 accumulators, else 6.
   const int64_t mr = bf16 || isa == Isa::Avx512 ? kMaxMR : 6;
+  // A task's accumulators: [panel][tile][mr][16] for the micro-kernels (panel q's row r at
+  // q * acc_q + r * 16), [row][128] for oneDNN (at q * 16 + r * 128).
+  const int64_t acc_row = dnn ? kTaskPanels * kNR : kNR;
+  // oneDNN's row counts are whole multiples of 16 (zero rows of x past T), so that samples of
+  // every length share a few primitives (each is JIT-compiled code) instead of one per T % 96.
+  auto dnn_rows = [](int64_t rows) { return (rows + 15) / 16 * 16; };
+  const int64_t x_rows = dnn ? dnn_rows(T) : T;
+  if (dnn) {
+    kernels::onednn::prepare(*W.onednn, dnn_rows(std::min(kTaskRows, T)), 2 * Kp, acc_row);
+    if (T > kTaskRows && T % kTaskRows) kernels::onednn::prepare(*W.onednn, dnn_rows(T % kTaskRows), 2 * Kp, acc_row);
+  }
   const int nth = resolve_threads(threads);
   (void)nth;
   const bool par = tasks > 1 && T * K * N >= kMinParallelFlops;
   // bf16: x rounded to bf16 once per call, rows of 2 Kp (an odd K's pair partner is 0).
   // (In the same parallel region as the product: one fork per call.)
   std::unique_ptr<uint16_t[]> xb;
-  if (bf16) xb.reset(new uint16_t[static_cast<size_t>(T * 2 * Kp)]);
+  if (bf16) xb.reset(new uint16_t[static_cast<size_t>(x_rows * 2 * Kp)]);
+  if (x_rows > T) std::memset(xb.get() + T * 2 * Kp, 0, sizeof(uint16_t) * static_cast<size_t>((x_rows - T) * 2 * Kp));
 #pragma omp parallel num_threads(nth) if (par)
   {
     if (bf16) {
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < T; ++t) {
         uint16_t* dst = xb.get() + t * 2 * Kp;
-        if (hw16) avx512::f32_to_bf16(x + t * K, dst, K);
-        else for (int64_t k = 0; k < K; ++k) dst[k] = bf16_round(x[t * K + k]);
+        bf16_round_row(x + t * K, dst, K);
         if (K % 2) dst[K] = 0;
       }  // implicit barrier: every row is converted before any task reads it
     }
@@ -306,7 +331,11 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       const int64_t mt = std::min(kTaskRows, T - t0), np = std::min(kTaskPanels, npanels - p0);
       const int64_t tiles = (mt + mr - 1) / mr;
       const int64_t tile_floats = mr * kNR;
-      for (int64_t k0 = 0; k0 < K; k0 += kKBlock) {
+      const int64_t acc_q = dnn ? kNR : tiles * tile_floats;
+      if (dnn)
+        kernels::onednn::block_product(*W.onednn, task % col_tasks, xb.get() + t0 * 2 * Kp, 2 * Kp, dnn_rows(mt), acc.get(),
+                                       acc_row);
+      for (int64_t k0 = 0; k0 < K && !dnn; k0 += kKBlock) {
         const int64_t kn = std::min(kKBlock, K - k0);
         for (int64_t q = 0; q < np; ++q) {
           if (!bf16 && isa == Isa::Avx512 && g_two_panels && q + 1 < np) {
@@ -371,17 +400,14 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
         float* u = glu_u.get();
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
-          for (int64_t i = 0; i < tiles; ++i) {
-            const int64_t rows = std::min(mr, mt - i * mr);
-            const float* cg = acc.get() + (q * tiles + i) * tile_floats;
-            const float* cu = acc.get() + ((q + 1) * tiles + i) * tile_floats;
-            for (int64_t r = 0; r < rows; ++r) {
-              float* gr = g + (i * mr + r) * nn;
-              float* ur = u + (i * mr + r) * nn;
-              for (int64_t j = 0; j < nn; ++j) {
-                gr[j] = bias ? cg[r * kNR + j] + bias[n0 + j] : cg[r * kNR + j];
-                ur[j] = bias ? cu[r * kNR + j] + bias[N + n0 + j] : cu[r * kNR + j];
-              }
+          for (int64_t r = 0; r < mt; ++r) {
+            const float* cg = acc.get() + q * acc_q + r * acc_row;
+            const float* cu = acc.get() + (q + 1) * acc_q + r * acc_row;
+            float* gr = g + r * nn;
+            float* ur = u + r * nn;
+            for (int64_t j = 0; j < nn; ++j) {
+              gr[j] = bias ? cg[j] + bias[n0 + j] : cg[j];
+              ur[j] = bias ? cu[j] + bias[N + n0 + j] : cu[j];
             }
           }
           silu_mul_f32(g, u, g, mt * nn);
@@ -399,19 +425,15 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
           const int64_t run = std::min(nn - j0, seg_c0[static_cast<size_t>(sg)] + o.cols - (n0 + j0));
           const int64_t oc = n0 + j0 - seg_c0[static_cast<size_t>(sg)];
           const float* b = bias ? bias + n0 + j0 : nullptr;
-          for (int64_t i = 0; i < tiles; ++i) {
-            const int64_t rows = std::min(mr, mt - i * mr);
-            const float* c = acc.get() + (q * tiles + i) * tile_floats + j0;
-            for (int64_t r = 0; r < rows; ++r) {
-              float* yr = o.y + (t0 + i * mr + r) * o.ldy + oc;
-              const float* cr = c + r * kNR;
-              if (add_to_output) {
-                if (b) for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + (cr[j] + b[j]);
-                else for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + cr[j];
-              } else {
-                if (b) for (int64_t j = 0; j < run; ++j) yr[j] = cr[j] + b[j];
-                else copy_upto16(yr, cr, run);
-              }
+          for (int64_t r = 0; r < mt; ++r) {
+            float* yr = o.y + (t0 + r) * o.ldy + oc;
+            const float* cr = acc.get() + q * acc_q + r * acc_row + j0;
+            if (add_to_output) {
+              if (b) for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + (cr[j] + b[j]);
+              else for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + cr[j];
+            } else {
+              if (b) for (int64_t j = 0; j < run; ++j) yr[j] = cr[j] + b[j];
+              else copy_upto16(yr, cr, run);
             }
           }
           j0 += run;

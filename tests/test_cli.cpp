@@ -10,7 +10,9 @@
 
 #include "formats/safetensors.h"
 #include "formats/safetensors_writer.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/float_formats.h"
+#include "libquant/kernels/gemm_onednn.h"
 #include "libquant/schemes.h"
 #include "tests/support/test_support.h"
 
@@ -40,6 +42,24 @@ TEST(Cli, VersionListsCompiledInFeatures) {
   EXPECT_NE(r.out.find("qtool 0.1.0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("openmp="), std::string::npos);
   EXPECT_NE(r.out.find("cuda="), std::string::npos);
+}
+
+TEST(Cli, VersionSaysWhetherAmxIsUsableAndWhichBf16GemmRuns) {
+  // The amx line is amx_status()'s sentence; QTOOL_BF16_GEMM picks the bf16 back end it names.
+  const char* saved = std::getenv("QTOOL_BF16_GEMM");
+  const std::string keep = saved ? saved : "";
+  setenv("QTOOL_BF16_GEMM", "own", 1);
+  auto own = run_qtool({"--version"});
+  setenv("QTOOL_BF16_GEMM", "onednn", 1);
+  auto dnn = run_qtool({"--version"});
+  if (saved) setenv("QTOOL_BF16_GEMM", keep.c_str(), 1); else unsetenv("QTOOL_BF16_GEMM");
+  ASSERT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_CONTAINS(own.out, "\namx: " + amx_status().detail + "\n");
+  EXPECT_CONTAINS(own.out, "bf16 GEMM: " + std::string(bf16_hardware() ? "avx512-bf16" : "scalar-bf16") + ")");
+  if (kernels::onednn::available())
+    EXPECT_CONTAINS(dnn.out, "bf16 GEMM: onednn-" + kernels::onednn::impl_name() + ")");
+  else
+    EXPECT_CONTAINS(dnn.out, "bf16 GEMM: " + std::string(bf16_hardware() ? "avx512-bf16" : "scalar-bf16") + ")");
 }
 
 TEST(Cli, OpenMpThreadsWaitPassivelyUnlessTheUserChoseAPolicy) {

@@ -11,6 +11,7 @@
 // (/proc/cpuinfo's amx_bf16 flag is the independent witness of what the CPU has).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -87,6 +88,18 @@ TEST_F(OnednnBf16, PacksIntoOnednnsLayoutAndSaysSoInThePathName) {
     EXPECT_EQ(kernels::onednn::impl_name().rfind("brg:avx512_core_", 0), 0u) << kernels::onednn::impl_name();
   use(Bf16Backend::Own);
   EXPECT_FALSE(pack(w, 40, 64).onednn);
+}
+
+// oneDNN falls back to a much slower implementation (gemm:jit: ~70x slower on SmolLM2's shapes)
+// for odd K and for blocks narrower than 128 columns; K is padded to even and every block to 128
+// columns so that every primitive is the one the probe names.
+TEST_F(OnednnBf16, OddKAndNarrowLastBlocksRunTheSameKernelAsTheProbe) {
+  for (const auto& [T, N, K] : std::vector<std::array<int64_t, 3>>{{50, 576, 576}, {37, 64, 7}, {200, 960, 1025}, {5, 1, 1}}) {
+    const auto x = random_vec(static_cast<size_t>(T * K), 8), w = random_vec(static_cast<size_t>(N * K), 9);
+    std::vector<float> y(static_cast<size_t>(T * N));
+    linear_packed(x.data(), T, pack(w, N, K), nullptr, y.data(), N);
+  }
+  for (const std::string& impl : kernels::onednn::impls_in_use()) EXPECT_EQ(impl, kernels::onednn::impl_name());
 }
 
 TEST_F(OnednnBf16, IntegerInputsGiveTheReferenceBitsAtEverySizeAndTaskEdge) {

@@ -2,6 +2,7 @@
 // (QTOOL_HAVE_ONEDNN); otherwise built() and available() are false and nothing else may be called.
 #include "libquant/kernels/gemm_onednn.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,7 @@ const std::string& impl_name() {
   static const std::string none;
   return none;
 }
+std::vector<std::string> impls_in_use() { return {}; }
 
 #else
 
@@ -75,6 +77,7 @@ class OneThread {
 
 struct Matmul {
   dnnl::matmul prim;
+  std::string impl;  // oneDNN's implementation name
   memory::desc x_md, w_md, acc_md;
   size_t scratch_bytes = 0;
 };
@@ -132,6 +135,7 @@ const Matmul& matmul_locked(int64_t rows, int64_t K, int64_t cols, int64_t ldx, 
     m.acc_md = acc_desc(rows, cols, ldc);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(m.x_md, m.w_md, m.acc_md), attributes(), engine());
     m.scratch_bytes = pd.scratchpad_desc().get_size();
+    m.impl = pd.impl_info_str();
     m.prim = dnnl::matmul(pd);
     return g_matmuls.emplace(key, std::move(m)).first->second;
   } catch (const dnnl::error& e) {
@@ -181,38 +185,44 @@ thread_local PerThread t_state;
 
 struct Weights {
   int64_t K = 0, cols = 0, block_cols = 0;
-  std::vector<int64_t> width;   // per block
-  std::vector<size_t> offset;   // per block, bytes into data (64-aligned)
+  std::vector<size_t> offset;   // per block (each block_cols wide), bytes into data (64-aligned)
   AlignedBytes data;
 };
 
 bool built() { return true; }
 bool available() { return !impl_name().empty(); }
 
-int64_t blocks(const Weights& w) { return static_cast<int64_t>(w.width.size()); }
+int64_t blocks(const Weights& w) { return static_cast<int64_t>(w.offset.size()); }
+
+std::vector<std::string> impls_in_use() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::vector<std::string> v;
+  for (const auto& [key, m] : g_matmuls)
+    if (std::find(v.begin(), v.end(), m.impl) == v.end()) v.push_back(m.impl);
+  return v;
+}
 
 void pack(std::shared_ptr<Weights>& w, const std::vector<const float*>& rows, int64_t in, int64_t block_cols,
           int threads) {
   QT_ASSERT(in > 0 && block_cols > 0 && !rows.empty());
   if (!w) w = std::make_shared<Weights>();
   Weights& W = *w;
-  W.K = in;
+  // K even and every block full width (zero columns past the slots): oneDNN's brgemm kernels
+  // decline odd K and narrow blocks, and its fallback (gemm:jit) converts bf16 element by element,
+  // measured ~70x slower on the real SmolLM2 (its 576 = 4 x 128 + 64 columns).
+  W.K = (in + 1) / 2 * 2;
   W.cols = static_cast<int64_t>(rows.size());
   W.block_cols = block_cols;
   const int64_t nb = (W.cols + block_cols - 1) / block_cols;
-  W.width.assign(static_cast<size_t>(nb), 0);
   W.offset.assign(static_cast<size_t>(nb), 0);
-  std::vector<const Layout*> lay(static_cast<size_t>(nb));
-  size_t total = 0;
+  const Layout* lay = nullptr;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    for (int64_t b = 0; b < nb; ++b) {
-      W.width[static_cast<size_t>(b)] = std::min(block_cols, W.cols - b * block_cols);
-      lay[static_cast<size_t>(b)] = &layout_locked(in, W.width[static_cast<size_t>(b)]);
-      W.offset[static_cast<size_t>(b)] = total;
-      total += (lay[static_cast<size_t>(b)]->blocked.get_size() + 63) / 64 * 64;
-    }
+    lay = &layout_locked(W.K, block_cols);
   }
+  const size_t block_bytes = (lay->blocked.get_size() + 63) / 64 * 64;
+  for (int64_t b = 0; b < nb; ++b) W.offset[static_cast<size_t>(b)] = static_cast<size_t>(b) * block_bytes;
+  const size_t total = static_cast<size_t>(nb) * block_bytes;
   uint8_t* base = W.data.reserve(total);
   const int nth = resolve_threads(threads);
   (void)nth;
@@ -223,15 +233,16 @@ void pack(std::shared_ptr<Weights>& w, const std::vector<const float*>& rows, in
     std::vector<uint16_t> plain;
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < nb; ++b) {
-      const int64_t width = W.width[static_cast<size_t>(b)];
-      plain.resize(static_cast<size_t>(width * in));
+      const int64_t width = block_cols, K = W.K;
+      plain.resize(static_cast<size_t>(width * K));
       for (int64_t j = 0; j < width; ++j) {
-        const float* src = rows[static_cast<size_t>(b * block_cols + j)];
-        uint16_t* dst = plain.data() + j * in;
-        if (src) bf16_round_row(src, dst, in);
-        else std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(in));
+        const int64_t slot = b * block_cols + j;
+        const float* src = slot < W.cols ? rows[static_cast<size_t>(slot)] : nullptr;
+        uint16_t* dst = plain.data() + j * K;
+        if (src) bf16_round_row(src, dst, in), std::fill(dst + in, dst + K, uint16_t{0});
+        else std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(K));
       }
-      const Layout& l = *lay[static_cast<size_t>(b)];
+      const Layout& l = *lay;
       try {
         memory from(l.plain, engine(), plain.data());
         memory to(l.blocked, engine(), base + W.offset[static_cast<size_t>(b)]);
@@ -249,14 +260,12 @@ void pack(std::shared_ptr<Weights>& w, const std::vector<const float*>& rows, in
 
 void prepare(const Weights& w, int64_t rows, int64_t ldx, int64_t ldc) {
   std::lock_guard<std::mutex> lock(g_mu);
-  for (size_t b = 0; b < w.width.size(); ++b)
-    if (b == 0 || w.width[b] != w.width[b - 1]) matmul_locked(rows, w.K, w.width[b], ldx, ldc);
+  matmul_locked(rows, w.K, w.block_cols, ldx, ldc);
 }
 
 void block_product(const Weights& w, int64_t block, const uint16_t* x, int64_t ldx, int64_t rows, float* acc,
                    int64_t ldc) {
-  const int64_t width = w.width[static_cast<size_t>(block)];
-  const Matmul& m = matmul_prepared(rows, w.K, width, ldx, ldc);
+  const Matmul& m = matmul_prepared(rows, w.K, w.block_cols, ldx, ldc);
   OneThread one;
   try {
     // oneDNN takes non-const handles; it only reads the source and the weights.

@@ -46,18 +46,23 @@ void pack(std::shared_ptr<Weights>& w, const std::vector<const float*>& rows, in
           int threads);
 
 // Creates (once per shape, process-wide cache) the primitive for `rows` x-rows at row stride `ldx`
-// (bf16 elements) and output row stride `ldc` (floats), for every block width of `w`. Call outside
+// (bf16 elements, even, >= K; x[r][K] must be 0 for an odd K) and output row stride `ldc` (floats). Call outside
 // parallel regions before block_product with these arguments.
 void prepare(const Weights& w, int64_t rows, int64_t ldx, int64_t ldc);
 
 // acc[r * ldc + j] = sum_k x[r * ldx + k] * W[block * block_cols + j][k] (oneDNN's order) for
-// r < rows, j < the block's width; x is bf16 (row-major, ldx >= K); acc is overwritten. Runs on the
+// r < rows, j < block_cols (zero past the slots); x is bf16 (row-major); acc is overwritten. Runs on the
 // calling thread only; prepare(w, rows, ldx, ldc) must have been called. Thread-safe.
 void block_product(const Weights& w, int64_t block, const uint16_t* x, int64_t ldx, int64_t rows, float* acc,
                    int64_t ldc);
 
-// The number of column blocks of `w`.
+// The number of column blocks of `w` (each block_cols wide: the last one is padded with zero
+// columns, and K with a zero to even, so that every block runs oneDNN's fast brgemm kernels).
 int64_t blocks(const Weights& w);
+
+// oneDNN's implementation name of every primitive created so far (tests: all of them must be
+// impl_name(), i.e. no shape fell back to a slower implementation).
+std::vector<std::string> impls_in_use();
 
 // oneDNN's name for the implementation it picks for a bf16 matmul on this CPU, e.g.
 // "brg:avx512_core_amx_bf16", "brg:avx512_core_bf16", "gemm:jit" ("" when not available()).

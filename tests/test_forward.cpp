@@ -619,6 +619,7 @@ TEST(ForwardReference, ResultsAreBitIdenticalForAnyThreadCountAndOnEveryIsaPath)
 // rounding of each Linear's input and weight, ~2^-8 relative per product, compounded over 2
 // layers; measured here: see RecordProperty).
 TEST(ForwardBf16, IsBitIdenticalForAnyThreadCountAndWithOrWithoutAvx512Bf16) {
+  const qt::test::Bf16BackendScope own(qt::Bf16Backend::Own);  // (oneDNN: the test after next)
   const auto a = determinism_run(1, qt::GemmPrecision::BF16);
   for (int threads : {2, 3}) {
     const auto b = determinism_run(threads, qt::GemmPrecision::BF16);
@@ -633,6 +634,7 @@ TEST(ForwardBf16, IsBitIdenticalForAnyThreadCountAndWithOrWithoutAvx512Bf16) {
 }
 
 TEST(ForwardBf16, StatisticsStayWithinAFewBf16UlpsOfTheF32Run) {
+  const qt::test::Bf16BackendScope own(qt::Bf16Backend::Own);
   const auto f = determinism_run(2, qt::GemmPrecision::F32);
   const auto b = determinism_run(2, qt::GemmPrecision::BF16);
   ASSERT_EQ(f.second.input_absmax.size(), b.second.input_absmax.size());
@@ -656,12 +658,13 @@ TEST(ForwardBf16, OnednnBackendIsBitIdenticalForAnyThreadCountAndStaysWithinTwoU
   if (!qt::kernels::onednn::available())
     GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";
   const auto f = determinism_run(2, qt::GemmPrecision::F32);
-  const qt::Bf16Backend dnn = qt::Bf16Backend::Onednn;
-  qt::bf16_backend_for_tests(&dnn);
-  const auto a = determinism_run(1, qt::GemmPrecision::BF16);
-  const auto b = determinism_run(2, qt::GemmPrecision::BF16);
-  const auto c = determinism_run(3, qt::GemmPrecision::BF16);
-  qt::bf16_backend_for_tests(nullptr);
+  std::pair<std::vector<float>, qt::ActivationStats> a, b, c;
+  {
+    const qt::test::Bf16BackendScope dnn(qt::Bf16Backend::Onednn);
+    a = determinism_run(1, qt::GemmPrecision::BF16);
+    b = determinism_run(2, qt::GemmPrecision::BF16);
+    c = determinism_run(3, qt::GemmPrecision::BF16);
+  }
   EXPECT_EQ(std::memcmp(a.first.data(), b.first.data(), a.first.size() * 4), 0) << "2 threads";
   EXPECT_EQ(std::memcmp(a.first.data(), c.first.data(), a.first.size() * 4), 0) << "3 threads";
   EXPECT_EQ(a.second.input_absmax, b.second.input_absmax);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <iterator>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -18,9 +19,19 @@
 #include "libquant/gemm.h"
 #include "libquant/kernels/gemm_avx512.h"
 #include "libquant/vmath.h"
+#include "tests/support/test_support.h"
 
 namespace qt {
 namespace {
+
+// Every test here is about the own kernels (oneDNN's bf16 path: test_gemm_onednn), also on AMX
+// machines, where the bf16 GEMM would otherwise default to oneDNN.
+class OwnBf16Kernel : public ::testing::Environment {
+  void SetUp() override { own_ = std::make_unique<test::Bf16BackendScope>(Bf16Backend::Own); }
+  void TearDown() override { own_.reset(); }
+  std::unique_ptr<test::Bf16BackendScope> own_;
+};
+[[maybe_unused]] ::testing::Environment* const g_own_bf16 = ::testing::AddGlobalTestEnvironment(new OwnBf16Kernel);
 
 std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);

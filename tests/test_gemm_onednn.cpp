@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -24,6 +25,7 @@
 #include "libquant/gemm.h"
 #include "libquant/kernels/gemm_onednn.h"
 #include "libquant/vmath.h"
+#include "tests/support/test_support.h"
 
 namespace qt {
 namespace {
@@ -71,8 +73,9 @@ class OnednnBf16 : public ::testing::Test {
       GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";
     use(Bf16Backend::Onednn);
   }
-  void TearDown() override { bf16_backend_for_tests(nullptr); }
-  static void use(Bf16Backend b) { bf16_backend_for_tests(&b); }
+  void TearDown() override { scope_.reset(); }
+  void use(Bf16Backend b) { scope_.reset(), scope_ = std::make_unique<test::Bf16BackendScope>(b); }
+  std::unique_ptr<test::Bf16BackendScope> scope_;
   static PackedLinear pack(const std::vector<float>& w, int64_t N, int64_t K, int threads = 2) {
     return pack_linear({{w.data(), N}}, K, threads, GemmPrecision::BF16);
   }

@@ -495,10 +495,10 @@ TEST(QuantizeModel, ABf16CalibrationThroughOnednnRecordsOnednnsKernelInTheManife
   r.num_samples = 2;
   r.seq_len = 16;
   r.calib_precision = GemmPrecision::BF16;
-  const Bf16Backend dnn = Bf16Backend::Onednn;
-  bf16_backend_for_tests(&dnn);
-  quantize_model(r, {});
-  bf16_backend_for_tests(nullptr);
+  {
+    const test::Bf16BackendScope dnn(Bf16Backend::Onednn);
+    quantize_model(r, {});
+  }
   const nlohmann::json man = nlohmann::json::parse(test::read_text(d.path() / "out" / "qtool_manifest.json"));
   EXPECT_EQ(man.at("calibration").at("forward").at("precision"), "bf16");
   // e.g. "onednn-brg:avx512_core_bf16" on AVX512-BF16, "onednn-brg:avx512_core_amx_bf16" on AMX.

@@ -49,6 +49,16 @@ class FileSizeLimit {
   void (*old_handler_)(int) = nullptr;
 };
 
+// While it lives, the bf16 GEMM runs on back end `b` (cpu_isa.h bf16_backend_for_tests): tests of
+// the own kernel's documented bits must not run oneDNN, which is the default on AMX machines.
+class Bf16BackendScope {
+ public:
+  explicit Bf16BackendScope(Bf16Backend b) { bf16_backend_for_tests(&b); }
+  ~Bf16BackendScope() { bf16_backend_for_tests(nullptr); }
+  Bf16BackendScope(const Bf16BackendScope&) = delete;
+  Bf16BackendScope& operator=(const Bf16BackendScope&) = delete;
+};
+
 struct RunResult {
   int exit_code = -1;
   std::string out;  // stdout

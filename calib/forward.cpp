@@ -115,10 +115,16 @@ int64_t round_up16(int64_t n) { return (n + kTileCols - 1) / kTileCols * kTileCo
 //   k[g]:  that head's keys as a PackedLinear (panels of 16 keys, each [D][16])  -> S = Q K^T
 //   vp[g]: panels of 16 head dims, each [Tp][16] (dims past D are 0)            -> O = P V
 // Tp = T rounded up to 16, Dp = D rounded up to 16. O(T * kvd) work, once per layer and sample.
+// bf16 precision: the same panels as gemm_tile_bf16 operands (values rounded to bf16, k pairs
+// side by side; D is even, model_config.cpp refuses an odd head_dim):
+//   kb: per g, Tp / 16 key panels, each [D/2][16][2]  (K[key][2p + e] at p*32 + (key % 16)*2 + e)
+//   vb: per g, Dp / 16 dim panels, each [Tp/2][16][2] (V[key][d] at (key/2)*32 + (d % 16)*2 + key % 2)
 struct PackedKV {
-  int64_t Tp = 0, Dp = 0;
+  bool bf16 = false;
+  int64_t Tp = 0, Dp = 0, D = 0;
   std::vector<PackedLinear> k;
-  std::vector<float> vp;  // nKV * Dp * Tp floats
+  std::vector<float> vp;       // nKV * Dp * Tp floats
+  std::vector<uint16_t> kb, vb;  // bf16: nKV * Tp * D and nKV * Dp * Tp values
   const float* k_panel(int64_t g, int64_t key_panel) const {
     const PackedLinear& p = k[static_cast<size_t>(g)];
     return p.panels.data() + key_panel * p.in * kTileCols;
@@ -126,15 +132,54 @@ struct PackedKV {
   const float* v_panel(int64_t g, int64_t dim_panel, int64_t key0) const {
     return vp.data() + (g * Dp + dim_panel * kTileCols) * Tp + key0 * kTileCols;
   }
+  const uint16_t* k_panel16(int64_t g, int64_t key_panel) const {
+    return kb.data() + (g * Tp + key_panel * kTileCols) * D;
+  }
+  // key0 even (a multiple of 16 in attention()).
+  const uint16_t* v_panel16(int64_t g, int64_t dim_panel, int64_t key0) const {
+    return vb.data() + (g * Dp + dim_panel * kTileCols) * Tp + key0 * kTileCols;
+  }
 };
 
-void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, PackedKV& p, int threads) {
+void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, bool bf16, PackedKV& p,
+             int threads) {
   const int64_t kvd = nKV * D;
+  p.bf16 = bf16, p.D = D;
   p.Tp = round_up16(T), p.Dp = round_up16(D);
-  p.k.resize(static_cast<size_t>(nKV));
-  p.vp.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
   const int64_t vpanels = p.Dp / kTileCols;
   (void)threads;
+  if (bf16) {
+    QT_ASSERT(D % 2 == 0);
+    p.kb.resize(static_cast<size_t>(nKV * p.Tp * D));
+    p.vb.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
+    // One task per kv head; each key's row of D values is rounded once (bf16_round_row), then
+    // its values are scattered into the key panel (k pairs as 32-bit words) and the dim panels.
+#pragma omp parallel for schedule(static) num_threads(threads) if (T * kvd >= kMinParallelElems)
+    for (int64_t g = 0; g < nKV; ++g) {
+      std::vector<uint16_t> kr(static_cast<size_t>(D)), vr(static_cast<size_t>(D));
+      uint16_t* vdst = p.vb.data() + g * p.Dp * p.Tp;
+      std::fill(vdst, vdst + p.Dp * p.Tp, uint16_t{0});  // dims past D and keys past T
+      for (int64_t key = 0; key < p.Tp; ++key) {
+        uint16_t* kpanel = p.kb.data() + (g * p.Tp + key / kTileCols * kTileCols) * D;
+        const int64_t j = key % kTileCols;
+        if (key >= T) {
+          for (int64_t pr = 0; pr < D / 2; ++pr) kpanel[(pr * kTileCols + j) * 2] = kpanel[(pr * kTileCols + j) * 2 + 1] = 0;
+          continue;
+        }
+        bf16_round_row(k + key * kvd + g * D, kr.data(), D);
+        bf16_round_row(v + key * kvd + g * D, vr.data(), D);
+        for (int64_t pr = 0; pr < D / 2; ++pr) {
+          kpanel[(pr * kTileCols + j) * 2] = kr[static_cast<size_t>(2 * pr)];
+          kpanel[(pr * kTileCols + j) * 2 + 1] = kr[static_cast<size_t>(2 * pr + 1)];
+        }
+        uint16_t* vkey = vdst + (key / 2) * 2 * kTileCols + key % 2;
+        for (int64_t d = 0; d < D; ++d) vkey[(d / kTileCols) * p.Tp * kTileCols + (d % kTileCols) * 2] = vr[static_cast<size_t>(d)];
+      }
+    }
+    return;
+  }
+  p.k.resize(static_cast<size_t>(nKV));
+  p.vp.resize(static_cast<size_t>(nKV * p.Dp * p.Tp));
   // One task per kv head: its keys and its values (the buffers are reused across samples).
 #pragma omp parallel for schedule(static) num_threads(threads) if (T * kvd >= kMinParallelElems)
   for (int64_t g = 0; g < nKV; ++g) {
@@ -150,6 +195,15 @@ void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, 
   }
 }
 
+// dst[i] = bf16(src[i]) for i < n, in fixed chunks (the queries of bf16 attention).
+void round_bf16(const float* src, uint16_t* dst, int64_t n, int threads) {
+  constexpr int64_t kChunk = 4096;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (n >= kMinParallelElems)
+  for (int64_t c = 0; c < chunks; ++c) bf16_round_row(src + c * kChunk, dst + c * kChunk, std::min(kChunk, n - c * kChunk));
+}
+
 // Causal GQA attention. q[T, nH*D], k/v[T, nKV*D] (head-major columns), kv = pack_kv(k, v);
 // out[T, nH*D]. Window W > 0: key j visible from query i iff i - W < j <= i.
 // Task = (head, block of kQueryBlock queries), largest blocks first (causal: later queries see
@@ -160,8 +214,11 @@ void pack_kv(const float* k, const float* v, int64_t T, int64_t nKV, int64_t D, 
 //     visible keys, p = exp_f32(s - m), sum in double (keys ascending; four rows' sums are
 //     interleaved, each in its own order), rounded to f32, p /= sum; masked keys are exactly 0;
 //   O = P V over the keys up to the tile's last query (masked p = 0 add nothing).
-void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_t nH, int64_t nKV,
-               int64_t D, int64_t W, float scale, int threads) {
+// bf16 (kv.bf16; q16 = q rounded to bf16, round_bf16): S from gemm_tile_bf16 over q16 and kv.kb,
+// the softmax as above in f32, P rounded to bf16 row by row, O from gemm_tile_bf16 over P and
+// kv.vb (an odd key count's pair partner is a 0 of P's padding).
+void attention(const float* q, const uint16_t* q16, const PackedKV& kv, float* out, int64_t T, int64_t nH,
+               int64_t nKV, int64_t D, int64_t W, float scale, int threads) {
   const int64_t qd = nH * D, rep = nH / nKV;
   const int64_t nqb = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t tasks = nH * nqb;
@@ -170,6 +227,7 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
 #pragma omp parallel num_threads(threads) if (tasks > 1 && T * T * qd >= kMinParallelFlops)
   {
     std::vector<float> S(static_cast<size_t>(kQueryBlock * lds_max));
+    std::vector<uint16_t> P(kv.bf16 ? static_cast<size_t>(kQueryBlock * lds_max) : 0);
     float tile[kTileRows * kTileCols];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -183,7 +241,8 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, bq - r0));
         const int64_t last_key = i0 + r0 + rows - 1;
         for (int64_t pk = kb / kTileCols; pk <= last_key / kTileCols; ++pk) {
-          gemm_tile(rows, q + (i0 + r0) * qd + h * D, qd, kv.k_panel(g, pk), D, tile, false);
+          if (kv.bf16) gemm_tile_bf16(rows, q16 + (i0 + r0) * qd + h * D, qd, kv.k_panel16(g, pk), D / 2, tile, false);
+          else gemm_tile(rows, q + (i0 + r0) * qd + h * D, qd, kv.k_panel(g, pk), D, tile, false);
           for (int r = 0; r < rows; ++r)
             std::memcpy(S.data() + (r0 + r) * lds + (pk * kTileCols - kb), tile + r * kTileCols,
                         sizeof(float) * kTileCols);
@@ -228,6 +287,11 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
           for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] /= fsum;
           std::fill(sr, sr + lo[a], 0.0f);
           std::fill(sr + hi[a] + 1, sr + ncols, 0.0f);
+          if (kv.bf16) {
+            uint16_t* pr = P.data() + (r0 + a) * lds;
+            bf16_round_row(sr, pr, ncols);
+            std::fill(pr + ncols, pr + lds, uint16_t{0});
+          }
         }
       }
       // O = P V
@@ -235,7 +299,8 @@ void attention(const float* q, const PackedKV& kv, float* out, int64_t T, int64_
         const int rows = static_cast<int>(std::min<int64_t>(kTileRows, bq - r0));
         const int64_t kn = i0 + r0 + rows - kb;  // keys up to the tile's last query
         for (int64_t pd = 0; pd < kv.Dp / kTileCols; ++pd) {
-          gemm_tile(rows, S.data() + r0 * lds, lds, kv.v_panel(g, pd, kb), kn, tile, false);
+          if (kv.bf16) gemm_tile_bf16(rows, P.data() + r0 * lds, lds, kv.v_panel16(g, pd, kb), (kn + 1) / 2, tile, false);
+          else gemm_tile(rows, S.data() + r0 * lds, lds, kv.v_panel(g, pd, kb), kn, tile, false);
           const int64_t d0 = pd * kTileCols, nd = std::min<int64_t>(kTileCols, D - d0);
           for (int r = 0; r < rows; ++r)
             if (nd == kTileCols) std::memcpy(out + (i0 + r0 + r) * qd + h * D + d0, tile + r * kTileCols, sizeof(float) * kTileCols);
@@ -937,6 +1002,8 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
   std::vector<float> xn, q, k, v, attn, g, u;
   const bool fused = !opts.transform;
   PackedKV kvp;
+  const bool bf16 = opts.precision == GemmPrecision::BF16;  // attention's products too
+  std::vector<uint16_t> qb;  // bf16: q rounded
   MoeScratch moe_sc;
   const float scale = static_cast<float>(std::pow(static_cast<double>(D), -0.5));  // head_dim**-0.5
   const bool rewrite = static_cast<bool>(opts.rewrite_layer);
@@ -987,8 +1054,9 @@ ForwardStats run_forward_impl(const ModelConfig& c, const WeightProvider& weight
       }
       rope(q.data(), c.num_heads, k.data(), c.num_kv_heads, T, D, cos_t, sin_t, threads);
       if (obs) obs->on_kv(attn_name, k.data(), v.data(), T, kvd);
-      pack_kv(k.data(), v.data(), T, c.num_kv_heads, D, kvp, threads);
-      attention(q.data(), kvp, attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale, threads);
+      pack_kv(k.data(), v.data(), T, c.num_kv_heads, D, bf16, kvp, threads);
+      if (bf16) qb.resize(q.size()), round_bf16(q.data(), qb.data(), T * qd, threads);
+      attention(q.data(), qb.data(), kvp, attn.data(), T, c.num_heads, c.num_kv_heads, D, W, scale, threads);
       if (obs) lin.observe(no, attn.data(), T, qd);
       lin.run(no, attn.data(), T, w.o, w.ob, {{h, H, H}}, /*add_to_output=*/true);  // h += o_proj(attn)
 

@@ -37,9 +37,11 @@
 //
 // bf16 precision (ForwardOptions::precision, `--calib-precision bf16`): every Linear runs
 // gemm.h's bf16 GEMM (weights and the Linear's input rounded to bf16, products accumulated in
-// f32, output f32); everything else -- norms, RoPE, attention (Q K^T and P V stay f32: ~5 % of the
-// FLOPs at 512 tokens), softmax, SiLU, residuals -- stays as above. Observers see the f32 input
-// before its rounding to bf16.
+// f32, output f32), and so do attention's two products, on gemm.h's gemm_tile_bf16 (always the
+// own vdpbf16ps chain, also where the Linears use oneDNN): S = bf16(q) bf16(k)^T after RoPE,
+// the softmax in f32, then O = bf16(P) bf16(v). Everything else -- norms, RoPE, softmax, SiLU,
+// residuals -- stays as above. Observers (and the k / v absmax for --kv-cache) see f32 values
+// before their rounding to bf16.
 //
 // Determinism: results are bit-identical for any thread count, and on any x86-64 CPU (AVX-512,
 // AVX2 or neither: the vector kernels and their scalar twins round identically, and forward.cpp

@@ -31,8 +31,9 @@ Isa active_isa();
 // false when the cap is below avx512.
 bool bf16_hardware();
 const char* isa_name(Isa isa);
-// "avx512", "avx2" or "scalar" for f32; "avx512-bf16", "scalar-bf16" or "onednn-<implementation>"
-// for bf16 (what the manifest records as calibration.forward.isa).
+// "avx512", "avx2" or "scalar" for f32; "avx512-bf16", "scalar-bf16" or, where the Linears go to
+// oneDNN, "onednn-<implementation>+" and the own kernel that runs attention's products (e.g.
+// "onednn-brg:avx512_core_amx_bf16+avx512-bf16") for bf16 (the manifest's calibration.forward.isa).
 std::string gemm_path_name(bool bf16);
 
 // AMX-BF16 tiles (Intel Xeon from Sapphire Rapids on). Linux (5.16 and later) gives a process the

@@ -118,6 +118,13 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
 inline constexpr int kTileRows = 6;
 inline constexpr int kTileCols = 16;
 void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn, float* C, bool accumulate);
+// Its bf16 twin (the attention's products at bf16 precision, always the own kernel, whatever
+// bf16_backend() says): C[r][j] (=|+=) the vdpbf16ps chain above over k pairs p < kpn of
+// A[r * lda + 2p + {1, 0}] (bf16 bits, row-major, lda even) and B[(p * 16 + j) * 2 + {1, 0}] (a
+// [kpn][16][2] pair panel, pack_linear's bf16 layout); rows 1..kTileRows. AVX512-BF16 where the
+// CPU has it, else the scalar emulation: the same bits.
+void gemm_tile_bf16(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                    bool accumulate);
 
 // The scalar reference of linear_packed on the unpacked W[N, K] (tests): the same FMA chain.
 void linear_ref(const float* x, int64_t T, const float* w, int64_t N, int64_t K, const float* bias,

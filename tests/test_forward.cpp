@@ -404,8 +404,22 @@ TEST(ForwardErrors, ViewProviderDecodesBf16ExactlyAndRefusesUndecodableDtypes) {
 // Straight from calib/MODELS.md §1-§5 in double precision, plain loops, no tiling:
 // the independent check that qtool's blocked GEMMs / attention handle every remainder.
 // Default RoPE only (inv_freq[i] = theta^(-2i/D) in double).
+// Operands (bf16 precision, forward.h): `linears_bf16` rounds every Linear's input and weight to
+// bf16 before its product (the head's too), `attention_bf16` also q and k (after RoPE), the
+// softmax probabilities and v; everything else stays double.
+double to_bf16(double x) {  // round to nearest even at 8 significant bits (x normal and finite)
+  const float f = static_cast<float>(x);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
 std::vector<double> reference_logits(const ModelConfig& c, const WeightProvider& wp,
-                                     const std::vector<int32_t>& ids) {
+                                     const std::vector<int32_t>& ids, bool linears_bf16 = false,
+                                     bool attention_bf16 = false) {
+  auto op = [](double x, bool round) { return round ? to_bf16(x) : x; };
   auto W = [&](const std::string& n) {
     std::vector<float> f;
     std::vector<int64_t> s;
@@ -427,8 +441,9 @@ std::vector<double> reference_logits(const ModelConfig& c, const WeightProvider&
     const int64_t in = static_cast<int64_t>(x.size());
     std::vector<double> y(out);
     for (int64_t o = 0; o < out; ++o) {
-      double s = b ? (*b)[o] : 0.0;
-      for (int64_t i = 0; i < in; ++i) s += x[i] * w[o * in + i];
+      double s = 0.0;
+      for (int64_t i = 0; i < in; ++i) s += op(x[i], linears_bf16) * op(w[o * in + i], linears_bf16);
+      if (b) s += (*b)[o];
       y[o] = s;
     }
     return y;
@@ -484,14 +499,16 @@ std::vector<double> reference_logits(const ModelConfig& c, const WeightProvider&
         double m = -1e300;
         for (int64_t j = j0; j <= i; ++j) {
           double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += q[i][hh * D + d] * k[j][g * D + d];
+          for (int64_t d = 0; d < D; ++d)
+            dot += op(q[i][hh * D + d], attention_bf16) * op(k[j][g * D + d], attention_bf16);
           s.push_back(dot / std::sqrt(static_cast<double>(D)));
           m = std::max(m, s.back());
         }
         double z = 0;
         for (double& x : s) z += (x = std::exp(x - m));
         for (int64_t j = j0; j <= i; ++j)
-          for (int64_t d = 0; d < D; ++d) a[hh * D + d] += s[j - j0] / z * v[j][g * D + d];
+          for (int64_t d = 0; d < D; ++d)
+            a[hh * D + d] += op(s[j - j0] / z, attention_bf16) * op(v[j][g * D + d], attention_bf16);
       }
       const auto o = lin(a, wo, c.o_bias ? &bo : nullptr, H);
       for (int64_t d = 0; d < H; ++d) h[i][d] += o[d];
@@ -545,6 +562,46 @@ TEST(ForwardReference, MatchesNaiveDoublePrecisionReferenceAcrossTileRemainders)
     const std::vector<double> ref = reference_logits(c, wp, ids);
     const std::vector<float> reff(ref.begin(), ref.end());
     EXPECT_LE(rel_max_diff(got, reff), 1e-4) << "T=" << T;
+  }
+}
+
+// bf16 precision against the same naive reference with bf16 operands: the forward must be close
+// to the reference that rounds the attention's operands too (q, k, the probabilities, v), and
+// measurably farther from the one that rounds only the Linears' -- the attention's products
+// really run in bf16 -- and from the f32 reference.
+TEST(ForwardBf16, AttentionOperandsAreRoundedToBf16AsTheNaiveReferenceDoes) {
+  const ModelConfig c = remainder_config();
+  const WeightProvider wp = qt::calib::synthetic_weight_provider(c, 42);
+  for (int64_t T : {63, 131, 257}) {
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) ids[t] = static_cast<int32_t>((t * 37 + 11) % 300);
+    std::vector<float> got;
+    ForwardOptions o;
+    o.precision = qt::GemmPrecision::BF16;
+    o.on_logits = [&](size_t, int64_t, const float* l, int64_t n, int64_t v) { got.insert(got.end(), l, l + n * v); };
+    qt::calib::run_forward(c, wp, {ids}, o);
+    // Per token: its logits' largest difference relative to the reference row's largest |logit|;
+    // a token "agrees" at <= 1e-5 (f32 rounding of the same bf16 operands; a bf16 operand that
+    // sits on a rounding boundary can round the other way in double and move every later token).
+    auto agreeing = [&](bool lin, bool att) {
+      const std::vector<double> ref = reference_logits(c, wp, ids, lin, att);
+      int64_t n = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        double d = 0, m = 0;
+        for (int64_t j = 0; j < c.vocab_size; ++j) {
+          d = std::max(d, std::fabs(got[t * c.vocab_size + j] - ref[t * c.vocab_size + j]));
+          m = std::max(m, std::fabs(ref[t * c.vocab_size + j]));
+        }
+        n += d <= 1e-5 * m;
+      }
+      return n;
+    };
+    const int64_t all = agreeing(true, true), lin_only = agreeing(true, false), f32 = agreeing(false, false);
+    // Measured 2026-12-07 (all / linears-only / f32): T=63: 63 / 1 / 0, T=131: 131 / 1 / 0,
+    // T=257: 206 / 1 / 0 (51 tokens moved by operands that round the other way in double).
+    EXPECT_GE(all, T * 3 / 4) << "T=" << T;
+    EXPECT_LT(lin_only, T / 10) << "T=" << T << ": the attention's operands look unrounded";
+    EXPECT_LT(f32, T / 10) << "T=" << T;
   }
 }
 

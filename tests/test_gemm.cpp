@@ -183,6 +183,47 @@ TEST_P(Bf16Gemm, GluPairAndThreadCountsGiveTheSameBitsAsSeparateGemms) {
   EXPECT_TRUE(same_bits(got3, want));
 }
 
+// The attention's bf16 tile (gemm_tile_bf16), written out here from gemm.h's documented chain:
+// per output, for each k pair p ascending, s = ftz(fma(a[2p+1], b[2p+1], s)), then
+// s = ftz(fma(a[2p], b[2p], s)) (vdpbf16ps: products of two bf16 are exact in f32; results
+// flushed when subnormal). Operands are bf16 bit patterns made by truncating random f32 (so the
+// test does not rely on bf16_round); the accumulator starts from C or from 0.
+TEST_P(Bf16Gemm, AttentionTileEqualsTheDocumentedChainForEveryRowCount) {
+  const int64_t kpn = 39, lda = 2 * kpn + 12;  // 78 k values in a row of 90
+  auto bf16_bits = [](size_t n, uint32_t seed) {
+    const auto f = random_vec(n, seed, -2.0f, 2.0f);
+    std::vector<uint16_t> b(n);
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &f[i], 4);
+      b[i] = static_cast<uint16_t>(u >> 16);
+    }
+    return b;
+  };
+  auto val = [](uint16_t b) { return f32_of_bits(static_cast<uint32_t>(b) << 16); };
+  auto ftz = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
+  const auto a = bf16_bits(static_cast<size_t>(kTileRows * lda), 93);
+  const auto b = bf16_bits(static_cast<size_t>(kpn * kTileCols * 2), 94);
+  const auto c0 = random_vec(static_cast<size_t>(kTileRows * kTileCols), 95);
+  for (int rows = 1; rows <= kTileRows; ++rows)
+    for (bool accumulate : {false, true}) {
+      std::vector<float> got(c0), want(c0);
+      gemm_tile_bf16(rows, a.data(), lda, b.data(), kpn, got.data(), accumulate);
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < kTileCols; ++j) {
+          float s = accumulate ? c0[r * kTileCols + j] : 0.0f;
+          for (int64_t p = 0; p < kpn; ++p) {
+            const uint16_t* ap = &a[static_cast<size_t>(r * lda + 2 * p)];
+            const uint16_t* bp = &b[static_cast<size_t>((p * kTileCols + j) * 2)];
+            s = ftz(std::fma(val(ap[1]), val(bp[1]), s));
+            s = ftz(std::fma(val(ap[0]), val(bp[0]), s));
+          }
+          want[r * kTileCols + j] = s;
+        }
+      ASSERT_TRUE(same_bits(got, want)) << "rows " << rows << (accumulate ? " accumulate" : "");
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(HardwareAndEmulation, Bf16Gemm, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "ScalarEmulation" : "Dispatched"; });
 

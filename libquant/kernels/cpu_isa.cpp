@@ -65,8 +65,9 @@ const char* isa_name(Isa isa) {
 
 std::string gemm_path_name(bool bf16) {
   if (!bf16) return isa_name(active_isa());
-  if (bf16_backend() == Bf16Backend::Onednn) return "onednn-" + kernels::onednn::impl_name();
-  return bf16_hardware() ? "avx512-bf16" : "scalar-bf16";
+  const std::string own = bf16_hardware() ? "avx512-bf16" : "scalar-bf16";  // also attention's (gemm.h)
+  if (bf16_backend() == Bf16Backend::Onednn) return "onednn-" + kernels::onednn::impl_name() + "+" + own;
+  return own;
 }
 
 namespace {

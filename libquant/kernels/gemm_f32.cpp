@@ -151,6 +151,13 @@ void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn
   }
 }
 
+void gemm_tile_bf16(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                    bool accumulate) {
+  QT_ASSERT(rows >= 1 && rows <= kTileRows && lda % 2 == 0);
+  if (bf16_hw()) avx512::bf16_tile_rows(rows, A, lda, B, kpn, C, accumulate);
+  else bf16_tile_scalar(rows, A, lda, B, kpn, C, accumulate);  // same bits
+}
+
 void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
 // Panels from row pointers: slot (panel pi, column j) holds row[pi * 16 + j] (nullptr: zeros).

@@ -487,6 +487,33 @@ TEST(QuantizeModel, CalibrationPrecisionAndIsaPathAreRecordedInTheManifestAndThe
   }
 }
 
+// On a CPU without AVX512-BF16 (emulated here by capping the ISA at AVX2) bf16 runs the scalar
+// emulation, two orders of magnitude slower than f32 (bench/RESULTS.md): the user is told once.
+TEST(QuantizeModel, ABf16CalibrationWithoutAvx512Bf16WarnsOnceThatItIsEmulated) {
+  const std::string expected =
+      "warning: --calib-precision bf16: this CPU has no AVX512-BF16, so its bf16 products are emulated in scalar "
+      "code (the same bits, but two orders of magnitude slower than f32: bench/RESULTS.md); --calib-precision f32 "
+      "is the fast path here";
+  auto warnings_of = [](GemmPrecision precision) {
+    test::TempDir d;
+    QuantizeRequest r = request(tiny(d), d.str("out"), "fp8-static");
+    r.num_samples = 2;
+    r.seq_len = 16;
+    r.calib_precision = precision;
+    std::vector<std::string> warnings;
+    QuantizeEvents ev;
+    ev.warn = [&](const std::string& l) { warnings.push_back(l); };
+    quantize_model(r, ev);
+    return warnings;
+  };
+  isa_cap_for_tests(Isa::Avx2);
+  const auto emulated = warnings_of(GemmPrecision::BF16), f32 = warnings_of(GemmPrecision::F32);
+  isa_cap_for_tests(Isa::Avx512);
+  EXPECT_EQ(emulated, std::vector<std::string>{expected});
+  EXPECT_TRUE(f32.empty()) << f32.front();
+  if (bf16_hardware()) EXPECT_TRUE(warnings_of(GemmPrecision::BF16).empty()) << "AVX512-BF16 here: no warning";
+}
+
 TEST(QuantizeModel, ABf16CalibrationThroughOnednnRecordsOnednnsKernelInTheManifest) {
   if (!kernels::onednn::available())
       GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";

@@ -103,6 +103,7 @@ StatsProvenance provenance_of(const std::string& fingerprint, const CalibrationT
   p.data_sha256 = text.sha256;
   p.observer = r.observer;
   p.calib_precision = precision_name(r.calib_precision);
+  if (r.calib_precision == GemmPrecision::BF16) p.calib_kernels = bf16_kernels_id();
   p.num_samples = run.samples;
   p.seq_len = r.seq_len;
   p.tokens = run.tokens;
@@ -137,11 +138,13 @@ ActivationStats obtain_stats(const ModelFolder& model, const QuantizeRequest& r,
   std::error_code ec;
   if (std::filesystem::exists(resume, ec)) {
     // Reused only when it is exactly what this run would compute: same model, same text, same
-    // samples, same observer. Anything else is recomputed (and the file replaced).
+    // samples, same observer, same precision (bf16: same kernels' bits). Anything else is
+    // recomputed (and the file replaced).
     try {
       ActivationStats s = load_stats(resume, fp, &prov, &model);
       if (prov.data_sha256 == text.sha256 && prov.seq_len == r.seq_len && prov.seed == r.seed &&
           prov.observer == r.observer && prov.calib_precision == precision_name(r.calib_precision) &&
+          (r.calib_precision != GemmPrecision::BF16 || prov.calib_kernels == bf16_kernels_id()) &&
           prov.num_samples == static_cast<int64_t>(samples.size()) && prov.tokens == tokens &&
           (s.routed_tokens.empty() || s.moe_calibration == r.moe_calibration)) {
         say(ev.info, fmt::format("calibration: reusing the statistics an interrupted run saved in {} ({} samples, {} tokens)",

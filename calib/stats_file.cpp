@@ -39,6 +39,16 @@ std::string model_fingerprint(const ModelFolder& model) {
   return h.hex();
 }
 
+std::vector<std::string> split_calib_kernels(const std::string& calib_kernels) {
+  std::vector<std::string> ids;
+  for (size_t b = 0; !calib_kernels.empty() && b <= calib_kernels.size();) {
+    const size_t e = std::min(calib_kernels.find(',', b), calib_kernels.size());
+    ids.push_back(calib_kernels.substr(b, e - b));
+    b = e + 1;
+  }
+  return ids;
+}
+
 nlohmann::json stats_json(const ActivationStats& stats, const StatsProvenance& p) {
   nlohmann::json j;
   j["format"] = "qtool-activation-stats";
@@ -48,6 +58,7 @@ nlohmann::json stats_json(const ActivationStats& stats, const StatsProvenance& p
                {"seq_len", p.seq_len}, {"tokens", p.tokens}, {"seed", p.seed}};
   j["observer"] = stats.observer;
   if (p.calib_precision != "f32") j["calib_precision"] = p.calib_precision;
+  if (p.calib_precision == "bf16" && !p.calib_kernels.empty()) j["calib_kernels"] = p.calib_kernels;
   j["input_absmax"] = stats.input_absmax;
   j["k_absmax"] = stats.k_absmax;
   j["v_absmax"] = stats.v_absmax;
@@ -244,6 +255,15 @@ ActivationStats load_stats(const std::string& path, const std::string& expected,
     p.calib_precision = rd.member(j, "calib_precision", json::value_t::string, "a string").get<std::string>();
     if (p.calib_precision != "f32" && p.calib_precision != "bf16")
       rd.bad("'calib_precision' is '" + printable(p.calib_precision) + "', not f32 or bf16");
+  }
+  if (j.contains("calib_kernels")) {  // bf16 only: "own" or "onednn-<implementation>", comma-separated
+    p.calib_kernels = rd.member(j, "calib_kernels", json::value_t::string, "a string").get<std::string>();
+    bool ok = p.calib_precision == "bf16" && !p.calib_kernels.empty();
+    for (const std::string& id : split_calib_kernels(p.calib_kernels))
+      ok = ok && (id == "own" || (id.size() > 7 && id.compare(0, 7, "onednn-") == 0));
+    if (!ok)
+      rd.bad("'calib_kernels' is '" + printable(p.calib_kernels) +
+             "', not a comma-separated list of 'own' and 'onednn-<implementation>' of a bf16 file");
   }
   if (prov) *prov = p;
   return s;

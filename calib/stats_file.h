@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 #include "libquant/activation_stats.h"
 
@@ -28,9 +29,16 @@ struct StatsProvenance {
   // The forward's GEMM precision, "f32" or "bf16" (--calib-precision); stored only when bf16, so
   // f32 statistics files keep their bytes.
   std::string calib_precision = "f32";
+  // bf16 only: whose bits (cpu_isa.h bf16_kernels_id(): "own" or "onednn-<implementation>"; merged
+  // shards made by several: their ids in shard order, comma-separated). Empty for f32 and for files
+  // written before it was recorded (such a bf16 file is not reused by a resumed run).
+  std::string calib_kernels;
   int64_t num_samples = 0, seq_len = 0, tokens = 0;
   uint64_t seed = 0;
 };
+
+// The ids of a calib_kernels value ("own,onednn-x" -> {"own", "onednn-x"}; "" -> {}).
+std::vector<std::string> split_calib_kernels(const std::string& calib_kernels);
 
 // Writes `stats` + provenance as zstd-compressed JSON (atomically). Throws InputError(Io).
 void save_stats(const std::string& path, const ActivationStats& stats, const StatsProvenance& prov);

@@ -180,6 +180,10 @@ MergedStats merge_stats_files(const std::vector<std::string>& paths, const std::
     differs("selected samples", std::to_string(a.shard.selection_samples), std::to_string(b.shard.selection_samples));
     differs("selection sha256", a.shard.selection_sha256, b.shard.selection_sha256);
     differs("shard count N", std::to_string(a.shard.count), std::to_string(b.shard.count));
+    if (b.prov.calib_precision != a.prov.calib_precision)
+      throw InputError(Kind::Usage, b.path, "",
+                       "calibrated at another --calib-precision than " + a.path + " (its statistics would mix precisions)",
+                       a.prov.calib_precision, b.prov.calib_precision);
   }
   std::sort(parts.begin(), parts.end(), [](const Part& x, const Part& y) { return x.shard.index < y.shard.index; });
   const int64_t N = parts[0].shard.count;
@@ -220,6 +224,20 @@ MergedStats merge_stats_files(const std::vector<std::string>& paths, const std::
   if (next != parts[0].shard.selection_samples)
     throw InputError(Kind::Usage, parts.back().path, "", "shard sample ranges do not cover the selection",
                      std::to_string(parts[0].shard.selection_samples) + " samples", std::to_string(next));
+  // bf16 shards computed by other kernels (e.g. oneDNN on an AMX machine, the own kernel
+  // elsewhere): each shard's maxima stand; the merged file names every kernel once, in shard
+  // order (unknown, i.e. empty, when a shard's file does not say).
+  std::vector<std::string> kernels;
+  for (const Part& p : parts) {
+    if (p.prov.calib_kernels.empty()) {
+      kernels.clear();
+      break;
+    }
+    for (const std::string& id : split_calib_kernels(p.prov.calib_kernels))
+      if (std::find(kernels.begin(), kernels.end(), id) == kernels.end()) kernels.push_back(id);
+  }
+  m.prov.calib_kernels.clear();
+  for (const auto& k : kernels) m.prov.calib_kernels += (m.prov.calib_kernels.empty() ? "" : ",") + k;
   m.shards = N;
   return m;
 }

@@ -35,6 +35,10 @@ const char* isa_name(Isa isa);
 // oneDNN, "onednn-<implementation>+" and the own kernel that runs attention's products (e.g.
 // "onednn-brg:avx512_core_amx_bf16+avx512-bf16") for bf16 (the manifest's calibration.forward.isa).
 std::string gemm_path_name(bool bf16);
+// Whose bits a bf16 forward gives: "own" (the documented vdpbf16ps chain: the same bits on every
+// CPU, AVX512-BF16 or emulated) or "onednn-<implementation>" (that machine's; gemm.h). Statistics
+// files record it (calib_kernels) so that a resumed run reuses only what it would compute itself.
+std::string bf16_kernels_id();
 
 // AMX-BF16 tiles (Intel Xeon from Sapphire Rapids on). Linux (5.16 and later) gives a process the
 // 8 KiB of tile state only on request, arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA); a tile

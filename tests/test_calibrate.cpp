@@ -349,6 +349,41 @@ TEST_F(StatsFileTiny, AWrongChannelCountOrOrderIsRefused) {
   EXPECT_EQ(error_for(j), "S: channel_min 'model.layers.0.input_layernorm' has no channel_max");
 }
 
+TEST_F(StatsFileTiny, Bf16KernelsRoundTripAndAnythingButOwnOrOnednnIdsIsRefused) {
+  auto j = good;
+  j["calib_precision"] = "bf16";
+  j["calib_kernels"] = "own,onednn-brg:avx512_core_amx_bf16";
+  EXPECT_EQ(error_for(j), "");
+  StatsProvenance p;
+  load_stats(dir.str("s.zst"), fp, &p, &*model);
+  EXPECT_EQ(p.calib_precision, "bf16");
+  EXPECT_EQ(p.calib_kernels, "own,onednn-brg:avx512_core_amx_bf16");
+  EXPECT_EQ(split_calib_kernels(p.calib_kernels), (std::vector<std::string>{"own", "onednn-brg:avx512_core_amx_bf16"}));
+  EXPECT_TRUE(split_calib_kernels("").empty());
+  // What save_stats writes: the key for bf16 only.
+  ActivationStats s = load_stats(dir.str("s.zst"), fp, nullptr, &*model);
+  p.calib_kernels = "own";
+  save_stats(dir.str("w.zst"), s, p);
+  StatsProvenance back;
+  load_stats(dir.str("w.zst"), fp, &back, &*model);
+  EXPECT_EQ(back.calib_kernels, "own");
+  p.calib_precision = "f32";
+  save_stats(dir.str("w.zst"), s, p);
+  load_stats(dir.str("w.zst"), fp, &back, &*model);
+  EXPECT_EQ(back.calib_kernels, "");
+  const std::string refused =
+      "', not a comma-separated list of 'own' and 'onednn-<implementation>' of a bf16 file";
+  for (const char* bad : {"mkl", "own,", "onednn-", ""}) {
+    j["calib_kernels"] = bad;
+    EXPECT_EQ(error_for(j), "S: 'calib_kernels' is '" + std::string(bad) + refused) << bad;
+  }
+  j = good;  // f32 statistics name no kernels
+  j["calib_kernels"] = "own";
+  EXPECT_EQ(error_for(j), "S: 'calib_kernels' is 'own" + refused);
+  j["calib_kernels"] = 3;
+  EXPECT_EQ(error_for(j), "S: 'calib_kernels' is an integer, not a string");
+}
+
 TEST_F(StatsFileTiny, AWrongJsonShapeIsRefusedNamingTheKey) {
   EXPECT_EQ(error_for(nlohmann::json::array({1, 2})), "S: not a qtool statistics file (the JSON is an array, not an object)");
   auto j = good;

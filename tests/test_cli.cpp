@@ -534,6 +534,35 @@ TEST(Cli, ARunKilledAfterCalibrationIsResumedWithoutCalibratingAgain) {
   EXPECT_NE(other.err.find("was made with other calibration settings; calibrating again"), std::string::npos) << other.err;
 }
 
+// bf16 statistics left by an interrupted run are reused only by a run with the same kernels (own
+// vs oneDNN give other bits, gemm.h): the statistics file records them (calib_kernels).
+TEST(Cli, Bf16StatisticsOfAnInterruptedRunAreReusedOnlyWithTheSameKernels) {
+  if (!kernels::onednn::available())
+    GTEST_SKIP() << "no oneDNN bf16 matmul here (built without oneDNN, or a CPU without AVX-512)";
+  test::TempDir d;
+  const std::string in = tiny(d);
+  const std::vector<std::string> cmd = {"quantize", in, "-o", d.str("out"), "--scheme", "fp8-static", "--num-samples",
+                                        "4", "--seq-len", "32", "--calib-precision", "bf16"};
+  const char* saved = std::getenv("QTOOL_BF16_GEMM");
+  const std::string keep = saved ? saved : "";
+  auto interrupted_then = [&](const char* first, const char* second) {
+    ::setenv("QTOOL_BF16_GEMM", first, 1);
+    ::setenv("QTOOL_FAULT_INJECT", "after-calibration", 1);
+    run_qtool(cmd);
+    ::unsetenv("QTOOL_FAULT_INJECT");
+    EXPECT_TRUE(fs::exists(d.path() / "out.qtool-stats.zst"));
+    ::setenv("QTOOL_BF16_GEMM", second, 1);
+    auto r = run_qtool(cmd);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    fs::remove_all(d.path() / "out");
+    return r.err;
+  };
+  const std::string same = interrupted_then("onednn", "onednn"), other = interrupted_then("own", "onednn");
+  if (saved) ::setenv("QTOOL_BF16_GEMM", keep.c_str(), 1); else ::unsetenv("QTOOL_BF16_GEMM");
+  EXPECT_CONTAINS(same, "reusing the statistics an interrupted run saved in");
+  EXPECT_CONTAINS(other, "was made with other calibration settings; calibrating again");
+}
+
 TEST(Cli, CalibrationHiddenStatesAboveTheMemoryCapGoToADiskFileWithTheSameResult) {
   test::TempDir d;
   const std::string in = tiny(d);

@@ -511,7 +511,9 @@ TEST(QuantizeModel, ABf16CalibrationWithoutAvx512Bf16WarnsOnceThatItIsEmulated) 
   isa_cap_for_tests(Isa::Avx512);
   EXPECT_EQ(emulated, std::vector<std::string>{expected});
   EXPECT_TRUE(f32.empty()) << f32.front();
-  if (bf16_hardware()) EXPECT_TRUE(warnings_of(GemmPrecision::BF16).empty()) << "AVX512-BF16 here: no warning";
+  if (bf16_hardware()) {
+    EXPECT_TRUE(warnings_of(GemmPrecision::BF16).empty()) << "AVX512-BF16 here: no warning";
+  }
 }
 
 TEST(QuantizeModel, ABf16CalibrationThroughOnednnRecordsOnednnsKernelInTheManifest) {

@@ -10,7 +10,9 @@
 #include "calib/stats_merge.h"
 #include "formats/model_folder.h"
 #include "formats/tiny_model.h"
+#include "libquant/cpu_isa.h"
 #include "libquant/error.h"
+#include "libquant/kernels/gemm_onednn.h"
 #include "tests/support/test_support.h"
 
 namespace qt::calib {
@@ -141,6 +143,37 @@ TEST_F(ShardedCalibration, ShardsCalibrateWithTheRunsPrecisionAndRecordIt) {
   EXPECT_NE(b.input_absmax, f.input_absmax);
   EXPECT_EQ(pb.calib_precision, "bf16");
   EXPECT_EQ(pf.calib_precision, "f32");
+}
+
+// Shards of one selection at two precisions would mix f32 and bf16 maxima: refused. bf16 shards
+// record whose kernels computed them (stats_file.h calib_kernels), and the merge keeps every id.
+TEST_F(ShardedCalibration, ShardsAtAnotherPrecisionAreRefusedAndBf16ShardsKeepTheirKernels) {
+  const std::string b0 = shard(0, 2, {"--calib-precision", "bf16"}), f1 = shard(1, 2);
+  auto m = run_qtool({"stats", "merge", b0, f1, "-o", d.str("mixed.zst")});
+  EXPECT_EQ(m.exit_code, 2) << m.err;
+  EXPECT_CONTAINS(m.err, f1 + ": calibrated at another --calib-precision than " + b0 +
+                             " (its statistics would mix precisions) (expected bf16, got f32)");
+  EXPECT_FALSE(fs::exists(d.path() / "mixed.zst"));
+
+  const std::string fp = model_fingerprint(ModelFolder::open(d.str("m")));
+  const std::string b1 = shard(1, 2, {"--calib-precision", "bf16"});
+  m = run_qtool({"stats", "merge", b0, b1, "-o", d.str("bf16.zst")});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  StatsProvenance p;
+  load_stats(d.str("bf16.zst"), fp, &p);
+  EXPECT_EQ(p.calib_kernels, bf16_kernels_id());  // this CPU's default bf16 kernels, in each shard
+  if (!kernels::onednn::available()) return;  // the mixed case needs oneDNN
+  const char* saved = std::getenv("QTOOL_BF16_GEMM");
+  const std::string keep = saved ? saved : "";
+  ::setenv("QTOOL_BF16_GEMM", "own", 1);
+  const std::string o0 = shard(0, 2, {"--calib-precision", "bf16", "--seed", "0"});
+  ::setenv("QTOOL_BF16_GEMM", "onednn", 1);
+  const std::string o1 = shard(1, 2, {"--calib-precision", "bf16", "--seed", "0"});
+  if (saved) ::setenv("QTOOL_BF16_GEMM", keep.c_str(), 1); else ::unsetenv("QTOOL_BF16_GEMM");
+  m = run_qtool({"stats", "merge", o1, o0, "-o", d.str("both.zst")});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  load_stats(d.str("both.zst"), fp, &p);
+  EXPECT_EQ(p.calib_kernels, "own,onednn-" + kernels::onednn::impl_name());  // in shard order
 }
 
 TEST_F(ShardedCalibration, QuantizeWithSeveralStatsFilesRefusesWhatStatsMergeRefuses) {

@@ -63,6 +63,10 @@ const char* isa_name(Isa isa) {
   }
 }
 
+std::string bf16_kernels_id() {
+  return bf16_backend() == Bf16Backend::Onednn ? "onednn-" + kernels::onednn::impl_name() : "own";
+}
+
 std::string gemm_path_name(bool bf16) {
   if (!bf16) return isa_name(active_isa());
   const std::string own = bf16_hardware() ? "avx512-bf16" : "scalar-bf16";  // also attention's (gemm.h)

@@ -46,7 +46,8 @@
 // Determinism: results are bit-identical for any thread count, and on any x86-64 CPU (AVX-512,
 // AVX2 or neither: the vector kernels and their scalar twins round identically, and forward.cpp
 // itself is compiled for baseline x86-64) -- per precision: bf16 gives other (equally
-// deterministic) bits than f32; its AVX512-BF16 kernel and scalar emulation agree bit for bit. Every parallel loop splits its work into fixed-size tasks that
+// deterministic) bits than f32; its AVX512-BF16 kernel and its AVX2 and scalar
+// emulations agree bit for bit. Every parallel loop splits its work into fixed-size tasks that
 // do not depend on the thread count, and each output element is produced by exactly one task in
 // a fixed operation order.
 //

@@ -80,9 +80,13 @@ std::vector<std::vector<int32_t>> calibration_samples(const ModelFolder& model, 
 // Warns (once per run: every calibrating mode calls this once) when bf16 would be emulated.
 CalibrateOptions calibrate_options(const QuantizeRequest& r, const QuantizeEvents& ev, const std::string& beside) {
   if (r.calib_precision == GemmPrecision::BF16 && !bf16_hardware())
-    say(ev.warn, "warning: --calib-precision bf16: this CPU has no AVX512-BF16, so its bf16 products are emulated in "
-                 "scalar code (the same bits, but two orders of magnitude slower than f32: bench/RESULTS.md); "
-                 "--calib-precision f32 is the fast path here");
+    say(ev.warn, active_isa() != Isa::Scalar
+                     ? "warning: --calib-precision bf16: this CPU has no AVX512-BF16, so its bf16 products are emulated "
+                       "with AVX2 (the same bits, but ~3x slower than f32: bench/RESULTS.md); --calib-precision f32 "
+                       "is the fast path here"
+                     : "warning: --calib-precision bf16: this CPU has neither AVX512-BF16 nor AVX2, so its bf16 "
+                       "products are emulated in scalar code (the same bits, but two orders of magnitude slower than "
+                       "f32: bench/RESULTS.md); --calib-precision f32 is the fast path here");
   CalibrateOptions co;
   co.observer = r.observer;
   co.num_threads = r.threads;

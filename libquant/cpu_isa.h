@@ -5,8 +5,9 @@
 //   scalar  baseline x86-64 (std::fma).
 // All three compute the same IEEE operations in the same order for f32 (gemm.h, vmath.h): the path
 // changes speed, not bits. The bf16 GEMM (gemm.h Precision::BF16) has two back ends:
-//   own     vdpbf16ps where the CPU has AVX512-BF16 ("avx512-bf16") and its bit-identical scalar
-//           emulation elsewhere ("scalar-bf16"): one documented summation order on every CPU;
+//   own     vdpbf16ps where the CPU has AVX512-BF16 ("avx512-bf16"), its bit-identical emulation
+//           with AVX2 + FMA ("avx2-bf16") or in scalar code ("scalar-bf16") elsewhere: one
+//           documented summation order on every CPU;
 //   onednn  oneDNN's matmul ("onednn-" + oneDNN's implementation name, e.g.
 //           "onednn-brg:avx512_core_amx_bf16"): AMX-BF16 tiles where the CPU has them, oneDNN's own
 //           summation order (gemm.h, kernels/gemm_onednn.h).
@@ -31,7 +32,7 @@ Isa active_isa();
 // false when the cap is below avx512.
 bool bf16_hardware();
 const char* isa_name(Isa isa);
-// "avx512", "avx2" or "scalar" for f32; "avx512-bf16", "scalar-bf16" or, where the Linears go to
+// "avx512", "avx2" or "scalar" for f32; "avx512-bf16", "avx2-bf16", "scalar-bf16" or, where the Linears go to
 // oneDNN, "onednn-<implementation>+" and the own kernel that runs attention's products (e.g.
 // "onednn-brg:avx512_core_amx_bf16+avx512-bf16") for bf16 (the manifest's calibration.forward.isa).
 std::string gemm_path_name(bool bf16);

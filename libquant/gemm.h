@@ -16,7 +16,8 @@
 // AVX512-BF16 conversion does), products are exact in f32 and accumulated in f32 over k pairs:
 //   acc = 0; for p = 0, 1, ...: acc = ftz(fma(x[2p+1], W[2p+1], acc)); acc = ftz(fma(x[2p], W[2p], acc))
 // (an odd K gets a zero pair partner), then the bias and residual as above. That is vdpbf16ps's
-// documented arithmetic; the AVX512-BF16 kernel and the scalar emulation give the same bits
+// documented arithmetic (with subnormal inputs flushed too); the AVX512-BF16 kernel, its AVX2 + FMA
+// emulation (kernels/cpu_fast_avx2.h) and the scalar emulation give the same bits
 // (tests), again at any thread count. It differs from the f32 chain by the rounding of x (and of
 // W, exact for bf16 checkpoints). Derivation: |bf16(x) bf16(w) - x w| <= (2 * 2^-8 + 2^-16) |x w|
 // (unit roundoff 2^-8 each), and each f32 chain is within K 2^-24 sum |terms| of its exact sum, so
@@ -122,7 +123,7 @@ void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn
 // bf16_backend() says): C[r][j] (=|+=) the vdpbf16ps chain above over k pairs p < kpn of
 // A[r * lda + 2p + {1, 0}] (bf16 bits, row-major, lda even) and B[(p * 16 + j) * 2 + {1, 0}] (a
 // [kpn][16][2] pair panel, pack_linear's bf16 layout); rows 1..kTileRows. AVX512-BF16 where the
-// CPU has it, else the scalar emulation: the same bits.
+// CPU has it, else the AVX2 + FMA or the scalar emulation: the same bits.
 void gemm_tile_bf16(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
                     bool accumulate);
 

@@ -55,12 +55,12 @@ TEST(Cli, VersionSaysWhetherAmxIsUsableAndWhichBf16GemmRuns) {
   if (saved) setenv("QTOOL_BF16_GEMM", keep.c_str(), 1); else unsetenv("QTOOL_BF16_GEMM");
   ASSERT_EQ(own.exit_code, 0) << own.err;
   EXPECT_CONTAINS(own.out, "\namx: " + amx_status().detail + "\n");
-  EXPECT_CONTAINS(own.out, "bf16 GEMM: " + std::string(bf16_hardware() ? "avx512-bf16" : "scalar-bf16") + ")");
+  EXPECT_CONTAINS(own.out, "bf16 GEMM: " + test::own_bf16_path() + ")");
   if (kernels::onednn::available())
     EXPECT_CONTAINS(dnn.out, "bf16 GEMM: onednn-" + kernels::onednn::impl_name() + "+" +
-                                 std::string(bf16_hardware() ? "avx512-bf16" : "scalar-bf16") + ")");
+                                 test::own_bf16_path() + ")");
   else
-    EXPECT_CONTAINS(dnn.out, "bf16 GEMM: " + std::string(bf16_hardware() ? "avx512-bf16" : "scalar-bf16") + ")");
+    EXPECT_CONTAINS(dnn.out, "bf16 GEMM: " + test::own_bf16_path() + ")");
 }
 
 TEST(Cli, OpenMpThreadsWaitPassivelyUnlessTheUserChoseAPolicy) {

@@ -688,6 +688,13 @@ TEST(ForwardBf16, IsBitIdenticalForAnyThreadCountAndWithOrWithoutAvx512Bf16) {
   qt::linear_force_scalar(false);
   EXPECT_EQ(std::memcmp(a.first.data(), s.first.data(), a.first.size() * 4), 0) << "scalar emulation";
   EXPECT_EQ(a.second.input_absmax, s.second.input_absmax) << "scalar emulation";
+  if (static_cast<int>(qt::cpu_isa()) >= static_cast<int>(qt::Isa::Avx2)) {  // the AVX2 + FMA emulation
+    qt::isa_cap_for_tests(qt::Isa::Avx2);
+    const auto e = determinism_run(2, qt::GemmPrecision::BF16);
+    qt::isa_cap_for_tests(qt::Isa::Avx512);
+    EXPECT_EQ(std::memcmp(a.first.data(), e.first.data(), a.first.size() * 4), 0) << "AVX2 emulation";
+    EXPECT_EQ(a.second.input_absmax, e.second.input_absmax) << "AVX2 emulation";
+  }
 }
 
 TEST(ForwardBf16, StatisticsStayWithinAFewBf16UlpsOfTheF32Run) {

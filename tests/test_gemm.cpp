@@ -141,15 +141,25 @@ TEST(Bf16, HardwareConversionEqualsTheScalarRounding) {
   }
 }
 
-// Dispatched (AVX512-BF16 where present) and scalar emulation both equal linear_ref_bf16, the
-// documented chain, at every size.
-class Bf16Gemm : public ::testing::TestWithParam<bool> {
+// Every own bf16 path -- AVX512-BF16, its AVX2 + FMA emulation (the ISA capped at AVX2), the
+// scalar emulation -- equals linear_ref_bf16, the documented chain, at every size.
+enum class Bf16Path { Hardware, Avx2Emulation, ScalarEmulation };
+class Bf16Gemm : public ::testing::TestWithParam<Bf16Path> {
  protected:
   void SetUp() override {
-    if (!GetParam() && !bf16_hardware()) GTEST_SKIP() << "this CPU lacks AVX512-BF16 (the emulation is tested)";
-    linear_force_scalar(GetParam());
+    if (GetParam() == Bf16Path::Hardware && !bf16_hardware())
+      GTEST_SKIP() << "this CPU lacks AVX512-BF16 (the emulations are tested)";
+    if (GetParam() == Bf16Path::Avx2Emulation && static_cast<int>(cpu_isa()) < static_cast<int>(Isa::Avx2))
+      GTEST_SKIP() << "this CPU lacks AVX2 and FMA (the scalar emulation is tested)";
+    if (GetParam() == Bf16Path::Avx2Emulation) isa_cap_for_tests(Isa::Avx2);
+    linear_force_scalar(GetParam() == Bf16Path::ScalarEmulation);
+    if (GetParam() != Bf16Path::ScalarEmulation)  // (linear_force_scalar leaves bf16_hardware() alone)
+      ASSERT_EQ(bf16_hardware(), GetParam() == Bf16Path::Hardware) << "QTOOL_ISA caps the path below the one under test";
   }
-  void TearDown() override { linear_force_scalar(false); }
+  void TearDown() override {
+    linear_force_scalar(false);
+    isa_cap_for_tests(Isa::Avx512);
+  }
 };
 
 TEST_P(Bf16Gemm, EqualsTheDocumentedVdpbf16psChainBitForBitAtEverySize) {
@@ -185,8 +195,8 @@ TEST_P(Bf16Gemm, GluPairAndThreadCountsGiveTheSameBitsAsSeparateGemms) {
 
 // The attention's bf16 tile (gemm_tile_bf16), written out here from gemm.h's documented chain:
 // per output, for each k pair p ascending, s = ftz(fma(a[2p+1], b[2p+1], s)), then
-// s = ftz(fma(a[2p], b[2p], s)) (vdpbf16ps: products of two bf16 are exact in f32; results
-// flushed when subnormal). Operands are bf16 bit patterns made by truncating random f32 (so the
+// s = ftz(fma(a[2p], b[2p], s)) (vdpbf16ps: products of two bf16 are exact in f32; subnormal
+// inputs and results flushed to signed zero). Operands are bf16 bit patterns made by truncating random f32 (so the
 // test does not rely on bf16_round); the accumulator starts from C or from 0.
 TEST_P(Bf16Gemm, AttentionTileEqualsTheDocumentedChainForEveryRowCount) {
   const int64_t kpn = 39, lda = 2 * kpn + 12;  // 78 k values in a row of 90
@@ -200,10 +210,25 @@ TEST_P(Bf16Gemm, AttentionTileEqualsTheDocumentedChainForEveryRowCount) {
     }
     return b;
   };
-  auto val = [](uint16_t b) { return f32_of_bits(static_cast<uint32_t>(b) << 16); };
   auto ftz = [](float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; };
-  const auto a = bf16_bits(static_cast<size_t>(kTileRows * lda), 93);
-  const auto b = bf16_bits(static_cast<size_t>(kpn * kTileCols * 2), 94);
+  auto val = [&](uint16_t b) { return ftz(f32_of_bits(static_cast<uint32_t>(b) << 16)); };  // inputs flushed too
+  auto a = bf16_bits(static_cast<size_t>(kTileRows * lda), 93);
+  auto b = bf16_bits(static_cast<size_t>(kpn * kTileCols * 2), 94);
+  // Edge values every path must treat alike: bf16 subnormals (flushed on input), the smallest
+  // normals and tiny values whose products and sums fall below 2^-126 (flushed results), zeros.
+  const uint16_t special[] = {0x0001, 0x807F, 0x0040, 0x0080, 0x8080, 0x0100, 0x1000, 0x9000, 0x0000, 0x8000};
+  for (size_t i = 0; i < a.size(); i += 7) a[i] = special[(i / 7) % std::size(special)];
+  for (size_t i = 0; i < b.size(); i += 5) b[i] = special[(i / 5) % std::size(special)];
+  // A few rows of small values only, so that whole chains stay near the subnormal range.
+  for (int64_t k = 0; k < 2 * kpn; ++k) a[static_cast<size_t>(2 * lda + k)] = special[k % std::size(special)];
+  // Row 4: +-2^-125 with bf16 subnormals between, so that an unflushed subnormal input would move
+  // a sum that stays near 2^-125 (its ulp is far below the subnormal product).
+  for (int64_t k = 0; k < 2 * kpn; ++k)
+    a[static_cast<size_t>(4 * lda + k)] = k % 4 == 3 ? 0x807F : 0x0100 ^ static_cast<uint16_t>(k & 1 ? 0x8000 : 0);
+  // Column 3 of B the same way (against A's ordinary rows: sums near 2^-124).
+  for (int64_t k = 0; k < 2 * kpn; ++k)
+    b[static_cast<size_t>(((k / 2) * kTileCols + 3) * 2 + k % 2)] =
+        k % 4 == 3 ? 0x807F : 0x0100 ^ static_cast<uint16_t>(k & 1 ? 0x8000 : 0);
   const auto c0 = random_vec(static_cast<size_t>(kTileRows * kTileCols), 95);
   for (int rows = 1; rows <= kTileRows; ++rows)
     for (bool accumulate : {false, true}) {
@@ -224,8 +249,13 @@ TEST_P(Bf16Gemm, AttentionTileEqualsTheDocumentedChainForEveryRowCount) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(HardwareAndEmulation, Bf16Gemm, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "ScalarEmulation" : "Dispatched"; });
+INSTANTIATE_TEST_SUITE_P(HardwareAndEmulations, Bf16Gemm,
+                         ::testing::Values(Bf16Path::Hardware, Bf16Path::Avx2Emulation, Bf16Path::ScalarEmulation),
+                         [](const auto& info) {
+                           return info.param == Bf16Path::Hardware        ? "Avx512Bf16"
+                                  : info.param == Bf16Path::Avx2Emulation ? "Avx2Emulation"
+                                                                          : "ScalarEmulation";
+                         });
 
 // The bound derived in gemm.h: |y_bf16 - y_f32| <= (2^-7 + 2^-16 + 2.01 K 2^-24) S + K 2^-126,
 // S = sum |x_k w_k|; checked against the float64 product (which the f32 result is within

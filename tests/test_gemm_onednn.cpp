@@ -86,7 +86,7 @@ TEST_F(OnednnBf16, PacksIntoOnednnsLayoutAndSaysSoInThePathName) {
   const PackedLinear p = pack(w, 40, 64);
   EXPECT_TRUE(p.onednn);
   EXPECT_TRUE(p.panels_bf16.empty());
-  EXPECT_EQ(gemm_path_name(true), "onednn-" + kernels::onednn::impl_name() + (bf16_hardware() ? "+avx512-bf16" : "+scalar-bf16"));
+  EXPECT_EQ(gemm_path_name(true), "onednn-" + kernels::onednn::impl_name() + "+" + test::own_bf16_path());
   if (cpuinfo_has_flag("avx512_bf16") && !std::getenv("ONEDNN_MAX_CPU_ISA") && !std::getenv("DNNL_MAX_CPU_ISA"))
     EXPECT_EQ(kernels::onednn::impl_name().rfind("brg:avx512_core_", 0), 0u) << kernels::onednn::impl_name();
   use(Bf16Backend::Own);

@@ -157,6 +157,66 @@ QT_AVX2 void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B
   }
 }
 
+// x with every lane whose exponent bits are zero (zero or subnormal) replaced by its signed zero.
+QT_AVX2 static inline __m256 ftz8(__m256 x) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i tiny = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7F800000)), _mm256_setzero_si256());
+  return _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(tiny, _mm256_set1_epi32(0x7FFFFFFF)), u));
+}
+
+// One bf16 value of a pair as f32, flushed when subnormal (scalar; broadcast by the caller).
+static inline float bf16_half(uint32_t bits) {
+  if ((bits & 0x7F800000u) == 0) bits &= 0x80000000u;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <int R>
+QT_AVX2 static void bf16_tile_r(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C, bool acc) {
+#define QT_DECL(r)                                                                          \
+  __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = _mm256_setzero_ps();                      \
+  if (r < R && acc) c##r##0 = _mm256_loadu_ps(C + 16 * r), c##r##1 = _mm256_loadu_ps(C + 16 * r + 8);
+  QT_ROWS(QT_DECL)
+#undef QT_DECL
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t p = 0; p < kpn; ++p) {
+    // Columns 0-7 and 8-15: one 32-bit word per column holds its pair (b[2p] low, b[2p+1] high).
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + 32 * p));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(B + 32 * p + 16));
+    const __m256 b10 = ftz8(_mm256_castsi256_ps(_mm256_and_si256(w0, hi)));
+    const __m256 b11 = ftz8(_mm256_castsi256_ps(_mm256_and_si256(w1, hi)));
+    const __m256 b00 = ftz8(_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)));
+    const __m256 b01 = ftz8(_mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)));
+#define QT_STEP(r)                                                                            \
+  if constexpr (r < R) {                                                                      \
+    uint32_t pair;                                                                            \
+    __builtin_memcpy(&pair, A + r * lda + 2 * p, sizeof pair);                                \
+    const __m256 a1 = _mm256_set1_ps(bf16_half(pair & 0xFFFF0000u));                         \
+    const __m256 a0 = _mm256_set1_ps(bf16_half(pair << 16));                                  \
+    c##r##0 = ftz8(_mm256_fmadd_ps(a0, b00, ftz8(_mm256_fmadd_ps(a1, b10, c##r##0))));        \
+    c##r##1 = ftz8(_mm256_fmadd_ps(a0, b01, ftz8(_mm256_fmadd_ps(a1, b11, c##r##1))));        \
+  }
+    QT_ROWS(QT_STEP)
+#undef QT_STEP
+  }
+#define QT_STORE(r) if constexpr (r < R) { _mm256_storeu_ps(C + 16 * r, c##r##0); _mm256_storeu_ps(C + 16 * r + 8, c##r##1); }
+  QT_ROWS(QT_STORE)
+#undef QT_STORE
+}
+
+QT_AVX2 void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                            bool acc) {
+  switch (rows) {
+    case 1: bf16_tile_r<1>(A, lda, B, kpn, C, acc); break;
+    case 2: bf16_tile_r<2>(A, lda, B, kpn, C, acc); break;
+    case 3: bf16_tile_r<3>(A, lda, B, kpn, C, acc); break;
+    case 4: bf16_tile_r<4>(A, lda, B, kpn, C, acc); break;
+    case 5: bf16_tile_r<5>(A, lda, B, kpn, C, acc); break;
+    default: bf16_tile_r<6>(A, lda, B, kpn, C, acc); break;
+  }
+}
+
 template <int R>
 QT_AVX2 static void i8_tile_r(const int16_t* A, const int8_t* B, int64_t kpn, int32_t* C) {
 #define QT_DECL(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = _mm256_setzero_si256();

@@ -40,6 +40,13 @@ void f32_tile_rows(int rows, const float* A, int64_t lda, const float* B, int64_
 void gemv(int npanels, bool fp8, const float* A, const uint8_t* B, int64_t pstride, int64_t kn,
           float* C, bool accumulate);
 inline constexpr int kGemvPanels = 4;
+// The bf16 GEMM's vdpbf16ps chain (libquant/gemm.h) emulated with AVX2 + FMA, for CPUs without
+// AVX512-BF16: C[r][j] (=|+=), per k pair p < kpn, c = ftz(fma(a[2p+1], b[2p+1], c)) then
+// c = ftz(fma(a[2p], b[2p], c)), with a = A[r * lda + ...] and b = B[(p * 16 + j) * 2 + ...] bf16
+// bits widened exactly, subnormal inputs and results flushed to signed zero; rows 1..6.
+// Bit-identical to gemm_f32.cpp's scalar emulation and to the AVX512-BF16 kernel.
+void bf16_tile_rows(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
+                    bool accumulate);
 // C[r][j] = sum_{kp < kpn} A[kp][r][0]*B[kp][j][0] + A[kp][r][1]*B[kp][j][1] in int32
 // (vpmovsxbw + vpmaddwd: exact for all int8 values including -128).
 void i8_tile(int rows, const int16_t* A, const int8_t* B, int64_t kpn, int32_t* C);

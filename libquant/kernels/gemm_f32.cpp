@@ -136,6 +136,19 @@ bool bf16_hw() { return !g_force_scalar.load(std::memory_order_relaxed) && bf16_
 
 }  // namespace
 
+// The own bf16 chain on the best path this CPU has: AVX512-BF16 (rows 1..12), else the AVX2 + FMA
+// emulation (six rows per call), else the scalar emulation -- the same bits on all three.
+static void bf16_tile_own(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C, bool acc) {
+  if (bf16_hw()) {
+    avx512::bf16_tile_rows(rows, A, lda, B, kpn, C, acc);
+  } else if (gemm_isa() != Isa::Scalar) {
+    for (int r0 = 0; r0 < rows; r0 += avx2::kMR)
+      avx2::bf16_tile_rows(std::min(avx2::kMR, rows - r0), A + r0 * lda, lda, B, kpn, C + r0 * kNR, acc);
+  } else {
+    bf16_tile_scalar(rows, A, lda, B, kpn, C, acc);
+  }
+}
+
 bool linear_uses_avx2() { return gemm_isa() != Isa::Scalar; }
 
 void bf16_round_row(const float* src, uint16_t* dst, int64_t n) {
@@ -154,8 +167,7 @@ void gemm_tile(int rows, const float* A, int64_t lda, const float* B, int64_t kn
 void gemm_tile_bf16(int rows, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t kpn, float* C,
                     bool accumulate) {
   QT_ASSERT(rows >= 1 && rows <= kTileRows && lda % 2 == 0);
-  if (bf16_hw()) avx512::bf16_tile_rows(rows, A, lda, B, kpn, C, accumulate);
-  else bf16_tile_scalar(rows, A, lda, B, kpn, C, accumulate);  // same bits
+  bf16_tile_own(rows, A, lda, B, kpn, C, accumulate);
 }
 
 void linear_force_scalar(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
@@ -383,8 +395,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
             if (bf16) {
               const uint16_t* panel = W.panels_bf16.data() + ((p0 + q) * Kp + k0 / 2) * kNR * 2;
               const uint16_t* a = xb.get() + (t0 + i * mr) * 2 * Kp + k0;
-              if (hw16) avx512::bf16_tile_rows(rows, a, 2 * Kp, panel, (kn + 1) / 2, c, k0 > 0);
-              else bf16_tile_scalar(rows, a, 2 * Kp, panel, (kn + 1) / 2, c, k0 > 0);  // same bits
+              bf16_tile_own(rows, a, 2 * Kp, panel, (kn + 1) / 2, c, k0 > 0);  // same bits on every path
               continue;
             }
             const float* panel = W.panels.data() + ((p0 + q) * K + k0) * kNR;

@@ -59,6 +59,12 @@ class Bf16BackendScope {
   Bf16BackendScope& operator=(const Bf16BackendScope&) = delete;
 };
 
+// The name the manifest and --version give the own bf16 kernels on this CPU, from the CPU's
+// features (KERNELS.md §6.3): AVX512-BF16, else the AVX2 + FMA emulation, else the scalar one.
+inline std::string own_bf16_path() {
+  return bf16_hardware() ? "avx512-bf16" : active_isa() != Isa::Scalar ? "avx2-bf16" : "scalar-bf16";
+}
+
 struct RunResult {
   int exit_code = -1;
   std::string out;  // stdout

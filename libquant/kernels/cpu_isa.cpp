@@ -71,8 +71,8 @@ std::string gemm_path_name(bool bf16) {
   if (!bf16) return isa_name(active_isa());
   // The own kernels (also attention's, gemm.h): AVX512-BF16, else emulated with AVX2 + FMA or scalar.
   const std::string own = bf16_hardware() ? "avx512-bf16" : active_isa() != Isa::Scalar ? "avx2-bf16" : "scalar-bf16";
-  if (bf16_backend() == Bf16Backend::Onednn) return "onednn-" + kernels::onednn::impl_name() + "+" + own;
-  return own;
+  const std::string kernels = bf16_kernels_id();  // "own" or the Linears' oneDNN implementation
+  return kernels == "own" ? own : kernels + "+" + own;
 }
 
 namespace {

@@ -342,8 +342,9 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
     // zero-fill: the first K block writes before anything reads). x is read in place by the
     // micro-kernel (mr row streams), so no packing of x.
     std::unique_ptr<float[]> acc(new float[static_cast<size_t>(kTaskPanels * kTaskRows * kNR)]);
-    std::unique_ptr<float[]> glu_g, glu_u;  // a GLU task's gate and up values of one panel pair
-    if (W.glu) glu_g.reset(new float[static_cast<size_t>(kTaskRows * kNR)]), glu_u.reset(new float[static_cast<size_t>(kTaskRows * kNR)]);
+    // A GLU task's products m, [pair][row][16], and the up values of one panel pair.
+    std::unique_ptr<float[]> glu_g, glu_u;
+    if (W.glu) glu_g.reset(new float[static_cast<size_t>(kTaskPanels / 2 * kTaskRows * kNR)]), glu_u.reset(new float[static_cast<size_t>(kTaskRows * kNR)]);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t t0 = (task / col_tasks) * kTaskRows, p0 = (task % col_tasks) * kTaskPanels;
@@ -410,53 +411,80 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
       }
       if (W.glu) {
         // m = silu(gate + bg) * (up + bu), 16 columns per (gate, up) panel pair, through the
-        // same silu_mul_f32 as the unfused path (same bits).
-        // One silu_mul_f32 call per panel pair over all the task's rows (an elementwise function:
-        // the same bits as per row), written out row by row.
+        // same silu_mul_f32 as the unfused path (same bits): one call per panel pair over all
+        // the task's rows (an elementwise function: the same bits as per row), into g as
+        // [pair][row][16], then written out row by row (each output row's block in one go).
+        // The own kernels' accumulators of a full panel are already [row][16] in a row: without
+        // a bias, silu_mul_f32 reads them in place.
         const OutputColumns& o = outs[0];
         float* g = glu_g.get();
         float* u = glu_u.get();
+        const int64_t pairs = (np + 1) / 2;
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
+          float* gq = g + q / 2 * mt * kNR;
+          if (!bias && nn == kNR && acc_row == kNR) {
+            silu_mul_f32(acc.get() + q * acc_q, acc.get() + (q + 1) * acc_q, gq, mt * kNR);
+            continue;
+          }
           for (int64_t r = 0; r < mt; ++r) {
             const float* cg = acc.get() + q * acc_q + r * acc_row;
             const float* cu = acc.get() + (q + 1) * acc_q + r * acc_row;
-            float* gr = g + r * nn;
+            float* gr = gq + r * nn;
             float* ur = u + r * nn;
             for (int64_t j = 0; j < nn; ++j) {
               gr[j] = bias ? cg[j] + bias[n0 + j] : cg[j];
               ur[j] = bias ? cu[j] + bias[N + n0 + j] : cu[j];
             }
           }
-          silu_mul_f32(g, u, g, mt * nn);
-          for (int64_t r = 0; r < mt; ++r) copy_upto16(o.y + (t0 + r) * o.ldy + n0, g + r * nn, nn);
+          silu_mul_f32(gq, u, gq, mt * nn);
+        }
+        for (int64_t r = 0; r < mt; ++r) {
+          float* yr = o.y + (t0 + r) * o.ldy + p0 / 2 * kNR;
+          for (int64_t pq = 0; pq < pairs; ++pq) {
+            const int64_t nn = std::min(kNR, N - (p0 / 2 + pq) * kNR);
+            copy_upto16(yr + pq * kNR, g + pq * mt * kNR + r * nn, nn);
+          }
         }
         continue;
       }
       // Scatter; the bias is one f32 addition after the chain (addmm's beta * C term), then the
-      // optional residual addition.
+      // optional residual addition. The task's columns as runs within one output segment, then
+      // row by row (each output row's block in one go: outputs rows apart are pages apart).
+      struct Run {
+        float* y;           // the segment's first output, this run's column
+        int64_t ldy;
+        const float* b;     // its bias, or null
+        int64_t acc_off;    // the run's first accumulator of row 0
+        int64_t n;          // columns
+      };
+      Run runs[kTaskPanels * kNR];
+      int nruns = 0;
       for (int64_t q = 0; q < np; ++q) {
         const int64_t n0 = (p0 + q) * kNR, nn = std::min(kNR, N - n0);
-        for (int64_t j0 = 0; j0 < nn;) {  // runs of columns within one output segment
+        for (int64_t j0 = 0; j0 < nn;) {
           const int32_t sg = seg_of[static_cast<size_t>(n0 + j0)];
           const OutputColumns& o = outs[static_cast<size_t>(sg)];
           const int64_t run = std::min(nn - j0, seg_c0[static_cast<size_t>(sg)] + o.cols - (n0 + j0));
           const int64_t oc = n0 + j0 - seg_c0[static_cast<size_t>(sg)];
-          const float* b = bias ? bias + n0 + j0 : nullptr;
-          for (int64_t r = 0; r < mt; ++r) {
-            float* yr = o.y + (t0 + r) * o.ldy + oc;
-            const float* cr = acc.get() + q * acc_q + r * acc_row + j0;
-            if (add_to_output) {
-              if (b) for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + (cr[j] + b[j]);
-              else for (int64_t j = 0; j < run; ++j) yr[j] = yr[j] + cr[j];
-            } else {
-              if (b) for (int64_t j = 0; j < run; ++j) yr[j] = cr[j] + b[j];
-              else copy_upto16(yr, cr, run);
-            }
-          }
+          runs[nruns++] = {o.y + oc, o.ldy, bias ? bias + n0 + j0 : nullptr, q * acc_q + j0, run};
           j0 += run;
         }
       }
+      for (int64_t r = 0; r < mt; ++r)
+        for (int i = 0; i < nruns; ++i) {
+          const Run& rn = runs[i];
+          float* yr = rn.y + (t0 + r) * rn.ldy;
+          const float* cr = acc.get() + rn.acc_off + r * acc_row;
+          const float* b = rn.b;
+          if (add_to_output) {
+            if (b) for (int64_t j = 0; j < rn.n; ++j) yr[j] = yr[j] + (cr[j] + b[j]);
+            else for (int64_t j = 0; j < rn.n; ++j) yr[j] = yr[j] + cr[j];
+          } else {
+            if (b) for (int64_t j = 0; j < rn.n; ++j) yr[j] = cr[j] + b[j];
+            else copy_upto16(yr, cr, rn.n);
+          }
+        }
     }
   }
 }

@@ -212,7 +212,8 @@ void round_bf16(const float* src, uint16_t* dst, int64_t n, int threads) {
 //     a tile's last query are skipped; one FMA chain over D per score, gemm.h);
 //   per row: s *= D^-0.5 (after the product, as transformers' eager path), m = max over the
 //     visible keys, p = exp_f32(s - m), sum in double (keys ascending; four rows' sums are
-//     interleaved, each in its own order), rounded to f32, p /= sum; masked keys are exactly 0;
+//     interleaved, each in its own order), rounded to f32, p /= sum (the elementwise steps:
+//     vmath.h softmax_exp_f32, div_f32); masked keys are exactly 0;
 //   O = P V over the keys up to the tile's last query (masked p = 0 add nothing).
 // bf16 (kv.bf16; q16 = q rounded to bf16, round_bf16): S from gemm_tile_bf16 over q16 and kv.kb,
 // the softmax as above in f32, P rounded to bf16 row by row, O from gemm_tile_bf16 over P and
@@ -259,14 +260,8 @@ void attention(const float* q, const uint16_t* q16, const PackedKV& kv, float* o
           const int64_t i = i0 + r0 + a;
           lo[a] = (W > 0 ? std::max<int64_t>(j_lo, i - W + 1) : 0) - kb;
           hi[a] = i - kb;  // inclusive
-          float* sr = s[a] = S.data() + (r0 + a) * lds;
-          float m = -std::numeric_limits<float>::infinity();
-          for (int64_t j = lo[a]; j <= hi[a]; ++j) {
-            sr[j] *= scale;
-            m = std::max(m, sr[j]);
-          }
-          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] -= m;
-          exp_f32(sr + lo[a], sr + lo[a], hi[a] - lo[a] + 1);
+          s[a] = S.data() + (r0 + a) * lds;
+          softmax_exp_f32(s[a] + lo[a], hi[a] - lo[a] + 1, scale);  // exp(s * scale - max), vmath.h
           sum[a] = 0.0, pos[a] = lo[a];
         }
         int64_t L = lo[0], Hm = hi[0];
@@ -284,7 +279,7 @@ void attention(const float* q, const uint16_t* q16, const PackedKV& kv, float* o
           for (; pos[a] <= hi[a]; ++pos[a]) sum[a] += s[a][pos[a]];
           const float fsum = static_cast<float>(sum[a]);
           float* sr = s[a];
-          for (int64_t j = lo[a]; j <= hi[a]; ++j) sr[j] /= fsum;
+          div_f32(sr + lo[a], hi[a] - lo[a] + 1, fsum);
           std::fill(sr, sr + lo[a], 0.0f);
           std::fill(sr + hi[a] + 1, sr + ncols, 0.0f);
           if (kv.bf16) {

@@ -1,8 +1,10 @@
 // Elementwise math of the forward pass (libquant/vmath.h): exp_f32 within 2 ulp of the exact value
 // (float64 std::exp as the reference) over its whole finite range, the documented edge rules,
-// and the AVX2 body bit-identical to the scalar twin (lengths that hit the 8-lane tail).
+// the AVX2 body bit-identical to the scalar twin (lengths that hit the 8-lane tail), and the
+// softmax row steps equal to the scalar loops they replace on every path.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -96,6 +98,59 @@ TEST_P(Vmath, SiluMulIsWithinFourUlpOfTheFloat64Formula) {
 
 INSTANTIATE_TEST_SUITE_P(EveryIsa, Vmath, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
+
+// softmax_exp_f32 and div_f32 against the loops they replace, written out here (calib/forward.cpp's
+// attention before them): t = x * scale in f32, m = std::max over t in index order, exp_f32(t - m)
+// (exp_f32 itself is checked above); x / d. Rows that hit every tail length, plus rows whose
+// largest value is a tie of +0 and -0 (the vector max may keep either zero: vmath.h says the
+// result is the same), rows with NaN scores (skipped by the max) and rows of one value.
+TEST_P(Vmath, SoftmaxStepsEqualTheScalarLoopsTheyReplaceBitForBit) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> d(0.0f, 4.0f);
+  std::vector<std::vector<float>> rows;
+  for (int64_t n : {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 300, 1000}) {
+    std::vector<float> r(static_cast<size_t>(n));
+    for (float& v : r) v = d(rng);
+    rows.push_back(r);
+  }
+  for (int64_t n : {3, 17, 40}) {  // largest = a tie of zeros, in both orders
+    std::vector<float> r(static_cast<size_t>(n));
+    for (float& v : r) v = -std::fabs(d(rng)) - 0.5f;
+    r[1] = -0.0f, r[static_cast<size_t>(n - 1)] = 0.0f;
+    rows.push_back(r);
+    std::swap(r[1], r[static_cast<size_t>(n - 1)]);
+    rows.push_back(r);
+  }
+  {
+    std::vector<float> r(37);
+    for (float& v : r) v = d(rng);
+    r[0] = r[20] = std::numeric_limits<float>::quiet_NaN();
+    rows.push_back(r);
+  }
+  for (const float scale : {0.125f, 0.08838834764831845f}) {
+    for (const auto& row : rows) {
+      const int64_t n = static_cast<int64_t>(row.size());
+      std::vector<float> want(row);
+      float m = -std::numeric_limits<float>::infinity();
+      for (float& v : want) {
+        v *= scale;
+        m = std::max(m, v);
+      }
+      for (float& v : want) v -= m;
+      exp_f32(want.data(), want.data(), n);
+      std::vector<float> got(row);
+      softmax_exp_f32(got.data(), n, scale);
+      for (size_t i = 0; i < row.size(); ++i)
+        ASSERT_EQ(f32_bits(got[i]), f32_bits(want[i])) << "n=" << n << " i=" << i << " x=" << row[i];
+      // The division by the row's sum (any f32 divisor; rounding is per element).
+      const float sum = 3.0f + static_cast<float>(n) / 7.0f;
+      std::vector<float> q(got);
+      div_f32(q.data(), n, sum);
+      for (size_t i = 0; i < row.size(); ++i)
+        ASSERT_EQ(f32_bits(q[i]), f32_bits(got[i] / sum)) << "n=" << n << " i=" << i;
+    }
+  }
+}
 
 TEST(VmathTwins, Avx512AndScalarGiveTheSameBitsAtEveryLength) {
   if (cpu_isa() != Isa::Avx512) GTEST_SKIP() << "this CPU lacks AVX-512 F";

@@ -4,6 +4,7 @@
 // AVX-512 body in vmath_avx512.cpp.
 #include "libquant/vmath.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -68,6 +69,29 @@ void silu_mul_f32(const float* g, const float* u, float* out, int64_t n) {
     const float z = g[i];
     out[i] = (z / (1.0f + exp_scalar(-z))) * u[i];
   }
+}
+
+void softmax_exp_f32(float* x, int64_t n, float scale) {
+  switch (vmath_isa()) {
+    case Isa::Avx512: return vmath_avx512::softmax_exp_f32(x, n, scale);
+    case Isa::Avx2: return vmath_avx2::softmax_exp_f32(x, n, scale);
+    default: break;
+  }
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] *= scale;
+    m = std::max(m, x[i]);
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_scalar(x[i] - m);
+}
+
+void div_f32(float* x, int64_t n, float d) {
+  switch (vmath_isa()) {
+    case Isa::Avx512: return vmath_avx512::div_f32(x, n, d);
+    case Isa::Avx2: return vmath_avx2::div_f32(x, n, d);
+    default: break;
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / d;
 }
 
 }  // namespace qt

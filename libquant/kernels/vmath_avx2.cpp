@@ -82,4 +82,42 @@ QT_AVX2 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n)
   }
 }
 
+// Lane l of m keeps the largest of the elements l, l + 8, ... (_mm256_max_ps(t, m) returns m when
+// t is NaN, as std::max(m, t) does); the tail's products and maxima are scalar (the same f32
+// multiply), then the lanes are folded: the max of the same numbers, up to a tied zero's sign.
+QT_AVX2 void softmax_exp_f32(float* x, int64_t n, float scale) {
+  if (n <= 0) return;
+  const __m256 sc = _mm256_set1_ps(scale);
+  __m256 m = _mm256_set1_ps(-__builtin_inff());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + i), sc);
+    _mm256_storeu_ps(x + i, t);
+    m = _mm256_max_ps(t, m);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, m);
+  float mx = lanes[0];
+  for (int l = 1; l < 8; ++l) mx = lanes[l] > mx ? lanes[l] : mx;
+  for (int64_t j = i; j < n; ++j) {
+    x[j] *= scale;
+    mx = x[j] > mx ? x[j] : mx;
+  }
+  const __m256 mv = _mm256_set1_ps(mx);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
+  if (i < n) {
+    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = i; j < n; ++j) buf[j - i] = x[j] - mx;
+    _mm256_storeu_ps(buf, exp8(_mm256_loadu_ps(buf)));
+    std::memcpy(x + i, buf, sizeof(float) * static_cast<size_t>(n - i));
+  }
+}
+
+QT_AVX2 void div_f32(float* x, int64_t n, float d) {
+  const __m256 dv = _mm256_set1_ps(d);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), dv));
+  for (; i < n; ++i) x[i] = x[i] / d;
+}
+
 }  // namespace qt::vmath_avx2

@@ -26,6 +26,8 @@ inline constexpr float kP5 = 5.0000001201e-1f;
 namespace vmath_avx2 {
 void exp_f32(const float* x, float* y, int64_t n);
 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n);
+void softmax_exp_f32(float* x, int64_t n, float scale);
+void div_f32(float* x, int64_t n, float d);
 }  // namespace vmath_avx2
 
 }  // namespace qt

@@ -74,4 +74,45 @@ QT_AVX512 void silu_mul_f32(const float* g, const float* u, float* out, int64_t 
   }
 }
 
+// Lane l of m keeps the largest of the elements l, l + 16, ... (_mm512_max_ps(t, m) returns m
+// when t is NaN, as std::max(m, t) does), then the 16 lanes are folded; the max of the same set of
+// numbers whatever the order, up to the sign of a tied zero (vmath.h).
+QT_AVX512 void softmax_exp_f32(float* x, int64_t n, float scale) {
+  if (n <= 0) return;
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 m = _mm512_set1_ps(-__builtin_inff());
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), sc);
+    _mm512_storeu_ps(x + i, t);
+    m = _mm512_max_ps(t, m);
+  }
+  if (i < n) {
+    const __mmask16 k = tail_mask(n - i);
+    const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), sc);
+    _mm512_mask_storeu_ps(x + i, k, t);
+    m = _mm512_mask_max_ps(m, k, t, m);
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, m);
+  float mx = lanes[0];
+  for (int l = 1; l < 16; ++l) mx = lanes[l] > mx ? lanes[l] : mx;
+  const __m512 mv = _mm512_set1_ps(mx);
+  for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
+  if (i < n) {
+    const __mmask16 k = tail_mask(n - i);
+    _mm512_mask_storeu_ps(x + i, k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv)));
+  }
+}
+
+QT_AVX512 void div_f32(float* x, int64_t n, float d) {
+  const __m512 dv = _mm512_set1_ps(d);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), dv));
+  if (i < n) {
+    const __mmask16 k = tail_mask(n - i);
+    _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), dv));
+  }
+}
+
 }  // namespace qt::vmath_avx512

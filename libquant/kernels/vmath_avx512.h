@@ -9,4 +9,6 @@
 namespace qt::vmath_avx512 {
 void exp_f32(const float* x, float* y, int64_t n);
 void silu_mul_f32(const float* g, const float* u, float* out, int64_t n);
+void softmax_exp_f32(float* x, int64_t n, float scale);
+void div_f32(float* x, int64_t n, float d);
 }  // namespace qt::vmath_avx512

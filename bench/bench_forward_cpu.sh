@@ -30,7 +30,10 @@ default_isa=$("$QTOOL" --version | sed -n 's/.*bf16 GEMM: \([^)]*\)).*/\1/p')
 case "$default_isa" in onednn*) other=own ;; *) other=onednn ;; esac
 printf '#!/bin/sh\nQTOOL_BF16_GEMM=%s exec %s "$@"\n' "$other" "$FWD" > "$W/fwd_other.sh"
 chmod +x "$W/fwd_other.sh"
-echo "bf16 GEMM by default: $default_isa; the other back end in the rounds ('before'): $other"
+other_isa=$(QTOOL_BF16_GEMM=$other "$QTOOL" --version | sed -n 's/.*bf16 GEMM: \([^)]*\)).*/\1/p')
+# (Without oneDNN in the build or a CPU it runs on, QTOOL_BF16_GEMM=onednn falls back to the own
+# kernel: then both names below are the same and so are the two contenders.)
+echo "bf16 GEMM by default: $default_isa; the other back end in the rounds ('before'): $other = $other_isa"
 
 echo "== GEMM alone: one 512-token sample's Linears of the 135M model, 1 thread, best of 5"
 layer() { grep '"shape": "layer"'; }

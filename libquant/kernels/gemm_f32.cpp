@@ -419,7 +419,7 @@ void linear_packed(const float* x, int64_t T, const PackedLinear& W, const float
         const OutputColumns& o = outs[0];
         float* g = glu_g.get();
         float* u = glu_u.get();
-        const int64_t pairs = (np + 1) / 2;
+        const int64_t pairs = np / 2;  // np is even: GLU pairs never straddle tasks
         for (int64_t q = 0; q < np; q += 2) {
           const int64_t n0 = (p0 + q) / 2 * kNR, nn = std::min(kNR, N - n0);
           float* gq = g + q / 2 * mt * kNR;
